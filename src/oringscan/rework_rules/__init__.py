@@ -1,0 +1,1 @@
+"""oringscan.rework_rules"""

@@ -1,0 +1,21 @@
+"""Test-wide settings: offline, pinned thread counts, no stray model caches."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ORINGSCAN_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("ORINGSCAN_TEST_THREADS", "2"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import cv2  # noqa: E402
+
+cv2.setNumThreads(int(os.environ.get("ORINGSCAN_TEST_THREADS", "2")))
+
+try:  # torch is heavy: pin it only if installed
+    import torch  # noqa: E402
+
+    torch.set_num_threads(int(os.environ.get("ORINGSCAN_TEST_THREADS", "2")))
+except ImportError:  # pragma: no cover
+    pass
