@@ -93,6 +93,8 @@ class ClassesConfig(_Section):
 
     @model_validator(mode="after")
     def _targets_known(self) -> ClassesConfig:
+        if self.default_class == "":
+            self.__dict__["default_class"] = None
         unknown = sorted({v for v in self.label_map.values() if v not in self.names})
         if unknown:
             raise ValueError(f"classes.label_map targets unknown classes {unknown}; known: {self.names}")
