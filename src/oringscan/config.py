@@ -114,19 +114,39 @@ class PreprocessConfig(_Section):
 
 
 class ScreeningConfig(_Section):
-    backbone: str = "resnet18"
-    layers: list[str] = Field(default_factory=lambda: ["layer2", "layer3"])
-    input_size: int = Field(default=320, ge=32)
+    """PatchCore screening; defaults chosen from benchmarks/bench_screening_accuracy.py."""
+
+    # "ringtexture" (built-in rotation-invariant filter bank, no weights needed) or a timm CNN
+    # ("resnet18", "wide_resnet50_2", ...; ImageNet weights from local caches or `weights`).
+    backbone: str = "ringtexture"
+    # None: the backbone's default (ringtexture: fine+coarse; CNNs: layer2+layer3).
+    layers: list[str] | None = None
+    # None: the backbone's default (ringtexture: the tile size, CNNs: 320).
+    input_size: int | None = Field(default=None, ge=32)
     coreset_ratio: float = Field(default=0.1, gt=0, le=1)
-    max_bank_size: int = Field(default=200_000, ge=100)
+    max_bank_size: int = Field(default=16_384, ge=16)
     num_neighbors: int = Field(default=9, ge=1)
     batch_size: int = Field(default=8, ge=1)
+    # Streaming fit: embeddings buffered before each coreset merge, projection for distances.
+    chunk_rows: int = Field(default=65_536, ge=1024)
+    projection_dim: int = Field(default=128, ge=0)
+    coreset_batch: int = Field(default=16, ge=1)
+    seed: int = 42
     false_reject_rate: float = Field(default=0.01, gt=0, lt=1)
     # Frames scoring between marginal_fraction*threshold and threshold are "marginal".
     marginal_fraction: float | None = Field(default=0.9, gt=0, lt=1)
     weights: Path | None = None
-    representation: str = "tile"
     device: str = "auto"
+
+    def layers_for_backbone(self) -> list[str]:
+        if self.layers:
+            return list(self.layers)
+        return ["fine", "coarse"] if self.backbone == "ringtexture" else ["layer2", "layer3"]
+
+    def input_size_for_backbone(self, tile_size: int) -> int:
+        if self.input_size:
+            return self.input_size
+        return tile_size if self.backbone == "ringtexture" else 320
 
 
 class TrainingConfig(_Section):
@@ -157,14 +177,53 @@ class TrainingConfig(_Section):
     mask_threshold: float = Field(default=0.5, ge=0, le=1)
     seed: int = 42
     device: str = "auto"
+    # Model input side in px (min_size = max_size). None: 800 for the ResNet50 models (torchvision's
+    # default, as the seed trained), the tile size for the light backbones. Smaller = faster on CPU.
+    input_size: int | None = Field(default=None, ge=32)
+    # RPN anchor sizes, one per FPN level. None: torchvision's (32..512) for ResNet50, 16..256 for
+    # resnet18_fpn (pits are a few pixels).
+    anchor_sizes: list[int] | None = None
+    # Stop training after this many minutes (the current epoch is cut short, evaluated and saved).
+    max_minutes: float | None = Field(default=None, gt=0)
+    # Validation on at most this many tiles per epoch (all annotated ones first); None: all.
+    val_max_tiles: int | None = Field(default=None, ge=1)
+    # Stitching: two predictions are one defect when intersection-over-smaller >= stitch_ios, or
+    # when their masks agree (IoU >= stitch_window_iou) inside the window where both tiles saw it.
+    stitch_ios: float = Field(default=0.5, gt=0, le=1)
+    stitch_window_iou: float = Field(default=0.5, gt=0, le=1)
+    # Gradient norm clip (a guard for from-scratch starts; None: off, as torchvision's reference).
+    grad_clip_norm: float | None = Field(default=10.0, gt=0)
+    # Predicted masks smaller than this (px) are dropped as noise.
+    min_mask_area: int = Field(default=4, ge=1)
+    # Frame-level recall: a labelled defect counts as found when a prediction overlaps it with IoU >= this.
+    recall_iou: float = Field(default=0.1, gt=0, le=1)
 
 
 class ReworkConfig(_Section):
+    """Ring geometry and its calibrated limits (see README "Rework rules")."""
+
     k_sigma: float = Field(default=2.5, gt=0)
     angles: int = Field(default=720, ge=90)
     subpixel: bool = True
     # Rules files live at output/<model>/rework_rules.toml unless a path is given here.
     rules_file: Path | None = None
+    # Radial profile: median window (degrees) that removes lint spikes and single noisy rays.
+    profile_median_deg: float = Field(default=2.5, gt=0, le=30)
+    # Edges are searched up to this far beyond the first circle fit (largest flash expected).
+    max_excursion_px: float = Field(default=40.0, gt=0)
+    # Fit points further than this (or 4 robust sigmas) from the ellipse are flash/bites, not fit.
+    fit_tolerance_px: float = Field(default=1.0, gt=0)
+    # Protrusions/indentations lower than this have no arc (noise).
+    min_excursion_px: float = Field(default=1.0, ge=0)
+    # Rays whose rubber/belt gray levels differ less than this keep the mask edge.
+    min_edge_contrast: float = Field(default=8.0, ge=0)
+    # Calibrated limits never sit closer to the mean than this: a limit tighter than the
+    # measurement's repeatability rejects parts for noise.
+    min_margin_px: float = Field(default=1.0, ge=0)
+    min_margin_ratio: float = Field(default=0.003, ge=0)  # for ratios (ovality, wall max/min, circularity)
+    min_margin_percent: float = Field(default=0.15, ge=0)  # for concentricity %
+    # Flash/bite limits (protrusion/indentation height) are at least this many px.
+    min_excursion_limit_px: float = Field(default=2.5, ge=0)
 
 
 class PipelineConfig(_Section):

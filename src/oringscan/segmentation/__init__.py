@@ -1,1 +1,16 @@
-"""oringscan.segmentation"""
+"""oringscan.segmentation: per-type Mask R-CNN on 640 px tiles, stitched back into whole frames.
+
+Public API (what the pipeline calls):
+    train_segmentation(config, output_root, model, **overrides) -> dict
+    Segmenter.load(checkpoint, device="auto", expected_type=model)
+    segmenter.predict_tiles(tiles) -> list[Instance]     # frame coordinates, stitched
+    stitch(instances) -> list[Instance]
+    evaluate_segmentation(config, output_root, model, data_root) -> dict
+"""
+
+from oringscan.segmentation.engine import TrainingError, train_segmentation
+from oringscan.segmentation.evaluation import evaluate_segmentation
+from oringscan.segmentation.inference import FramePrediction, Segmenter
+from oringscan.segmentation.stitching import stitch
+
+__all__ = ["FramePrediction", "Segmenter", "TrainingError", "evaluate_segmentation", "stitch", "train_segmentation"]

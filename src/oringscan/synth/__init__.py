@@ -1,1 +1,36 @@
-"""oringscan.synth"""
+"""Synthetic plant frames: mottled rings on a textured belt, exact LabelMe polygons, rework truth.
+
+Public API (the pipeline and the tests call exactly these):
+``render_frame(kind, rng, ...) -> SynthFrame(image, labelme, truth)`` and
+``synthesize_dataset(out_root, config, types, n_good, n_defect, n_rework, seed, color_fraction)``.
+"""
+
+from oringscan.synth.dataset import MANIFEST_NAME, rework_folder_for, synthesize_dataset
+from oringscan.synth.render import (
+    DEFECT_LABELS,
+    FULL_SIZE,
+    REWORK_KINDS,
+    STYLES,
+    SynthFrame,
+    TypeStyle,
+    labelme_document,
+    render_frame,
+    render_with_reference,
+    style_for,
+)
+
+__all__ = [
+    "DEFECT_LABELS",
+    "FULL_SIZE",
+    "MANIFEST_NAME",
+    "REWORK_KINDS",
+    "STYLES",
+    "SynthFrame",
+    "TypeStyle",
+    "labelme_document",
+    "render_frame",
+    "render_with_reference",
+    "rework_folder_for",
+    "style_for",
+    "synthesize_dataset",
+]

@@ -1,0 +1,20 @@
+"""The Streamlit script behind `oringscan dashboard`: page navigation only, pages live in views/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+VIEWS = Path(__file__).parent / "views"
+
+st.set_page_config(page_title="oringscan review", page_icon=":material/donut_large:", layout="wide")
+navigation = st.navigation(
+    [
+        st.Page(VIEWS / "review_queue.py", title="Review queue", icon=":material/checklist:", url_path="queue", default=True),
+        st.Page(VIEWS / "frame_view.py", title="Frame view", icon=":material/image_search:", url_path="frame"),
+        st.Page(VIEWS / "overview.py", title="Overview", icon=":material/monitoring:", url_path="overview"),
+        st.Page(VIEWS / "runs.py", title="Runs", icon=":material/history:", url_path="runs"),
+    ]
+)
+navigation.run()

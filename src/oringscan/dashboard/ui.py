@@ -1,0 +1,64 @@
+"""What every page shares: settings, the one database connection, image roots, small widgets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+from sqlalchemy.engine import make_url
+
+from oringscan.dashboard.images import ImageRoots
+from oringscan.dashboard.settings import DashboardSettings
+from oringscan.errors import OringscanError
+
+
+def settings() -> DashboardSettings:
+    """The CLI's settings, or a one-line error on the page (and the page stops)."""
+    try:
+        return DashboardSettings.from_env()
+    except OringscanError as exc:
+        st.error(str(exc))
+        st.stop()
+        raise  # unreachable: st.stop ends the script run
+
+
+@st.cache_resource(show_spinner=False)
+def _store(url: str) -> Any:
+    from oringscan.db import InspectionStore
+
+    return InspectionStore(url)
+
+
+def store() -> Any:
+    """The database for this dashboard (one engine per URL for the whole server)."""
+    url = settings().db_url
+    try:
+        return _store(url)
+    except OringscanError as exc:
+        st.error(str(exc))
+    except Exception as exc:  # a database that cannot be opened: say which and why, in one line
+        st.error(f"{safe_url(url)}: cannot open the database: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    st.stop()
+    raise AssertionError("unreachable")
+
+
+@st.cache_resource(show_spinner=False)
+def _roots(roots: tuple[str, ...]) -> ImageRoots:
+    return ImageRoots.of(roots)
+
+
+def image_roots() -> ImageRoots:
+    return _roots(tuple(str(p) for p in settings().image_roots))
+
+
+def safe_url(url: str) -> str:
+    """The database URL with any password masked (it is shown on pages)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<database>"
+
+
+def header(title: str, caption: str | None = None) -> None:
+    st.title(title)
+    st.caption(caption or f"database: {safe_url(settings().db_url)}")

@@ -1,0 +1,5 @@
+"""Streamlit page script; the page itself is oringscan.dashboard.page_frame."""
+
+from oringscan.dashboard.page_frame import render
+
+render()

@@ -1,0 +1,355 @@
+"""Inspecting files: a background reader decodes the next frames while the models work on this one.
+
+Each frame is recorded in its own database transaction as soon as it is done, so a batch killed
+halfway leaves only whole records; a rerun skips frames already inspected with the same content
+(sha256) and the same models (fingerprint) unless ``reinspect``. A file that cannot be read is an
+``error`` record with the reason, and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from oringscan.config import FrameConfig
+from oringscan.errors import FrameError, OringscanError
+from oringscan.frames import LoadedFrame, iter_image_files, read_frame, sha256_of
+from oringscan.pipeline.inspector import FrameInspection, Inspector, error_result
+from oringscan.types import InspectionResult, Verdict
+
+log = logging.getLogger(__name__)
+
+VERDICT_ORDER = [Verdict.GOOD, Verdict.DEFECT, Verdict.REWORK, Verdict.SUSPECT, Verdict.ERROR]
+
+
+@dataclass(slots=True)
+class ReadFrame:
+    """One file as the background reader left it: decoded, or the reason it could not be."""
+
+    path: Path
+    frame: LoadedFrame | None
+    sha256: str | None
+    problem: str | None
+    read_ms: float
+
+
+def read_one(path: Path, frame_cfg: FrameConfig) -> ReadFrame:
+    """Hash and decode one file; never raises for a bad file (the problem is kept instead)."""
+    start = time.perf_counter()
+    sha = None
+    try:
+        if path.is_file():
+            sha = sha256_of(path)
+        frame = read_frame(path, frame_cfg)
+        return ReadFrame(path, frame, sha, None, (time.perf_counter() - start) * 1000.0)
+    except FrameError as exc:
+        problem = exc.problem
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror or exc})"
+    except Exception as exc:  # noqa: BLE001 - a decoder crash on one file must not stop the batch
+        problem = f"cannot be read ({type(exc).__name__}: {exc})"
+    return ReadFrame(path, None, sha, problem, (time.perf_counter() - start) * 1000.0)
+
+
+class Prefetcher:
+    """Reads frames on a background thread, ``depth`` ahead of the consumer.
+
+    OpenCV's decoder and file reads release the GIL, so decoding frame n+1 overlaps the model work
+    on frame n. Stop early with :meth:`close` (also on garbage collection of the iterator).
+    """
+
+    _DONE = object()
+
+    def __init__(self, paths: Sequence[Path], frame_cfg: FrameConfig, depth: int = 2) -> None:
+        self.paths = list(paths)
+        self.frame_cfg = frame_cfg
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="oringscan-prefetch", daemon=True)
+        self._started = False
+
+    def _run(self) -> None:
+        try:
+            for path in self.paths:
+                if self._stop.is_set():
+                    return
+                item = read_one(path, self.frame_cfg)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        finally:
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(self._DONE, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    def __iter__(self) -> Iterator[ReadFrame]:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is self._DONE:
+                    return
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
+@dataclass(slots=True)
+class BatchSummary:
+    """What a batch did: counts per verdict, skipped frames, speed and time per stage."""
+
+    run_id: Any
+    model: str
+    fingerprint: str
+    results: list[InspectionResult] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+    overlay_dir: Path | None = None
+    interrupted: bool = False
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counter = Counter(str(r.verdict) for r in self.results)
+        return {str(v): counter.get(str(v), 0) for v in VERDICT_ORDER}
+
+    @property
+    def frames_per_s(self) -> float:
+        return len(self.results) / self.seconds if self.seconds > 0 else 0.0
+
+    def mean_timings(self) -> dict[str, float]:
+        """Mean ms per inspected frame for each stage (frames that skipped a stage count as 0)."""
+        inspected = [r for r in self.results if r.verdict is not Verdict.ERROR or r.screening is not None]
+        if not inspected:
+            return {}
+        keys: list[str] = []
+        for r in inspected:
+            keys.extend(k for k in r.timings_ms if k not in keys)
+        return {k: sum(r.timings_ms.get(k, 0.0) for r in inspected) / len(inspected) for k in keys}
+
+
+class FrameRecorder:
+    """Turns one read frame into a verdict, an overlay and one database record.
+
+    Shared by the batch runner and the folder watcher so both behave the same frame by frame.
+    """
+
+    def __init__(
+        self,
+        inspector: Inspector,
+        store: Any | None = None,
+        run_id: Any = None,
+        *,
+        reinspect: bool = False,
+        save_overlays: bool | None = None,
+        overlay_dir: Path | None = None,
+        station: str | None = None,
+    ) -> None:
+        self.inspector = inspector
+        self.store = store
+        self.run_id = run_id
+        self.reinspect = reinspect
+        self.save_overlays = inspector.config.pipeline.save_overlays if save_overlays is None else save_overlays
+        self.overlay_dir = overlay_dir
+        self.station = station
+        self._used_names: set[str] = set()
+
+    def already_inspected(self, sha256: str | None) -> bool:
+        if self.reinspect or self.store is None or sha256 is None:
+            return False
+        return bool(self.store.find_inspected(sha256, self.inspector.fingerprint))
+
+    def process(self, item: ReadFrame) -> InspectionResult:
+        """Inspect (or record the read problem of) one frame, save its overlay, record it."""
+        name = str(item.path.absolute())
+        if item.frame is None:
+            result = error_result(name, item.problem or "unreadable", {"read": item.read_ms, "total": item.read_ms},
+                                  oring_type=self.inspector.model, sha256=item.sha256)
+            inspection = FrameInspection(result)
+        else:
+            inspection = self.inspector.inspect_loaded(item.frame, name, sha256=item.sha256,
+                                                       timings={"read": item.read_ms})
+        result = inspection.result
+        if self.save_overlays and self.overlay_dir is not None and result.verdict is not Verdict.GOOD \
+                and inspection.gray is not None:
+            start = time.perf_counter()
+            try:
+                from oringscan.pipeline.overlays import save_overlay
+
+                path = self.overlay_dir / self._overlay_name(item)
+                save_overlay(inspection, path, self.inspector.config)
+                result.overlay_path = str(path.absolute())
+            except Exception as exc:  # noqa: BLE001 - a picture must never cost the record
+                log.warning("%s: overlay not saved (%s)", name, exc)
+            result.timings_ms["overlay"] = (time.perf_counter() - start) * 1000.0
+        if self.store is not None:
+            start = time.perf_counter()
+            record_result(self.store, self.run_id, result, station=self.station)
+            result.timings_ms["db"] = (time.perf_counter() - start) * 1000.0
+        return result
+
+    def _overlay_name(self, item: ReadFrame) -> str:
+        stem = item.path.stem or "frame"
+        name = f"{stem}.png"
+        if name in self._used_names:
+            name = f"{stem}_{(item.sha256 or str(len(self._used_names)))[:8]}.png"
+        self._used_names.add(name)
+        return name
+
+
+def record_result(store: Any, run_id: Any, result: InspectionResult, station: str | None = None) -> Any:
+    """One frame, one transaction (the store's ``record_frame`` commits or rolls back as a whole)."""
+    kwargs: dict[str, Any] = {}
+    if station is not None:
+        kwargs["station"] = station
+    return store.record_frame(run_id, result, **kwargs)
+
+
+def start_run(store: Any | None, inspector: Inspector, *, kind: str = "inspect", note: str | None = None) -> Any:
+    """A run record for this batch (None without a store): config and model fingerprints, host, start."""
+    if store is None:
+        return None
+    return store.start_run(
+        model=inspector.model,
+        model_fingerprint=inspector.fingerprint,
+        config=inspector.config.model_dump(mode="json"),
+        command=kind if note is None else f"{kind}: {note}",
+    )
+
+
+def run_folder_name(run_id: Any) -> str:
+    if run_id is None:
+        return datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")
+    return f"run-{run_id}"
+
+
+def inspect_paths(
+    inspector: Inspector,
+    paths: Iterable[Path | str],
+    store: Any | None = None,
+    *,
+    output_root: Path | str = Path("output"),
+    reinspect: bool = False,
+    save_overlays: bool | None = None,
+    progress: bool = True,
+    prefetch: int = 2,
+    station: str | None = None,
+    on_result: Callable[[InspectionResult], None] | None = None,
+) -> BatchSummary:
+    """Inspect files, folders and globs; every frame ends as one record (or is skipped as done).
+
+    Overlays of every non-good frame go to ``<output_root>/<model>/inspections/run-<id>/``.
+    """
+    files = iter_image_files([Path(p) for p in paths], inspector.config.frame)
+    run_id = start_run(store, inspector)
+    overlay_dir = Path(output_root) / inspector.model / "inspections" / run_folder_name(run_id)
+    recorder = FrameRecorder(inspector, store, run_id, reinspect=reinspect, save_overlays=save_overlays,
+                             overlay_dir=overlay_dir, station=station)
+    summary = BatchSummary(run_id, inspector.model, inspector.fingerprint, overlay_dir=overlay_dir)
+    start = time.perf_counter()
+    bar = _progress_bar(len(files), f"inspect {inspector.model}", enabled=progress)
+    reader = Prefetcher(files, inspector.config.frame, depth=prefetch)
+    try:
+        with bar:
+            for item in reader:
+                if recorder.already_inspected(item.sha256):
+                    summary.skipped.append(item.path)
+                else:
+                    result = recorder.process(item)
+                    summary.results.append(result)
+                    if on_result is not None:
+                        on_result(result)
+                bar.advance(_counts_text(summary))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        raise
+    finally:
+        reader.close()
+        summary.seconds = time.perf_counter() - start
+        if store is not None and run_id is not None:
+            _finish_run(store, run_id, summary)
+    return summary
+
+
+def _finish_run(store: Any, run_id: Any, summary: BatchSummary) -> None:
+    try:
+        store.finish_run(run_id, status="interrupted" if summary.interrupted else "done")
+    except OringscanError as exc:
+        log.warning("run %s: could not close the run record (%s)", run_id, exc)
+
+
+def _counts_text(summary: BatchSummary) -> str:
+    counts = summary.counts
+    text = " ".join(f"{k} {v}" for k, v in counts.items() if v)
+    if summary.skipped:
+        text += f" skipped {len(summary.skipped)}"
+    return text
+
+
+class _Bar:
+    """A rich progress bar on stderr (stdout stays clean for --json), or nothing."""
+
+    def __init__(self, total: int, description: str, enabled: bool) -> None:
+        self.enabled = enabled and total > 0
+        self.total = total
+        self.description = description
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Bar:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[counts]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.description, total=self.total, counts="")
+        return self
+
+    def advance(self, counts: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, counts=counts)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+def _progress_bar(total: int, description: str, enabled: bool) -> _Bar:
+    return _Bar(total, description, enabled)

@@ -1,0 +1,193 @@
+"""``oringscan calibrate rework`` and ``oringscan measure``: thin shells over the rework API."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from oringscan.cli.common import AppContext, common_options, model_option
+from oringscan.errors import FrameError
+from oringscan.frames import iter_image_files, read_frame, write_frame
+from oringscan.rework_rules.calibrate import CalibrationReport, calibrate_rules, rules_path_for
+from oringscan.rework_rules.checker import ReworkChecker, ReworkReport
+from oringscan.rework_rules.metrics import ALL_METRICS, METRICS, MM_METRICS
+from oringscan.rework_rules.rules import RulesFile
+from oringscan.rework_rules.vis import draw_measurement
+from oringscan.types import ReworkResult, ReworkVerdict
+
+_STYLE = {"pass": "green", "rework": "dark_orange", "defect": "red", "error": "magenta"}
+
+
+def _metrics_help() -> str:
+    return "\n".join(f"  {name:22s} {info.description}" for name, info in METRICS.items())
+
+
+@click.command(
+    "rework",
+    epilog="\b\nMetrics (rules may name any of them; *_mm twins exist when the type has mm_per_px):\n" + _metrics_help(),
+)
+@model_option()
+@click.option("--rules", "rules_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Rules file to write [default: config rework.rules_file, else output/<model>/rework_rules.toml].")
+@click.option("--k-sigma", type=click.FloatRange(min=0, min_open=True), default=None, help="Limits at mean +/- k std of the good frames [default: config rework.k_sigma, 2.5].")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@common_options
+def calibrate_rework(app: AppContext, model: str, rules_path: Path | None, k_sigma: float | None, dry_run: bool) -> None:
+    """Derive rework limits from the good frames of the training split.
+
+    Measures every good frame of the training split (output/<model>/annotations/train.json; all
+    frames of the type's good folder when there is no split yet), sets each limit at
+    mean +/- k standard deviations, writes the rules file and shows what changed. Rules you edited
+    by hand or marked source = "manual" are kept; the table says what calibration would have set.
+    """
+    config = app.config
+    if k_sigma is not None:
+        config.rework.k_sigma = k_sigma
+    path = rules_path or rules_path_for(config, app.output_root, model)
+    report = calibrate_rules(config, app.data_root, app.output_root, model, path, write=not dry_run)
+    _print_calibration(report, dry_run)
+
+
+def _span(limits: tuple[float | None, float | None] | None) -> str:
+    if limits is None:
+        return ""
+    lo, up = limits
+    return f"{'' if lo is None else f'{lo:.6g}'} .. {'' if up is None else f'{up:.6g}'}"
+
+
+def _print_calibration(report: CalibrationReport, dry_run: bool) -> None:
+    console = Console()
+    console.print(f"Calibrated from {report.source}; {report.frames_used} measured.")
+    for path, reason in report.skipped:
+        console.print(f"  [yellow]skipped[/] {path}: {reason}", highlight=False)
+    table = Table(title=f"rules: {report.rules_path}", show_lines=False)
+    for col in ("metric", "verdict", "change", "before", "after", "note"):
+        table.add_column(col)
+    styles = {"added": "green", "updated": "cyan", "removed": "red", "kept-manual": "yellow", "kept-hand-edited": "yellow"}
+    for c in report.changes:
+        table.add_row(c.metric, c.verdict, f"[{styles.get(c.change, 'white')}]{c.change}[/]", _span(c.old), _span(c.new), c.note)
+    console.print(table)
+    if report.kept_edits:
+        console.print(f"[yellow]{len(report.kept_edits)} hand-edited/manual rule(s) kept; see the note column.[/]")
+    if dry_run:
+        console.print("Dry run: nothing written.")
+    elif report.written:
+        console.print(f"Wrote {report.rules_path}")
+
+
+@click.command("measure")
+@model_option()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout, one object per frame.")
+@click.option("--save-vis", is_flag=True, help="Save a picture per frame to output/<model>/measurements/.")
+@click.option("--rules", "rules_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Rules file [default: config rework.rules_file, else output/<model>/rework_rules.toml].")
+@click.option("--no-rules", is_flag=True, help="Measure only (no limits; verdict pass unless the ring cannot be measured).")
+@common_options
+def measure(app: AppContext, model: str, images: tuple[Path, ...], as_json: bool, save_vis: bool,
+            rules_path: Path | None, no_rules: bool) -> None:
+    """Measure ring geometry of IMAGES (files, folders or globs) against the rework rules.
+
+    \b
+    Each frame gets every metric with its limits, the verdict (pass / rework / defect / error)
+    and the reasons. A frame that cannot be read or has no measurable ring gets verdict error
+    with the reason; the batch goes on.
+    \b
+    --json prints: [{"image", "verdict", "reasons", "metrics": {name: value}, "fired": [names]}]
+    """
+    config = app.config
+    mm_per_px = config.oring_type(model).mm_per_px
+    if no_rules:
+        checker = ReworkChecker(RulesFile(), None, mm_per_px, config.rework, config.roi)
+    else:
+        path = rules_path or rules_path_for(config, app.output_root, model)
+        checker = ReworkChecker.load(path, mm_per_px, config.rework, config.roi)
+    paths = iter_image_files(list(images), config.frame)
+    vis_dir = app.output_root / model / "measurements"
+    console = Console()
+    out = []
+    for path in tqdm(paths, desc="measuring", unit="frame", disable=len(paths) < 2, file=sys.stderr):
+        try:
+            frame = read_frame(path, config.frame)
+        except FrameError as exc:
+            result = ReworkResult(ReworkVerdict.ERROR, [exc.problem])
+            report, gray = ReworkReport(result), None
+        else:
+            gray = frame.image
+            report = checker.inspect(gray)
+        item = _as_json(path, report.result)
+        if save_vis and gray is not None:
+            vis_path = vis_dir / f"{path.stem}_rework.png"
+            write_frame(vis_path, draw_measurement(gray, report, path.name))
+            item["vis"] = str(vis_path)
+        out.append(item)
+        if not as_json:
+            _print_frame(console, path, report.result, item.get("vis"))
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+    elif len(out) > 1:
+        counts: dict[str, int] = {}
+        for item in out:
+            counts[item["verdict"]] = counts.get(item["verdict"], 0) + 1
+        console.print("Summary: " + ", ".join(f"[{_STYLE[k]}]{v} {k}[/]" for k, v in sorted(counts.items())))
+
+
+def _json_value(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), 4)
+
+
+def _as_json(path: Path, result: ReworkResult) -> dict:
+    return {
+        "image": str(path),
+        "verdict": str(result.verdict),
+        "reasons": list(result.reasons),
+        "metrics": {c.name: _json_value(c.value) for c in result.checks},
+        "fired": result.fired,
+    }
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return ""
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.6g}" if abs(value) < 1e5 else f"{value:.0f}"
+
+
+def _print_frame(console: Console, path: Path, result: ReworkResult, vis: str | None) -> None:
+    verdict = str(result.verdict)
+    table = Table(title=f"{path.name}: [{_STYLE[verdict]}]{verdict.upper()}[/]", title_justify="left")
+    for col, just in (("metric", "left"), ("value", "right"), ("unit", "left"), ("lower", "right"), ("upper", "right"), ("", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    ruled = {c.name for c in result.checks if c.lower is not None or c.upper is not None}
+    for c in result.checks:
+        # Millimetre twins only when a rule uses them (JSON always has all of them).
+        if c.name in MM_METRICS and c.name not in ruled:
+            continue
+        if c.fired:
+            status = f"[{_STYLE.get(c.verdict or 'rework', 'red')}]{c.verdict}[/]"
+        elif c.name in ruled:
+            status = "[green]ok[/]"
+        else:
+            status = "[dim]-[/]"
+        name = c.name if c.name in ALL_METRICS else f"{c.name} (unknown)"
+        table.add_row(name, _fmt(c.value), c.unit, _fmt(c.lower), _fmt(c.upper), status)
+    console.print(table)
+    for reason in result.reasons:
+        console.print(f"  [{_STYLE[verdict]}]-[/] {reason}", highlight=False)
+    if vis:
+        console.print(f"  picture: {vis}", highlight=False)
+
+
+def register(root: click.Group) -> None:
+    root.commands["calibrate"].add_command(calibrate_rework, "rework")  # type: ignore[attr-defined]
+    root.add_command(measure)

@@ -1,0 +1,274 @@
+"""``oringscan train segmentation``, ``oringscan predict`` and ``oringscan evaluate segmentation``.
+
+The seed's ``train.py`` and ``inference.py`` options, as subcommands; a thin shell over the API.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from oringscan.cli.common import AppContext, common_options, model_option, set_threads
+from oringscan.errors import OringscanError
+
+BACKBONE_CHOICES = ["resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "mobilenet_v3_fpn"]
+TILE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+@click.command("segmentation")
+@common_options
+@model_option()
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (config default 50; early stopping may end sooner).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Tiles per batch (default 4).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="SGD learning rate (default 0.005).")
+@click.option("--backbone", type=click.Choice(BACKBONE_CHOICES), default=None,
+              help="resnet50_fpn (the seed's), resnet50_fpn_v2, or a light one for CPU: resnet18_fpn, mobilenet_v3_fpn.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="auto (default) takes the CUDA GPU when present; AMP is used only on CUDA.")
+@click.option("--resume", is_flag=True, help="Continue from checkpoints/latest.pth (same epochs, schedule and seed).")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many minutes (the running epoch is cut short, evaluated and saved).")
+@click.option("--workers", "num_workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes (default 2).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: all cores).")
+def train_segmentation_cmd(app: AppContext, model: str, threads: int | None, resume: bool, **options: Any) -> None:
+    """Train the Mask R-CNN of one o-ring type on its preprocess tiles.
+
+    \b
+    Reads   output/<model>/annotations/{train,val}.json and images/ (run `oringscan preprocess` first).
+    Writes  output/<model>/checkpoints/{best_model,latest}.pth, training_history.json,
+            runs/ (TensorBoard: `tensorboard --logdir output/<model>/runs`).
+    \b
+    Examples:
+      oringscan train segmentation --model model1
+      oringscan train segmentation --model model1 --epochs 80 --batch-size 2 --lr 0.003
+      oringscan train segmentation --model model1 --backbone resnet18_fpn --device cpu --max-minutes 20
+      oringscan train segmentation --model model1 --resume
+    """
+    import torch  # noqa: F401 - imported first so set_threads pins its thread count
+
+    from oringscan.segmentation.engine import train_segmentation
+
+    set_threads(threads)
+    summary = train_segmentation(app.config, app.output_root, model, resume=resume, echo=click.echo, **options)
+    best = summary["best_segm_AP"]
+    click.echo(
+        f"done ({summary['stopped']}): {summary['epochs_run']} epoch(s), best val segm AP "
+        f"{'n/a' if best is None else f'{best:.3f}'} at epoch {summary['best_epoch'] + 1}; checkpoint {summary['checkpoint']}"
+    )
+
+
+def _list_folder(folder: Path) -> list[Path]:
+    if not folder.exists():
+        raise OringscanError(f"{folder}: folder not found")
+    if not folder.is_dir():
+        raise OringscanError(f"{folder}: not a folder (use --image for one file)")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TILE_EXTENSIONS)
+    if not files:
+        raise OringscanError(f"{folder}: no image files ({', '.join(TILE_EXTENSIONS)}) in this folder")
+    return files
+
+
+def _is_frame_size(shape: tuple[int, ...], app: AppContext) -> bool:
+    fc = app.config.frame
+    h, w = shape[:2]
+    return (w, h) == (fc.width, fc.height) or (fc.accept_binned and (2 * w, 2 * h) == (fc.width, fc.height))
+
+
+@click.command("predict")
+@common_options
+@model_option()
+@click.option("--image", type=click.Path(path_type=Path, dir_okay=False), default=None, help="One tile (a patch of a frame).")
+@click.option("--folder", type=click.Path(path_type=Path, file_okay=False), default=None, help="Every image in a folder.")
+@click.option("--full-image", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A whole camera frame: ROI, tile grid, stitching; writes overlay PNG + LabelMe JSON.")
+@click.option("--evaluate", is_flag=True, help="AP per class on the test split and frame-level defect recall.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array (image, instances) instead of text.")
+@click.option("--save-vis", is_flag=True, help="Also write overlays (and LabelMe JSON) for --image/--folder.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint file (default output/<model>/checkpoints/best_model.pth).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--vis-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where overlays go (default output/<model>/inference_results).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: all cores).")
+def predict_cmd(
+    app: AppContext,
+    model: str,
+    image: Path | None,
+    folder: Path | None,
+    full_image: Path | None,
+    evaluate: bool,
+    as_json: bool,
+    save_vis: bool,
+    checkpoint: Path | None,
+    device: str,
+    vis_dir: Path | None,
+    threads: int | None,
+) -> None:
+    """Find defects with the trained segmentation model (the seed's inference.py).
+
+    \b
+    Exactly one of:
+      --image TILE        one tile                  oringscan predict --model model1 --image patch.bmp
+      --folder DIR        every image in DIR        oringscan predict --model model1 --folder tiles/ --save-vis
+      --full-image FRAME  a whole 2448x2048 frame   oringscan predict --model model1 --full-image frame.bmp
+      --evaluate          test split metrics        oringscan predict --model model1 --evaluate
+    Images of the camera's frame size given to --image/--folder are treated as whole frames.
+    Overlays and LabelMe JSON (open in LabelMe to correct and retrain) go to inference_results/.
+    """
+    chosen = [name for name, value in (("--image", image), ("--folder", folder), ("--full-image", full_image), ("--evaluate", evaluate)) if value]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --image, --folder, --full-image, --evaluate" + (f" (got {', '.join(chosen)})" if chosen else ""))
+    import torch  # noqa: F401 - imported first so set_threads pins its thread count
+
+    set_threads(threads)
+    app.config.oring_type(model)
+    type_dir = app.type_output(model)
+    checkpoint = checkpoint or type_dir / "checkpoints" / "best_model.pth"
+    if evaluate:
+        from oringscan.segmentation.evaluation import evaluate_segmentation
+
+        metrics = evaluate_segmentation(app.config, app.output_root, model, app.data_root, checkpoint, device, progress=not as_json)
+        if as_json:
+            click.echo(json.dumps(metrics, indent=2))
+        else:
+            _echo_metrics(metrics)
+        return
+
+    from oringscan.segmentation.inference import Segmenter
+
+    segmenter = Segmenter.load(checkpoint, device=device, expected_type=model, config=app.config)
+    out_dir = vis_dir or type_dir / "inference_results"
+    if full_image is not None:
+        files, force_frame = [full_image], True
+    elif image is not None:
+        files, force_frame = [image], False
+    else:
+        assert folder is not None
+        files, force_frame = _list_folder(folder), False
+    results, errors = [], 0
+    for path in files:
+        try:
+            entry = _predict_one(segmenter, app, path, force_frame, save_vis or force_frame, out_dir, as_json)
+        except OringscanError as exc:
+            if len(files) == 1:
+                raise
+            errors += 1
+            entry = {"image": str(path), "instances": [], "error": str(exc)}
+            click.echo(f"error: {exc}", err=True)
+        results.append(entry)
+        if not as_json and "error" not in entry:
+            _echo_entry(entry)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    elif len(files) > 1:
+        found = sum(1 for r in results if r["instances"])
+        click.echo(f"{len(files)} image(s): {found} with defects, {errors} error(s)")
+    if errors:
+        raise SystemExit(1)
+
+
+def _predict_one(segmenter: Any, app: AppContext, path: Path, force_frame: bool, save: bool, out_dir: Path, quiet: bool) -> dict[str, Any]:
+    import cv2
+
+    from oringscan.frames import normalize_frame, read_frame
+    from oringscan.segmentation.dataset import read_gray
+    from oringscan.segmentation.labelme_export import write_labelme
+    from oringscan.segmentation.visualize import overlay
+
+    entry: dict[str, Any] = {"image": str(path)}
+    if force_frame:
+        gray = read_frame(path, app.config.frame).image
+        is_frame = True
+    else:
+        if path.suffix.lower() not in TILE_EXTENSIONS:
+            from oringscan.errors import FrameError
+
+            raise FrameError(path, f"not an image file type oringscan reads ({', '.join(TILE_EXTENSIONS)})")
+        gray = read_gray(path)
+        is_frame = _is_frame_size(gray.shape, app)
+        if is_frame:
+            gray = normalize_frame(gray, app.config.frame, path).image
+    if is_frame:
+        prediction = segmenter.predict_frame(gray, app.config, app.config.pipeline.tile_batch_size, progress=not quiet)
+        instances = prediction.instances
+        if not prediction.roi.usable:
+            entry["note"] = f"no usable ring: {prediction.roi.reason}"
+        entry["tiles"] = len(prediction.tiles)
+    else:
+        instances = segmenter.predict_arrays([gray])[0]
+    entry["instances"] = [inst.to_json() for inst in instances]
+    if save:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        picture = out_dir / f"{path.stem}_overlay.png"
+        ok, buf = cv2.imencode(".png", overlay(gray, instances, segmenter.class_names))
+        if ok:
+            buf.tofile(picture)
+        labelme = write_labelme(instances, path, out_dir / f"{path.stem}.json", gray.shape[0], gray.shape[1])
+        entry["overlay"] = str(picture)
+        entry["labelme"] = str(labelme)
+    return entry
+
+
+def _echo_entry(entry: dict[str, Any]) -> None:
+    instances = entry["instances"]
+    head = f"{entry['image']}: " + (f"{len(instances)} defect(s)" if instances else "no defect found")
+    if entry.get("note"):
+        head += f" ({entry['note']})"
+    click.echo(head)
+    for inst in instances:
+        x, y, w, h = inst["bbox"]
+        click.echo(f"  {inst['label']:<12} score {inst['score']:.2f}  box x={x} y={y} w={w} h={h}  area {inst['area']} px")
+    for key in ("overlay", "labelme"):
+        if key in entry:
+            click.echo(f"  {key}: {entry[key]}")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _echo_metrics(metrics: dict[str, Any]) -> None:
+    tiles = metrics["tiles"]
+    click.echo(f"test split of {metrics['model']} ({metrics['backbone']}, {metrics['test_tiles']} tiles)")
+    if tiles is None:
+        click.echo("  tiles: no labelled defects in the test split, AP undefined")
+    else:
+        for iou_type in ("segm", "bbox"):
+            m = tiles[iou_type]
+            click.echo(f"  {iou_type:<4} AP {_fmt(m['AP'])}  AP50 {_fmt(m['AP50'])}  AP75 {_fmt(m['AP75'])}")
+            for name, pc in m["per_class"].items():
+                click.echo(f"       {name:<12} AP {_fmt(pc['AP'])}  AP50 {_fmt(pc['AP50'])}  AP75 {_fmt(pc['AP75'])}")
+    f = metrics["frames"]
+    click.echo(
+        f"  frames: {f['defects_found']}/{f['defects']} defects found (recall {_fmt(f['defect_recall'])}, IoU >= {f['match_iou']}), "
+        f"{f['defect_frames_caught']}/{f['defect_frames']} defect frames caught, "
+        f"{f['good_frames_flagged']}/{f['good_frames']} good frames flagged, {f['false_positives']} false positive(s)"
+    )
+    click.echo(f"  metrics: {metrics['path']}")
+    for plot in metrics["plots"]:
+        click.echo(f"  plot: {plot}")
+
+
+@click.command("segmentation")
+@common_options
+@model_option()
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Default output/<model>/checkpoints/best_model.pth.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def evaluate_segmentation_cmd(app: AppContext, model: str, checkpoint: Path | None, device: str, as_json: bool) -> None:
+    """Segmentation metrics on the test split (same as `oringscan predict --evaluate`)."""
+    from oringscan.segmentation.evaluation import evaluate_segmentation
+
+    set_threads(None)
+    app.config.oring_type(model)
+    metrics = evaluate_segmentation(app.config, app.output_root, model, app.data_root, checkpoint, device, progress=not as_json)
+    click.echo(json.dumps(metrics, indent=2)) if as_json else _echo_metrics(metrics)
+
+
+def register(root: click.Group) -> None:
+    root.commands["train"].add_command(train_segmentation_cmd, "segmentation")
+    root.commands["evaluate"].add_command(evaluate_segmentation_cmd, "segmentation")
+    root.add_command(predict_cmd, "predict")

@@ -1,0 +1,388 @@
+"""The training loop, in the spirit of torchvision's ``references/detection``.
+
+SGD with momentum and weight decay, a linear warmup over the first iterations then StepLR per
+epoch, AMP with a GradScaler on CUDA only, a guard against non-finite losses, validation segm mAP
+after every epoch with early stopping, TensorBoard logs, ``training_history.json`` and
+``checkpoints/{latest,best_model}.pth``. Every epoch reseeds from (seed, epoch), so ``resume``
+continues exactly where the interrupted run would have gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from oringscan import __version__ as oringscan_version
+from oringscan.config import Config
+from oringscan.errors import ModelFileError, OringscanError
+from oringscan.segmentation.checkpoints import load_checkpoint, save_checkpoint
+from oringscan.segmentation.coco_eval import coco_metrics, predict_records
+from oringscan.segmentation.dataset import (
+    TileDataset,
+    TileRecord,
+    collate,
+    load_coco_split,
+    read_gray,
+    train_transforms,
+)
+from oringscan.segmentation.inference import output_to_instances, resolve_device
+from oringscan.segmentation.models import ModelSpec, build_model, create_model
+from oringscan.segmentation.visualize import grid, overlay
+from oringscan.types import Instance
+
+log = logging.getLogger(__name__)
+
+MAX_BAD_LOSSES = 5
+
+
+class TrainingError(OringscanError):
+    pass
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _val_subset(records: list[TileRecord], limit: int | None) -> list[TileRecord]:
+    """Labelled tiles first, then good ones, up to ``limit`` (deterministic)."""
+    if limit is None or len(records) <= limit:
+        return records
+    positives = [r for r in records if r.is_defect]
+    negatives = [r for r in records if not r.is_defect]
+    return (positives + negatives)[:limit]
+
+
+def _apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    known = set(type(config.training).model_fields)
+    unknown = sorted(k for k in overrides if k not in known)
+    if unknown:
+        raise TypeError(f"unknown training override(s): {', '.join(unknown)}")
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    training = type(config.training).model_validate({**config.training.model_dump(), **clean})
+    return config.model_copy(update={"training": training})
+
+
+def train_segmentation(
+    config: Config,
+    output_root: Path,
+    model: str,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train (or resume) the Mask R-CNN of o-ring type ``model`` on its preprocess output.
+
+    ``overrides`` replace fields of ``config.training`` (epochs, batch_size, lr, backbone, device,
+    max_minutes, num_workers, ...). Returns a summary: epochs run, best epoch and metric, paths.
+    """
+    config.oring_type(model)
+    say = echo or (lambda line: tqdm.write(line))
+    type_dir = Path(output_root) / model
+    ckpt_dir = type_dir / "checkpoints"
+    latest_path, best_path = ckpt_dir / "latest.pth", ckpt_dir / "best_model.pth"
+    class_names = list(config.classes.names)
+
+    state: dict[str, Any] | None = None
+    if resume:
+        state = load_checkpoint(latest_path, expected_type=model)
+        if list(state["class_names"]) != class_names:
+            raise ModelFileError(latest_path, f"checkpoint classes {state['class_names']} differ from config {class_names}")
+        saved = Config.model_validate(state["config"])
+        base = _apply_overrides(config, {**saved.training.model_dump(), "backbone": state["spec"]["backbone"]})
+        config = _apply_overrides(base, overrides)
+    else:
+        config = _apply_overrides(config, overrides)
+    cfg = config.training
+    device = resolve_device(cfg.device)
+    use_amp = cfg.amp and device.type == "cuda"
+    seed_everything(cfg.seed)
+
+    ann_dir = type_dir / "annotations"
+    train_records = load_coco_split(ann_dir / "train.json", class_names)
+    val_path = ann_dir / "val.json"
+    val_records = load_coco_split(val_path, class_names) if val_path.is_file() else []
+    train_ds = TileDataset(train_records, train_transforms(cfg), cfg.negative_ratio, cfg.seed)
+    if not train_ds.positives:
+        raise TrainingError(f"{ann_dir / 'train.json'}: no labelled defect tiles to train on")
+    val_eval = _val_subset(val_records, cfg.val_max_tiles)
+    if not any(r.is_defect for r in val_eval):
+        log.warning("%s: no labelled defects in the validation split; best_model.pth follows the latest epoch", val_path)
+    tile_size = max(r.width for r in train_records)
+
+    if state is not None:
+        spec = ModelSpec.from_dict(state["spec"])
+        net = build_model(spec)
+        net.load_state_dict(state["model"])
+        pretrained = str(state.get("pretrained", "unknown"))
+    else:
+        net, spec, pretrained = create_model(cfg, len(class_names) + 1, tile_size)
+    net.to(device)
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best_metric, best_epoch, bad_epochs, history = 0, -1.0, -1, 0, []
+    run_name = f"{spec.backbone}_{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if use_amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch = int(state["epoch"]) + 1
+        best_metric = float(state.get("best_metric", -1.0))
+        best_epoch = int(state.get("best_epoch", -1))
+        bad_epochs = int(state.get("bad_epochs", 0))
+        run_name = str(state.get("run_name", run_name))
+        history_path = type_dir / "training_history.json"
+        if history_path.is_file():
+            history = [h for h in json.loads(history_path.read_text(encoding="utf-8")).get("epochs", []) if h["epoch"] < start_epoch]
+        if bad_epochs >= cfg.patience:
+            say(f"resume: early stopping had already ended this run at epoch {start_epoch}")
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(type_dir / "runs" / run_name))
+    summary: dict[str, Any] = {
+        "model": model,
+        "backbone": spec.backbone,
+        "pretrained": pretrained,
+        "device": str(device),
+        "amp": use_amp,
+        "train_tiles": len(train_ds.positives) + len(train_ds.negatives),
+        "train_defect_tiles": len(train_ds.positives),
+        "val_tiles": len(val_eval),
+        "checkpoint": str(best_path),
+        "latest": str(latest_path),
+        "tensorboard": str(type_dir / "runs"),
+    }
+    say(
+        f"training {model}: {spec.backbone} ({pretrained}), {summary['train_defect_tiles']} defect + "
+        f"{len(train_ds.negatives)} good train tiles (negative ratio {cfg.negative_ratio}), {len(val_eval)} val tiles, "
+        f"device {device}{' with AMP' if use_amp else ''}, input {spec.input_size}px"
+    )
+    deadline = None if cfg.max_minutes is None else time.monotonic() + 60.0 * cfg.max_minutes
+    stopped = "epochs"
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            if bad_epochs >= cfg.patience:
+                stopped = "early-stopping"
+                break
+            seed_everything(cfg.seed + epoch)
+            train_ds.set_epoch(epoch)
+            loader = torch.utils.data.DataLoader(
+                train_ds,
+                batch_size=cfg.batch_size,
+                shuffle=True,
+                collate_fn=collate,
+                num_workers=cfg.num_workers,
+                generator=torch.Generator().manual_seed(cfg.seed + epoch),
+                pin_memory=device.type == "cuda",
+                persistent_workers=False,
+            )
+            started = time.monotonic()
+            losses, cut_short = _train_one_epoch(
+                net, optimizer, loader, device, epoch, cfg, scaler, use_amp, writer, deadline, progress
+            )
+            lr_now = optimizer.param_groups[0]["lr"]
+            lr_scheduler.step()
+            metrics = coco_metrics(val_eval, predict_records(net, val_eval, device, cfg.batch_size), class_names, cfg.mask_threshold) if val_eval else None
+            segm_ap = None if metrics is None else metrics["segm"]["AP"]
+            score = -1.0 if segm_ap is None else float(segm_ap)
+            improved = segm_ap is None or score > best_metric
+            if improved:
+                best_metric, best_epoch, bad_epochs = max(score, best_metric), epoch, 0
+            else:
+                bad_epochs += 1
+            record = {
+                "epoch": epoch,
+                "lr": lr_now,
+                "seconds": round(time.monotonic() - started, 2),
+                "partial": cut_short,
+                **{f"loss_{k}": v for k, v in losses.items()},
+                "val": None if metrics is None else {t: {k: metrics[t][k] for k in ("AP", "AP50", "AP75")} for t in metrics},
+            }
+            history.append(record)
+            _log_epoch(writer, net, val_eval, device, cfg, class_names, record, epoch)
+            payload = {
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": lr_scheduler.state_dict(),
+                "scaler": scaler.state_dict() if use_amp else {},
+                "epoch": epoch,
+                "best_metric": best_metric,
+                "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs,
+                "spec": spec.to_dict(),
+                "backbone": spec.backbone,
+                "class_names": class_names,
+                "oring_type": model,
+                "config": config.model_dump(mode="json"),
+                "pretrained": pretrained,
+                "run_name": run_name,
+                "metrics": {} if metrics is None else {t: {k: metrics[t][k] for k in ("AP", "AP50", "AP75")} for t in metrics},
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "oringscan_version": oringscan_version,
+            }
+            save_checkpoint(latest_path, payload)
+            if improved:
+                save_checkpoint(best_path, payload)
+            _write_history(type_dir / "training_history.json", model, spec, history, best_epoch, best_metric)
+            val_text = "val: no labelled defects" if metrics is None else (
+                f"val segm AP {metrics['segm']['AP']:.3f} AP50 {metrics['segm']['AP50']:.3f} | bbox AP50 {metrics['bbox']['AP50']:.3f}"
+            )
+            say(
+                f"epoch {epoch + 1}/{cfg.epochs}  loss {losses.get('total', float('nan')):.3f} "
+                f"(mask {losses.get('loss_mask', float('nan')):.3f})  lr {lr_now:.5f}  {val_text}  "
+                f"best {max(best_metric, 0):.3f}@{best_epoch + 1}  {record['seconds']:.0f}s"
+                + ("  [time budget reached]" if cut_short else "")
+            )
+            if cut_short or (deadline is not None and time.monotonic() > deadline):
+                stopped = "max-minutes"
+                break
+    finally:
+        writer.close()
+    if stopped == "epochs" and bad_epochs >= cfg.patience:
+        stopped = "early-stopping"
+    summary.update(
+        {
+            "epochs_run": len(history),
+            "last_epoch": epoch,
+            "best_epoch": best_epoch,
+            "best_segm_AP": best_metric if best_metric >= 0 else None,
+            "stopped": stopped,
+            "history": str(type_dir / "training_history.json"),
+            "final_val": history[-1]["val"] if history else None,
+        }
+    )
+    return summary
+
+
+def _train_one_epoch(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+    epoch: int,
+    cfg: Any,
+    scaler: torch.amp.GradScaler,
+    use_amp: bool,
+    writer: Any,
+    deadline: float | None,
+    progress: bool,
+) -> tuple[dict[str, float], bool]:
+    """One pass over the loader; returns mean losses and whether the time budget cut it short."""
+    net.train()
+    warmup = None
+    if epoch == 0 and cfg.warmup_iters > 0:
+        iters = max(1, min(cfg.warmup_iters, len(loader) - 1))
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / 1000, total_iters=iters)
+    sums: dict[str, float] = {}
+    count, bad_in_a_row, cut_short = 0, 0, False
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
+    for step, (images, targets) in enumerate(bar):
+        images = [img.to(device, non_blocking=True) for img in images]
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        with torch.autocast(device_type="cuda", enabled=use_amp):
+            loss_dict = net(images, targets)
+            loss = sum(loss_dict.values())
+        loss_value = float(loss.detach())
+        optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(loss_value):
+            bad_in_a_row += 1
+            log.warning("epoch %d step %d: non-finite loss (%s), batch skipped", epoch + 1, step, {k: float(v) for k, v in loss_dict.items()})
+            if bad_in_a_row >= MAX_BAD_LOSSES:
+                raise TrainingError(
+                    f"training diverged: {bad_in_a_row} non-finite losses in a row at epoch {epoch + 1}; lower --lr (now {cfg.lr})"
+                )
+            continue
+        bad_in_a_row = 0
+        if use_amp:
+            scaler.scale(loss).backward()
+            if cfg.grad_clip_norm is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if cfg.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip_norm)
+            optimizer.step()
+        if warmup is not None and step < warmup.total_iters:
+            warmup.step()
+        count += 1
+        for k, v in loss_dict.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        sums["total"] = sums.get("total", 0.0) + loss_value
+        global_step = epoch * len(loader) + step
+        if step % 10 == 0:
+            writer.add_scalar("train/loss", loss_value, global_step)
+            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
+        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.5f}")
+        if deadline is not None and time.monotonic() > deadline:
+            cut_short = True
+            break
+    return {k: v / max(1, count) for k, v in sums.items()}, cut_short
+
+
+def _log_epoch(
+    writer: Any,
+    net: torch.nn.Module,
+    val_records: list[TileRecord],
+    device: torch.device,
+    cfg: Any,
+    class_names: list[str],
+    record: dict[str, Any],
+    epoch: int,
+) -> None:
+    """Every loss term, lr and val AP, plus a grid picture of validation predictions."""
+    for key, value in record.items():
+        if key.startswith("loss_"):
+            writer.add_scalar(f"epoch/{key}", value, epoch)
+    writer.add_scalar("epoch/lr", record["lr"], epoch)
+    for iou_type, values in (record["val"] or {}).items():
+        for name, value in values.items():
+            if value is not None:
+                writer.add_scalar(f"val/{iou_type}_{name}", value, epoch)
+    shown = [r for r in val_records if r.is_defect][:6] or val_records[:6]
+    if not shown:
+        return
+    outputs = predict_records(net, shown, device, cfg.batch_size)
+    pictures = []
+    for r in shown:
+        gray = read_gray(r.path)
+        truth = [Instance("truth", 1.0, m.astype(bool), (0, 0)) for m in r.masks()]
+        found = output_to_instances(outputs[r.image_id], class_names, (0, 0), cfg.score_threshold, cfg.mask_threshold)
+        pictures.append(overlay(gray, found, class_names, truth=truth)[:, :, ::-1])
+    writer.add_image("val/predictions", np.ascontiguousarray(grid(pictures, columns=3)), epoch, dataformats="HWC")
+    writer.flush()
+
+
+def _write_history(path: Path, model: str, spec: ModelSpec, history: list[dict[str, Any]], best_epoch: int, best: float) -> None:
+    data = {
+        "model": model,
+        "backbone": spec.backbone,
+        "best_epoch": best_epoch,
+        "best_segm_AP": best if best >= 0 else None,
+        "epochs": history,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,235 @@
+"""Mask R-CNN builders: the seed's ResNet50-FPN (v1 and v2) and two light backbones for CPU.
+
+Pretrained weights are never downloaded. They come from ``training.weights`` (an explicit file) or
+from the usual torch hub cache when the file is already there; otherwise the model starts from
+random init with one warning. Which source was used goes into the checkpoint, together with the
+normalisation layer type, so inference rebuilds exactly the same module tree.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn_v2
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, RPNHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+
+from oringscan.config import TrainingConfig
+from oringscan.errors import ModelFileError
+
+log = logging.getLogger(__name__)
+
+BACKBONES = ("resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "mobilenet_v3_fpn")
+LIGHT_BACKBONES = ("resnet18_fpn", "mobilenet_v3_fpn")
+
+# File names torchvision's hub cache uses (``<torch hub dir>/checkpoints/<name>``); detector
+# (COCO) weights are preferred over ImageNet backbone weights.
+_CACHE_FILES: dict[str, list[tuple[str, str]]] = {
+    "resnet50_fpn": [("coco", "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"), ("imagenet", "resnet50-0676ba61.pth")],
+    "resnet50_fpn_v2": [("coco", "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth"), ("imagenet", "resnet50-11ad3fa6.pth")],
+    "resnet18_fpn": [("imagenet", "resnet18-f37072fd.pth")],
+    "mobilenet_v3_fpn": [("imagenet", "mobilenet_v3_large-8738ca79.pth")],
+}
+
+_warned_random_init = False
+
+
+@dataclass(slots=True)
+class ModelSpec:
+    """Everything needed to rebuild the same module tree (stored in every checkpoint)."""
+
+    backbone: str
+    num_classes: int  # including background
+    input_size: int
+    anchor_sizes: list[int] | None
+    frozen_bn: bool
+    trainable_backbone_layers: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone,
+            "num_classes": self.num_classes,
+            "input_size": self.input_size,
+            "anchor_sizes": None if self.anchor_sizes is None else list(self.anchor_sizes),
+            "frozen_bn": self.frozen_bn,
+            "trainable_backbone_layers": self.trainable_backbone_layers,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        return cls(
+            backbone=str(data["backbone"]),
+            num_classes=int(data["num_classes"]),
+            input_size=int(data["input_size"]),
+            anchor_sizes=None if data.get("anchor_sizes") is None else [int(a) for a in data["anchor_sizes"]],
+            frozen_bn=bool(data["frozen_bn"]),
+            trainable_backbone_layers=int(data["trainable_backbone_layers"]),
+        )
+
+
+def default_input_size(backbone: str, tile_size: int) -> int:
+    """torchvision's 800 for the seed's ResNet50 models; the tile's own size for light backbones."""
+    return tile_size if backbone in LIGHT_BACKBONES else 800
+
+
+def default_anchor_sizes(backbone: str) -> list[int] | None:
+    """Light backbones get smaller anchors (pits are a few pixels); ResNet50 keeps torchvision's."""
+    return [16, 32, 64, 128, 256] if backbone == "resnet18_fpn" else None
+
+
+def find_pretrained(backbone: str, weights: Path | None) -> tuple[str, Path] | None:
+    """(kind, path) of usable local weights, or None. Never downloads."""
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise ModelFileError(path, "training.weights file not found")
+        return "file", path
+    hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    for kind, name in _CACHE_FILES.get(backbone, []):
+        candidate = hub_dir / name
+        if candidate.is_file():
+            return kind, candidate
+    return None
+
+
+def _anchor_generator(sizes: list[int], levels: int) -> AnchorGenerator:
+    if len(sizes) != levels:
+        raise ValueError(f"training.anchor_sizes needs {levels} sizes for this backbone, got {len(sizes)}")
+    return AnchorGenerator(sizes=tuple((s,) for s in sizes), aspect_ratios=((0.5, 1.0, 2.0),) * levels)
+
+
+def build_model(spec: ModelSpec) -> MaskRCNN:
+    """A fresh (untrained) Mask R-CNN with the spec's module tree."""
+    common: dict[str, Any] = {"min_size": spec.input_size, "max_size": spec.input_size}
+    norm = FrozenBatchNorm2d if spec.frozen_bn else nn.BatchNorm2d
+    layers = spec.trainable_backbone_layers
+    if spec.backbone == "resnet50_fpn_v2":
+        if spec.anchor_sizes is not None:
+            common["rpn_anchor_generator"] = _anchor_generator(spec.anchor_sizes, 5)
+        model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=spec.num_classes, **common)
+        _freeze_resnet(model.backbone.body, layers)
+        return model
+    if spec.backbone in ("resnet50_fpn", "resnet18_fpn"):
+        name = spec.backbone.split("_")[0]
+        backbone = resnet_fpn_backbone(backbone_name=name, weights=None, norm_layer=norm, trainable_layers=layers)
+        if spec.anchor_sizes is not None:
+            common["rpn_anchor_generator"] = _anchor_generator(spec.anchor_sizes, 5)
+        if spec.backbone == "resnet18_fpn":
+            common.update(_normed_heads(backbone.out_channels, common.get("rpn_anchor_generator")))
+        return MaskRCNN(backbone, num_classes=spec.num_classes, **common)
+    if spec.backbone == "mobilenet_v3_fpn":
+        backbone = mobilenet_backbone(
+            backbone_name="mobilenet_v3_large", weights=None, fpn=True, norm_layer=norm, trainable_layers=6 if layers >= 5 else layers
+        )
+        sizes = spec.anchor_sizes or [32, 64, 128]
+        names = ["0", "1"]
+        anchors = _anchor_generator(sizes[:3] if len(sizes) > 3 else sizes, 3)
+        return MaskRCNN(
+            backbone,
+            num_classes=spec.num_classes,
+            rpn_anchor_generator=anchors,
+            **_normed_heads(backbone.out_channels, anchors),
+            box_roi_pool=MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2),
+            mask_roi_pool=MultiScaleRoIAlign(featmap_names=names, output_size=14, sampling_ratio=2),
+            **common,
+        )
+    raise ValueError(f"unknown backbone {spec.backbone!r}; choose one of {', '.join(BACKBONES)}")
+
+
+def _normed_heads(channels: int, anchors: AnchorGenerator | None) -> dict[str, nn.Module]:
+    """Heads with BatchNorm (as in torchvision's v2 model): the light models train from scratch on
+    CPU, where plain heads let the mask loss explode in the first iterations."""
+    num_anchors = 3 if anchors is None else anchors.num_anchors_per_location()[0]
+    return {
+        "rpn_head": RPNHead(channels, num_anchors, conv_depth=2),
+        "box_head": FastRCNNConvFCHead((channels, 7, 7), [256, 256, 256, 256], [1024], norm_layer=nn.BatchNorm2d),
+        "mask_head": MaskRCNNHeads(channels, [256, 256, 256, 256], 1, norm_layer=nn.BatchNorm2d),
+    }
+
+
+def _freeze_resnet(body: nn.Module, trainable_layers: int) -> None:
+    """Same rule as torchvision: train the last ``trainable_layers`` stages of the ResNet."""
+    train = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    if trainable_layers == 5:
+        train.append("bn1")
+    for name, parameter in body.named_parameters():
+        if all(not name.startswith(layer) for layer in train):
+            parameter.requires_grad_(False)
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling problem is a bad file
+        raise ModelFileError(path, f"cannot be read as torch weights ({type(exc).__name__}: {exc})") from None
+    if isinstance(data, dict) and "model" in data and isinstance(data["model"], dict):
+        data = data["model"]
+    if not isinstance(data, dict):
+        raise ModelFileError(path, "does not hold a state dict")
+    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+
+
+def load_pretrained(model: MaskRCNN, path: Path) -> int:
+    """Copy every tensor whose name (full, or backbone-relative) and shape match; returns the count.
+
+    Detector weights load whole except the class-specific heads; ImageNet weights land in the
+    backbone body (the classifier is ignored).
+    """
+    state = _load_state(path)
+    target = model.state_dict()
+    prefixes = ["", "backbone.body.", "backbone.body.features."]
+    matched: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for prefix in prefixes:
+            name = prefix + key
+            if key.startswith("features.") and prefix == "backbone.body.":
+                name = prefix + key[len("features.") :]
+            if name in target and target[name].shape == value.shape:
+                matched[name] = value
+                break
+    if not matched:
+        raise ModelFileError(path, "no tensor in this file fits the model (wrong backbone?)")
+    model.load_state_dict(matched, strict=False)
+    return len(matched)
+
+
+def create_model(
+    training: TrainingConfig, num_classes: int, tile_size: int, backbone: str | None = None
+) -> tuple[MaskRCNN, ModelSpec, str]:
+    """A model ready to train, its spec, and where its starting weights came from."""
+    global _warned_random_init
+    backbone = backbone or training.backbone
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    found = find_pretrained(backbone, training.weights)
+    spec = ModelSpec(
+        backbone=backbone,
+        num_classes=num_classes,
+        input_size=training.input_size or default_input_size(backbone, tile_size),
+        anchor_sizes=training.anchor_sizes if training.anchor_sizes is not None else default_anchor_sizes(backbone),
+        frozen_bn=found is not None and backbone != "resnet50_fpn_v2",
+        trainable_backbone_layers=training.trainable_backbone_layers if found is not None else 5,
+    )
+    model = build_model(spec)
+    if found is None:
+        if not _warned_random_init:
+            log.warning(
+                "no pretrained weights for %s in the torch cache (%s) and training.weights is not set: "
+                "starting from random init (expect slower learning)",
+                backbone,
+                Path(torch.hub.get_dir()) / "checkpoints",
+            )
+            _warned_random_init = True
+        return model, spec, "random-init"
+    kind, path = found
+    count = load_pretrained(model, path)
+    log.info("loaded %d pretrained tensors (%s) from %s", count, kind, path)
+    return model, spec, f"{kind}:{path}"

@@ -1,0 +1,315 @@
+"""Frames + LabelMe -> COCO tiles: a small plant-like data set with every messy case, converted once."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest_preprocess import (
+    CENTRE,
+    H,
+    W,
+    blank_frame,
+    draw_defects,
+    image_b64,
+    mask_b64,
+    put_frame,
+    put_labels,
+    ring_frame,
+    shape,
+)
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from oringscan.cli.main import cli
+from oringscan.config import Config, SplitConfig
+from oringscan.frames import read_frame
+from oringscan.preprocess import DatasetError, load_instances, preprocess_all, preprocess_type, split_frames
+from oringscan.preprocess.coco import coco_polygon, polygon_parts
+from oringscan.preprocess.split import SPLITS, split_counts
+from oringscan.roi import find_ring, subtract_background
+
+GOOD, DEFECT = "model1good", "model1defect"
+
+# Defects placed against the tile grid of a ring centred at (1224, 1024): columns start at
+# x = 574, 1114, 1235 and rows at y = 374, 914, 1035 (tiles of 640).
+CROSSES_TWO = [[1180, 450], [1230, 450], [1230, 480], [1180, 480]]  # cut by x = 1214 only
+CROSSES_FOUR = [[1730, 990], [1780, 990]], [[1730, 990], [1780, 1030]]  # rectangle across x=1754, y=1014
+SLIVER_MAKER = [[1213.5, 600], [1240, 630]]  # 0.5 px of it in the first column's tile
+DONUT = np.zeros((31, 41), bool)
+cv2.circle(DONUT.view(np.uint8), (20, 15), 14, 1, -1)
+cv2.circle(DONUT.view(np.uint8), (20, 15), 5, 0, -1)
+
+
+def _defect_shapes_d0() -> list[dict]:
+    return [
+        shape("scratch", CROSSES_TWO),
+        shape("bite", CROSSES_FOUR[1], "rectangle"),
+        shape("pit", [[1224 - 500, 1030], [1224 - 497, 1030]], "circle"),
+        shape("particle", [[1190, 1520], [1190 + 40, 1520 + 30]], "mask", mask=mask_b64(DONUT)),
+        shape("cut", SLIVER_MAKER, "rectangle"),
+    ]
+
+
+def build_dataset(root: Path) -> Path:
+    """17 frames of model1: 12 usable, 5 broken in the ways DATASET.md lists, plus two stray files."""
+    for i in range(6):
+        centre = (1100, 950) if i == 2 else CENTRE
+        put_frame(root, GOOD, f"g{i}.bmp", ring_frame(seed=i, centre=centre, colour=i in (1, 5)))
+    put_labels(root, GOOD, "g1.bmp", [])  # a good frame's JSON with no shapes
+    put_frame(root, GOOD, "g_blank.bmp", blank_frame())
+    two = np.full((H, W), 18, np.uint8)
+    for cx in (620, 1830):
+        cv2.circle(two, (cx, 1024), 560, 170, -1)
+        cv2.circle(two, (cx, 1024), 330, 18, -1)
+    put_frame(root, GOOD, "g_two.bmp", two)
+    put_labels(root, GOOD, "ghost.bmp", [shape("pit", [[0, 0], [4, 0], [4, 4]])])  # its image is missing
+    (root / "images" / GOOD / "notes.txt").write_text("camera 2 serviced")
+
+    d0 = _defect_shapes_d0()
+    put_frame(root, DEFECT, "d0.bmp", draw_defects(ring_frame(seed=10), [CROSSES_TWO]))
+    put_labels(root, DEFECT, "d0.bmp", d0)
+    bowtie = [[1600, 700], [1640, 740], [1640, 700], [1600, 740]]
+    d1_img = draw_defects(ring_frame(seed=11, colour=True), [bowtie])
+    put_frame(root, DEFECT, "d1.bmp", d1_img)
+    put_labels(
+        root,
+        DEFECT,
+        "d1.bmp",
+        [shape("scratch", bowtie), shape("lint", [[W - 30, 10], [W + 20, 10], [W + 20, 40], [W - 30, 40]])],
+        image_data=image_b64(d1_img[::8, ::8]),
+    )
+    put_frame(root, DEFECT, "d2.bmp", ring_frame(seed=12))
+    put_labels(
+        root,
+        DEFECT,
+        "d2.bmp",
+        [
+            shape("pit", [[700, 1000], [705, 1005]]),  # two points: an error for this shape
+            shape("scratch", [[650, 900], [700, 900], [700, 910], [650, 910]], group_id=1),
+            shape("scratch", [[700, 900], [760, 930], [755, 940], [700, 910]], group_id=1),
+            shape("pit", [[650, 1100], [660, 1100], [660, 1110]], "cuboid"),
+        ],
+    )
+    binned = cv2.resize(ring_frame(seed=13), (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+    put_frame(root, DEFECT, "d3.bmp", binned)
+    put_labels(root, DEFECT, "d3.bmp", [shape("pit", [[612, 250], [622, 250], [622, 260], [612, 260]])], width=W // 2, height=H // 2)
+    for i in (4, 5):
+        put_frame(root, DEFECT, f"d{i}.bmp", ring_frame(seed=20 + i))
+        put_labels(root, DEFECT, f"d{i}.bmp", [shape("bulge", [[1224 - 30, 1580], [1224 + 30, 1580], [1224, 1640]])])
+    put_frame(root, DEFECT, "d_badjson.bmp", ring_frame(seed=30))
+    (root / "labels" / DEFECT / "d_badjson.json").write_text('{"version": "5.5.0", "shapes": [{"label": "pit",')
+    put_frame(root, DEFECT, "d_size.bmp", ring_frame(seed=31))
+    put_labels(root, DEFECT, "d_size.bmp", [shape("pit", [[0, 0], [4, 0], [4, 4]])], width=1920, height=1080)
+    put_frame(root, DEFECT, "d_nolabel.bmp", ring_frame(seed=32))
+    return root
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    base = tmp_path_factory.mktemp("prep")
+    data = build_dataset(base / "plant data")  # a space in the path, as on the plant's drive
+    out = base / "out put"
+    summary = preprocess_type(Config(), data, out, "model1", progress=False, workers=2)
+    return data, out, summary
+
+
+def _coco(out: Path, split: str) -> COCO:
+    return COCO(str(out / "model1" / "annotations" / f"{split}.json"))
+
+
+def _rasterize(geometry, height: int, width: int) -> np.ndarray:
+    polys = [coco_polygon(p) for p in polygon_parts(geometry)]
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, height, width))).astype(bool)
+
+
+def test_pycocotools_loads_every_file_and_records_are_complete(converted):
+    data, out, summary = converted
+    seen_good_tile = False
+    for split in SPLITS:
+        coco = _coco(out, split)
+        images = coco.dataset["images"]
+        assert [im["id"] for im in images] == list(range(1, len(images) + 1))
+        anns = coco.dataset["annotations"]
+        assert [a["id"] for a in anns] == list(range(1, len(anns) + 1))
+        assert [c["name"] for c in coco.dataset["categories"]] == ["defect"]
+        for im in images:
+            assert (data / im["source_image"]).is_file() and "\\" not in im["source_image"]
+            tile = cv2.imread(str(out / "model1" / "images" / split / im["file_name"]), cv2.IMREAD_UNCHANGED)
+            assert tile is not None and tile.shape == (im["height"], im["width"]) == (640, 640)
+            assert 0 <= im["tile_x"] <= W - 640 and 0 <= im["tile_y"] <= H - 640
+            if im["frame_kind"] == "good":
+                assert coco.getAnnIds(imgIds=[im["id"]]) == []
+                seen_good_tile = True
+        for ann in anns:
+            im = coco.imgs[ann["image_id"]]
+            x, y, w, h = ann["bbox"]
+            assert ann["iscrowd"] == 0 and ann["area"] > 0 and w > 0 and h > 0
+            assert 0 <= x and 0 <= y and x + w <= im["width"] and y + h <= im["height"]
+            assert all(len(p) >= 6 and len(p) % 2 == 0 for p in ann["segmentation"])
+            assert coco.annToMask(ann).sum() > 0
+    assert seen_good_tile
+    assert summary["tiles"]["written"] == sum(len(_coco(out, s).dataset["images"]) for s in SPLITS)
+
+
+def test_tile_pixels_and_offsets_map_back_to_the_frame(converted):
+    data, out, _ = converted
+    coco = _coco(out, "train")
+    im = coco.dataset["images"][0]
+    frame = read_frame(data / im["source_image"]).image
+    clean = subtract_background(frame, find_ring(frame), Config().roi.background_margin_px)
+    tile = cv2.imread(str(out / "model1" / "images" / "train" / im["file_name"]), cv2.IMREAD_UNCHANGED)
+    x, y = im["tile_x"], im["tile_y"]
+    assert np.array_equal(tile, clean[y : y + 640, x : x + 640])
+
+
+def _instance_tiles(out: Path, source_image: str) -> dict[int, list[tuple[dict, dict]]]:
+    found: dict[int, list[tuple[dict, dict]]] = defaultdict(list)
+    for split in SPLITS:
+        coco = _coco(out, split)
+        for ann in coco.dataset["annotations"]:
+            im = coco.imgs[ann["image_id"]]
+            if im["source_image"] == source_image:
+                found[ann["frame_instance"]].append((im, ann))
+    return found
+
+
+def test_round_trip_union_of_tile_masks_equals_the_frame_mask(converted):
+    data, out, _ = converted
+    instances, _ = load_instances(data / "labels" / DEFECT / "d0.json", (H, W), Config().classes)
+    per_instance = _instance_tiles(out, f"images/{DEFECT}/d0.bmp")
+    n_tiles = {k: len(v) for k, v in per_instance.items()}
+    assert n_tiles[0] == 2, "CROSSES_TWO should be cut by exactly one tile border"
+    assert n_tiles[1] == 4, "CROSSES_FOUR should sit on a corner of four tiles"
+    assert any(ann["truncated"] for _, ann in per_instance[1])
+    for k, inst in enumerate(instances):
+        full = _rasterize(inst.geometry, H, W)
+        union = np.zeros((H, W), bool)
+        for im, ann in per_instance[k]:
+            rle = mask_utils.merge(mask_utils.frPyObjects(ann["segmentation"], im["height"], im["width"]))
+            part = mask_utils.decode(rle).astype(bool)
+            union[im["tile_y"] : im["tile_y"] + im["height"], im["tile_x"] : im["tile_x"] + im["width"]] |= part
+        iou = (union & full).sum() / (union | full).sum()
+        assert iou >= 0.99, f"instance {k} ({inst.label}) round trip IoU {iou:.4f}"
+
+
+def test_split_by_frame_without_leakage_and_stratified(converted):
+    _, out, summary = converted
+    splits_of: dict[str, set[str]] = defaultdict(set)
+    for split in SPLITS:
+        for im in _coco(out, split).dataset["images"]:
+            splits_of[im["source_image"]].add(split)
+    assert all(len(s) == 1 for s in splits_of.values())
+    assert len(splits_of) == summary["frames"]["used"] == 12
+    per_split = summary["frames"]["per_split"]
+    for kind in ("good", "defect"):
+        assert {s: per_split[s][kind] for s in SPLITS} == split_counts(6, Config().split)
+
+
+def test_summary_reports_every_bad_case_by_file(converted):
+    data, out, summary = converted
+    on_disk = json.loads((out / "model1" / "dataset_summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    skipped = {item.get("frame", item["file"]): item["reason"] for item in summary["skipped"]}
+    at_fault = {item.get("frame", item["file"]): item["file"] for item in summary["skipped"]}
+    assert at_fault[f"images/{DEFECT}/d_badjson.bmp"] == f"labels/{DEFECT}/d_badjson.json"
+    assert at_fault[f"images/{DEFECT}/d_size.bmp"] == f"labels/{DEFECT}/d_size.json"
+    assert at_fault[f"images/{GOOD}/g_two.bmp"] == f"images/{GOOD}/g_two.bmp"
+    expected = {
+        f"images/{GOOD}/g_blank.bmp": "no single ring",
+        f"images/{GOOD}/g_two.bmp": "two_rings",
+        f"labels/{GOOD}/ghost.json": "label file without image",
+        f"images/{GOOD}/notes.txt": "not a frame file type",
+        f"images/{DEFECT}/d_badjson.bmp": "not valid JSON",
+        f"images/{DEFECT}/d_size.bmp": "says the image is 1920x1080",
+        f"images/{DEFECT}/d_nolabel.bmp": "defect frame with no label file",
+    }
+    assert set(skipped) == set(expected)
+    for file, reason in expected.items():
+        assert reason in skipped[file] and str(data) not in skipped[file], (file, skipped[file])
+    warnings = "\n".join(summary["warnings"])
+    for needle in (
+        f"labels/{DEFECT}/d1.json: imageData holds an embedded image",
+        "d1.json: shape 0 ('scratch', polygon): invalid polygon (Self-intersection",
+        "d1.json: shape 1 ('lint', polygon): 2 point(s) outside the 2448x2048 image; clipped",
+        "outside every ring tile",
+        "d2.json: shape 0 ('pit', polygon): a polygon needs at least 3 points",
+        "d2.json: shape 3 ('pit', cuboid): unknown shape_type 'cuboid'",
+        "d3.json: labels were drawn on a 1224x1024 image",
+        f"images/{DEFECT}/d3.bmp: 2x2-binned frame scaled up",
+    ):
+        assert needle in warnings, needle
+    frames = summary["frames"]
+    assert (frames["found"], frames["used"], frames["skipped"]) == (17, 12, 5)
+    instances = summary["instances"]
+    # d0: 5, d1: bowtie + clipped lint, d2: one grouped scratch, d3: 1, d4/d5: 1 each
+    assert instances["labelled"] == 5 + 2 + 1 + 1 + 2
+    assert sum(instances["per_class_and_split"]["defect"].values()) == instances["labelled"]
+    assert instances["slivers_dropped"] >= 1 and instances["outside_ring_tiles"] == 1
+    assert sum(summary["defect_size_histogram"]["per_class"]["defect"]) == instances["labelled"]
+    assert summary["tiles"]["skipped_without_ring"] >= 0
+
+
+def test_binned_frame_labels_land_on_the_full_size_tiles(converted):
+    _, out, _ = converted
+    (parts,) = _instance_tiles(out, f"images/{DEFECT}/d3.bmp").values()
+    boxes = [(im["tile_x"] + x, im["tile_y"] + y, im["tile_x"] + x + w, im["tile_y"] + y + h) for im, ann in parts for x, y, w, h in [ann["bbox"]]]
+    frame_box = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    assert frame_box == pytest.approx((1224, 500, 1244, 520))  # drawn at (612, 250) on the binned frame
+
+
+def test_rerun_through_the_cli_is_idempotent(converted):
+    data, out, summary = converted
+    before = {s: (out / "model1" / "annotations" / f"{s}.json").read_bytes() for s in SPLITS}
+    files_before = sorted(p.relative_to(out).as_posix() for p in (out / "model1" / "images").rglob("*"))
+    (out / "model1" / "images" / "train" / "stale_tile.png").write_bytes(b"old run")
+    (out / "model1" / "checkpoints").mkdir()
+    (out / "model1" / "checkpoints" / "best_model.pth").write_bytes(b"keep me")
+    result = CliRunner().invoke(
+        cli, ["preprocess", "--model", "model1", "--data", str(data), "--output", str(out), "--workers", "1", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "model1" in result.output and "12/17" in result.output and "7 skipped" in result.output
+    assert {s: (out / "model1" / "annotations" / f"{s}.json").read_bytes() for s in SPLITS} == before
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "model1" / "images").rglob("*")) == files_before
+    assert (out / "model1" / "checkpoints" / "best_model.pth").read_bytes() == b"keep me"
+    assert not (out / "model1" / ".preprocess-staging").exists()
+    assert json.loads((out / "model1" / "dataset_summary.json").read_text())["frames"] == summary["frames"]
+
+
+def test_missing_folders_give_one_line_errors(tmp_path: Path):
+    empty = tmp_path / "empty data"
+    empty.mkdir()
+    result = CliRunner().invoke(cli, ["preprocess", "--data", str(empty), "--output", str(tmp_path / "o"), "--no-progress"])
+    assert result.exit_code == 1
+    assert "neither images/model1good nor images/model1defect exists" in result.output
+    assert "neither images/good nor images/notok exists" in result.output
+    assert "preprocessing failed for model1, model2" in result.output
+    result = CliRunner().invoke(cli, ["preprocess", "--model", "model2", "--data", str(tmp_path / "nope")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "data root not found" in result.output
+    with pytest.raises(DatasetError, match="neither images/good"):
+        preprocess_all(Config(), empty, tmp_path / "o", model="model2", progress=False)
+
+
+def test_split_frames_is_seeded_stratified_and_order_free():
+    strata = {f"images/g/{i:03d}.bmp": "good" for i in range(150)} | {f"images/d/{i:03d}.bmp": "defect" for i in range(50)}
+    cfg = SplitConfig()
+    first = split_frames(strata, cfg)
+    assert set(first) == set(strata)
+    assert split_frames(dict(reversed(list(strata.items()))), cfg) == first
+    assert split_frames(strata, SplitConfig(seed=7)) != first
+    for kind, n in (("good", 150), ("defect", 50)):
+        counts = Counter(first[k] for k, s in strata.items() if s == kind)
+        assert dict(counts) == split_counts(n, cfg)
+    assert split_counts(150, cfg) == {"train": 105, "val": 23, "test": 22} or split_counts(150, cfg) == {
+        "train": 105,
+        "val": 22,
+        "test": 23,
+    }
+    assert sum(split_counts(7, cfg).values()) == 7
