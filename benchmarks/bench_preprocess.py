@@ -49,41 +49,43 @@ def make_frames(root: Path, n_frames: int, seed: int) -> Path:
 
 
 def stage_profile(config: Config, data_root: Path, model: str, n: int) -> dict[str, float]:
-    """Median seconds per frame of each stage, one core, on the first ``n`` frames."""
+    """Median CPU seconds per frame of each stage (one core; CPU time, so other load on the machine
+    does not inflate it), on the first ``n`` frames."""
     cv2.setNumThreads(1)
     jobs, _, _ = discover_frames(config, data_root, model)
     jobs = [j for j in jobs if j.label_path is not None][: n // 2] + [j for j in jobs if j.label_path is None][: n // 2]
     stages: dict[str, list[float]] = {"read": [], "labels": [], "roi": [], "tiles": [], "clip": [], "png": []}
     ids = {c: i for i, c in enumerate(config.classes.names, start=1)}
     for job in jobs:
-        t = time.perf_counter()
+        t = time.process_time()
         frame = read_frame(job.image_path, config.frame)
-        stages["read"].append(time.perf_counter() - t)
-        t = time.perf_counter()
+        stages["read"].append(time.process_time() - t)
+        t = time.process_time()
         instances = load_instances(job.label_path, frame.image.shape, config.classes)[0] if job.label_path else []
-        stages["labels"].append(time.perf_counter() - t)
-        t = time.perf_counter()
+        stages["labels"].append(time.process_time() - t)
+        t = time.process_time()
         roi = find_ring(frame.image, config.roi)
-        stages["roi"].append(time.perf_counter() - t)
-        t = time.perf_counter()
+        stages["roi"].append(time.process_time() - t)
+        t = time.process_time()
         tiles, _ = ring_tiles(frame.image, roi, config)
-        stages["tiles"].append(time.perf_counter() - t)
-        t = time.perf_counter()
+        stages["tiles"].append(time.process_time() - t)
+        t = time.process_time()
         for tile in tiles:
             tile_annotations(instances, tile.box, ids, config.preprocess.min_instance_area)
-        stages["clip"].append(time.perf_counter() - t)
-        t = time.perf_counter()
+        stages["clip"].append(time.process_time() - t)
+        t = time.process_time()
         for tile in tiles:
             cv2.imencode(f".{config.preprocess.tile_format}", tile.image)
-        stages["png"].append(time.perf_counter() - t)
+        stages["png"].append(time.process_time() - t)
     return {k: statistics.median(v) for k, v in stages.items() if v}
 
 
-def timed_run(config: Config, data_root: Path, out_root: Path, model: str, workers: int) -> tuple[float, dict]:
+def timed_run(config: Config, data_root: Path, out_root: Path, model: str, workers: int) -> tuple[float, float, dict]:
+    """Wall seconds, this process's CPU seconds (all the work when workers == 1), summary."""
     shutil.rmtree(out_root / model, ignore_errors=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     summary = preprocess_type(config, data_root, out_root, model, progress=False, workers=workers)
-    return time.perf_counter() - t0, summary
+    return time.perf_counter() - t0, time.process_time() - c0, summary
 
 
 def main() -> None:
@@ -103,17 +105,20 @@ def main() -> None:
 
         profile = stage_profile(config, data_root, args.model, n=8)
         total = sum(profile.values())
-        print("\none core, median per frame:  " + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in profile.items()))
+        print("\none core, median CPU per frame:  " + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in profile.items()))
         print(f"  sum {total * 1000:.0f} ms -> at most {1 / total:.2f} frames/s per core")
 
-        base_s, summary = timed_run(config, data_root, out_root, args.model, workers=1)
+        base_s, base_cpu, summary = timed_run(config, data_root, out_root, args.model, workers=1)
         n = summary["frames"]["found"]
-        run_s, summary2 = timed_run(config, data_root, out_root, args.model, workers=args.workers)
+        run_s, _, summary2 = timed_run(config, data_root, out_root, args.model, workers=args.workers)
         assert summary2["tiles"] == summary["tiles"], "worker count changed the output"
 
     base_fps, fps = n / base_s, n / run_s
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nmachine: {os.cpu_count()} cores, load average {load:.1f} at the end (other work slows the timings)")
     print(f"\nframes: {n} ({summary['frames']['used']} used, {summary['tiles']['written']} tiles)")
-    print(f"baseline 1 worker : {base_s:6.1f} s  {base_fps:5.2f} frames/s")
+    print(f"baseline 1 worker : {base_s:6.1f} s  {base_fps:5.2f} frames/s  (CPU {base_cpu / n * 1000:.0f} ms/frame: "
+          f"{args.workers} idle cores would give ~{args.workers * n / base_cpu:.1f} frames/s)")
     print(f"{args.workers} workers        : {run_s:6.1f} s  {fps:5.2f} frames/s  ({fps / base_fps:.2f}x the baseline)")
     print(f"1,800 frames would take {1800 / fps / 60:.1f} min (target < 10 min = {TARGET_FPS:.1f} frames/s): "
           f"{'PASS' if fps >= TARGET_FPS else 'FAIL'} ({fps / TARGET_FPS:.2f}x the target)")

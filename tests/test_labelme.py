@@ -230,3 +230,12 @@ def test_bom_and_imagedata_are_read_fine(tmp_path: Path):
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     instances, warnings = load_instances(path, SHAPE, CLASSES)
     assert len(instances) == 1 and len(warnings) == 1 and "it is ignored and the image file is used" in warnings[0]
+
+
+def test_image_path_naming_another_frame_is_reported(tmp_path: Path):
+    shapes = [shape("pit", [[0, 0], [4, 0], [4, 4]])]
+    path = write_labelme(tmp_path / "x.json", shapes, image_path="..\\..\\images\\model1defect\\y.bmp")
+    _, warnings = load_instances(path, SHAPE, CLASSES, image_name="images/model1defect/x.bmp")
+    assert len(warnings) == 1 and "imagePath names 'y.bmp', not images/model1defect/x.bmp" in warnings[0]
+    path = write_labelme(tmp_path / "x.json", shapes, image_path="..\\..\\images\\model1defect\\X.BMP")
+    assert load_instances(path, SHAPE, CLASSES, image_name="images/model1defect/x.bmp")[1] == []

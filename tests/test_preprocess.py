@@ -57,12 +57,17 @@ def _defect_shapes_d0() -> list[dict]:
 
 
 def build_dataset(root: Path) -> Path:
-    """17 frames of model1: 12 usable, 5 broken in the ways DATASET.md lists, plus two stray files."""
+    """19 frames of model1: 13 usable, 6 broken in the ways DATASET.md lists, plus two stray files."""
     for i in range(6):
         centre = (1100, 950) if i == 2 else CENTRE
         put_frame(root, GOOD, f"g{i}.bmp", ring_frame(seed=i, centre=centre, colour=i in (1, 5)))
     put_labels(root, GOOD, "g1.bmp", [])  # a good frame's JSON with no shapes
     put_frame(root, GOOD, "g_blank.bmp", blank_frame())
+    truncated = put_frame(root, GOOD, "g_cut.bmp", ring_frame(seed=40))
+    truncated.write_bytes(truncated.read_bytes()[: 3_000_000])  # a copy that broke off half way
+    put_frame(root, GOOD, "g_labelled.bmp", ring_frame(seed=41))  # mis-filed: it has a defect label
+    put_labels(root, GOOD, "g_labelled.bmp", [shape("pit", [[1224, 500], [1234, 500], [1234, 510]])])
+    put_frame(root, "model1_rework", "r0.bmp", ring_frame(seed=42))
     two = np.full((H, W), 18, np.uint8)
     for cx in (620, 1830):
         cv2.circle(two, (cx, 1024), 560, 170, -1)
@@ -205,10 +210,10 @@ def test_split_by_frame_without_leakage_and_stratified(converted):
         for im in _coco(out, split).dataset["images"]:
             splits_of[im["source_image"]].add(split)
     assert all(len(s) == 1 for s in splits_of.values())
-    assert len(splits_of) == summary["frames"]["used"] == 12
+    assert len(splits_of) == summary["frames"]["used"] == 13
     per_split = summary["frames"]["per_split"]
-    for kind in ("good", "defect"):
-        assert {s: per_split[s][kind] for s in SPLITS} == split_counts(6, Config().split)
+    for kind, n in (("good", 6), ("defect", 7)):  # the labelled good-folder frame counts as defect
+        assert {s: per_split[s][kind] for s in SPLITS} == split_counts(n, Config().split)
 
 
 def test_summary_reports_every_bad_case_by_file(converted):
@@ -222,6 +227,7 @@ def test_summary_reports_every_bad_case_by_file(converted):
     assert at_fault[f"images/{GOOD}/g_two.bmp"] == f"images/{GOOD}/g_two.bmp"
     expected = {
         f"images/{GOOD}/g_blank.bmp": "no single ring",
+        f"images/{GOOD}/g_cut.bmp": "truncated BMP",
         f"images/{GOOD}/g_two.bmp": "two_rings",
         f"labels/{GOOD}/ghost.json": "label file without image",
         f"images/{GOOD}/notes.txt": "not a frame file type",
@@ -242,13 +248,15 @@ def test_summary_reports_every_bad_case_by_file(converted):
         "d2.json: shape 3 ('pit', cuboid): unknown shape_type 'cuboid'",
         "d3.json: labels were drawn on a 1224x1024 image",
         f"images/{DEFECT}/d3.bmp: 2x2-binned frame scaled up",
+        f"labels/{GOOD}/g_labelled.json: a frame in the good folder with 1 labelled defect(s); used as a defect frame",
+        "model1_rework: 1 rework frame(s) left out",
     ):
         assert needle in warnings, needle
     frames = summary["frames"]
-    assert (frames["found"], frames["used"], frames["skipped"]) == (17, 12, 5)
+    assert (frames["found"], frames["used"], frames["skipped"]) == (19, 13, 6)
     instances = summary["instances"]
-    # d0: 5, d1: bowtie + clipped lint, d2: one grouped scratch, d3: 1, d4/d5: 1 each
-    assert instances["labelled"] == 5 + 2 + 1 + 1 + 2
+    # d0: 5, d1: bowtie + clipped lint, d2: one grouped scratch, d3: 1, d4/d5: 1 each, g_labelled: 1
+    assert instances["labelled"] == 5 + 2 + 1 + 1 + 2 + 1
     assert sum(instances["per_class_and_split"]["defect"].values()) == instances["labelled"]
     assert instances["slivers_dropped"] >= 1 and instances["outside_ring_tiles"] == 1
     assert sum(summary["defect_size_histogram"]["per_class"]["defect"]) == instances["labelled"]
@@ -274,7 +282,7 @@ def test_rerun_through_the_cli_is_idempotent(converted):
         cli, ["preprocess", "--model", "model1", "--data", str(data), "--output", str(out), "--workers", "1", "--no-progress"]
     )
     assert result.exit_code == 0, result.output
-    assert "model1" in result.output and "12/17" in result.output and "7 skipped" in result.output
+    assert "model1" in result.output and "13/19" in result.output and "8 skipped" in result.output
     assert {s: (out / "model1" / "annotations" / f"{s}.json").read_bytes() for s in SPLITS} == before
     assert sorted(p.relative_to(out).as_posix() for p in (out / "model1" / "images").rglob("*")) == files_before
     assert (out / "model1" / "checkpoints" / "best_model.pth").read_bytes() == b"keep me"
@@ -295,6 +303,10 @@ def test_missing_folders_give_one_line_errors(tmp_path: Path):
     assert "data root not found" in result.output
     with pytest.raises(DatasetError, match="neither images/good"):
         preprocess_all(Config(), empty, tmp_path / "o", model="model2", progress=False)
+    (empty / "images" / "good").mkdir(parents=True)
+    (empty / "images" / "good" / "readme.txt").write_text("frames go here")
+    with pytest.raises(DatasetError, match="no frames for model2 in images/good or images/notok"):
+        preprocess_type(Config(), empty, tmp_path / "o", "model2", progress=False)
 
 
 def test_split_frames_is_seeded_stratified_and_order_free():
@@ -313,3 +325,8 @@ def test_split_frames_is_seeded_stratified_and_order_free():
         "test": 23,
     }
     assert sum(split_counts(7, cfg).values()) == 7
+    # Small sets: every split still gets a frame of each kind when there are enough.
+    assert split_counts(3, cfg) == {"train": 1, "val": 1, "test": 1}
+    assert split_counts(4, cfg) == {"train": 2, "val": 1, "test": 1}
+    assert split_counts(2, cfg) == {"train": 2, "val": 0, "test": 0}
+    assert split_counts(5, SplitConfig(train=0.8, val=0.2, test=0.0)) == {"train": 4, "val": 1, "test": 0}

@@ -313,3 +313,16 @@ def test_snapping_keeps_thin_shapes_valid():
     thin = shapely.LineString([(10.2, 10.7), (60.4, 13.1), (110.9, 9.6)]).buffer(1.5, cap_style="flat")
     parts = _snap_parts(thin)
     assert parts and all(Polygon(p).is_valid for p in parts)
+
+
+def test_cli_defaults_to_the_data_root_and_refuses_a_file_as_out(tmp_path: Path):
+    runner = CliRunner()
+    data = tmp_path / "plant data"
+    result = runner.invoke(cli, ["synth", "--data", str(data), "--types", "model1", "--good", "1", "--defect", "0",
+                                 "--rework", "0", "--binned", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (data / "images" / "model1good" / "model1_good_0000.bmp").is_file()
+    blocker = tmp_path / "a file"
+    blocker.write_text("x")
+    bad = runner.invoke(cli, ["synth", str(blocker), "--good", "1", "--quiet"])
+    assert bad.exit_code != 0 and "is not a folder" in bad.output and str(blocker) in bad.output

@@ -42,7 +42,7 @@ class FrameConfig(_Section):
 
 
 class RoiConfig(_Section):
-    """Ring region of interest: Otsu, polarity by the frame border, largest component."""
+    """Ring region of interest: lighting-corrected local threshold, polarity, largest component."""
 
     blur_ksize: int = Field(default=5, ge=1)
     min_ring_area_fraction: float = Field(default=0.01, gt=0, lt=1)
@@ -52,7 +52,20 @@ class RoiConfig(_Section):
     second_ring_fraction: float = Field(default=0.3, gt=0, le=1)
     # Background subtraction keeps this margin around the ring so edge defects stay visible.
     background_margin_px: int = Field(default=24, ge=0)
+    # Smallest opening kernel at the coarse (1/4) scale; the kernel also grows with lint_max_width_px.
     open_ksize: int = Field(default=3, ge=1)
+    # Lint strands (and lint bridges across the bore or onto the edge) up to about this wide (full-res
+    # px) are cut off the ring. Larger values also round off thin protrusions at coarse scale (the
+    # full-resolution band around the ring restores them up to ~this many px).
+    lint_max_width_px: float = Field(default=12.0, ge=0)
+    # Scale (full-res px) of the local belt/ring level estimates whose midpoint is the threshold.
+    level_sigma_px: float = Field(default=80.0, gt=0)
+    # Local-threshold refinement passes after the first (border-flattened Otsu) split.
+    refine_passes: int = Field(default=2, ge=0, le=5)
+    # A "ring" that differs from the belt by less than this (gray levels) is no ring.
+    min_contrast: float = Field(default=8.0, ge=0)
+    # Gaussian blur (odd kernel size; 1 = none) of the full-resolution crop before thresholding.
+    full_res_blur: int = Field(default=3, ge=1)
 
 
 class TilingConfig(_Section):

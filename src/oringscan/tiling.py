@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from oringscan.config import Config, TilingConfig
-from oringscan.roi import RingROI, roi_with_margin, subtract_background
+from oringscan.roi import RingROI, roi_with_margin
 from oringscan.types import Tile, TileBox
 
 
@@ -40,11 +40,17 @@ def tile_grid(
     return [TileBox(tx, ty, min(size, fw - tx), min(size, fh - ty)) for ty in ys for tx in xs]
 
 
-def ring_tile_boxes(roi: RingROI, frame_shape: tuple[int, int], config: Config) -> list[tuple[TileBox, float]]:
-    """Grid tiles that contain ring (within the background margin), with their ring fraction."""
+def ring_tile_boxes(
+    roi: RingROI, frame_shape: tuple[int, int], config: Config, keep: np.ndarray | None = None
+) -> list[tuple[TileBox, float]]:
+    """Grid tiles that contain ring (within the background margin), with their ring fraction.
+
+    ``keep``: the ring grown by the margin when the caller has it already (saves a dilation).
+    """
     if roi.ring_mask is None or roi.bbox is None:
         return []
-    keep = roi_with_margin(roi.ring_mask, config.roi.background_margin_px)
+    if keep is None:
+        keep = roi_with_margin(roi.ring_mask, config.roi.background_margin_px)
     out = []
     for box in tile_grid(roi.bbox, frame_shape, config.tiling):
         frac = float(keep[box.slices()].mean())
@@ -57,8 +63,9 @@ def ring_tiles(gray: np.ndarray, roi: RingROI, config: Config) -> tuple[list[Til
     """Background-subtracted tiles over the ring, and how many grid tiles were skipped as empty."""
     if roi.ring_mask is None or roi.bbox is None:
         return [], 0
-    clean = subtract_background(gray, roi, config.roi.background_margin_px)
+    keep = roi_with_margin(roi.ring_mask, config.roi.background_margin_px)
+    clean = np.where(keep, gray, np.uint8(0))  # = subtract_background, sharing the one dilation
     all_boxes = tile_grid(roi.bbox, gray.shape, config.tiling)
-    kept = ring_tile_boxes(roi, gray.shape, config)
+    kept = ring_tile_boxes(roi, gray.shape, config, keep=keep)
     tiles = [Tile(box=b, image=np.ascontiguousarray(clean[b.slices()]), ring_fraction=f) for b, f in kept]
     return tiles, len(all_boxes) - len(kept)

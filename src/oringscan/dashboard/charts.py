@@ -24,10 +24,9 @@ def _verdict_scale() -> alt.Scale:
 
 
 def yield_per_day(df: pd.DataFrame) -> alt.Chart:
-    """Lines of first-pass yield (% good) per o-ring type per day; columns day, oring_type, total, good."""
-    data = df.assign(yield_pct=100.0 * df["good"] / df["total"].where(df["total"] > 0))
+    """Lines of first-pass yield (% good of judged parts) per type per day; columns day, oring_type, yield_pct, good, total."""
     return (
-        alt.Chart(data, title="Yield per type per day (% good)")
+        alt.Chart(df, title="Yield per type per day (% good)")
         .mark_line(point=True)
         .encode(
             x=alt.X("day:T", title="day"),
@@ -69,28 +68,50 @@ def defects_per_class(df: pd.DataFrame) -> alt.Chart:
     )
 
 
-def score_histogram(scores: pd.DataFrame, thresholds: pd.DataFrame) -> alt.LayerChart:
-    """Screening scores per type with each type's threshold as a rule; columns oring_type, score / threshold."""
+def score_histogram(bins: pd.DataFrame, marginal_fraction: float | None = None) -> alt.LayerChart:
+    """Screening score / threshold per verdict on shared bins, the threshold (1.0) as a rule.
+
+    Columns bin_start, bin_end, verdict, frames. Normalised scores put every type's threshold at
+    1.0, so one picture shows how close the good parts come to being flagged.
+    """
     bars = (
-        alt.Chart(scores)
-        .mark_bar(opacity=0.75)
+        alt.Chart(bins)
+        .mark_bar(opacity=0.85)
         .encode(
-            x=alt.X("score:Q", bin=alt.Bin(maxbins=60), title="screening score"),
-            y=alt.Y("count():Q", title="frames", stack=None),
-            color=alt.Color("oring_type:N", title="type"),
-            tooltip=[alt.Tooltip("count():Q", title="frames"), "oring_type:N"],
+            x=alt.X("bin_start:Q", title="screening score / threshold", bin="binned"),
+            x2="bin_end:Q",
+            y=alt.Y("frames:Q", title="frames", stack="zero"),
+            color=alt.Color("verdict:N", scale=_verdict_scale(), title="verdict"),
+            tooltip=[alt.Tooltip("bin_start:Q", format=".2f", title="from"), alt.Tooltip("bin_end:Q", format=".2f", title="to"),
+                     "verdict:N", "frames:Q"],
         )
     )
+    lines = pd.DataFrame({"at": [1.0], "what": ["threshold"]})
+    if marginal_fraction:
+        lines = pd.concat([lines, pd.DataFrame({"at": [marginal_fraction], "what": ["marginal"]})], ignore_index=True)
     rules = (
-        alt.Chart(thresholds)
-        .mark_rule(strokeDash=[6, 3], size=2)
-        .encode(
-            x="threshold:Q",
-            color=alt.Color("oring_type:N"),
-            tooltip=["oring_type:N", alt.Tooltip("threshold:Q", format=".4g")],
-        )
+        alt.Chart(lines)
+        .mark_rule(strokeDash=[6, 3], size=2, color="#333333")
+        .encode(x="at:Q", tooltip=["what:N", alt.Tooltip("at:Q", format=".2f")])
     )
-    return alt.layer(bars, rules).properties(title="Screening score histogram (dashed: thresholds)", height=260)
+    labels = alt.Chart(lines).mark_text(align="left", dx=4, dy=-6, color="#333333").encode(
+        x="at:Q", y=alt.value(10), text="what:N"
+    )
+    return alt.layer(bars, rules, labels).properties(title="Screening scores (dashed: threshold)", height=260)
+
+
+def override_matrix(df: pd.DataFrame) -> alt.LayerChart:
+    """Machine verdict (rows) against the person's newest decision (columns); columns verdict, decision, frames."""
+    base = alt.Chart(df, title="Machine verdict vs. people's decision").encode(
+        y=alt.Y("verdict:N", title="machine said"),
+        x=alt.X("decision:N", title="person decided"),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("frames:Q", scale=alt.Scale(scheme="blues"), legend=None),
+        tooltip=["verdict:N", "decision:N", "frames:Q"],
+    )
+    text = base.mark_text(fontSize=14).encode(text="frames:Q")
+    return alt.layer(cells, text).properties(height=160)
 
 
 def overrides_per_day(df: pd.DataFrame) -> alt.Chart:

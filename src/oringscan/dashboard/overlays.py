@@ -105,7 +105,8 @@ def _to_bgr(gray: np.ndarray) -> np.ndarray:
 
 
 def _label(canvas: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int]) -> None:
-    font, size, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1
+    # Sized for a frame shown about 800-1000 px wide in the browser.
+    font, size, thick = cv2.FONT_HERSHEY_SIMPLEX, max(0.5, canvas.shape[1] / 1600), max(1, canvas.shape[1] // 900)
     (tw, th), base = cv2.getTextSize(text, font, size, thick)
     y_top = y - th - base - 4
     if y_top < 0:  # no room above the box: write inside it
@@ -184,10 +185,10 @@ def heat_from_file(path: Path, out_shape: tuple[int, int]) -> np.ndarray | None:
 
 def _draw_heat(canvas: np.ndarray, heat: np.ndarray, tiles: list[TileHeat], threshold: float | None, scale: float) -> None:
     clipped = np.clip(heat, 0.0, 1.5) / 1.5
-    colored = cv2.applyColorMap((clipped * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
-    covered = heat > 0
-    alpha = 0.45
-    canvas[covered] = (canvas[covered] * (1 - alpha) + colored[covered] * alpha).astype(np.uint8)
+    colored = cv2.applyColorMap((clipped * 255).astype(np.uint8), cv2.COLORMAP_INFERNO).astype(np.float32)
+    # Opacity grows with the score: quiet areas stay readable, hot ones (>= threshold) stand out.
+    alpha = (0.15 + 0.5 * np.clip(heat, 0.0, 1.0))[..., None] * (heat > 0.02)[..., None]
+    canvas[:] = (canvas.astype(np.float32) * (1 - alpha) + colored * alpha).astype(np.uint8)
     for t in tiles:
         if threshold is not None and t.score >= threshold:
             p0 = (int(t.x * scale), int(t.y * scale))

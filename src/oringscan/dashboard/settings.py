@@ -24,8 +24,8 @@ class DashboardSettings:
     db_url: str
     image_roots: list[Path] = field(default_factory=list)
     page_size: int = 25
-    # Thresholds drawn on the score histogram come from the database; this is only the fallback.
-    defect_min_score: float = 0.5
+    # Drawn on the score histogram next to the threshold (scores above it x threshold are "marginal").
+    marginal_fraction: float | None = None
 
     @classmethod
     def from_config(cls, config: Config, db_url: str, data_root: Path, output_root: Path) -> DashboardSettings:
@@ -34,7 +34,7 @@ class DashboardSettings:
             db_url=db_url,
             image_roots=[Path(r) for r in roots],
             page_size=config.dashboard.page_size,
-            defect_min_score=config.pipeline.defect_min_score,
+            marginal_fraction=config.screening.marginal_fraction,
         )
 
     def to_json(self) -> str:
@@ -43,7 +43,7 @@ class DashboardSettings:
                 "db_url": self.db_url,
                 "image_roots": [str(p) for p in self.image_roots],
                 "page_size": self.page_size,
-                "defect_min_score": self.defect_min_score,
+                "marginal_fraction": self.marginal_fraction,
             }
         )
 
@@ -55,7 +55,7 @@ class DashboardSettings:
                 db_url=str(data["db_url"]),
                 image_roots=[Path(p) for p in data.get("image_roots", [])],
                 page_size=int(data.get("page_size", 25)),
-                defect_min_score=float(data.get("defect_min_score", 0.5)),
+                marginal_fraction=None if data.get("marginal_fraction") is None else float(data["marginal_fraction"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{ENV_VAR}: not valid dashboard settings JSON: {exc}") from None

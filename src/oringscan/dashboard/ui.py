@@ -62,3 +62,39 @@ def safe_url(url: str) -> str:
 def header(title: str, caption: str | None = None) -> None:
     st.title(title)
     st.caption(caption or f"database: {safe_url(settings().db_url)}")
+
+
+VERDICT_BADGES = {
+    "good": ":green-badge[good]",
+    "defect": ":red-badge[defect]",
+    "rework": ":orange-badge[rework]",
+    "suspect": ":violet-badge[suspect]",
+    "error": ":gray-badge[error]",
+}
+DECISION_LABELS = {"defect": "Confirm defect", "good": "Override to good", "rework": "Rework"}
+
+
+def verdict_badge(verdict: str | None) -> str:
+    return VERDICT_BADGES.get(verdict or "", f":gray-badge[{verdict or 'none'}]")
+
+
+def keep_widget_state(*keys: str) -> None:
+    """Let filter widgets keep their values when the user visits another page and comes back.
+
+    Streamlit forgets a widget's state once a run does not draw it; a shadow copy under another
+    key survives, and is copied back before the widget is drawn again.
+    """
+    for key in keys:
+        shadow = f"_kept_{key}"
+        if key not in st.session_state and shadow in st.session_state:
+            st.session_state[key] = st.session_state[shadow]
+
+
+def remember_widget_state(*keys: str) -> None:
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[f"_kept_{key}"] = st.session_state[key]
+
+
+def utc_text(value: Any) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")

@@ -1,1 +1,43 @@
-"""oringscan.pipeline"""
+"""oringscan.pipeline: one verdict per frame from screening, segmentation and the rework rules.
+
+Public API:
+- :class:`Inspector`: ``Inspector.load(config, output_root, model)``; ``inspect_array(array, name)``
+  for a camera callback (never raises for a bad frame: ``error`` verdict with the reason).
+- :func:`inspect_paths`: files, folders and globs into the database, one transaction per frame,
+  reruns skip what was inspected with the same models; returns a :class:`BatchSummary`.
+- :func:`watch_folder`: frames as the camera software writes them.
+- :func:`decide_verdict`: the policy (config ``[pipeline]``) as a pure function.
+- :func:`evaluate_pipeline`, :func:`run_demo`.
+"""
+
+from oringscan.pipeline.batch import BatchSummary, FrameRecorder, Prefetcher, inspect_paths, read_one
+from oringscan.pipeline.evaluate import evaluate_pipeline, metrics_from_confusion
+from oringscan.pipeline.inspector import FrameInspection, Inspector, ModelPaths, model_fingerprint
+from oringscan.pipeline.policy import confident_defects, decide_verdict
+from oringscan.pipeline.watch import FolderWatcher, watch_folder
+
+__all__ = [
+    "BatchSummary",
+    "FolderWatcher",
+    "FrameInspection",
+    "FrameRecorder",
+    "Inspector",
+    "ModelPaths",
+    "Prefetcher",
+    "confident_defects",
+    "decide_verdict",
+    "evaluate_pipeline",
+    "inspect_paths",
+    "metrics_from_confusion",
+    "model_fingerprint",
+    "read_one",
+    "run_demo",
+    "watch_folder",
+]
+
+
+def run_demo(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - thin lazy alias (heavy imports)
+    """See :func:`oringscan.pipeline.demo.run_demo`."""
+    from oringscan.pipeline.demo import run_demo as _run_demo
+
+    return _run_demo(*args, **kwargs)

@@ -204,7 +204,8 @@ class FrameRecorder:
             result.timings_ms["overlay"] = (time.perf_counter() - start) * 1000.0
         if self.store is not None:
             start = time.perf_counter()
-            record_result(self.store, self.run_id, result, station=self.station)
+            shape = None if inspection.gray is None else tuple(inspection.gray.shape[:2])
+            record_result(self.store, self.run_id, result, self.inspector, shape, self.station)  # type: ignore[arg-type]
             result.timings_ms["db"] = (time.perf_counter() - start) * 1000.0
         return result
 
@@ -217,12 +218,24 @@ class FrameRecorder:
         return name
 
 
-def record_result(store: Any, run_id: Any, result: InspectionResult, station: str | None = None) -> Any:
+def record_result(
+    store: Any,
+    run_id: Any,
+    result: InspectionResult,
+    inspector: Inspector,
+    frame_shape: tuple[int, int] | None = None,
+    station: str | None = None,
+) -> Any:
     """One frame, one transaction (the store's ``record_frame`` commits or rolls back as a whole)."""
-    kwargs: dict[str, Any] = {}
-    if station is not None:
-        kwargs["station"] = station
-    return store.record_frame(run_id, result, **kwargs)
+    return store.record_frame(
+        run_id,
+        result,
+        sha256=result.sha256,
+        model_fingerprint=inspector.fingerprint,
+        frame_shape=frame_shape,
+        station=station,
+        mm_per_px=inspector.config.oring_type(inspector.model).mm_per_px,
+    )
 
 
 def start_run(store: Any | None, inspector: Inspector, *, kind: str = "inspect", note: str | None = None) -> Any:
@@ -232,8 +245,9 @@ def start_run(store: Any | None, inspector: Inspector, *, kind: str = "inspect",
     return store.start_run(
         model=inspector.model,
         model_fingerprint=inspector.fingerprint,
-        config=inspector.config.model_dump(mode="json"),
-        command=kind if note is None else f"{kind}: {note}",
+        model_versions=inspector.model_versions(),
+        config=inspector.config,
+        command=kind if note is None else f"{kind} {note}",
     )
 
 
@@ -293,7 +307,8 @@ def inspect_paths(
 
 def _finish_run(store: Any, run_id: Any, summary: BatchSummary) -> None:
     try:
-        store.finish_run(run_id, status="interrupted" if summary.interrupted else "done")
+        store.finish_run(run_id, status="interrupted" if summary.interrupted else "done",
+                         n_skipped=len(summary.skipped))
     except OringscanError as exc:
         log.warning("run %s: could not close the run record (%s)", run_id, exc)
 

@@ -160,8 +160,8 @@ class Inspector:
         that makes it.
         """
         from oringscan.rework_rules import ReworkChecker
-        from oringscan.screening import ScreeningModel
-        from oringscan.segmentation import Segmenter
+
+        ScreeningModel, Segmenter = _stage_classes()  # noqa: N806
 
         config.oring_type(model)
         paths = ModelPaths.for_type(config, Path(output_root), model)
@@ -181,6 +181,22 @@ class Inspector:
         checker = ReworkChecker.load(paths.rework_rules, mm_per_px=config.oring_type(model).mm_per_px,
                                      config=config.rework, roi_config=config.roi)
         return cls(config, model, screening, segmenter, checker, model_fingerprint(paths, config, model), paths)
+
+    def model_versions(self) -> dict[str, Any]:
+        """What each stage was made from (stored with every run)."""
+        out: dict[str, Any] = {"fingerprint": self.fingerprint}
+        meta = getattr(self.screening, "meta", None)
+        if meta is not None:
+            out["screening"] = {k: getattr(meta, k, None) for k in
+                                ("backbone", "threshold", "marginal_threshold", "train_fingerprint", "created")}
+        seg_meta = getattr(self.segmenter, "meta", None)
+        if isinstance(seg_meta, dict):
+            out["segmentation"] = {k: v for k, v in seg_meta.items() if isinstance(v, str | int | float | None)}
+        if self.paths is not None:
+            out["files"] = {k: str(v) for k, v in
+                            (("screening", self.paths.screening_dir), ("segmentation", self.paths.segmentation_checkpoint),
+                             ("rework_rules", self.paths.rework_rules))}
+        return out
 
     # ----------------------------------------------------------------------------- public API
     def inspect_array(self, array: np.ndarray, name: str = "frame") -> InspectionResult:
@@ -292,6 +308,19 @@ class Inspector:
             return self.rework.check(roi, gray), None
         except OringscanError as exc:
             return ReworkResult(ReworkVerdict.ERROR, [str(exc)]), None
+
+
+def _stage_classes() -> tuple[Any, Any]:
+    """The screening and segmentation model classes (from the packages' public API when exported)."""
+    try:
+        from oringscan.screening import ScreeningModel
+    except ImportError:  # older package layout: the class lives in the submodule
+        from oringscan.screening.model import ScreeningModel
+    try:
+        from oringscan.segmentation import Segmenter
+    except ImportError:
+        from oringscan.segmentation.inference import Segmenter
+    return ScreeningModel, Segmenter
 
 
 def _resolve(device: str) -> str:

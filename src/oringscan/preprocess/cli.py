@@ -50,19 +50,21 @@ def preprocess_command(app: AppContext, model: str | None, workers: int | None, 
         app.config, app.data_root, app.output_root, model=model, progress=not no_progress, workers=workers
     )
     console = Console()
-    console.print(f"data: {app.data_root}", highlight=False)
+    console.print(f"data: {app.data_root}", markup=False, highlight=False, soft_wrap=True)
     console.print(summary_table(summaries))
     failed = []
     for name, summary in summaries.items():
         if "error" in summary:
             failed.append(name)
-            console.print(f"[red]{name}: {summary['error']}[/red]", highlight=False)
+            console.print(f"{name}: {summary['error']}", style="red", markup=False, highlight=False, soft_wrap=True)
             continue
         _print_problems(console, name, summary)
         console.print(
             f"{name}: {summary['instances']['slivers_dropped']} sliver(s) below preprocess.min_instance_area dropped; "
             f"summary in {app.output_root / name / SUMMARY_FILE}",
+            markup=False,
             highlight=False,
+            soft_wrap=True,
         )
     if failed:
         raise click.ClickException(f"preprocessing failed for {', '.join(failed)}")
@@ -94,11 +96,11 @@ def _print_problems(console: Console, name: str, summary: dict[str, Any]) -> Non
     for title, items in (("skipped", [f"{i['file']}: {i['reason']}" for i in summary["skipped"]]), ("warnings", summary["warnings"])):
         if not items:
             continue
-        console.print(f"[bold]{name}: {len(items)} {title}[/bold]")
+        console.print(f"{name}: {len(items)} {title}", style="bold", markup=False, highlight=False)
         for line in items[:MAX_LISTED]:
             console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
         if len(items) > MAX_LISTED:
-            console.print(f"  ... and {len(items) - MAX_LISTED} more in {SUMMARY_FILE}", highlight=False)
+            console.print(f"  ... and {len(items) - MAX_LISTED} more in {SUMMARY_FILE}", markup=False, highlight=False)
 
 
 def register(root: click.Group) -> None:

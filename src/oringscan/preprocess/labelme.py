@@ -16,7 +16,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import cv2
@@ -131,11 +131,18 @@ def load_instances(
     repaired or skipped.
     """
     json_path = Path(json_path)
-    image_name = image_name or "the image"
     data = read_labelme(json_path)
     warnings: list[str] = []
-    factor, notes = label_scale(data, image_shape, json_path, image_name)
+    factor, notes = label_scale(data, image_shape, json_path, image_name or "the image")
     warnings.extend(notes)
+    image_path = data.get("imagePath")
+    if image_name and isinstance(image_path, str) and image_path:
+        named = PureWindowsPath(image_path).stem  # LabelMe on Windows writes backslashes
+        if named.lower() != PureWindowsPath(image_name).stem.lower():
+            warnings.append(
+                f"{json_path}: imagePath names {PureWindowsPath(image_path).name!r}, not {image_name}; "
+                "the labels are used for the frame with the label file's name (renamed or copied file?)"
+            )
     image_data = data.get("imageData")
     if isinstance(image_data, str) and image_data:
         warnings.append(

@@ -23,6 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 import shapely
+from shapely.errors import ShapelyError
 from shapely.geometry import box
 from tqdm import tqdm
 
@@ -96,6 +97,11 @@ def discover_frames(
             + " nor ".join(f"images/{f}" for f, _ in folders)
             + " exists (folders come from the config's [types] section)"
         )
+    rework_dir = data_root / "images" / (oring.rework_folder or f"{model}_rework")
+    if rework_dir.is_dir():
+        n_rework = sum(1 for p in rework_dir.rglob("*") if p.suffix.lower() in extensions)
+        if n_rework:
+            warnings.append(f"{rework_dir}: {n_rework} rework frame(s) left out: rework is judged by geometry, never trained on")
     for folder, kind in folders:
         images_dir = data_root / "images" / folder
         labels_dir = data_root / "labels" / folder
@@ -172,7 +178,7 @@ def _process_job(job: FrameJob) -> FrameOutcome:
         return FrameOutcome(job.source_image, job.kind, error=exc.problem, error_file=_relative(exc.path, data_root))
     except OringscanError as exc:
         return FrameOutcome(job.source_image, job.kind, error=str(exc), error_file=job.source_image)
-    except (ValueError, cv2.error, MemoryError) as exc:  # a frame too odd for a library: report, go on
+    except (ValueError, cv2.error, ShapelyError, MemoryError) as exc:  # too odd for a library: report, go on
         return FrameOutcome(job.source_image, job.kind, error=f"{type(exc).__name__}: {exc}", error_file=job.source_image)
 
 
@@ -196,6 +202,10 @@ def process_frame(
         )
         prefix = str(job.label_path)
         outcome.warnings.extend(label_name + w[len(prefix) :] if w.startswith(prefix) else w for w in label_warnings)
+    if job.kind == "good" and instances:
+        outcome.warnings.append(
+            f"{label_name}: a frame in the good folder with {len(instances)} labelled defect(s); used as a defect frame"
+        )
     if job.kind == "defect" and not instances:
         why = "no label file" if job.label_path is None else f"no usable shapes in {label_name}"
         raise FrameError(job.image_path, f"defect frame with {why}; skipped so that unlabelled defects are not learned as good")
@@ -224,7 +234,7 @@ def process_frame(
                 "source_image": job.source_image,
                 "tile_x": b.x,
                 "tile_y": b.y,
-                "frame_kind": job.kind,
+                "frame_kind": "defect" if instances else "good",
                 "ring_fraction": round(tile.ring_fraction, 4),
                 "annotations": clipped.annotations,
             }
@@ -305,6 +315,12 @@ def preprocess_type(
     if not data_root.is_dir():
         raise DatasetError(f"{data_root}: data root not found (expected images/<folder>/ and labels/<folder>/ in it)")
     jobs, skipped, warnings = discover_frames(config, data_root, model)
+    if not jobs:
+        oring = config.oring_type(model)
+        raise DatasetError(
+            f"{data_root}: no frames for {model} in images/{oring.good_folder} or images/{oring.defect_folder} "
+            f"(extensions {', '.join(config.frame.extensions)})"
+        )
     out_dir = output_root / model
     staging = out_dir / STAGING_DIR
     if staging.exists():

@@ -15,13 +15,24 @@ SPLITS = ("train", "val", "test")
 
 
 def split_counts(n: int, cfg: SplitConfig) -> dict[str, int]:
-    """How many of ``n`` frames go to each split (largest remainder, ties to train, val, test)."""
+    """How many of ``n`` frames go to each split (largest remainder, ties to train, val, test).
+
+    A split with a non-zero fraction gets at least one frame whenever there are enough frames to
+    go round, so a small data set still has defect frames to validate and test on.
+    """
     quotas = {name: n * getattr(cfg, name) for name in SPLITS}
-    counts = {name: int(q) for name, q in quotas.items()}
+    counts = {name: int(q + 1e-9) for name, q in quotas.items()}
     left = n - sum(counts.values())
     by_remainder = sorted(SPLITS, key=lambda s: (-(quotas[s] - counts[s]), SPLITS.index(s)))
     for name in by_remainder[:left]:
         counts[name] += 1
+    wanted = [name for name in SPLITS if getattr(cfg, name) > 0]
+    if n >= len(wanted):
+        for name in wanted:
+            if counts[name] == 0:
+                donor = max(wanted, key=lambda d: counts[d])
+                counts[donor] -= 1
+                counts[name] += 1
     return counts
 
 

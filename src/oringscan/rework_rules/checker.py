@@ -79,7 +79,12 @@ class ReworkChecker:
     # --- public ---------------------------------------------------------------------------
 
     def check(self, image_or_roi: np.ndarray | RingROI, gray: np.ndarray | None = None) -> ReworkResult:
-        """Verdict of one frame (gray or BGR array) or of an already found ring ROI; never raises."""
+        """Verdict of one frame (gray or BGR array) or of an already found ring ROI; never raises.
+
+        With a ROI, pass the frame as ``gray`` too: edges are then located on the picture with
+        sub-pixel precision; from the mask alone, rubber that dips under the Otsu threshold at
+        the edge reads as missing material.
+        """
         return self.inspect(image_or_roi, gray).result
 
     def inspect(self, image_or_roi: np.ndarray | RingROI, gray: np.ndarray | None = None) -> ReworkReport:
@@ -114,7 +119,7 @@ class ReworkChecker:
         for rule in self.rules.rule:
             by_metric.setdefault(rule.metric, []).append(rule)
         checks: list[MetricCheck] = []
-        reasons: list[str] = []
+        reasons: list[tuple[tuple[int, int], str]] = []
         worst = ReworkVerdict.PASS
         names = list(values) + [m for m in by_metric if m not in values]
         for name in names:
@@ -130,12 +135,14 @@ class ReworkChecker:
                 check.fired = bool(fired)
             checks.append(check)
             for rule in fired:
-                reasons.append(_reason(rule, name, value))
+                reasons.append((_priority(rule, name), _reason(rule, name, value)))
                 if rule.verdict == "defect":
                     worst = ReworkVerdict.DEFECT
                 elif worst is ReworkVerdict.PASS:
                     worst = ReworkVerdict.REWORK
-        return ReworkResult(worst, reasons, checks)
+        # Most telling first: defects, then the specific findings (bite, flash, off-centre bore,
+        # ovality) before the sizes and walls they also move.
+        return ReworkResult(worst, [text for _, text in sorted(reasons, key=lambda r: r[0])], checks)
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -147,6 +154,14 @@ class ReworkChecker:
 
     def _error(self, reason: str) -> ReworkResult:
         return ReworkResult(ReworkVerdict.ERROR, [reason], self._unmeasured_checks())
+
+
+_SPECIFIC = ("indentation", "protrusion", "concentricity", "ovality", "circularity", "radius", "wall", "area")
+
+
+def _priority(rule: Rule, name: str) -> tuple[int, int]:
+    rank = next((i for i, word in enumerate(_SPECIFIC) if word in name), len(_SPECIFIC))
+    return (0 if rule.verdict == "defect" else 1, rank)
 
 
 def _fmt(value: float | None) -> str:

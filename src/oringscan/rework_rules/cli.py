@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
@@ -62,27 +63,43 @@ def _span(limits: tuple[float | None, float | None] | None) -> str:
     return f"{'' if lo is None else f'{lo:.6g}'} .. {'' if up is None else f'{up:.6g}'}"
 
 
+def _limit_change(old: tuple | None, new: tuple | None, i: int) -> str:
+    a = None if old is None else old[i]
+    b = None if new is None else new[i]
+    if a == b:
+        return "" if a is None else f"{a:.6g}"
+    return f"{'-' if a is None else f'{a:.6g}'} -> {'-' if b is None else f'{b:.6g}'}"
+
+
 def _print_calibration(report: CalibrationReport, dry_run: bool) -> None:
     console = Console()
     console.print(f"Calibrated from {report.source}; {report.frames_used} measured.")
     for path, reason in report.skipped:
         console.print(f"  [yellow]skipped[/] {path}: {reason}", highlight=False)
-    table = Table(title=f"rules: {report.rules_path}", show_lines=False)
-    for col in ("metric", "verdict", "change", "before", "after", "note"):
-        table.add_column(col)
+    table = Table(title=f"rules: {report.rules_path}", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("metric", "verdict", "change", "lower", "upper"):
+        table.add_column(col, no_wrap=True)
     styles = {"added": "green", "updated": "cyan", "removed": "red", "kept-manual": "yellow", "kept-hand-edited": "yellow"}
     for c in report.changes:
-        table.add_row(c.metric, c.verdict, f"[{styles.get(c.change, 'white')}]{c.change}[/]", _span(c.old), _span(c.new), c.note)
+        lower = _limit_change(c.old, c.new, 0)
+        upper = _limit_change(c.old, c.new, 1)
+        table.add_row(c.metric, c.verdict, f"[{styles.get(c.change, 'white')}]{c.change}[/]", lower, upper)
     console.print(table)
+    for c in report.changes:
+        if c.note:
+            console.print(f"  [yellow]{c.metric}[/] ({c.verdict}): {c.note}", highlight=False)
     if report.kept_edits:
-        console.print(f"[yellow]{len(report.kept_edits)} hand-edited/manual rule(s) kept; see the note column.[/]")
+        console.print(f"[yellow]{len(report.kept_edits)} hand-edited/manual rule(s) kept.[/]")
     if dry_run:
         console.print("Dry run: nothing written.")
     elif report.written:
         console.print(f"Wrote {report.rules_path}")
 
 
-@click.command("measure")
+@click.command(
+    "measure",
+    epilog="\b\nMetrics (px; *_mm twins when the type has mm_per_px):\n" + _metrics_help(),
+)
 @model_option()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout, one object per frame.")

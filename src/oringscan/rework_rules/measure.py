@@ -131,7 +131,9 @@ def fit_circle(points: np.ndarray) -> CircleFit:
 
 def fit_ellipse(points: np.ndarray) -> EllipseFit:
     (cx, cy), (w, h), angle = cv2.fitEllipse(points.astype(np.float32))
-    return EllipseFit(float(cx), float(cy), float(w) / 2, float(h) / 2, float(angle))
+    if w < h:  # report the major axis as ``a`` and its direction as the angle
+        w, h, angle = h, w, angle + 90.0
+    return EllipseFit(float(cx), float(cy), float(w) / 2, float(h) / 2, float(angle) % 180.0)
 
 
 def _concentrate(
@@ -235,37 +237,76 @@ def _contour_points(mask: np.ndarray) -> np.ndarray:
     return max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
 
 
-def _subpixel_edges(
-    gray_rays: np.ndarray, pos: np.ndarray, found: np.ndarray, inside_sign: int, min_contrast: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Refine edge positions (in sample units) to the crossing of the local mid gray level.
+_LEVEL_NEAR, _LEVEL_FAR = 8.0, 30.0  # px inside the edge where the rubber's gray level is read
+_BELT_SPAN = 15.0  # px of belt read beyond the largest expected flash
+_MAX_WALK = 64.0  # px the gray edge may lie from the mask edge (notches from dark blotches)
 
-    ``inside_sign`` is -1 when the rubber lies at smaller radii (outer edge), +1 for the inner edge.
+
+def _gray_edges(
+    gray_rays: np.ndarray,
+    mask_pos: np.ndarray,
+    found: np.ndarray,
+    fit_pos: np.ndarray,
+    towards_belt: int,
+    reach: float,
+    min_contrast: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel edges where the gray level crosses the local midpoint of rubber and belt.
+
+    Positions are in sample units along the rays; ``towards_belt`` is +1 for the outer edge (belt
+    at larger radii) and -1 for the inner one. The rubber level is read 8-30 px inside the first
+    fitted edge, the belt level beyond the largest expected flash, both median-filtered along the
+    ring, so the threshold follows lighting gradients and the rubber's mottling and is the same
+    for either polarity. From the mask edge, the walk goes towards the belt while the gray is
+    still rubber, or back towards the rubber while it is already belt, and interpolates the
+    crossing. Where the mask edge is off because the rubber locally dips under the global Otsu
+    threshold (a dark blotch at the edge), this moves the edge to where the picture has it.
     """
     n, m = gray_rays.shape
-    near, far = int(3 / _RAY_STEP), int(10 / _RAY_STEP)
-    half = int(3 / _RAY_STEP)
-    base = np.clip(np.rint(pos).astype(int), 0, m - 1)
     rows = np.arange(n)[:, None]
-    band = np.arange(near, far + 1)[None, :]
-    inside = gray_rays[rows, np.clip(base[:, None] + inside_sign * band, 0, m - 1)]
-    outside = gray_rays[rows, np.clip(base[:, None] - inside_sign * band, 0, m - 1)]
-    in_level, out_level = np.median(inside, axis=1), np.median(outside, axis=1)
-    level = (in_level + out_level) / 2
-    offs = np.arange(-half, half + 1)
-    win_idx = np.clip(base[:, None] + offs[None, :], 0, m - 1)
-    s = gray_rays[rows, win_idx] - level[:, None]
-    s0, s1 = s[:, :-1], s[:, 1:]
-    cross = (s0 == 0) | (s0 * s1 < 0)
+    step = _RAY_STEP
+
+    def band(lo_px: float, hi_px: float, direction: int) -> np.ndarray:
+        ks = np.arange(int(lo_px / step), int(hi_px / step) + 1)[None, :]
+        idx = np.clip(np.rint(fit_pos)[:, None].astype(int) + direction * ks, 0, m - 1)
+        return np.median(gray_rays[rows, idx], axis=1)
+
+    rubber = median_filter(band(_LEVEL_NEAR, _LEVEL_FAR, -towards_belt), size=9, mode="wrap")
+    belt = median_filter(band(reach, reach + _BELT_SPAN, towards_belt), size=9, mode="wrap")
+    level = (rubber + belt) / 2
+    sign = np.where(rubber >= belt, 1.0, -1.0)
+    ok = found & (np.abs(rubber - belt) >= min_contrast)
+
+    # Last mask sample on the rubber side of the mask edge.
+    start = np.clip(np.floor(mask_pos).astype(int) if towards_belt > 0 else np.ceil(mask_pos).astype(int), 0, m - 1)
+    k = np.arange(int(_MAX_WALK / step) + 1)[None, :]
+
+    def side(idx: np.ndarray) -> np.ndarray:  # > 0: rubber, <= 0: belt
+        return (gray_rays[rows, np.clip(idx, 0, m - 1)] - level[:, None]) * sign[:, None]
+
+    at_start = side(start[:, None])[:, 0] > 0
+    # Rubber at the start: walk towards the belt to the first belt sample.
+    out_idx = start[:, None] + towards_belt * k
+    s_out = side(out_idx)
+    hit_out = s_out <= 0
+    k_out = np.argmax(hit_out, axis=1)
+    # Belt at the start: walk towards the rubber to the first rubber sample.
+    in_idx = start[:, None] - towards_belt * k
+    s_in = side(in_idx)
+    hit_in = s_in > 0
+    k_in = np.argmax(hit_in, axis=1)
+    r_ = np.arange(n)
+    # Crossing between the last rubber sample (a) and the first belt sample (b), a -> b towards the belt.
+    a_idx = np.where(at_start, start + towards_belt * (k_out - 1), start - towards_belt * k_in)
+    b_idx = a_idx + towards_belt
+    sa = side(a_idx[:, None])[:, 0]
+    sb = side(b_idx[:, None])[:, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.where(s0 == s1, 0.0, s0 / (s0 - s1))
-    cross_pos = win_idx[:, :-1] + frac  # sample units
-    dist = np.where(cross, np.abs(cross_pos - pos[:, None]), np.inf)
-    best = np.argmin(dist, axis=1)
-    best_dist = dist[np.arange(n), best]
-    ok = found & np.isfinite(best_dist) & (np.abs(in_level - out_level) >= min_contrast)
-    refined = np.where(ok, cross_pos[np.arange(n), best], pos)
-    return refined, ok
+        frac = np.where(sa != sb, sa / (sa - sb), 0.5)
+    pos = a_idx + towards_belt * np.clip(frac, 0.0, 1.0)
+    walked = np.where(at_start, hit_out[r_, k_out] & (k_out > 0), hit_in[r_, k_in])
+    ok &= walked & (a_idx >= 0) & (b_idx < m) & (b_idx >= 0)
+    return np.where(ok, pos, mask_pos), ok
 
 
 def measure_ring(
@@ -293,6 +334,7 @@ def measure_ring(
     if len(outer_px) < 20 or len(inner_px) < 20:
         raise MeasurementError("ring edges too short to measure")
     c_out, c_in = fit_circle(outer_px), fit_circle(inner_px)
+    e_out, e_in = fit_ellipse(outer_px), fit_ellipse(inner_px)
     origin = (c_out.cx, c_out.cy)
 
     n = cfg.angles
@@ -300,8 +342,9 @@ def measure_ring(
     cos_t, sin_t = np.cos(angles), np.sin(angles)
     ecc = math.hypot(c_in.cx - c_out.cx, c_in.cy - c_out.cy)
     reach = cfg.max_excursion_px
-    r_lo = max(1.0, c_in.r - ecc - reach)
-    r_hi = c_out.r + reach
+    belt_reach = reach + _BELT_SPAN + 4  # the belt's gray level is read beyond the largest flash
+    r_lo = max(1.0, min(e_in.a, e_in.b) - ecc - belt_reach)
+    r_hi = max(e_out.a, e_out.b) + belt_reach
     radii = np.arange(r_lo, r_hi + _RAY_STEP, _RAY_STEP)
     m = len(radii)
     map_x = (origin[0] + cos_t[:, None] * radii[None, :]).astype(np.float32)
@@ -344,8 +387,10 @@ def measure_ring(
             raise MeasurementError(f"gray image {gray.shape} and ring mask {roi.ring_mask.shape} differ in size")
         crop = cv2.GaussianBlur(gray[y0:y1, x0:x1].astype(np.float32), (3, 3), 0)
         gray_rays = cv2.remap(crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        pos_out, ok_out = _subpixel_edges(gray_rays, pos_out, found_out, -1, cfg.min_edge_contrast)
-        pos_in, ok_in = _subpixel_edges(gray_rays, pos_in, found_in, +1, cfg.min_edge_contrast)
+        fit_out = (e_out.radius_along(origin, cos_t, sin_t) - r_lo) / _RAY_STEP
+        fit_in = (e_in.radius_along(origin, cos_t, sin_t) - r_lo) / _RAY_STEP
+        pos_out, ok_out = _gray_edges(gray_rays, pos_out, found_out, fit_out, +1, reach, cfg.min_edge_contrast)
+        pos_in, ok_in = _gray_edges(gray_rays, pos_in, found_in, fit_in, -1, reach, cfg.min_edge_contrast)
         refined = ok_out & ok_in
     r_out = np.where(found_out, r_lo + pos_out * _RAY_STEP, np.nan)
     r_in = np.where(found_in, r_lo + pos_in * _RAY_STEP, np.nan)
@@ -377,11 +422,15 @@ def measure_ring(
     inner_poly = np.stack([origin[0] + sm_in * cos_t, origin[1] + sm_in * sin_t], axis=1).astype(np.float32)
     outer_area = float(cv2.contourArea(outer_poly))
     perimeter = float(cv2.arcLength(outer_poly, True))
-    mean_radius = (cir_o.r + cir_i.r) / 2
+    # Radius: mean semi-axis of the robust ellipse. For a round ring it is the circle's radius; for
+    # an oval one it is the radius of the circle with the same perimeter (a circle fit would give
+    # the RMS radius, ~(a-b)^2/8r larger).
+    outer_radius, inner_radius = (ell_o.a + ell_o.b) / 2, (ell_i.a + ell_i.b) / 2
+    mean_radius = (outer_radius + inner_radius) / 2
     centre_gap = math.hypot(cir_i.cx - cir_o.cx, cir_i.cy - cir_o.cy)
     values: dict[str, float] = {
-        "outer_radius": cir_o.r,
-        "inner_radius": cir_i.r,
+        "outer_radius": outer_radius,
+        "inner_radius": inner_radius,
         "mean_radius": mean_radius,
         "wall_min": float(wall.min()),
         "wall_max": float(wall.max()),

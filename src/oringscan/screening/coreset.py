@@ -18,6 +18,8 @@ import math
 import torch
 from tqdm import tqdm
 
+KDTREE_MAX_DIM = 24
+
 
 def gaussian_projection(in_dim: int, out_dim: int, seed: int = 0) -> torch.Tensor:
     """A fixed random projection (distances are preserved up to JL error)."""
@@ -29,6 +31,12 @@ def min_sq_distances(points: torch.Tensor, centers: torch.Tensor, chunk: int = 8
     """Squared distance of each point to its nearest centre (chunked matrix products)."""
     if centers.shape[0] == 0:
         return torch.full((points.shape[0],), float("inf"), dtype=points.dtype)
+    if points.shape[1] <= KDTREE_MAX_DIM and points.device.type == "cpu":
+        from scipy.spatial import cKDTree
+
+        # Few dimensions: a k-d tree is exact and much faster than a brute-force matrix.
+        d, _ = cKDTree(centers.double().numpy()).query(points.double().numpy(), k=1, workers=torch.get_num_threads())
+        return torch.from_numpy(d * d).to(points.dtype)
     c2 = centers.pow(2).sum(1)
     out = torch.empty(points.shape[0], dtype=points.dtype)
     for start in range(0, points.shape[0], chunk):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,19 +54,31 @@ def fit_bank(
     config: Config,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Stream ``records`` through the extractor into the memory bank; returns fit statistics."""
-    sc = config.screening
+    """Stream ``records`` (tile files) through the extractor into the memory bank."""
     if not records:
         raise ModelFileError(Path("train"), "no good training tiles to fit the screening model on")
+    batches = (images for _, images in iter_tile_batches(records, config.screening.batch_size))
+    return fit_stream(model, batches, len(records), config, progress)
+
+
+def fit_stream(
+    model: ScreeningModel,
+    batches: Iterable[list[np.ndarray]],
+    n_tiles: int,
+    config: Config,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit from batches of gray tiles; memory is the bank plus one chunk, whatever ``n_tiles`` is."""
+    sc = config.screening
     t0 = time.perf_counter()
-    batches = iter_tile_batches(records, sc.batch_size)
-    first_records, first_images = next(batches)
+    batches = iter(batches)
+    first_images = next(batches)
     extractor = model.patchcore.feature_extractor
     if model.meta.backbone == RINGTEXTURE:
         extractor.set_scales(model.preprocess(first_images))
     first = model.embed(model.preprocess(first_images))
     per_tile = first.shape[2] * first.shape[3]
-    total = per_tile * len(records)
+    total = per_tile * n_tiles
     target = min(sc.max_bank_size, max(1, math.ceil(sc.coreset_ratio * total)))
     stream = StreamingCoreset(
         dim=first.shape[1],
@@ -76,16 +89,16 @@ def fit_bank(
         batch=sc.coreset_batch,
         seed=sc.seed,
     )
-    bar = tqdm(total=len(records), desc=f"screening fit {model.meta.oring_type}", unit="tile", disable=not progress)
+    bar = tqdm(total=n_tiles, desc=f"screening fit {model.meta.oring_type}", unit="tile", disable=not progress)
 
     def consume(emb: torch.Tensor, n: int) -> None:
         stream.add(emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]).cpu())
         bar.update(n)
         bar.set_postfix(bank=stream.bank.shape[0])
 
-    consume(first, len(first_records))
-    for part, images in batches:
-        consume(model.embed(model.preprocess(images)), len(part))
+    consume(first, len(first_images))
+    for images in batches:
+        consume(model.embed(model.preprocess(images)), len(images))
     bank = stream.finish()
     bar.close()
     model.set_memory_bank(bank)

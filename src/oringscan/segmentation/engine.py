@@ -202,7 +202,8 @@ def train_segmentation(
             )
             lr_now = optimizer.param_groups[0]["lr"]
             lr_scheduler.step()
-            metrics = coco_metrics(val_eval, predict_records(net, val_eval, device, cfg.batch_size), class_names, cfg.mask_threshold) if val_eval else None
+            val_outputs = predict_records(net, val_eval, device, cfg.batch_size) if val_eval else {}
+            metrics = coco_metrics(val_eval, val_outputs, class_names, cfg.mask_threshold) if val_eval else None
             segm_ap = None if metrics is None else metrics["segm"]["AP"]
             score = -1.0 if segm_ap is None else float(segm_ap)
             improved = segm_ap is None or score > best_metric
@@ -215,11 +216,11 @@ def train_segmentation(
                 "lr": lr_now,
                 "seconds": round(time.monotonic() - started, 2),
                 "partial": cut_short,
-                **{f"loss_{k}": v for k, v in losses.items()},
+                **{(k if k.startswith("loss_") else f"loss_{k}"): v for k, v in losses.items()},
                 "val": None if metrics is None else {t: {k: metrics[t][k] for k in ("AP", "AP50", "AP75")} for t in metrics},
             }
             history.append(record)
-            _log_epoch(writer, net, val_eval, device, cfg, class_names, record, epoch)
+            _log_epoch(writer, val_eval, val_outputs, cfg, class_names, record, epoch)
             payload = {
                 "model": net.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -344,9 +345,8 @@ def _train_one_epoch(
 
 def _log_epoch(
     writer: Any,
-    net: torch.nn.Module,
     val_records: list[TileRecord],
-    device: torch.device,
+    val_outputs: dict[int, dict[str, torch.Tensor]],
     cfg: Any,
     class_names: list[str],
     record: dict[str, Any],
@@ -364,7 +364,7 @@ def _log_epoch(
     shown = [r for r in val_records if r.is_defect][:6] or val_records[:6]
     if not shown:
         return
-    outputs = predict_records(net, shown, device, cfg.batch_size)
+    outputs = val_outputs
     pictures = []
     for r in shown:
         gray = read_gray(r.path)

@@ -15,12 +15,18 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.models import resnet18
 from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn_v2
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, RPNHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+from torchvision.models.detection.backbone_utils import (
+    BackboneWithFPN,
+    mobilenet_backbone,
+    resnet_fpn_backbone,
+)
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, RPNHead, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from oringscan.config import TrainingConfig
 from oringscan.errors import ModelFileError
@@ -29,6 +35,9 @@ log = logging.getLogger(__name__)
 
 BACKBONES = ("resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "mobilenet_v3_fpn")
 LIGHT_BACKBONES = ("resnet18_fpn", "mobilenet_v3_fpn")
+# The light ResNet18's FPN is 128 channels wide (torchvision's 256 quadruples the cost of the
+# stride-4 level, the one that sees pits of a few pixels).
+LIGHT_FPN_CHANNELS = 128
 
 # File names torchvision's hub cache uses (``<torch hub dir>/checkpoints/<name>``); detector
 # (COCO) weights are preferred over ImageNet backbone weights.
@@ -111,20 +120,26 @@ def build_model(spec: ModelSpec) -> MaskRCNN:
     common: dict[str, Any] = {"min_size": spec.input_size, "max_size": spec.input_size}
     norm = FrozenBatchNorm2d if spec.frozen_bn else nn.BatchNorm2d
     layers = spec.trainable_backbone_layers
+    if spec.anchor_sizes is not None and spec.backbone != "mobilenet_v3_fpn":
+        common["rpn_anchor_generator"] = _anchor_generator(spec.anchor_sizes, 5)
     if spec.backbone == "resnet50_fpn_v2":
-        if spec.anchor_sizes is not None:
-            common["rpn_anchor_generator"] = _anchor_generator(spec.anchor_sizes, 5)
         model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=spec.num_classes, **common)
         _freeze_resnet(model.backbone.body, layers)
         return model
-    if spec.backbone in ("resnet50_fpn", "resnet18_fpn"):
-        name = spec.backbone.split("_")[0]
-        backbone = resnet_fpn_backbone(backbone_name=name, weights=None, norm_layer=norm, trainable_layers=layers)
-        if spec.anchor_sizes is not None:
-            common["rpn_anchor_generator"] = _anchor_generator(spec.anchor_sizes, 5)
-        if spec.backbone == "resnet18_fpn":
-            common.update(_normed_heads(backbone.out_channels, common.get("rpn_anchor_generator")))
+    if spec.backbone == "resnet50_fpn":
+        backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=norm, trainable_layers=layers)
         return MaskRCNN(backbone, num_classes=spec.num_classes, **common)
+    if spec.backbone == "resnet18_fpn":
+        body = resnet18(norm_layer=norm)
+        _freeze_resnet(body, layers)
+        backbone = BackboneWithFPN(
+            body,
+            return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+            in_channels_list=[64, 128, 256, 512],
+            out_channels=LIGHT_FPN_CHANNELS,
+            extra_blocks=LastLevelMaxPool(),
+        )
+        return MaskRCNN(backbone, **_light_heads(LIGHT_FPN_CHANNELS, spec.num_classes), **common)
     if spec.backbone == "mobilenet_v3_fpn":
         backbone = mobilenet_backbone(
             backbone_name="mobilenet_v3_large", weights=None, fpn=True, norm_layer=norm, trainable_layers=6 if layers >= 5 else layers
@@ -134,9 +149,8 @@ def build_model(spec: ModelSpec) -> MaskRCNN:
         anchors = _anchor_generator(sizes[:3] if len(sizes) > 3 else sizes, 3)
         return MaskRCNN(
             backbone,
-            num_classes=spec.num_classes,
             rpn_anchor_generator=anchors,
-            **_normed_heads(backbone.out_channels, anchors),
+            **_light_heads(backbone.out_channels, spec.num_classes),
             box_roi_pool=MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2),
             mask_roi_pool=MultiScaleRoIAlign(featmap_names=names, output_size=14, sampling_ratio=2),
             **common,
@@ -144,14 +158,25 @@ def build_model(spec: ModelSpec) -> MaskRCNN:
     raise ValueError(f"unknown backbone {spec.backbone!r}; choose one of {', '.join(BACKBONES)}")
 
 
-def _normed_heads(channels: int, anchors: AnchorGenerator | None) -> dict[str, nn.Module]:
-    """Heads with BatchNorm (as in torchvision's v2 model): the light models train from scratch on
-    CPU, where plain heads let the mask loss explode in the first iterations."""
-    num_anchors = 3 if anchors is None else anchors.num_anchors_per_location()[0]
+def _light_heads(channels: int, num_classes: int) -> dict[str, Any]:
+    """Cheap heads for CPU models that train from scratch.
+
+    The mask head gets BatchNorm (plain heads let the mask loss explode in the first iterations
+    without pretrained features) and 128 channels; fewer sampled RoIs and proposals, since a tile
+    holds a handful of defects, keep a CPU iteration short.
+    """
     return {
-        "rpn_head": RPNHead(channels, num_anchors, conv_depth=2),
-        "box_head": FastRCNNConvFCHead((channels, 7, 7), [256, 256, 256, 256], [1024], norm_layer=nn.BatchNorm2d),
-        "mask_head": MaskRCNNHeads(channels, [256, 256, 256, 256], 1, norm_layer=nn.BatchNorm2d),
+        "num_classes": None,
+        "rpn_head": RPNHead(channels, 3),
+        "box_head": TwoMLPHead(channels * 7 * 7, 512),
+        "box_predictor": FastRCNNPredictor(512, num_classes),
+        "mask_head": MaskRCNNHeads(channels, [128, 128, 128, 128], 1, norm_layer=nn.BatchNorm2d),
+        "mask_predictor": MaskRCNNPredictor(128, 128, num_classes),
+        "box_batch_size_per_image": 128,
+        "rpn_pre_nms_top_n_train": 1000,
+        "rpn_post_nms_top_n_train": 500,
+        "rpn_pre_nms_top_n_test": 500,
+        "rpn_post_nms_top_n_test": 300,
     }
 
 

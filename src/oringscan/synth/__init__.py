@@ -5,7 +5,7 @@ Public API (the pipeline and the tests call exactly these):
 ``synthesize_dataset(out_root, config, types, n_good, n_defect, n_rework, seed, color_fraction)``.
 """
 
-from oringscan.synth.dataset import MANIFEST_NAME, rework_folder_for, synthesize_dataset
+from oringscan.synth.dataset import MANIFEST_NAME, SynthError, rework_folder_for, synthesize_dataset
 from oringscan.synth.render import (
     DEFECT_LABELS,
     FULL_SIZE,
@@ -25,6 +25,7 @@ __all__ = [
     "MANIFEST_NAME",
     "REWORK_KINDS",
     "STYLES",
+    "SynthError",
     "SynthFrame",
     "TypeStyle",
     "labelme_document",

@@ -23,7 +23,7 @@ def _parse_types(value: str | None, app: AppContext) -> list[str]:
 
 
 @click.command("synth")
-@click.argument("out", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("out", type=click.Path(path_type=Path), required=False)
 @click.option("--types", "types_", default=None, metavar="A,B",
               help="Comma-separated o-ring types from the config (default: all configured types).")
 @click.option("--good", "n_good", type=click.IntRange(min=0), default=20, show_default=True, help="Good frames per type.")
@@ -39,9 +39,9 @@ def _parse_types(value: str | None, app: AppContext) -> list[str]:
               help="Processes rendering frames (files are identical for any value).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @common_options
-def synth_command(app: AppContext, out: Path, types_: str | None, n_good: int, n_defect: int, n_rework: int,
+def synth_command(app: AppContext, out: Path | None, types_: str | None, n_good: int, n_defect: int, n_rework: int,
                   seed: int, color_fraction: float, binned: bool, workers: int, quiet: bool) -> None:
-    """Render synthetic frames into OUT in the plant's layout.
+    """Render synthetic frames into OUT (default: the --data root) in the plant's layout.
 
     \b
     OUT/images/<folder>/*.bmp       frames (folders from the config: model1good, model1defect, good, notok)
@@ -50,6 +50,7 @@ def synth_command(app: AppContext, out: Path, types_: str | None, n_good: int, n
     OUT/manifest.json               every frame's truth: ring centre, radii, bore offset, ovality, defects
     Example: oringscan synth dataset --types model1 --good 40 --defect 20 --rework 8 --seed 7
     """
+    out = out if out is not None else app.data_root
     names = _parse_types(types_, app)
     size = (app.config.frame.width // 2, app.config.frame.height // 2) if binned else (
         app.config.frame.width, app.config.frame.height)

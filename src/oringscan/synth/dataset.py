@@ -23,9 +23,14 @@ import numpy as np
 from tqdm import tqdm
 
 from oringscan.config import Config
-from oringscan.errors import ConfigError
+from oringscan.errors import ConfigError, OringscanError
 from oringscan.frames import write_frame
 from oringscan.synth.render import FULL_SIZE, FrameKind, render_frame
+
+
+class SynthError(OringscanError):
+    """The data set cannot be written where asked (one line naming the path)."""
+
 
 KIND_CODES: dict[str, int] = {"good": 0, "defect": 1, "rework": 2}
 MANIFEST_NAME = "manifest.json"
@@ -79,13 +84,18 @@ def _write_one(out_root: Path, job: FrameJob) -> dict[str, Any]:
     image_path_in_json = (Path("..") / ".." / image_rel).as_posix()
     frame = render_frame(job.kind, rng, oring_type=job.oring_type, color=color, size=job.size,
                          image_path=image_path_in_json)
-    write_frame(out_root / image_rel, frame.image)
-    truth_rel = None
-    if with_json:
-        _dump_json(out_root / label_rel, frame.labelme)
-    if job.kind == "rework":
-        truth_rel = label_rel.with_name(f"{job.stem}.truth.json")
-        _dump_json(out_root / truth_rel, frame.truth)
+    truth_rel = label_rel.with_name(f"{job.stem}.truth.json") if job.kind == "rework" else None
+    target = out_root / image_rel
+    try:
+        write_frame(target, frame.image)
+        if with_json:
+            target = out_root / label_rel
+            _dump_json(target, frame.labelme)
+        if truth_rel is not None:
+            target = out_root / truth_rel
+            _dump_json(target, frame.truth)
+    except OSError as exc:
+        raise SynthError(f"{target}: cannot write: {exc.strerror or exc}") from None
     return {
         "stem": job.stem,
         "type": job.oring_type,
@@ -155,6 +165,8 @@ def synthesize_dataset(
             raise ConfigError(f"synth: --{name} must be >= 0 (got {value})")
     if not 0.0 <= color_fraction <= 1.0:
         raise ConfigError(f"synth: colour fraction must be between 0 and 1 (got {color_fraction})")
+    if out_root.exists() and not out_root.is_dir():
+        raise SynthError(f"{out_root}: exists and is not a folder; give a folder for the synthetic data set")
     jobs = plan_jobs(config, types, n_good, n_defect, n_rework, seed, color_fraction, size)
     start = time.perf_counter()
     entries: list[dict[str, Any]] = []

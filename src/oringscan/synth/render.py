@@ -509,7 +509,8 @@ def _place_defects(rng: np.random.Generator, scene: _Scene, count: int) -> list[
     taken: list[BaseGeometry] = []
     limit = TILE / 2 * max(scene.scale, 0.5)
     attempts = 0
-    while len(defects) < count and attempts < 60 * count:
+    # A defect frame must carry at least one defect: keep trying longer for the first one.
+    while len(defects) < count and (attempts < 60 * count or (not defects and attempts < 2000)):
         attempts += 1
         label = DEFECT_LABELS[int(rng.integers(len(DEFECT_LABELS)))]
         sampled = _sample_defect(rng, label, scene)

@@ -1,0 +1,206 @@
+"""How the whole pipeline does on parts it never trained on: a part-level confusion matrix.
+
+Truth comes from the folder a frame sits in (the type's good, defect and rework folders); the
+frames are the preprocess split's (``test`` by default: never used to fit or calibrate anything)
+plus every rework frame (rework is never trained on). A defect part counts as caught when the
+pipeline does not pass it as good (``suspect`` sends it to a person); the strict recall counts
+only the ``defect`` verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from oringscan.config import Config
+from oringscan.errors import OringscanError
+from oringscan.frames import iter_image_files
+from oringscan.pipeline.batch import FrameRecorder, Prefetcher
+from oringscan.pipeline.inspector import Inspector
+from oringscan.types import InspectionResult
+
+TRUTHS = ("good", "defect", "rework")
+PREDICTIONS = ("good", "defect", "rework", "suspect", "error")
+
+
+class EvaluationError(OringscanError):
+    pass
+
+
+def split_frames(config: Config, data_root: Path, output_root: Path, model: str, split: str) -> list[tuple[Path, str]]:
+    """(frame path, truth) for the split's source frames plus the type's rework frames."""
+    ann = Path(output_root) / model / "annotations" / f"{split}.json"
+    if not ann.is_file():
+        raise EvaluationError(f"{ann}: no {split} split (run: oringscan preprocess --model {model})")
+    try:
+        images = json.loads(ann.read_text(encoding="utf-8")).get("images", [])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EvaluationError(f"{ann}: not valid JSON ({exc})") from None
+    spec = config.oring_type(model)
+    folders = {spec.good_folder: "good", spec.defect_folder: "defect"}
+    out: dict[Path, str] = {}
+    for record in images:
+        source = record.get("source_image")
+        if not source:
+            continue
+        path = Path(data_root) / source
+        truth = folders.get(path.parent.name) or ("defect" if record.get("frame_kind") == "defect" else "good")
+        out.setdefault(path, truth)
+    rework_folder = spec.rework_folder or f"{model}_rework"
+    rework_dir = Path(data_root) / "images" / rework_folder
+    if rework_dir.is_dir():
+        for path in iter_image_files([rework_dir], config.frame):
+            out.setdefault(path, "rework")
+    if not out:
+        raise EvaluationError(f"{ann}: the {split} split lists no frames")
+    return sorted(out.items())
+
+
+def confusion(pairs: list[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    counts = Counter(pairs)
+    return {t: {p: counts.get((t, p), 0) for p in PREDICTIONS} for t in TRUTHS}
+
+
+def _rate(num: int, den: int) -> float | None:
+    return None if den == 0 else num / den
+
+
+def metrics_from_confusion(matrix: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Recalls (caught = not passed as good; strict = the right verdict) and the false-reject rate."""
+    n = {t: sum(matrix[t].values()) for t in TRUTHS}
+    return {
+        "frames": n,
+        "defect_recall": _rate(n["defect"] - matrix["defect"]["good"], n["defect"]),
+        "defect_recall_strict": _rate(matrix["defect"]["defect"], n["defect"]),
+        "rework_recall": _rate(n["rework"] - matrix["rework"]["good"], n["rework"]),
+        "rework_recall_strict": _rate(matrix["rework"]["rework"], n["rework"]),
+        "false_reject_rate": _rate(n["good"] - matrix["good"]["good"], n["good"]),
+        "suspect_rate": _rate(sum(matrix[t]["suspect"] for t in TRUTHS), sum(n.values())),
+        "error_rate": _rate(sum(matrix[t]["error"] for t in TRUTHS), sum(n.values())),
+        "accuracy": _rate(sum(matrix[t][t] for t in TRUTHS), sum(n.values())),
+    }
+
+
+def evaluate_pipeline(
+    inspector: Inspector,
+    data_root: Path,
+    output_root: Path,
+    split: str = "test",
+    out_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Inspect the split's frames, write report.json, the confusion matrix and score plots."""
+    from tqdm import tqdm
+
+    model = inspector.model
+    frames = split_frames(inspector.config, Path(data_root), Path(output_root), model, split)
+    out_dir = Path(out_dir) if out_dir is not None else Path(output_root) / model / "evaluation" / "pipeline"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    truth_of = dict(frames)
+    recorder = FrameRecorder(inspector, None, None, reinspect=True, overlay_dir=out_dir / "overlays")
+    rows: list[dict[str, Any]] = []
+    results: list[tuple[str, InspectionResult]] = []
+    bar = tqdm(total=len(frames), desc=f"evaluate pipeline {model} ({split})", unit="frame", disable=not progress)
+    for item in Prefetcher([p for p, _ in frames], inspector.config.frame):
+        result = recorder.process(item)
+        truth = truth_of[item.path]
+        results.append((truth, result))
+        rows.append({"image": str(item.path), "truth": truth, "verdict": str(result.verdict),
+                     "screen_score": result.screen_score, "reasons": result.reasons,
+                     "total_ms": result.timings_ms.get("total")})
+        bar.update(1)
+    bar.close()
+    matrix = confusion([(t, str(r.verdict)) for t, r in results])
+    report: dict[str, Any] = {
+        "model": model,
+        "split": split,
+        "fingerprint": inspector.fingerprint,
+        "confusion": matrix,
+        **metrics_from_confusion(matrix),
+        "threshold": next((r.screening.threshold for _, r in results if r.screening is not None), None),
+        "mean_ms_per_frame": (sum(r.timings_ms.get("total", 0.0) for _, r in results) / len(results)) if results else None,
+        "frames_detail": rows,
+    }
+    report["plots"] = _plots(matrix, results, report["threshold"], out_dir)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    report["report_path"] = str(out_dir / "report.json")
+    return report
+
+
+def _plots(matrix: dict[str, dict[str, int]], results: list[tuple[str, InspectionResult]], threshold: float | None,
+           out_dir: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    paths: dict[str, str] = {}
+    data = np.array([[matrix[t][p] for p in PREDICTIONS] for t in TRUTHS])
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.imshow(data, cmap="Blues")
+    ax.set_xticks(range(len(PREDICTIONS)), PREDICTIONS)
+    ax.set_yticks(range(len(TRUTHS)), TRUTHS)
+    ax.set_xlabel("pipeline verdict")
+    ax.set_ylabel("true part")
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            ax.text(j, i, str(data[i, j]), ha="center", va="center",
+                    color="white" if data[i, j] > data.max() / 2 else "black")
+    ax.set_title("part-level confusion matrix")
+    fig.tight_layout()
+    paths["confusion"] = str(out_dir / "confusion_matrix.png")
+    fig.savefig(paths["confusion"], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for truth, color in zip(TRUTHS, ("tab:green", "tab:red", "tab:orange"), strict=True):
+        scores = [r.screen_score for t, r in results if t == truth and r.screen_score is not None]
+        if scores:
+            ax.hist(scores, bins=20, alpha=0.6, color=color, label=f"{truth} ({len(scores)})")
+    if threshold is not None and np.isfinite(threshold):
+        ax.axvline(threshold, color="black", linestyle="--", label="threshold")
+    ax.set_xlabel("screening score (worst tile)")
+    ax.set_ylabel("frames")
+    ax.legend()
+    ax.set_title("screening scores by true part")
+    fig.tight_layout()
+    paths["scores"] = str(out_dir / "screening_scores.png")
+    fig.savefig(paths["scores"], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def print_evaluation(report: dict[str, Any], err: bool = False) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=err)
+    table = Table(title=f"pipeline evaluation: {report['model']} ({report['split']} split + rework frames)",
+                  title_justify="left")
+    table.add_column("true \\ verdict")
+    for p in PREDICTIONS:
+        table.add_column(p, justify="right")
+    for t in TRUTHS:
+        table.add_row(t, *(str(report["confusion"][t][p]) for p in PREDICTIONS))
+    console.print(table)
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    lines = [
+        f"defect recall (not passed as good): {pct(report['defect_recall'])}   strict (verdict defect): "
+        f"{pct(report['defect_recall_strict'])}",
+        f"rework recall (not passed as good): {pct(report['rework_recall'])}   strict (verdict rework): "
+        f"{pct(report['rework_recall_strict'])}",
+        f"false-reject rate (good parts not passed): {pct(report['false_reject_rate'])}   "
+        f"suspect: {pct(report['suspect_rate'])}   error: {pct(report['error_rate'])}",
+        f"report: {report.get('report_path')}   plots: {', '.join(report['plots'].values())}",
+    ]
+    for line in lines:
+        click.echo(line, err=err)
+

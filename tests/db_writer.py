@@ -1,0 +1,74 @@
+"""A batch writer run as a real subprocess by the database reliability tests.
+
+``python tests/db_writer.py URL N_FRAMES FINGERPRINT [--slow-commit SECONDS]`` records frames
+``frame-0 .. frame-N-1`` through ``InspectionStore`` with the pipeline's rerun rule (skip a frame
+already recorded with the same sha256 and model fingerprint) and prints ``recorded I`` or
+``skipped I`` per frame. ``--slow-commit S`` sleeps S seconds between writing each frame's rows
+and committing them; ``--stall-at I`` prints ``in-transaction I`` there for frame I and waits, so
+a test can kill it inside that frame's transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dbdata import make_result  # noqa: E402
+from sqlalchemy import event  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from oringscan.db import InspectionStore  # noqa: E402
+
+TILES_PER_FRAME = 12
+
+
+def frame_sha(index: int) -> str:
+    return f"{index:064x}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("n_frames", type=int)
+    parser.add_argument("fingerprint")
+    parser.add_argument("--slow-commit", type=float, default=0.0)
+    parser.add_argument("--stall-at", type=int, default=None)
+    args = parser.parse_args()
+    current = {"index": -1}
+
+    @event.listens_for(Session, "after_flush")
+    def _linger(session: Session, _context: object) -> None:
+        if args.stall_at is not None and current["index"] == args.stall_at:
+            print(f"in-transaction {args.stall_at}", flush=True)  # rows written, not committed yet
+            time.sleep(60)
+        time.sleep(args.slow_commit)
+
+    store = InspectionStore(args.url)
+    run_id = store.start_run(oring_type="model1", model_fingerprint=args.fingerprint, command="db_writer")
+    print(f"run {run_id}", flush=True)
+    skipped = 0
+    for index in range(args.n_frames):
+        current["index"] = index
+        sha = frame_sha(index)
+        if store.find_inspected(sha, args.fingerprint) is not None:
+            skipped += 1
+            print(f"skipped {index}", flush=True)
+            continue
+        verdict = ("good", "defect", "suspect", "rework")[index % 4]
+        result = make_result(verdict, image=f"/plant/batch/frame {index:03d}.bmp", sha256=sha, n_tiles=TILES_PER_FRAME,
+                             score=1.5 if verdict != "good" else 0.4,
+                             defects=[("cut", 0.9), ("pit", 0.7)] if verdict == "defect" else None,
+                             fired=["ovality"] if verdict == "rework" else None, seed=index)
+        store.record_frame(run_id, result, frame_shape=(2048, 2448))
+        print(f"recorded {index}", flush=True)
+    store.finish_run(run_id, n_skipped=skipped)
+    print("done", flush=True)
+    store.dispose()
+
+
+if __name__ == "__main__":
+    main()

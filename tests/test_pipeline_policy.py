@@ -1,0 +1,116 @@
+"""The verdict policy: which stage wins, the marginal band, and what people read as the reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oringscan.config import PipelineConfig
+from oringscan.pipeline.policy import confident_defects, decide_verdict
+from oringscan.roi import RingROI, RoiStatus
+from oringscan.types import (
+    Instance,
+    MetricCheck,
+    ReworkResult,
+    ReworkVerdict,
+    ScreeningResult,
+    TileBox,
+    TileScore,
+    Verdict,
+)
+
+
+def roi(status: RoiStatus = RoiStatus.OK, reason: str = "") -> RingROI:
+    mask = np.zeros((64, 64), bool)
+    mask[8:56, 8:56] = True
+    usable = status in (RoiStatus.OK, RoiStatus.BROKEN, RoiStatus.TOUCHES_EDGE)
+    return RingROI(status, reason, "light", 100.0, mask if usable else None, None, None, (8, 8, 48, 48) if usable else None)
+
+
+def screening(score: float, threshold: float = 1.0, marginal_from: float = 0.9) -> ScreeningResult:
+    flagged = score > threshold
+    return ScreeningResult(
+        score=score, threshold=threshold, flagged=flagged, marginal=(not flagged) and score > marginal_from,
+        tiles=[TileScore(TileBox(0, 0, 32, 32), score, flagged)],
+    )
+
+
+def defect(score: float = 0.9, label: str = "defect") -> Instance:
+    return Instance(label, score, np.ones((3, 4), bool), (10, 20))
+
+
+def rework(verdict: ReworkVerdict, reason: str = "wall_ratio 1.4 > 1.2") -> ReworkResult:
+    fired = verdict in (ReworkVerdict.REWORK, ReworkVerdict.DEFECT)
+    return ReworkResult(verdict, [reason] if verdict is not ReworkVerdict.PASS else [],
+                        [MetricCheck("wall_ratio", 1.4, None, 1.2, fired, str(verdict))])
+
+
+PASS = ReworkResult(ReworkVerdict.PASS, [], [MetricCheck("wall_ratio", 1.05, None, 1.2)])
+
+
+def test_clean_part_is_good_without_reasons():
+    assert decide_verdict(roi(), screening(0.5), [], PASS, PipelineConfig()) == (Verdict.GOOD, [])
+
+
+def test_confirmed_defect_names_label_score_and_place():
+    verdict, reasons = decide_verdict(roi(), screening(2.0), [defect(0.87, "scratch")], PASS, PipelineConfig())
+    assert verdict is Verdict.DEFECT
+    assert "scratch 0.87 at (10, 20)" in reasons[0]
+
+
+def test_unconfirmed_flag_is_suspect_or_good_as_configured():
+    verdict, reasons = decide_verdict(roi(), screening(2.0), [], PASS, PipelineConfig())
+    assert verdict is Verdict.SUSPECT and "segmentation found no defect" in reasons[0]
+    verdict, reasons = decide_verdict(roi(), screening(2.0), [], PASS, PipelineConfig(unconfirmed_flag="good"))
+    assert verdict is Verdict.GOOD and reasons  # the note stays for the record
+
+
+def test_marginal_band():
+    verdict, reasons = decide_verdict(roi(), screening(0.95), [], PASS, PipelineConfig())
+    assert verdict is Verdict.SUSPECT and "marginal" in reasons[0]
+    assert decide_verdict(roi(), screening(0.95), [], PASS, PipelineConfig(marginal_verdict="good"))[0] is Verdict.GOOD
+
+
+def test_defect_beats_rework_unless_configured():
+    both = (roi(), screening(2.0), [defect()], rework(ReworkVerdict.REWORK))
+    verdict, reasons = decide_verdict(*both, PipelineConfig())
+    assert verdict is Verdict.DEFECT and any("wall_ratio" in r for r in reasons)
+    assert decide_verdict(*both, PipelineConfig(rework_overrides_defect=True))[0] is Verdict.REWORK
+
+
+def test_rework_beats_suspect_and_good():
+    assert decide_verdict(roi(), screening(0.2), [], rework(ReworkVerdict.REWORK), PipelineConfig())[0] is Verdict.REWORK
+    assert decide_verdict(roi(), screening(2.0), [], rework(ReworkVerdict.REWORK), PipelineConfig())[0] is Verdict.REWORK
+
+
+def test_geometry_defect_is_a_defect():
+    verdict, reasons = decide_verdict(roi(), screening(0.2), [], rework(ReworkVerdict.DEFECT, "bite 9 px"), PipelineConfig())
+    assert verdict is Verdict.DEFECT and reasons == ["geometry: bite 9 px"]
+
+
+@pytest.mark.parametrize("status", [RoiStatus.NO_RING, RoiStatus.TWO_RINGS])
+def test_no_usable_ring_is_an_error(status: RoiStatus):
+    verdict, reasons = decide_verdict(roi(status, "two ring-sized objects"), None, [], None, PipelineConfig())
+    assert verdict is Verdict.ERROR and reasons
+
+
+def test_broken_ring_is_a_defect_once():
+    broken = roi(RoiStatus.BROKEN, "no closed bore")
+    verdict, reasons = decide_verdict(broken, screening(0.2), [], rework(ReworkVerdict.DEFECT, "ring broken through"),
+                                      PipelineConfig())
+    assert verdict is Verdict.DEFECT and len(reasons) == 1
+    assert decide_verdict(broken, screening(0.2), [], None, PipelineConfig())[0] is Verdict.DEFECT
+
+
+def test_unmeasurable_geometry_is_an_error_unless_a_defect_was_found():
+    edge = roi(RoiStatus.TOUCHES_EDGE, "the ring touches the frame edge")
+    err = ReworkResult(ReworkVerdict.ERROR, ["the ring touches the frame edge"])
+    verdict, reasons = decide_verdict(edge, screening(0.2), [], err, PipelineConfig())
+    assert verdict is Verdict.ERROR and "geometry not measured" in reasons[0]
+    assert decide_verdict(edge, screening(2.0), [defect()], err, PipelineConfig())[0] is Verdict.DEFECT
+
+
+def test_low_score_instances_do_not_count():
+    policy = PipelineConfig(defect_min_score=0.6)
+    kept = confident_defects([defect(0.59), defect(0.6), defect(0.95)], policy)
+    assert [d.score for d in kept] == [0.6, 0.95]
