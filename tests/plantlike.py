@@ -324,7 +324,8 @@ def random_plant_scene(rng: np.random.Generator, variant: str = "any") -> PlantS
 def bin2x2(image: np.ndarray) -> np.ndarray:
     """What the camera's 2x2 binning gives: the mean of each 2x2 block."""
     h, w = image.shape[:2]
-    return image[: h - h % 2, : w - w % 2].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)).round().astype(np.uint8)
+    blocks = image[: h - h % 2, : w - w % 2].reshape(h // 2, 2, w // 2, 2, *image.shape[2:])
+    return blocks.mean(axis=(1, 3)).round().astype(np.uint8)
 
 
 def as_colour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -270,3 +270,26 @@ def test_filters_validate(store: InspectionStore) -> None:
         store.frames(limit=-1)
     with pytest.raises(TypeError):
         store.frames(FrameFilter(), verdict="good")
+
+
+def test_non_ascii_text_round_trips(store: InspectionStore) -> None:
+    run_id = store.start_run(oring_type="model1", host="prüfstand-2")
+    image = "C:/Prüfstand 2/Bilder mit Leerzeichen/ö-ring 001.bmp"
+    frame_id = store.record_frame(run_id, make_result("suspect", image=image, score=1.2))
+    store.add_review(frame_id, "Jürgen Groß", "good", "Fussel auf dem Band (kein Riss) ✓")
+    row = store.frames(image_contains="Prüfstand").items[0]
+    assert row.image == image and (row.review_operator, row.review_decision) == ("Jürgen Groß", "good")
+    assert store.reviews(frame_id)[0].comment.endswith("✓") and store.runs()[0].host == "prüfstand-2"
+
+
+def test_stored_rle_is_exactly_the_instance_rle() -> None:
+    """The store builds RLE from the crop (no frame-size mask): same string as Instance.rle, clipping included."""
+    from oringscan.db.store import mask_rle
+    from oringscan.types import Instance
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        mask = rng.random(tuple(rng.integers(1, 30, 2))) < rng.random()
+        height, width = (int(v) for v in rng.integers(4, 60, 2))
+        offset = (int(rng.integers(-8, width)), int(rng.integers(-8, height)))
+        assert mask_rle(mask, offset, height, width) == Instance("cut", 0.5, mask, offset).rle(height, width)

@@ -218,11 +218,13 @@ def test_bad_shapes_inside_a_good_file(tmp_path: Path):
         shape("pit", [[5, 5], [5, 9]], "rectangle"),
         {"label": "pit", "points": [[0, 0], [40, 0], [40, 4]]},  # no shape_type: LabelMe reads polygon
         shape("pit", [[0, 0], [4, 4]], "mask", mask="!!notbase64png"),
+        shape("pit", [[0, 0], [199, 199]], "mask", mask=mask_b64(np.random.default_rng(0).random((200, 200)) < 0.5)),
     ]
     path = write_labelme(tmp_path / "odd.json", shapes)
     instances, warnings = load_instances(path, SHAPE, CLASSES)
     assert [i.shape_indices for i in instances] == [(5,)]
-    assert len(warnings) == 6 and all(w.endswith("shape skipped") for w in warnings)
+    assert len(warnings) == 7 and all(w.endswith("shape skipped") for w in warnings)
+    assert "'mask' is speckle" in warnings[-1]
 
 
 def test_bom_and_imagedata_are_read_fine(tmp_path: Path):

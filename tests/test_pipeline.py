@@ -59,7 +59,7 @@ def test_inspect_array_gives_one_result_with_stage_timings(tiny_inspector: Inspe
     [
         (np.zeros((SIZE[1], SIZE[0]), np.uint16), "16-bit"),
         (np.full((SIZE[1], SIZE[0]), 18, np.uint8), "ring"),
-        (np.zeros((600, 800), np.uint8), "expected 1224x1024"),
+        (np.zeros((600, 800), np.uint8), "expected 612x512"),
         (np.zeros((SIZE[1], SIZE[0], 2), np.uint8), "channel"),
     ],
 )
@@ -108,7 +108,7 @@ EXPECTED_ERRORS = {
     "truncated": "truncated BMP",
     "dir": "directory",
     "deep": "16-bit",
-    "size": "expected 1224x1024",
+    "size": "expected 612x512",
     "text": "not a BMP",
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 from click.testing import CliRunner
 from conftest_preprocess import (
     CENTRE,
+    R_IN,
+    R_OUT,
     H,
     W,
     blank_frame,
@@ -33,26 +36,62 @@ from oringscan.preprocess import DatasetError, load_instances, preprocess_all, p
 from oringscan.preprocess.coco import coco_polygon, polygon_parts
 from oringscan.preprocess.split import SPLITS, split_counts
 from oringscan.roi import find_ring, subtract_background
+from oringscan.tiling import ring_tile_boxes
 
 GOOD, DEFECT = "model1good", "model1defect"
 
-# Defects placed against the tile grid of a ring centred at (1224, 1024): columns start at
-# x = 574, 1114, 1235 and rows at y = 374, 914, 1035 (tiles of 640).
-CROSSES_TWO = [[1180, 450], [1230, 450], [1230, 480], [1180, 480]]  # cut by x = 1214 only
-CROSSES_FOUR = [[1730, 990], [1780, 990]], [[1730, 990], [1780, 1030]]  # rectangle across x=1754, y=1014
-SLIVER_MAKER = [[1213.5, 600], [1240, 630]]  # 0.5 px of it in the first column's tile
 DONUT = np.zeros((31, 41), bool)
 cv2.circle(DONUT.view(np.uint8), (20, 15), 14, 1, -1)
 cv2.circle(DONUT.view(np.uint8), (20, 15), 5, 0, -1)
 
 
+def _on_ring(x0: float, y0: float, x1: float, y1: float) -> bool:
+    corners = [(x0, y0), (x1, y0), (x0, y1), (x1, y1)]
+    return all(R_IN + 20 < np.hypot(x - CENTRE[0], y - CENTRE[1]) < R_OUT - 20 for x, y in corners)
+
+
+@functools.cache
+def defect_placements() -> dict[str, list[list[float]]]:
+    """Defects placed against the shared tile grid of d0's ring (whatever the grid's rules are):
+    a polygon inside exactly 2 tiles, a rectangle inside exactly 4, and a rectangle with only
+    0.5 px of it in one tile (a sliver there) that another tile holds whole."""
+    frame = ring_frame(seed=10)
+    boxes = [b for b, _ in ring_tile_boxes(find_ring(frame), frame.shape, Config())]
+
+    def overlapping(x0: float, y0: float, x1: float, y1: float) -> list:
+        return [b for b in boxes if min(x1, b.x2) > max(x0, b.x) and min(y1, b.y2) > max(y0, b.y)]
+
+    found: dict[str, list[list[float]]] = {}
+    for angle in np.arange(0, 360, 3):
+        for radius in (470, 520, 570):
+            cx = CENTRE[0] + radius * np.cos(np.radians(angle))
+            cy = CENTRE[1] + radius * np.sin(np.radians(angle))
+            x0, y0, x1, y1 = round(cx) - 25, round(cy) - 15, round(cx) + 25, round(cy) + 15
+            if not _on_ring(x0, y0, x1, y1):
+                continue
+            n = len(overlapping(x0, y0, x1, y1))
+            if n == 2 and "two" not in found:
+                found["two"] = [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+            if n == 4 and "four" not in found:
+                found["four"] = [[x0, y0], [x1, y1]]
+    for b in boxes:
+        for y0 in range(b.y, b.y2 - 30, 10):
+            x0, x1, y1 = b.x2 - 0.5, b.x2 + 26, y0 + 30
+            whole = [o for o in overlapping(x0, y0, x1, y1) if o.x <= x0 and x1 <= o.x2 and o.y <= y0 and y1 <= o.y2]
+            if _on_ring(x0, y0, x1, y1) and whole and "sliver" not in found:
+                found["sliver"] = [[x0, y0], [x1, y1]]
+    assert set(found) == {"two", "four", "sliver"}, f"no placement for {set(found) ^ {'two', 'four', 'sliver'}}"
+    return found
+
+
 def _defect_shapes_d0() -> list[dict]:
+    place = defect_placements()
     return [
-        shape("scratch", CROSSES_TWO),
-        shape("bite", CROSSES_FOUR[1], "rectangle"),
+        shape("scratch", place["two"]),
+        shape("bite", place["four"], "rectangle"),
         shape("pit", [[1224 - 500, 1030], [1224 - 497, 1030]], "circle"),
         shape("particle", [[1190, 1520], [1190 + 40, 1520 + 30]], "mask", mask=mask_b64(DONUT)),
-        shape("cut", SLIVER_MAKER, "rectangle"),
+        shape("cut", place["sliver"], "rectangle"),
     ]
 
 
@@ -77,7 +116,7 @@ def build_dataset(root: Path) -> Path:
     (root / "images" / GOOD / "notes.txt").write_text("camera 2 serviced")
 
     d0 = _defect_shapes_d0()
-    put_frame(root, DEFECT, "d0.bmp", draw_defects(ring_frame(seed=10), [CROSSES_TWO]))
+    put_frame(root, DEFECT, "d0.bmp", draw_defects(ring_frame(seed=10), [defect_placements()["two"]]))
     put_labels(root, DEFECT, "d0.bmp", d0)
     bowtie = [[1600, 700], [1640, 740], [1640, 700], [1600, 740]]
     d1_img = draw_defects(ring_frame(seed=11, colour=True), [bowtie])
@@ -189,8 +228,7 @@ def test_round_trip_union_of_tile_masks_equals_the_frame_mask(converted):
     instances, _ = load_instances(data / "labels" / DEFECT / "d0.json", (H, W), Config().classes)
     per_instance = _instance_tiles(out, f"images/{DEFECT}/d0.bmp")
     n_tiles = {k: len(v) for k, v in per_instance.items()}
-    assert n_tiles[0] == 2, "CROSSES_TWO should be cut by exactly one tile border"
-    assert n_tiles[1] == 4, "CROSSES_FOUR should sit on a corner of four tiles"
+    assert n_tiles[0] == 2 and n_tiles[1] == 4
     assert any(ann["truncated"] for _, ann in per_instance[1])
     for k, inst in enumerate(instances):
         full = _rasterize(inst.geometry, H, W)

@@ -58,12 +58,18 @@ class RoiConfig(_Section):
     # px) are cut off the ring. Larger values also round off thin protrusions at coarse scale (the
     # full-resolution band around the ring restores them up to ~this many px).
     lint_max_width_px: float = Field(default=12.0, ge=0)
+    # The full-resolution threshold is applied this far (px) around the coarse ring: edge detail
+    # (flash, bulges) up to about this far beyond the coarse outline comes back, lint stubs no longer.
+    band_px: float = Field(default=8.0, gt=0)
     # Scale (full-res px) of the local belt/ring level estimates whose midpoint is the threshold.
     level_sigma_px: float = Field(default=80.0, gt=0)
     # Local-threshold refinement passes after the first (border-flattened Otsu) split.
-    refine_passes: int = Field(default=2, ge=0, le=5)
-    # A "ring" that differs from the belt by less than this (gray levels) is no ring.
+    refine_passes: int = Field(default=2, ge=1, le=5)
+    # A "ring" whose gray level differs from the belt next to it by less than this, or whose outline
+    # is no steeper than min_edge_strength x the texture's slopes (rings: 10-50x; blotches of a bare
+    # belt or a lighting gradient: ~1x), is no ring.
     min_contrast: float = Field(default=8.0, ge=0)
+    min_edge_strength: float = Field(default=3.0, ge=0)
     # Gaussian blur (odd kernel size; 1 = none) of the full-resolution crop before thresholding.
     full_res_blur: int = Field(default=3, ge=1)
 
@@ -150,6 +156,8 @@ class ScreeningConfig(_Section):
     marginal_fraction: float | None = Field(default=0.9, gt=0, lt=1)
     weights: Path | None = None
     device: str = "auto"
+    # Invert tiles whose ring is darker than the belt, so one bank serves both polarities.
+    normalize_polarity: bool = True
 
     def layers_for_backbone(self) -> list[str]:
         if self.layers:

@@ -105,16 +105,18 @@ def _flatten_by_border(coarse: np.ndarray) -> np.ndarray:
         keep = np.abs(resid) < 4 * 1.4826 * mad
         if keep.sum() < 12:
             return coarse.astype(np.float32)
-    uu = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
-    vv = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
+    # The field is smooth: evaluate it on a 4x coarser grid and interpolate.
+    gw, gh = max(2, w // 4), max(2, h // 4)
+    uu = np.linspace(-1, 1, gw, dtype=np.float32)[None, :]
+    vv = np.linspace(-1, 1, gh, dtype=np.float32)[:, None]
     log_light = coef[0] + coef[1] * uu + coef[2] * vv + coef[3] * uu * uu + coef[4] * uu * vv + coef[5] * vv * vv
-    log_light = log_light - float(np.median(design[keep] @ coef))
-    return coarse.astype(np.float32) * np.exp(-log_light)
+    gain = np.exp(float(np.median(design[keep] @ coef)) - log_light).astype(np.float32)
+    return coarse.astype(np.float32) * cv2.resize(gain, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _otsu(values: np.ndarray) -> float:
     """Otsu's threshold of a float image (through an 8-bit histogram of its robust range)."""
-    lo, hi = np.percentile(values, [0.1, 99.9])
+    lo, hi = np.percentile(values[::3, ::3], [0.1, 99.9])
     if hi - lo < 1e-6:
         return float(hi)
     scaled = np.clip((values - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
@@ -176,6 +178,25 @@ def _candidate(foreground: np.ndarray, open_kernel: np.ndarray) -> _Candidate:
     return _Candidate(fg, labels, stats, order, touches, float(bore_fraction))
 
 
+def _edge_strength(image: np.ndarray, chosen: _Candidate, textured: list[np.ndarray]) -> float:
+    """Gray-level slope across the object's outline over the slope inside the two classes.
+
+    A ring's edge is a step, many times steeper than anything in the ring's or the belt's texture
+    (7-100x); the boundary between blotches of a bare belt, or between the halves of a lighting
+    gradient, is no steeper than the texture itself (~1x), however large the gray-level difference.
+    """
+    comp = chosen.component.astype(np.uint8)
+    outline = (comp - cv2.erode(comp, np.ones((3, 3), np.uint8))) > 0
+    outline[:2], outline[-2:], outline[:, :2], outline[:, -2:] = False, False, False, False
+    if not outline.any():
+        return 0.0
+    gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3)
+    slope = cv2.magnitude(gx, gy) / 8.0  # gray levels per coarse pixel
+    texture = max((float(np.median(slope[w > 0][::5])) for w in textured if w.any()), default=0.0)
+    return float(np.median(slope[outline]) / max(texture, 0.1))
+
+
 def _coarse_factor(shape: tuple[int, int]) -> int:
     return int(max(1, min(4, min(shape) // 256)))
 
@@ -215,25 +236,31 @@ def find_ring(gray: np.ndarray, cfg: RoiConfig | None = None) -> RingROI:
         return RingROI(RoiStatus.NO_RING, "no foreground found by the threshold", polarity, float(t0), notes=tuple(notes))
 
     # Passes 2-3: the local midpoint between the belt's and the ring's levels.
-    threshold_map = np.full((ch, cw), np.float32(np.median(coarse_f)))
-    ring_level = belt_level = float(np.median(coarse_f))
+    threshold_map = np.full((ch, cw), np.float32(np.median(coarse_f[::3, ::3])))
+    ring_level = belt_level = float(threshold_map[0, 0])
+    step = 0.0
+    textured: list[np.ndarray] = []
     guard = _disk(5)
     for _ in range(cfg.refine_passes):
         comp = chosen.component.astype(np.uint8)
         ring_w = cv2.erode(comp, guard)
         belt_w = 1 - cv2.dilate(chosen.foreground | comp, guard)
         if ring_w.sum() < 16 or belt_w.sum() < 16:
+            step = 0.0
             break
-        ring_level = float(np.median(coarse_f[ring_w > 0][::5]))
-        belt_level = float(np.median(coarse_f[belt_w > 0][::5]))
+        ring_px, belt_px = coarse_f[ring_w > 0][::5], coarse_f[belt_w > 0][::5]
+        ring_level, belt_level = float(np.median(ring_px)), float(np.median(belt_px))
         ring_map = _local_level(coarse_f, ring_w.astype(np.float32), sigma, ring_level)
         belt_map = _local_level(coarse_f, belt_w.astype(np.float32), sigma, belt_level)
         threshold_map = 0.5 * (ring_map + belt_map)
+        step = float(np.median(sign * (ring_map - belt_map)[ring_w > 0][::5]))
+        textured = [ring_w, belt_w]
         chosen = _candidate(sign * (coarse_f - threshold_map) > 0, open_kernel)
         if not len(chosen.order):
             break
 
     contrast = sign * (ring_level - belt_level)
+    strength = _edge_strength(coarse_f, chosen, textured) if len(chosen.order) else 0.0
     frame_area = ch * cw
     if not len(chosen.order) or chosen.area < cfg.min_ring_area_fraction * frame_area:
         share = chosen.area / frame_area
@@ -242,12 +269,12 @@ def find_ring(gray: np.ndarray, cfg: RoiConfig | None = None) -> RingROI:
             f"largest object covers {share:.2%} of the frame (< {cfg.min_ring_area_fraction:.0%})",
             polarity, float(t0), ring_level=ring_level, belt_level=belt_level, notes=tuple(notes),
         )
-    if contrast < cfg.min_contrast:
-        return RingROI(
-            RoiStatus.NO_RING,
-            f"no ring: the largest object differs from the belt by only {contrast:.1f} gray levels",
-            polarity, float(t0), ring_level=ring_level, belt_level=belt_level, notes=tuple(notes),
-        )
+    if step < cfg.min_contrast or strength < cfg.min_edge_strength:
+        why = (f"differs from the belt next to it by only {step:.1f} gray levels" if step < cfg.min_contrast
+               else f"has no sharp edge (edge slope {strength:.1f}x the texture's, < {cfg.min_edge_strength:g}x): "
+               "bare belt texture or lighting")
+        return RingROI(RoiStatus.NO_RING, f"no ring: the largest object {why}", polarity, float(t0),
+                       ring_level=ring_level, belt_level=belt_level, notes=tuple(notes))
     areas = chosen.stats[chosen.order, cv2.CC_STAT_AREA]
     if len(areas) > 1 and areas[1] >= cfg.second_ring_fraction * areas[0]:
         return RingROI(
@@ -258,17 +285,19 @@ def find_ring(gray: np.ndarray, cfg: RoiConfig | None = None) -> RingROI:
 
     # Full resolution, in a band around the coarse ring only: everything outside it is belt or lint.
     sx, sy, sw, sh = (int(v) for v in chosen.stats[chosen.order[0], :4])
-    pad = (open_size + 3) // 2 + 2
-    cx0, cy0 = max(0, sx - pad), max(0, sy - pad)
-    cx1, cy1 = min(cw, sx + sw + pad), min(ch, sy + sh + pad)
+    margin_c = int(np.ceil(cfg.band_px / f)) + 3
+    cx0, cy0 = max(0, sx - margin_c), max(0, sy - margin_c)
+    cx1, cy1 = min(cw, sx + sw + margin_c), min(ch, sy + sh + margin_c)
     x0, y0, x1, y1 = cx0 * f, cy0 * f, cx1 * f, cy1 * f
     if cx1 == cw:
         x1 = w
     if cy1 == ch:
         y1 = h
-    band_c = cv2.dilate(chosen.component[cy0:cy1, cx0:cx1].astype(np.uint8), _disk(open_size + 2))
+    band_reach = max(1, int(np.ceil(cfg.band_px / f)))
+    band_c = cv2.dilate(chosen.component[cy0:cy1, cx0:cx1].astype(np.uint8) * np.uint8(255), _disk(2 * band_reach + 1))
     crop_w, crop_h = x1 - x0, y1 - y0
-    band = cv2.resize(band_c, (cx1 * f - x0, cy1 * f - y0), interpolation=cv2.INTER_NEAREST)
+    # Linear upsampling and a half-way cut: a smooth band, not 4x4 blocks.
+    band = cv2.compare(cv2.resize(band_c, (cx1 * f - x0, cy1 * f - y0), interpolation=cv2.INTER_LINEAR), 127, cv2.CMP_GT)
     thr = cv2.resize(threshold_map[cy0:cy1, cx0:cx1], (cx1 * f - x0, cy1 * f - y0), interpolation=cv2.INTER_LINEAR)
     if (crop_h, crop_w) != band.shape:  # frame sizes not a multiple of the coarse factor
         band = cv2.copyMakeBorder(band, 0, crop_h - band.shape[0], 0, crop_w - band.shape[1], cv2.BORDER_REPLICATE)
@@ -279,9 +308,9 @@ def find_ring(gray: np.ndarray, cfg: RoiConfig | None = None) -> RingROI:
     # gray > t  <=>  gray > floor(t) for integer gray: compare in uint8 (fast, no float copy of the crop)
     thr_u8 = np.clip(np.floor(thr), 0, 255).astype(np.uint8)
     fg = cv2.compare(gray_c, thr_u8, cv2.CMP_GT if polarity == "light" else cv2.CMP_LE)
-    fg = cv2.bitwise_and(fg, band * np.uint8(255)) // 255
+    fg = cv2.bitwise_and(fg, band) // 255
     comp_c = chosen.component[cy0:cy1, cx0:cx1].astype(np.uint8)
-    edge_zone = (band_c > 0) & (cv2.erode(comp_c, _disk(open_size + 2)) == 0)
+    edge_zone = (band_c > 0) & (cv2.erode(comp_c, _disk(2 * band_reach + 1)) == 0)
     edge_thr = float(np.median(threshold_map[cy0:cy1, cx0:cx1][edge_zone])) if edge_zone.any() else float(t0)
 
     # The ring is the object with the largest outline; flood fills (cost ~ area filled) are several

@@ -40,6 +40,16 @@ def tile_grid(
     return [TileBox(tx, ty, min(size, fw - tx), min(size, fh - ty)) for ty in ys for tx in xs]
 
 
+def _tiling_box(roi: RingROI, frame_shape: tuple[int, int], margin: int) -> tuple[int, int, int, int]:
+    """The ring's box grown by the background margin (clamped in-frame): edge defects and the ring's
+    outermost pixels, which the mask may miss by a pixel, are inside the kept margin, so in a tile too."""
+    x, y, w, h = roi.bbox
+    fh, fw = frame_shape
+    x0, y0 = max(0, x - margin), max(0, y - margin)
+    x1, y1 = min(fw, x + w + margin), min(fh, y + h + margin)
+    return x0, y0, x1 - x0, y1 - y0
+
+
 def ring_tile_boxes(
     roi: RingROI, frame_shape: tuple[int, int], config: Config, keep: np.ndarray | None = None
 ) -> list[tuple[TileBox, float]]:
@@ -52,7 +62,7 @@ def ring_tile_boxes(
     if keep is None:
         keep = roi_with_margin(roi.ring_mask, config.roi.background_margin_px)
     out = []
-    for box in tile_grid(roi.bbox, frame_shape, config.tiling):
+    for box in tile_grid(_tiling_box(roi, frame_shape, config.roi.background_margin_px), frame_shape, config.tiling):
         frac = float(keep[box.slices()].mean())
         if frac > config.tiling.min_ring_fraction:
             out.append((box, frac))
@@ -65,7 +75,7 @@ def ring_tiles(gray: np.ndarray, roi: RingROI, config: Config) -> tuple[list[Til
         return [], 0
     keep = roi_with_margin(roi.ring_mask, config.roi.background_margin_px)
     clean = np.where(keep, gray, np.uint8(0))  # = subtract_background, sharing the one dilation
-    all_boxes = tile_grid(roi.bbox, gray.shape, config.tiling)
+    all_boxes = tile_grid(_tiling_box(roi, gray.shape, config.roi.background_margin_px), gray.shape, config.tiling)
     kept = ring_tile_boxes(roi, gray.shape, config, keep=keep)
     tiles = [Tile(box=b, image=np.ascontiguousarray(clean[b.slices()]), ring_fraction=f) for b, f in kept]
     return tiles, len(all_boxes) - len(kept)

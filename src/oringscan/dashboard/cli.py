@@ -27,13 +27,15 @@ def dashboard_command(app: AppContext, db_url: str | None, host: str | None, por
       oringscan dashboard --db sqlite:///D:/line3/inspections.db --port 8600
       oringscan dashboard --host 0.0.0.0                   # reachable from the plant network
     """
-    from oringscan.dashboard.server import launch
+    from oringscan.dashboard.server import check_database_url, launch
     from oringscan.dashboard.settings import DashboardSettings
+    from oringscan.db import safe_url
 
     settings = DashboardSettings.from_config(app.config, db_url or app.db_url, app.data_root, app.output_root)
     host = host or app.config.dashboard.host
     port = port or app.config.dashboard.port
-    click.echo(f"oringscan dashboard: http://{host}:{port}  (database {settings.db_url}; Ctrl+C stops)")
+    check_database_url(settings.db_url)
+    click.echo(f"oringscan dashboard: http://{host}:{port}  (database {safe_url(settings.db_url)}; Ctrl+C stops)")
     launch(settings, host=host, port=port)
 
 

@@ -64,11 +64,12 @@ class ImageRoots:
     def allowed(self, stored: Path | str) -> Path:
         """The resolved file path for a stored path, or :class:`ImageRefused`.
 
-        A relative stored path is looked up under each root in turn (the first that exists wins),
-        so a database written with relative paths still works when the dashboard runs elsewhere.
+        A relative stored path is taken from the working folder first (where the inspection most
+        likely ran), then under each root in turn (the first that exists wins), so a database
+        written with relative paths still works when the dashboard runs elsewhere.
         """
         raw = Path(stored)
-        candidates = [raw] if raw.is_absolute() else [root / raw for root in self.roots]
+        candidates = [raw] if raw.is_absolute() else [Path.cwd() / raw, *(root / raw for root in self.roots)]
         inside = [c for c in (_resolve(c) for c in candidates) if self._inside(c)]
         if not inside:
             raise ImageRefused(stored, self.roots)

@@ -101,6 +101,17 @@ def _picture(detail: FrameDetail, gray: np.ndarray, roots: ImageRoots) -> None:
         st.caption(f":material/info: {note}")
 
 
+def _saved_overlay(detail: FrameDetail, roots: ImageRoots) -> None:
+    """The picture the pipeline saved at inspection time (its own drawing, with the verdict header)."""
+    if not detail.frame.overlay_path:
+        return
+    with st.expander("Overlay saved at inspection time"):
+        try:
+            st.image(encode_jpeg(roots.read(detail.frame.overlay_path, color=True)), width="stretch")
+        except OringscanError as exc:
+            st.caption(str(exc))
+
+
 def _crops(detail: FrameDetail, gray: np.ndarray | None) -> None:
     if not detail.defects:
         return
@@ -302,6 +313,7 @@ def render() -> None:
         gray = _load_frame(detail, roots)
         if gray is not None:
             _picture(detail, gray, roots)
+        _saved_overlay(detail, roots)
     with right:
         _summary(detail)
     _crops(detail, gray)

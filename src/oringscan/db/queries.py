@@ -74,6 +74,9 @@ class Page(Generic[T]):
     def __len__(self) -> int:
         return len(self.items)
 
+    def __getitem__(self, index: int) -> T:
+        return self.items[index]
+
 
 @dataclass(slots=True)
 class RunRow(_Row):

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
@@ -108,6 +109,33 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def mask_rle(mask: np.ndarray, offset: tuple[int, int], height: int, width: int) -> dict[str, Any]:
+    """COCO RLE (compressed, JSON-ready) of a mask crop placed at ``offset`` in a height x width frame.
+
+    The same string as ``Instance.rle`` gives, built from the crop's pixel positions instead of a
+    dense frame-size mask (5 MB and ~20 ms per defect at 2448x2048).
+    """
+    from pycocotools import mask as mask_utils
+
+    ys, xs = np.nonzero(mask)
+    ys, xs = ys.astype(np.int64) + offset[1], xs.astype(np.int64) + offset[0]
+    inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+    positions = np.sort(xs[inside] * height + ys[inside])  # column-major, as COCO counts run
+    total = height * width
+    if positions.size == 0:
+        counts = [total]
+    else:
+        breaks = np.flatnonzero(np.diff(positions) != 1)
+        starts = np.concatenate([positions[:1], positions[breaks + 1]])
+        ends = np.concatenate([positions[breaks], positions[-1:]]) + 1
+        gaps = starts - np.concatenate([[0], ends[:-1]])
+        counts = np.stack([gaps, ends - starts], axis=1).ravel().tolist()
+        if ends[-1] < total:
+            counts.append(int(total - ends[-1]))
+    encoded = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+
+
 def sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
@@ -174,8 +202,12 @@ class InspectionStore:
         from alembic import command
         from alembic.runtime.migration import MigrationContext
 
-        from oringscan.db.migrate import alembic_config
+        from oringscan.db.migrate import alembic_config, head_revision
 
+        head = head_revision()
+        with self.engine.connect() as conn:  # up to date (the usual case): a read, no write lock
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return head
         cfg = alembic_config(self.url)
         with self.engine.connect().execution_options(oringscan_write=True) as conn:
             with conn.begin():
@@ -357,7 +389,7 @@ class InspectionStore:
             x=int(x), y=int(y), w=int(w), h=int(h),
             area_px=int(area),
             area_mm2=None if mm_per_px is None else float(area) * float(mm_per_px) ** 2,
-            mask_rle=inst.rle(height, width) if area else None,
+            mask_rle=mask_rle(inst.mask, inst.offset, height, width) if area else None,
             polygon=_jsonable(inst.polygons()) if area else [],
         )
 
@@ -532,7 +564,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def _configure_postgresql(engine: Engine) -> None:
-    """UTC sessions, so day boundaries in the statistics are the same as on SQLite."""
+    """UTC sessions (day boundaries in the statistics as on SQLite), UTF-8 text."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -540,6 +572,8 @@ def _configure_postgresql(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("SET TIME ZONE 'UTC'")
+            # Text always comes back as str, even from a SQL_ASCII database.
+            cursor.execute("SET client_encoding TO 'UTF8'")
         finally:
             cursor.close()
         if autocommit is False:

@@ -35,6 +35,9 @@ AREA_SHAPES = ("polygon", "rectangle", "circle", "mask", "oriented_rectangle")
 # A labelled instance smaller than this (px^2) cannot be rasterised into even one pixel.
 MIN_LABEL_AREA = 1.0
 CIRCLE_SEGMENTS_PER_QUARTER = 16
+# A LabelMe mask is outlined exactly as the union of its rows' pixel runs; a blob has a few hundred.
+# Salt-and-pepper noise has tens of thousands and would take GEOS seconds to minutes: refused.
+MAX_MASK_RUNS = 5000
 
 
 @dataclass(slots=True)
@@ -283,6 +286,11 @@ def _mask_geometry(shape: dict[str, Any], points: Sequence[tuple[float, float]])
     if decoded.ndim == 3:
         decoded = decoded[..., :3].max(axis=2) if decoded.shape[2] >= 3 else decoded[..., 0]
     mask = decoded > 0
+    runs = int(np.count_nonzero(np.diff(np.pad(mask, ((0, 0), (1, 0))).astype(np.int8), axis=1) == 1))
+    if runs > MAX_MASK_RUNS:
+        raise _ShapeProblem(
+            f"'mask' is speckle, not a defect outline ({runs} separate pixel runs, more than {MAX_MASK_RUNS})"
+        )
     ox, oy = (int(round(v)) for v in points[0])
     return mask_to_geometry(mask, (ox, oy))
 

@@ -65,14 +65,16 @@ def out_of_limit_arcs(m: RingMeasurement, checks: list[MetricCheck]) -> dict[str
                 flags[edge] |= prof.excess > c.upper * px
             elif name.startswith(f"{edge}_indentation") and c.upper is not None:
                 flags[edge] |= -prof.excess > c.upper * px
+        bad = None
         if name.startswith("wall_min") and c.lower is not None:
             bad = m.wall < c.lower * px
-            flags["outer"] |= bad
-            flags["inner"] |= bad
         elif name.startswith("wall_max") and c.upper is not None:
             bad = m.wall > c.upper * px
-            flags["outer"] |= bad
-            flags["inner"] |= bad
+        if bad is not None:
+            # Mark the edge that moved (flash, bite); both where neither did (an off-centre bore).
+            out_dev, in_dev = np.abs(m.outer.excess), np.abs(m.inner.excess)
+            flags["outer"] |= bad & ~(in_dev > out_dev + 1.0)
+            flags["inner"] |= bad & ~(out_dev > in_dev + 1.0)
     return flags
 
 

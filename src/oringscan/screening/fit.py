@@ -42,6 +42,7 @@ def new_model(config: Config, oring_type: str) -> ScreeningModel:
         tile_size=config.tiling.tile_size,
         num_neighbors=sc.num_neighbors,
         threshold=math.inf,
+        normalize_polarity=sc.normalize_polarity,
         pretrained=source is not None,
         weights_source=source,
     )

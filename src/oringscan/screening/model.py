@@ -44,6 +44,7 @@ class ScreeningMeta:
     tile_size: int
     num_neighbors: int
     threshold: float
+    normalize_polarity: bool = True
     marginal_threshold: float | None = None
     pretrained: bool = False
     weights_source: str | None = None
@@ -133,6 +134,8 @@ class ScreeningModel:
         for i, img in enumerate(images):
             if img.ndim == 3:
                 img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            if self.meta.normalize_polarity:
+                img = light_ring(img)
             if img.shape != (tile, tile):
                 padded = np.zeros((tile, tile), dtype=img.dtype)
                 h, w = min(tile, img.shape[0]), min(tile, img.shape[1])
@@ -307,6 +310,28 @@ class ScreeningModel:
         model = cls(patchcore, meta, device=device)
         model.set_memory_bank(bank)
         return model
+
+
+def light_ring(tile: np.ndarray, margin_px: int = 24) -> np.ndarray:
+    """The tile with the ring made the light side (dark rings inverted), judged from the tile alone.
+
+    Background-subtracted tiles are 0 beyond the ring's margin, so pixels next to the zero region are
+    belt and pixels deep inside the non-zero region are ring. Types and stations differ in polarity;
+    one orientation lets one memory bank cover both, and a hole is always darker than its ring.
+    """
+    inside = tile > 0
+    if inside.all() or not inside.any():
+        return tile
+    depth = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 3)
+    belt = tile[(depth > 0) & (depth <= margin_px / 3)]
+    ring = tile[depth > margin_px * 1.5]
+    if belt.size < 50 or ring.size < 50:
+        return tile
+    if float(np.median(ring)) >= float(np.median(belt)):
+        return tile
+    out = tile.copy()
+    out[inside] = 255 - tile[inside]
+    return out
 
 
 def resolve_device(name: str) -> str:
