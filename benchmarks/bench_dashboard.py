@@ -11,6 +11,7 @@ slows down as the database grows (it should not: queries are paginated in SQL).
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import tempfile
@@ -57,6 +58,7 @@ def _measure(url: str, root: Path, repeat: int) -> dict[str, list[float]]:
     from oringscan.dashboard.settings import DashboardSettings
     from oringscan.db import InspectionStore
 
+    logging.getLogger("streamlit").setLevel(logging.ERROR)  # no "missing ScriptRunContext" chatter
     DashboardSettings(url, [root], page_size=25).export()
     store = InspectionStore(url)
     defect = store.frames(verdict="defect", order="worst", limit=1).items[0].id

@@ -3,7 +3,8 @@
 1. ``record_frame`` (one transaction: frame + 12 tiles + rework checks, every 5th frame with two
    defect masks as RLE) in ms per frame, against the line's cadence (about one frame per second).
 2. The dashboard's queries on ``--frames`` records (default 100,000, a few months of one line):
-   review queue (first page, a deep page, worst first, one type), one run's frames, yield per day,
+   review queue (first page, a deep page, worst first, one type), one run's frames, the runs list,
+   yield per day,
    defects per class, stats, the rerun check. Each is timed with the indexes and then again with
    them dropped, in the same run: the ratio is what the indexes buy.
 
@@ -110,6 +111,7 @@ def queries(store: InspectionStore, run_id: int, n_frames: int) -> dict[str, Cal
         "review queue, model2, last 7 days": lambda: store.review_queue(
             oring_type="model2", since=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=4 * (n_frames // 500) - 168)),
         "frames of one run": lambda: store.frames(run_id=run_id, limit=500),
+        "runs list with live counts": lambda: store.runs(limit=100),
         "yield per type per day": lambda: store.yield_by_day(),
         "defects per class per day": lambda: store.defects_by_class(),
         "stats (db stats)": lambda: store.stats(),

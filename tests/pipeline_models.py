@@ -80,17 +80,12 @@ if __name__ == "__main__":  # time it: python tests/pipeline_models.py /tmp/some
     print(f"built {built} in {time.perf_counter() - start:.1f} s")
 
 
-# --- pytest fixtures (import them into a test module) -------------------------------------------
+# --- shared per session ----------------------------------------------------------------------------
+_BUILT: dict[str, TinyModels] = {}
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    """Real tiny models for model1, built once per session (treat as read-only)."""
-    return build_tiny_models(tmp_path_factory.mktemp("pipeline models"))
-
-
-@pytest.fixture(scope="session")
-def tiny_inspector(tiny_models: TinyModels):  # noqa: ANN201 - oringscan.pipeline.Inspector
-    from oringscan.pipeline import Inspector
-
-    return Inspector.load(tiny_models.config, tiny_models.output_root, tiny_models.model)
+def session_tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """The session's tiny models, built on first use; every test module's fixture returns these."""
+    if "models" not in _BUILT:
+        _BUILT["models"] = build_tiny_models(tmp_path_factory.mktemp("pipeline models"))
+    return _BUILT["models"]

@@ -188,8 +188,7 @@ def render_plant_frame(scene: PlantScene, seed: int = 0) -> PlantFrame:
         ring &= ~gap
         bore |= gap & (dist <= scene.r_out + 2)  # the bore now opens to the belt: no closed bore
 
-    # Ring material (truth) before pits: pits are belt-level holes inside the material, but filled in the truth.
-    material = ring.copy()
+    # Pits and scratches: belt-level marks inside the material (the truth keeps them filled).
     pits: list[tuple[int, int]] = []
     pit_mask = np.zeros(shape, bool)
     if not scene.no_ring:
@@ -319,6 +318,32 @@ def random_plant_scene(rng: np.random.Generator, variant: str = "any") -> PlantS
         n_dust=int(rng.integers(20, 80)), n_pits=int(rng.integers(0, 5)), n_scratches=int(rng.integers(0, 3)),
         blur_sigma=float(rng.uniform(0.8, 1.8)), jpeg_quality=int(rng.integers(60, 92)), noise=float(rng.uniform(1.0, 3.0)),
     )
+
+
+def _random(variant: str, seed: int, **overrides: object) -> PlantScene:
+    scene = random_plant_scene(np.random.default_rng(seed), variant)
+    for key, value in overrides.items():
+        setattr(scene, key, value)
+    return scene
+
+
+def hard_scenes() -> dict[str, PlantScene]:
+    """The named hard cases (what broke a global-Otsu ROI): used by the tests and the benchmark."""
+    return {
+        "light_random": _random("light", 101),
+        "low_contrast_60_on_18": _random("low_contrast", 102, gradient=0.3, vignette=0.35),
+        "low_contrast_90_on_40": _random("low_contrast_grey", 103, gradient=0.3, radial=0.5, vignette=0.35),
+        "dark_ring_light_belt": _random("dark", 104, gradient=0.3, vignette=0.4, cast_shadow=0.4),
+        "shadow_one_side_low_contrast": PlantScene(
+            ring_level=60, belt_level=18, face_shadow=0.4, cast_shadow=0.4, shadow_angle=1.0, gradient=0.3,
+            gradient_angle=4.0, vignette=0.3, n_lint=4, lint_touching=2, n_dust=50, n_pits=4),
+        "lint_across_bore_and_edge": PlantScene(
+            lint_across_bore=2, n_lint=6, lint_touching=4, lint_width=(3, 7), n_dust=60, n_pits=4, radial=0.4),
+        "largest_offset": PlantScene(cx=1224 + 200, cy=1024 - 200, r_out=800, r_in=500, ring_level=90, belt_level=40,
+                                     radial=0.5, light_center=(0.1, 0.9), n_lint=4, lint_touching=2, n_dust=40, n_pits=3),
+        "smallest_offset": PlantScene(cx=1224 - 200, cy=1024 + 200, r_out=500, r_in=300, gradient=0.3,
+                                      gradient_angle=2.5, n_lint=4, lint_touching=2, n_dust=40, n_pits=3),
+    }
 
 
 def bin2x2(image: np.ndarray) -> np.ndarray:

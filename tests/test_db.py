@@ -293,3 +293,10 @@ def test_stored_rle_is_exactly_the_instance_rle() -> None:
         height, width = (int(v) for v in rng.integers(4, 60, 2))
         offset = (int(rng.integers(-8, width)), int(rng.integers(-8, height)))
         assert mask_rle(mask, offset, height, width) == Instance("cut", 0.5, mask, offset).rle(height, width)
+
+
+def test_a_database_from_a_newer_oringscan_is_refused_clearly(store: InspectionStore) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'f00dcafe1234'"))
+    with pytest.raises(StoreError, match="f00dcafe1234.*newer than this oringscan"):
+        InspectionStore(store.url)

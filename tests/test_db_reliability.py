@@ -62,7 +62,7 @@ def _frame_integrity(store: InspectionStore) -> list[tuple[str, int, int, int]]:
 
 
 def test_a_reader_reads_while_a_write_transaction_is_open(store: InspectionStore) -> None:
-    """A write transaction in progress neither blocks a reader nor shows it anything (SQLite: WAL)."""
+    """Readers and the writer never wait for each other, and a reader sees whole frames only (SQLite: WAL)."""
     run_id = store.start_run(oring_type="model1")
     store.record_frame(run_id, make_result("good", seed=1))
     if store.dialect == "sqlite":
@@ -84,6 +84,14 @@ def test_a_reader_reads_while_a_write_transaction_is_open(store: InspectionStore
             assert page.total == 1 and page.items[0].verdict == "good"
             assert elapsed < 5.0, f"reader waited {elapsed:.1f}s for the writer"
         assert reader.frames().total == 2  # committed now
+        # And the other way round: a reader holding its snapshot open does not stall the line.
+        with reader.read_session() as snapshot:
+            assert snapshot.scalar(select(func.count(Frame.id))) == 2
+            start = time.perf_counter()
+            store.record_frame(run_id, make_result("defect", defects=[("cut", 0.9)], seed=2))
+            assert time.perf_counter() - start < 5.0
+            assert snapshot.scalar(select(func.count(Frame.id))) == 2  # still its own consistent view
+        assert reader.frames().total == 3
     finally:
         reader.dispose()
 

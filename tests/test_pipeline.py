@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from pipeline_models import SIZE, TinyModels, tiny_inspector, tiny_models  # noqa: F401
+from pipeline_models import SIZE, TinyModels, session_tiny_models
 
 from oringscan.cli.main import cli
 from oringscan.db import FrameFilter, InspectionStore
@@ -24,6 +24,17 @@ from oringscan.synth import render_frame
 from oringscan.types import Verdict
 
 STAGES = {"normalize", "roi", "tiles", "screening", "rework", "total"}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """Real tiny models for model1, built once per session (read-only)."""
+    return session_tiny_models(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_inspector(tiny_models: TinyModels) -> Inspector:
+    return Inspector.load(tiny_models.config, tiny_models.output_root, tiny_models.model)
 
 
 def frames_of(models: TinyModels, folder: str) -> list[Path]:
@@ -167,7 +178,7 @@ def test_batch_records_every_frame_and_goes_on_after_broken_files(
     assert "skipped" in rerun.stderr
     assert len(store.frames(limit=None)) == 10
     # --reinspect records a file again.
-    forced = CliRunner().invoke(cli, [*args[:6], str(messy_batch["good"]), "--db", url, "--json", "--no-progress",
+    forced = CliRunner().invoke(cli, [*args[:7], str(messy_batch["good"]), "--db", url, "--json", "--no-progress",
                                       "--reinspect", "--no-save-vis"])
     assert forced.exit_code == 0, forced.output
     assert len(json.loads(forced.stdout)) == 1
@@ -184,6 +195,12 @@ def test_missing_model_is_one_clear_line(tiny_models: TinyModels, messy_batch: d
     assert run.exit_code == 1
     lines = run.output.strip().splitlines()
     assert len(lines) == 1 and "model file not found" in lines[0] and "oringscan train screening" in lines[0]
+    empty = tmp_path / "no frames here"
+    empty.mkdir()
+    run = CliRunner().invoke(cli, ["inspect", "--config", str(tiny_models.config_path), "--output",
+                                   str(tiny_models.output_root), "--model", "model1", str(empty), "--db",
+                                   f"sqlite:///{(tmp_path / 'y.db').as_posix()}"])
+    assert run.exit_code == 1 and "no frames found" in run.output and len(run.output.strip().splitlines()) == 1
     run = CliRunner().invoke(cli, ["inspect", "--config", str(tiny_models.config_path), "--model", "model3", "x.bmp"])
     assert run.exit_code == 1 and "unknown o-ring type 'model3'" in run.output
 

@@ -14,13 +14,19 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from pipeline_models import TinyModels, tiny_models  # noqa: F401
+from pipeline_models import TinyModels, session_tiny_models
 
 from oringscan.cli.main import cli
 from oringscan.db import InspectionStore, StoreError
 from oringscan.frames import sha256_of
 
 N_FRAMES = 6
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """Real tiny models for model1, built once per session (read-only)."""
+    return session_tiny_models(tmp_path_factory)
 
 
 @pytest.mark.slow

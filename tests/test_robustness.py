@@ -9,13 +9,14 @@ frame has an exact truth, so the ROI is checked against it, not against itself.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from plantlike import PlantFrame, PlantScene, as_colour, bin2x2, hard_scenes, iou, render_plant_frame
 
 from oringscan.config import Config, RoiConfig
 from oringscan.errors import FrameError
@@ -23,42 +24,18 @@ from oringscan.frames import read_frame, write_frame
 from oringscan.roi import RingROI, RoiStatus, find_ring
 from oringscan.tiling import ring_tiles
 
-from plantlike import PlantFrame, PlantScene, as_colour, bin2x2, iou, random_plant_scene, render_plant_frame
-
 MIN_IOU = 0.98
 
 
-def _random(variant: str, seed: int, **overrides) -> PlantScene:
-    scene = random_plant_scene(np.random.default_rng(seed), variant)
-    for key, value in overrides.items():
-        setattr(scene, key, value)
-    return scene
+SCENES = hard_scenes()
 
 
-SCENES: dict[str, callable] = {
-    "light_random": lambda: _random("light", 101),
-    "low_contrast_60_on_18": lambda: _random("low_contrast", 102, gradient=0.3, vignette=0.35),
-    "low_contrast_90_on_40": lambda: _random("low_contrast_grey", 103, gradient=0.3, radial=0.5, vignette=0.35),
-    "dark_ring_light_belt": lambda: _random("dark", 104, gradient=0.3, vignette=0.4, cast_shadow=0.4),
-    "shadow_one_side_low_contrast": lambda: PlantScene(
-        ring_level=60, belt_level=18, face_shadow=0.4, cast_shadow=0.4, shadow_angle=1.0, gradient=0.3,
-        gradient_angle=4.0, vignette=0.3, n_lint=4, lint_touching=2, n_dust=50, n_pits=4),
-    "lint_across_bore_and_edge": lambda: PlantScene(
-        lint_across_bore=2, n_lint=6, lint_touching=4, lint_width=(3, 7), n_dust=60, n_pits=4, radial=0.4),
-    "largest_offset": lambda: PlantScene(cx=1224 + 200, cy=1024 - 200, r_out=800, r_in=500, ring_level=90,
-                                         belt_level=40, radial=0.5, light_center=(0.1, 0.9), n_lint=4,
-                                         lint_touching=2, n_dust=40, n_pits=3),
-    "smallest_offset": lambda: PlantScene(cx=1224 - 200, cy=1024 + 200, r_out=500, r_in=300, gradient=0.3,
-                                          gradient_angle=2.5, n_lint=4, lint_touching=2, n_dust=40, n_pits=3),
-}
-
-
-@lru_cache(maxsize=None)
+@cache
 def frame(name: str, seed: int = 7) -> PlantFrame:
-    return render_plant_frame(SCENES[name](), seed=seed)
+    return render_plant_frame(SCENES[name], seed=seed)
 
 
-@lru_cache(maxsize=None)
+@cache
 def roi_of(name: str) -> RingROI:
     return find_ring(frame(name).image)
 
@@ -158,12 +135,16 @@ def test_colour_and_binned_bmp_frames(tmp_path: Path):
         assert loaded.scale == (2.0 if "binned" in label else 1.0)
 
 
-@pytest.mark.parametrize("variant", ["palette", "top_down", "rle8", "rgba32"])
+@pytest.mark.parametrize("variant", ["palette", "inverted_palette", "top_down", "rle8", "rgba32"])
 def test_bmp_variants_decode_to_the_same_gray(tmp_path: Path, variant: str):
     gray = (np.arange(2048 * 2448, dtype=np.int64) * 7 % 251).astype(np.uint8).reshape(2048, 2448)
     path = tmp_path / f"{variant}.bmp"
     if variant == "palette":
         Image.fromarray(gray, "L").convert("P").save(path)
+    elif variant == "inverted_palette":  # index i shows gray 255 - i: the palette, not the index, is the image
+        indexed = Image.fromarray(255 - gray, "P")
+        indexed.putpalette([level for i in range(256) for level in (255 - i,) * 3])
+        indexed.save(path)
     elif variant == "rle8":
         Image.fromarray(gray, "L").save(path, compression="bmp_rle")
     elif variant == "rgba32":

@@ -11,10 +11,14 @@ known, so the threshold is local:
    the threshold becomes their local midpoint. Gradients, vignetting, a shadow over one side of the
    ring and low contrast (ring 60 on belt 18) then all cut the ring's edge at the same place.
 3. The coarse foreground is opened (lint strands and lint bridges across the bore or the edge are
-   thinner than the kernel) and its largest component is the ring.
-4. At full resolution the same local threshold is applied in a band around that component only
-   (edge detail, flash and bites come back; lint is left outside the band). Pits are filled, the
-   bore (the largest hole) is kept.
+   thinner than the kernel) and its largest component is the ring. A "ring" whose outline is no
+   steeper than the texture (bare belt, lighting) or that barely differs from the belt is no ring.
+4. At full resolution the same local threshold is applied in a band (``band_px``) around that
+   component only (edge detail, flash and bites come back; lint is left outside the band, stubs at
+   most ~``band_px`` long). Pits are filled, the bore (the largest hole) is kept; other large holes
+   are left open and noted.
+
+About 60-120 ms per full frame on one core (benchmarks/bench_roi.py).
 """
 
 from __future__ import annotations
@@ -259,7 +263,6 @@ def find_ring(gray: np.ndarray, cfg: RoiConfig | None = None) -> RingROI:
         if not len(chosen.order):
             break
 
-    contrast = sign * (ring_level - belt_level)
     strength = _edge_strength(coarse_f, chosen, textured) if len(chosen.order) else 0.0
     frame_area = ch * cw
     if not len(chosen.order) or chosen.area < cfg.min_ring_area_fraction * frame_area:

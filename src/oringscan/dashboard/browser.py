@@ -109,18 +109,32 @@ def chromium(executable: Path | None = None) -> Iterator[Any]:
 
 
 def wait_for_page(page: Any, heading: str, timeout_ms: int = 60_000) -> None:
-    """Until the page's title heading shows ``heading`` and Streamlit has finished running the script."""
+    """Until the page's title heading shows ``heading`` and Streamlit has been idle for a moment.
+
+    Streamlit shows its status widget ("Running...", "Stop") while the script runs; the page is
+    done when that widget has stayed away for a second (charts and tables then draw in the browser).
+    """
     page.get_by_role("heading", name=heading).first.wait_for(timeout=timeout_ms)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
-    page.wait_for_timeout(800)  # charts and images settle after the script ends
+    status = page.get_by_test_id("stStatusWidget")
+    deadline = time.monotonic() + timeout_ms / 1000
+    quiet_since = None
+    while time.monotonic() < deadline:
+        if status.count() == 0:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= 1.0:
+                break
+        else:
+            quiet_since = None
+        page.wait_for_timeout(100)
+    page.wait_for_timeout(700)
 
 
 def screenshot_pages(base_url: str, out_dir: Path, frame_id: int | None, executable: Path | None = None,
                      width: int = 1500) -> list[Path]:
     """One PNG per page (queue, frame, overview, runs) for the README."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    shots = [("dashboard_queue.png", "/", "Review queue", 1000),
-             ("dashboard_frame.png", f"/frame?frame={frame_id}" if frame_id else "/frame", "Frame", 1500),
+    shots = [("dashboard_queue.png", "/", "Review queue", 1450),
+             ("dashboard_frame.png", f"/frame?frame={frame_id}" if frame_id else "/frame", "Frame", 2000),
              ("dashboard_overview.png", "/overview", "Overview", 1500),
              ("dashboard_runs.png", "/runs", "Runs", 1150)]
     written = []

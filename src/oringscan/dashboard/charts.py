@@ -16,7 +16,6 @@ VERDICT_COLORS = {
     "suspect": "#9467bd",
     "error": "#7f7f7f",
 }
-DECISION_COLORS = {"confirm_defect": "#d62728", "override_good": "#2e9d48", "rework": "#ff9f1a"}
 
 
 def _verdict_scale() -> alt.Scale:
@@ -44,12 +43,12 @@ def verdict_counts(df: pd.DataFrame) -> alt.Chart:
         alt.Chart(df, title="Verdicts")
         .mark_bar()
         .encode(
-            y=alt.Y("oring_type:N", title="type"),
-            x=alt.X("frames:Q", title="frames", stack="zero"),
+            x=alt.X("oring_type:N", title="type", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("frames:Q", title="frames", stack="zero"),
             color=alt.Color("verdict:N", scale=_verdict_scale(), title="verdict"),
             tooltip=["oring_type:N", "verdict:N", "frames:Q"],
         )
-        .properties(height=max(80, 40 * max(1, df["oring_type"].nunique())))
+        .properties(height=260)
     )
 
 
@@ -94,24 +93,31 @@ def score_histogram(bins: pd.DataFrame, marginal_fraction: float | None = None) 
         .mark_rule(strokeDash=[6, 3], size=2, color="#333333")
         .encode(x="at:Q", tooltip=["what:N", alt.Tooltip("at:Q", format=".2f")])
     )
-    labels = alt.Chart(lines).mark_text(align="left", dx=4, dy=-6, color="#333333").encode(
-        x="at:Q", y=alt.value(10), text="what:N"
+    # "marginal" sits just left of "threshold": write it leftwards so the two never overlap.
+    text = alt.Chart(lines).encode(x="at:Q", y=alt.value(10), text="what:N")
+    labels = alt.layer(
+        text.transform_filter(alt.datum.what == "threshold").mark_text(align="left", dx=4, dy=-6, color="#333333"),
+        text.transform_filter(alt.datum.what == "marginal").mark_text(align="right", dx=-4, dy=-6, color="#333333"),
     )
     return alt.layer(bars, rules, labels).properties(title="Screening scores (dashed: threshold)", height=260)
 
 
-def override_matrix(df: pd.DataFrame) -> alt.LayerChart:
-    """Machine verdict (rows) against the person's newest decision (columns); columns verdict, decision, frames."""
-    base = alt.Chart(df, title="Machine verdict vs. people's decision").encode(
-        y=alt.Y("verdict:N", title="machine said"),
-        x=alt.X("decision:N", title="person decided"),
+def override_matrix(df: pd.DataFrame) -> alt.Chart:
+    """Per machine verdict, what people decided (newest review); columns verdict, decision, frames."""
+    return (
+        alt.Chart(df, title="Machine verdict vs. people's decision")
+        .mark_bar()
+        .encode(
+            x=alt.X("verdict:N", title="machine said", axis=alt.Axis(labelAngle=0)),
+            xOffset=alt.XOffset("decision:N"),
+            y=alt.Y("frames:Q", title="frames"),
+            color=alt.Color("decision:N", title="person decided",
+                            scale=alt.Scale(domain=["good", "defect", "rework"],
+                                            range=[VERDICT_COLORS["good"], VERDICT_COLORS["defect"], VERDICT_COLORS["rework"]])),
+            tooltip=["verdict:N", "decision:N", "frames:Q"],
+        )
+        .properties(height=240)
     )
-    cells = base.mark_rect().encode(
-        color=alt.Color("frames:Q", scale=alt.Scale(scheme="blues"), legend=None),
-        tooltip=["verdict:N", "decision:N", "frames:Q"],
-    )
-    text = base.mark_text(fontSize=14).encode(text="frames:Q")
-    return alt.layer(cells, text).properties(height=160)
 
 
 def overrides_per_day(df: pd.DataFrame) -> alt.Chart:
@@ -135,12 +141,12 @@ def run_counts(df: pd.DataFrame) -> alt.Chart:
         alt.Chart(df, title="Frames per run")
         .mark_bar()
         .encode(
-            y=alt.Y("run:N", title="run", sort="-x"),
-            x=alt.X("frames:Q", title="frames", stack="zero"),
+            x=alt.X("run:N", title="run", sort=None, axis=alt.Axis(labelAngle=-30)),
+            y=alt.Y("frames:Q", title="frames", stack="zero"),
             color=alt.Color("verdict:N", scale=_verdict_scale()),
             tooltip=["run:N", "verdict:N", "frames:Q"],
         )
-        .properties(height=max(80, 28 * max(1, df["run"].nunique())))
+        .properties(height=240)
     )
 
 
@@ -150,10 +156,10 @@ def stage_timings(df: pd.DataFrame) -> alt.Chart:
         alt.Chart(df, title="Mean time per frame and stage (ms)")
         .mark_bar()
         .encode(
-            y=alt.Y("run:N", title="run"),
-            x=alt.X("mean_ms:Q", title="ms per frame", stack="zero"),
+            x=alt.X("run:N", title="run", sort=None, axis=alt.Axis(labelAngle=-30)),
+            y=alt.Y("mean_ms:Q", title="ms per frame", stack="zero"),
             color=alt.Color("stage:N", title="stage"),
             tooltip=["run:N", "stage:N", alt.Tooltip("mean_ms:Q", format=".1f")],
         )
-        .properties(height=max(80, 28 * max(1, df["run"].nunique())))
+        .properties(height=260)
     )

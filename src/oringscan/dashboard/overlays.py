@@ -215,7 +215,10 @@ def ring_geometry(gray: np.ndarray, roi_config: Any = None) -> RingGeometry:
     """Find the ring in the frame and fit circles to its outer and inner edges."""
     from oringscan.roi import find_ring
 
-    roi = find_ring(gray, roi_config)
+    try:
+        roi = find_ring(gray, roi_config)
+    except Exception as exc:  # a drawing aid must never take the page down with it
+        return RingGeometry(notes=[f"ring finder failed: {type(exc).__name__}: {exc}"])
     geometry = RingGeometry(notes=[roi.reason] if roi.reason else [])
     if roi.ring_mask is None:
         return geometry

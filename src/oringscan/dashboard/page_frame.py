@@ -77,7 +77,7 @@ def _picture(detail: FrameDetail, gray: np.ndarray, roots: ImageRoots) -> None:
     toggles = st.columns(4)
     layers = OverlayLayers(
         masks=toggles[0].toggle("Defect masks", value=True, key="f_masks"),
-        boxes=toggles[1].toggle("Boxes with class and score", value=True, key="f_boxes"),
+        boxes=toggles[1].toggle("Boxes + scores", value=True, key="f_boxes"),
         heatmap=toggles[2].toggle("Screening heatmap", value=detail.frame.verdict == "suspect", key="f_heat"),
         geometry=toggles[3].toggle("Geometry", value=detail.frame.verdict == "rework", key="f_geometry"),
     )
@@ -144,12 +144,12 @@ def measurement_table(detail: FrameDetail) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "metric": [m.metric for m in detail.measurements],
-            "value": [m.value for m in detail.measurements],
+            "value": pd.to_numeric([m.value for m in detail.measurements], errors="coerce"),
             "unit": [m.unit or "" for m in detail.measurements],
-            "lower limit": [m.lower for m in detail.measurements],
-            "upper limit": [m.upper for m in detail.measurements],
+            "lower limit": pd.to_numeric([m.lower for m in detail.measurements], errors="coerce"),
+            "upper limit": pd.to_numeric([m.upper for m in detail.measurements], errors="coerce"),
             "fired": ["FIRED" if m.fired else "" for m in detail.measurements],
-            "means": [m.verdict or "" for m in detail.measurements],
+            "if fired": [m.verdict or "" for m in detail.measurements],
             "message": [m.message or "" for m in detail.measurements],
         }
     )

@@ -145,6 +145,7 @@ def render() -> None:
         table,
         hide_index=True,
         width="stretch",
+        height=min(35 * (len(table) + 1) + 3, 940),  # the whole page of rows, no inner scrolling
         on_select="rerun",
         selection_mode="single-row",
         key="queue_table",

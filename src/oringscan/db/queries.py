@@ -373,18 +373,20 @@ def run_row(run: Run, live: dict[str, Any] | None = None) -> RunRow:
     return row
 
 
-def _run_counts_subquery() -> Any:
-    cols = [Frame.run_id.label("run_id"), func.count(Frame.id).label("n_frames"),
-            func.avg(Frame.total_ms).label("mean_ms")]
+def _run_counts(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Verdict counts and mean ms per frame of these runs, counted from their frames (index on run_id)."""
+    if not run_ids:
+        return {}
+    cols = [Frame.run_id, func.count(Frame.id).label("n_frames"), func.avg(Frame.total_ms).label("mean_ms")]
     cols += [func.sum(case((Frame.verdict == v, 1), else_=0)).label(f"n_{v}") for v in VERDICTS]
-    return select(*cols).group_by(Frame.run_id).subquery()
-
-
-def _live_counts(row: Any) -> dict[str, Any] | None:
-    if row.n_frames is None:
-        return {"n_frames": 0, **{f"n_{v}": 0 for v in VERDICTS}}
-    out = {"n_frames": int(row.n_frames), "mean_ms": None if row.mean_ms is None else float(row.mean_ms)}
-    out.update({f"n_{v}": int(getattr(row, f"n_{v}") or 0) for v in VERDICTS})
+    stmt = select(*cols).where(Frame.run_id.in_(list(run_ids))).group_by(Frame.run_id)
+    out: dict[int, dict[str, Any]] = {
+        run_id: {"n_frames": 0, "mean_ms": None, **{f"n_{v}": 0 for v in VERDICTS}} for run_id in run_ids
+    }
+    for row in session.execute(stmt):
+        out[row.run_id] = {"n_frames": int(row.n_frames),
+                           "mean_ms": None if row.mean_ms is None else float(row.mean_ms),
+                           **{f"n_{v}": int(getattr(row, f"n_{v}") or 0) for v in VERDICTS}}
     return out
 
 
@@ -392,8 +394,7 @@ def list_runs(session: Session, *, oring_type: str | None = None, since: datetim
               until: datetime | None = None, status: str | None = None, limit: int | None = 100,
               offset: int = 0) -> list[RunRow]:
     """Runs, newest first, with verdict counts and mean time per frame counted live from the frames."""
-    counts = _run_counts_subquery()
-    stmt = select(Run, *[c for c in counts.c if c.name != "run_id"]).outerjoin(counts, counts.c.run_id == Run.id)
+    stmt = select(Run)
     if oring_type:
         stmt = stmt.where(Run.oring_type == oring_type)
     if since is not None:
@@ -402,15 +403,14 @@ def list_runs(session: Session, *, oring_type: str | None = None, since: datetim
         stmt = stmt.where(Run.started_at < _utc_param(until))
     if status:
         stmt = stmt.where(Run.status == status)
-    stmt = _paged(stmt.order_by(Run.started_at.desc(), Run.id.desc()), limit, offset)
-    return [run_row(row.Run, _live_counts(row)) for row in session.execute(stmt)]
+    runs = list(session.scalars(_paged(stmt.order_by(Run.started_at.desc(), Run.id.desc()), limit, offset)))
+    counts = _run_counts(session, [r.id for r in runs])
+    return [run_row(r, counts[r.id]) for r in runs]
 
 
 def get_run(session: Session, run_id: int) -> RunRow | None:
-    counts = _run_counts_subquery()
-    stmt = select(Run, *[c for c in counts.c if c.name != "run_id"]).outerjoin(counts, counts.c.run_id == Run.id)
-    row = session.execute(stmt.where(Run.id == run_id)).first()
-    return None if row is None else run_row(row.Run, _live_counts(row))
+    run = session.get(Run, run_id)
+    return None if run is None else run_row(run, _run_counts(session, [run_id])[run_id])
 
 
 def _frame_order(order: str) -> list[Any]:

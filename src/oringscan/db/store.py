@@ -148,10 +148,12 @@ def sqlite_path(url: str) -> Path | None:
 class InspectionStore:
     """Inspection records in any SQLAlchemy database; the schema is migrated on open.
 
-    >>> store = InspectionStore("sqlite:///output/inspections.db")
-    >>> run_id = store.start_run(oring_type="model1", model_fingerprint="abc")
-    >>> frame_id = store.record_frame(run_id, result)   # one transaction
-    >>> store.finish_run(run_id)
+    Typical use::
+
+        store = InspectionStore("sqlite:///output/inspections.db")
+        run_id = store.start_run(oring_type="model1", model_fingerprint="abc")
+        frame_id = store.record_frame(run_id, result)   # one transaction
+        store.finish_run(run_id)
     """
 
     def __init__(self, url: str, *, migrate: bool = True, echo: bool = False) -> None:
@@ -180,7 +182,12 @@ class InspectionStore:
             _configure_sqlite(self.engine)
         elif self.dialect == "postgresql":
             _configure_postgresql(self.engine)
-        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads see one snapshot for the whole session (a page and its total agree): SQLite's
+        # transactions do that already, PostgreSQL needs REPEATABLE READ (never fails for readers).
+        read_engine = self.engine
+        if self.dialect == "postgresql":
+            read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
+        self._read = sessionmaker(read_engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(oringscan_write=True), expire_on_commit=False)
         if migrate:
             try:
@@ -202,12 +209,16 @@ class InspectionStore:
         from alembic import command
         from alembic.runtime.migration import MigrationContext
 
-        from oringscan.db.migrate import alembic_config, head_revision
+        from oringscan.db.migrate import alembic_config, head_revision, known_revision
 
         head = head_revision()
         with self.engine.connect() as conn:  # up to date (the usual case): a read, no write lock
-            if MigrationContext.configure(conn).get_current_revision() == head:
-                return head
+            current = MigrationContext.configure(conn).get_current_revision()
+        if current == head:
+            return head
+        if current is not None and not known_revision(current):
+            raise StoreError(f"{safe_url(self.url)}: the database schema (revision {current}) is newer than this "
+                             f"oringscan knows (head {head}); upgrade oringscan")
         cfg = alembic_config(self.url)
         with self.engine.connect().execution_options(oringscan_write=True) as conn:
             with conn.begin():
@@ -432,7 +443,9 @@ class InspectionStore:
             if n_skipped is not None:
                 run.n_skipped = int(n_skipped)
             session.flush()
-            return queries.run_row(run)
+            finished = queries.get_run(session, run_id)
+            assert finished is not None
+            return finished
 
     def add_review(self, frame_id: int, operator: str, decision: str, comment: str | None = None,
                    *, created_at: datetime | None = None) -> int:

@@ -274,7 +274,11 @@ def inspect_paths(
 
     Overlays of every non-good frame go to ``<output_root>/<model>/inspections/run-<id>/``.
     """
-    files = iter_image_files([Path(p) for p in paths], inspector.config.frame)
+    given = [Path(p) for p in paths]
+    files = iter_image_files(given, inspector.config.frame)
+    if not files:
+        where = ", ".join(str(p) for p in given) or "(no paths given)"
+        raise OringscanError(f"{where}: no frames found (looked for {', '.join(inspector.config.frame.extensions)})")
     run_id = start_run(store, inspector)
     overlay_dir = Path(output_root) / inspector.model / "inspections" / run_folder_name(run_id)
     recorder = FrameRecorder(inspector, store, run_id, reinspect=reinspect, save_overlays=save_overlays,

@@ -63,20 +63,18 @@ def _step(title: str) -> None:
     click.secho(f"\n== {title}", bold=True, err=True)
 
 
-def run_demo(
+def build_demo_models(
     workdir: Path | str,
     minutes: float = 3.0,
     seed: int = 42,
     plan: DemoPlan | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Synthesise, preprocess, fit screening, train segmentation, calibrate rework, inspect a batch."""
-    from rich.console import Console
+) -> tuple[Config, Path, Path, dict[str, Any]]:
+    """Steps 1-5 of the demo: data, tiles, screening, segmentation, rework rules.
 
-    from oringscan.db import InspectionStore
-    from oringscan.pipeline.batch import inspect_paths
-    from oringscan.pipeline.inspector import Inspector
-    from oringscan.pipeline.report import print_summary
+    Returns (config, data root, output root, segmentation summary); the config is also written to
+    ``<workdir>/demo.toml`` so the CLI commands can be run on the result.
+    """
     from oringscan.preprocess import preprocess_type
     from oringscan.rework_rules import calibrate_rules
     from oringscan.screening.fit import fit_screening
@@ -85,13 +83,10 @@ def run_demo(
 
     plan = plan or DemoPlan()
     workdir = Path(workdir)
-    data_root, output_root, line_root = workdir / "dataset", workdir / "output", workdir / "line"
+    data_root, output_root = workdir / "dataset", workdir / "output"
     config = demo_config(plan)
     workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "demo.toml"
-    config_path.write_text(config_to_toml(config), encoding="utf-8")
-    db_url = f"sqlite:///{(output_root / 'inspections.db').absolute().as_posix()}"
-    started = time.perf_counter()
+    (workdir / "demo.toml").write_text(config_to_toml(config), encoding="utf-8")
     timings = plan.timings_s
 
     def mark(name: str, since: float) -> None:
@@ -103,7 +98,7 @@ def run_demo(
                        n_rework=plan.n_rework, seed=seed, progress=progress, workers=plan.workers, size=plan.size)
     mark("synth", t)
 
-    _step("2/6 preprocessing: ring ROI, 640 px tiles, COCO split by frame")
+    _step(f"2/6 preprocessing: ring ROI, {plan.tile_size} px tiles, COCO split by frame")
     t = time.perf_counter()
     prep = preprocess_type(config, data_root, output_root, DEMO_MODEL, progress=progress, workers=plan.workers)
     mark("preprocess", t)
@@ -128,6 +123,33 @@ def run_demo(
     calib = calibrate_rules(config, data_root, output_root, DEMO_MODEL, progress=progress)
     mark("rework", t)
     click.echo(f"   {len(calib.rules.rule)} rules from {calib.frames_used} frames -> {calib.rules_path}", err=True)
+    return config, data_root, output_root, seg
+
+
+def run_demo(
+    workdir: Path | str,
+    minutes: float = 3.0,
+    seed: int = 42,
+    plan: DemoPlan | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Synthesise, preprocess, fit screening, train segmentation, calibrate rework, inspect a batch."""
+    from rich.console import Console
+
+    from oringscan.db import InspectionStore
+    from oringscan.pipeline.batch import inspect_paths
+    from oringscan.pipeline.inspector import Inspector
+    from oringscan.pipeline.report import print_summary
+    from oringscan.synth import synthesize_dataset
+
+    plan = plan or DemoPlan()
+    workdir = Path(workdir)
+    started = time.perf_counter()
+    config, _data_root, output_root, seg = build_demo_models(workdir, minutes, seed, plan, progress)
+    line_root = workdir / "line"
+    config_path = workdir / "demo.toml"
+    db_url = f"sqlite:///{(output_root / 'inspections.db').absolute().as_posix()}"
+    timings = plan.timings_s
 
     _step(f"6/6 inspecting a fresh line batch ({plan.line_good} good, {plan.line_defect} defect, "
           f"{plan.line_rework} rework) into {db_url}")
@@ -138,7 +160,8 @@ def run_demo(
     store = InspectionStore(db_url)
     summary = inspect_paths(inspector, [line_root / "images"], store, output_root=output_root, reinspect=True,
                             progress=progress, station="demo")
-    mark("inspect", t)
+    store.dispose()
+    timings["inspect"] = round(time.perf_counter() - t, 1)
     timings["total"] = round(time.perf_counter() - started, 1)
 
     console = Console()

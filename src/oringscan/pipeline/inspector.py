@@ -238,8 +238,8 @@ class Inspector:
         result = inspection.result
         result.oring_type = self.model
         result.sha256 = sha256
-        if loaded.notes:
-            result.reasons.extend(f"note: {n}" for n in loaded.notes)
+        # How the frame was brought to size matters to a reviewer; a colour-to-gray conversion does not.
+        result.reasons.extend(f"note: {n}" for n in loaded.notes if "colour" not in n)
         timings["total"] = (time.perf_counter() - start) * 1000.0 + timings.get("read", 0.0)
         result.timings_ms = timings
         inspection.scale = loaded.scale

@@ -1,16 +1,16 @@
 """Ring geometry from the full-resolution ring mask: edges, fits, radial profile, metrics.
 
 How, and why this way:
-1. Pixel contours of the ring and the bore give a first circle each (cheap, on the ring's crop).
+1. Pixel contours of the ring and the bore give a first circle and ellipse each (on the crop).
 2. From the outer centre, ``angles`` rays sample the mask (bilinear) across both edges; each edge
    is where the ray leaves the rubber walking out of (outer) or into (inner) the wall's middle, so
-   lint and loose flash beyond a gap are never mistaken for the edge.
-3. Sub-pixel: along the same ray, the gray level crosses the midpoint between the local rubber and
-   belt levels; local levels make the edge independent of the global Otsu threshold, gradients
-   and polarity. Rays with too little contrast keep the mask edge.
-4. Robust fits: ellipse (cv2.fitEllipse) with iterative rejection of points that disagree with it
-   (flash, bites), then the algebraic circle on the same inliers. Flash cannot drag the fit that is
-   used to measure it.
+   lint and loose specks beyond a gap are never mistaken for the edge.
+3. Sub-pixel, with the frame: along the same ray the edge is where the gray level crosses the
+   midpoint of the *local* rubber and belt levels, reached by walking from the mask edge. Local
+   levels make it independent of the global Otsu threshold, gradients and polarity, and repair
+   mask notches where mottled rubber dips under the threshold. Flat rays keep the mask edge.
+4. Robust fits: least-trimmed-squares ellipse (cv2.fitEllipse) from several starts, then the
+   algebraic circle on the same inliers. Flash cannot drag the fit that is used to measure it.
 5. The radial profile is median-filtered over ``profile_median_deg`` (lint spikes and single noisy
    rays go, arcs of flash stay); protrusion and indentation are its excursions from the ellipse.
 """

@@ -40,8 +40,15 @@ def render_heatmap(
     base = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     weight = (alpha * np.clip((level - 0.3) / 0.4, 0.0, 1.0))[..., None]
     out = (base * (1 - weight) + colour * weight).astype(np.uint8)
+    thick = max(2, gray.shape[1] // 600)
+    if threshold is not None and np.isfinite(threshold):
+        # Defects can be a few pixels: ring every spot above the threshold so nobody has to search.
+        hot = (anomaly_map > threshold).astype(np.uint8)
+        contours, _ = cv2.findContours(hot, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        for c in contours:
+            (cx, cy), r = cv2.minEnclosingCircle(c)
+            cv2.circle(out, (int(cx), int(cy)), int(r) + 6 * thick, (0, 255, 255), thick, cv2.LINE_AA)
     if result is not None:
-        thick = max(2, gray.shape[1] // 600)
         for t in result.tiles:
             if t.flagged:
                 cv2.rectangle(out, (t.box.x, t.box.y), (t.box.x2 - 1, t.box.y2 - 1), (0, 0, 255), thick)
