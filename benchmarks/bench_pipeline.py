@@ -67,6 +67,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("oringscan-demo"))
     parser.add_argument("--frames", type=int, default=10, help="batch size (80%% good)")
     parser.add_argument("--minutes", type=float, default=3.0, help="segmentation training budget if models are missing")
+    parser.add_argument("--train-good", type=int, default=24,
+                        help="good frames to train on if models are missing (more = a steadier screening threshold)")
+    parser.add_argument("--train-defect", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
@@ -76,7 +79,8 @@ def main() -> None:
 
     if not models_ready(args.workdir):
         print(f"no demo models in {args.workdir}: training them the demo's way first")
-        build_demo_models(args.workdir, minutes=args.minutes, plan=DemoPlan())
+        build_demo_models(args.workdir, minutes=args.minutes,
+                          plan=DemoPlan(n_good=args.train_good, n_defect=args.train_defect, n_rework=3))
     config = load_config(args.workdir / "demo.toml")
     n_defect = max(1, round(args.frames * 0.2))
     n_good = args.frames - n_defect

@@ -21,7 +21,7 @@ def browser_executable():
 
 
 def test_review_a_frame_in_chromium(tmp_path, browser_executable) -> None:
-    db = make_sample_db(tmp_path, n_frames=20, seed=5)
+    db = make_sample_db(tmp_path, n_frames=20, seed=5, with_broken=False)
     waiting_before = db.store.review_queue(limit=None).total
     with served_dashboard(db.url, db.root, db.root) as base_url, chromium(browser_executable) as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

@@ -146,6 +146,19 @@ def test_frame_view_fired_rules_for_rework(sample: SampleDb, monkeypatch) -> Non
     assert any(c.value == f"Fired rules: {', '.join(fired)}" for c in at.caption)
 
 
+@pytest.mark.parametrize("verdict", ["good", "error", "suspect"])
+def test_frame_view_of_every_other_verdict(sample: SampleDb, monkeypatch, verdict: str) -> None:
+    frame = sample.store.frames(verdict=verdict, order="oldest", limit=1).items[0]  # not the broken extras
+    at = app_test(sample.settings(), monkeypatch, FRAME, frame=str(frame.id))
+    assert_clean(at)
+    assert at.title[0].value == f"Frame #{frame.id}: {verdict}"
+    assert len(at.get("image")) == 1
+    if verdict == "error":  # the reason is shown as the page's one error line
+        assert [e.value for e in at.error] == [frame.error] and "no ring found" in frame.error
+    else:
+        assert not at.error
+
+
 def test_frame_whose_image_is_gone_still_shows_its_record(sample: SampleDb, monkeypatch) -> None:
     at = app_test(sample.settings(), monkeypatch, FRAME, frame=str(sample.gone_id))
     assert_clean(at)
@@ -251,3 +264,66 @@ def test_without_settings_the_page_says_how_to_start(monkeypatch) -> None:
     at = AppTest.from_file(str(APP_SCRIPT), default_timeout=30).run()
     assert_clean(at)
     assert "oringscan dashboard" in at.error[0].value
+
+
+def test_a_file_that_is_not_a_database_gets_one_line(tmp_path, monkeypatch) -> None:
+    broken = tmp_path / "inspections.db"
+    broken.write_bytes(b"this is not an SQLite file" * 100)
+    at = app_test(DashboardSettings(f"sqlite:///{broken.as_posix()}", [tmp_path]), monkeypatch)
+    assert_clean(at)
+    assert len(at.error) == 1 and "inspections.db" in at.error[0].value
+    assert "\n" not in at.error[0].value.strip()
+
+
+@pytest.mark.postgres
+def test_every_page_on_postgresql(tmp_path, monkeypatch) -> None:
+    """The same pages on PostgreSQL (a database of its own, dropped afterwards)."""
+    import os
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = os.environ.get("ORINGSCAN_TEST_PG_URL")
+    if not server:
+        pytest.skip("ORINGSCAN_TEST_PG_URL is not set (start PostgreSQL as .ci/run does)")
+    name = f"oringscan_dash_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))  # a generated name, not user text
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    try:
+        from oringscan.dashboard.sample import fill_sample_database
+
+        store = InspectionStore(url)
+        root = tmp_path / "pg frames"
+        fill_sample_database(store, root, 30, seed=2, n_images=3, shape=(512, 612), days=3,
+                             verdict_shares={"good": 0.4, "defect": 0.3, "suspect": 0.15, "rework": 0.15})
+        settings = DashboardSettings(url, [root])
+        at = app_test(settings, monkeypatch)
+        assert_clean(at)
+        assert at.metric[0].value == f"{store.review_queue().total:,}"
+        frame = store.frames(verdict="defect", limit=1).items[0]
+        for page, query in ((FRAME, {"frame": str(frame.id)}), (OVERVIEW, {}), (RUNS, {})):
+            at = app_test(settings, monkeypatch, page, **query)
+            assert_clean(at)
+            assert not at.error
+        store.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_queue_date_filter_takes_whole_utc_days(sample: SampleDb, monkeypatch) -> None:
+    from datetime import timedelta
+
+    first = sample.store.frames(order="oldest", limit=1).items[0].inspected_at.date()
+    at = app_test(sample.settings(page_size=200), monkeypatch)
+    at.date_input(key="q_dates").set_value((first, first + timedelta(days=1))).run()
+    assert_clean(at)
+    table = _queue_table(at)
+    days = {d[:10] for d in table["inspected (UTC)"]}
+    assert days and days <= {str(first), str(first + timedelta(days=1))}
+    expected = sample.store.review_queue(since=first, until=first + timedelta(days=2), limit=None)
+    assert sorted(table["frame"]) == sorted(r.id for r in expected.items)

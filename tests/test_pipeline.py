@@ -23,6 +23,8 @@ from oringscan.pipeline.batch import start_run
 from oringscan.synth import render_frame
 from oringscan.types import Verdict
 
+pytest_plugins = ("conftest_db",)  # db_url: a fresh SQLite file, and a PostgreSQL schema when a server is set
+
 STAGES = {"normalize", "roi", "tiles", "screening", "rework", "total"}
 
 
@@ -125,9 +127,9 @@ EXPECTED_ERRORS = {
 
 
 def test_batch_records_every_frame_and_goes_on_after_broken_files(
-    tiny_models: TinyModels, messy_batch: dict[str, Path], tmp_path: Path
+    tiny_models: TinyModels, messy_batch: dict[str, Path], tmp_path: Path, db_url: str
 ):
-    url = f"sqlite:///{(tmp_path / 'records.db').as_posix()}"
+    url = db_url
     out = tmp_path / "out dir"
     shutil.copytree(tiny_models.output_root / "model1", out / "model1",
                     ignore=shutil.ignore_patterns("images", "annotations", "runs", "inspections"))
@@ -164,7 +166,8 @@ def test_batch_records_every_frame_and_goes_on_after_broken_files(
     assert flagged
     for f in flagged:
         overlay = Path(f.overlay_path)
-        assert overlay.parent == out / "model1" / "inspections" / f"run-{f.run_id}"
+        assert overlay.parent.parent == out / "model1" / "inspections"
+        assert overlay.parent.name.startswith(f"run-{f.run_id}_")
         picture = cv2.imread(str(overlay))
         assert picture is not None and picture.shape[1] == SIZE[0] // 2
         assert overlay.with_name(overlay.stem + "_heat.png").is_file()

@@ -14,14 +14,14 @@ from oringscan.pipeline.demo import DemoPlan, run_demo
 
 @pytest.mark.slow
 def test_demo_fills_a_database_and_prints_the_dashboard_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    plan = DemoPlan(n_good=6, n_defect=3, n_rework=1, line_good=4, line_defect=1, line_rework=0, size=(612, 512),
+    plan = DemoPlan(n_good=5, n_defect=2, n_rework=1, line_good=3, line_defect=1, line_rework=0, size=(612, 512),
                     tile_size=160, overlap=20, input_size=None, workers=1)
     workdir = tmp_path / "demo dir"
     out = run_demo(workdir, minutes=0.05, seed=3, plan=plan, progress=False)
-    assert sum(out["counts"].values()) == 5
+    assert sum(out["counts"].values()) == 4
     store = InspectionStore(out["db_url"])
     frames = store.frames(limit=None)
-    assert len(frames) == 5 and {f.run_id for f in frames} == {out["run_id"]}
+    assert len(frames) == 4 and {f.run_id for f in frames} == {out["run_id"]}
     assert all(f.station == "demo" for f in frames)
     assert store.run(out["run_id"]).status == "done"
     store.dispose()

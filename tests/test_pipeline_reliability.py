@@ -20,6 +20,8 @@ from oringscan.cli.main import cli
 from oringscan.db import InspectionStore, StoreError
 from oringscan.frames import sha256_of
 
+pytest_plugins = ("conftest_db",)  # db_url: a fresh SQLite file, and a PostgreSQL schema when a server is set
+
 N_FRAMES = 6
 
 
@@ -31,7 +33,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX only")
-def test_sigkill_halfway_then_rerun_leaves_one_record_per_frame(tiny_models: TinyModels, tmp_path: Path):
+def test_sigkill_halfway_then_rerun_leaves_one_record_per_frame(tiny_models: TinyModels, tmp_path: Path, db_url: str):
     batch = tmp_path / "frames"
     batch.mkdir()
     sources = sorted((tiny_models.data_root / "images").rglob("*.bmp"))[:N_FRAMES]
@@ -40,7 +42,7 @@ def test_sigkill_halfway_then_rerun_leaves_one_record_per_frame(tiny_models: Tin
         shutil.copy(src, batch / f"{i:02d}_{src.name}")
     shas = {sha256_of(p) for p in batch.iterdir()}
     assert len(shas) == N_FRAMES
-    url = f"sqlite:///{(tmp_path / 'line.db').as_posix()}"
+    url = db_url
     args = ["inspect", "--config", str(tiny_models.config_path), "--output", str(tiny_models.output_root),
             "--model", "model1", str(batch), "--db", url, "--no-progress", "--no-save-vis"]
     env = {**os.environ, "ORINGSCAN_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

@@ -42,7 +42,7 @@ def test_rules_round_trip_with_comments(tmp_path: Path) -> None:
     save_rules(path, rules, header="rules for model1\nsecond line")
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# rules for model1\n# second line")
-    assert "# outer radius (least-squares circle) [px]" in text
+    assert "# outer radius (mean semi-axis of the robust ellipse fit) [px]" in text
     assert "calibrated = { lower = 640.5, upper = 660.25, mean = 650.0, std = 4.0, n = 30 }" in text
     assert load_rules(path) == rules
 
@@ -226,6 +226,15 @@ def test_calibrate_reads_the_training_split(data_root: Path, tmp_path: Path) -> 
     report = calibrate_rules(Config(), data_root, output, "model1", progress=False, write=False)
     assert report.frames_used == 3 and not report.written
     assert not (output / "model1" / "rework_rules.toml").exists()
+
+
+def test_split_from_another_data_root_is_a_clear_error(tmp_path: Path) -> None:
+    ann = tmp_path / "out" / "model1" / "annotations"
+    ann.mkdir(parents=True)
+    images = [{"id": 1, "file_name": "t.png", "source_image": "images/model1good/a.bmp"}]
+    (ann / "train.json").write_text(json.dumps({"images": images}), encoding="utf-8")
+    with pytest.raises(CalibrationError, match="pass the --data that preprocess used"):
+        training_good_frames(Config(), tmp_path / "elsewhere", tmp_path / "out", "model1")
 
 
 def test_calibration_errors_are_one_line(tmp_path: Path) -> None:

@@ -212,7 +212,12 @@ def _fit_circle(points: np.ndarray) -> Circle | None:
 
 
 def ring_geometry(gray: np.ndarray, roi_config: Any = None) -> RingGeometry:
-    """Find the ring in the frame and fit circles to its outer and inner edges."""
+    """Find the ring and its outer and bore edges with fitted circles.
+
+    The rework rules' own measurement (sub-pixel edges along rays) is used when it can measure the
+    ring, so the drawing matches the numbers in the measurement table; otherwise the edges of the
+    ring mask (a broken or edge-touching ring still gets a picture).
+    """
     from oringscan.roi import find_ring
 
     try:
@@ -222,6 +227,16 @@ def ring_geometry(gray: np.ndarray, roi_config: Any = None) -> RingGeometry:
     geometry = RingGeometry(notes=[roi.reason] if roi.reason else [])
     if roi.ring_mask is None:
         return geometry
+    try:
+        from oringscan.rework_rules import measure_ring
+
+        measured = measure_ring(roi, None, gray)
+        geometry.outer_contour = measured.edge_points("outer")
+        geometry.inner_contour = measured.edge_points("inner")
+        geometry.outer, geometry.inner = _fit_circle(geometry.outer_contour), _fit_circle(geometry.inner_contour)
+        return geometry
+    except Exception as exc:  # not measurable (or the rules part unavailable): use the mask's edges
+        geometry.notes.append(f"edges from the ring mask ({type(exc).__name__}: {exc})")
     mask = roi.ring_mask.astype(np.uint8)
     contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
     if not contours:

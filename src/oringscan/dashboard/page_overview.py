@@ -87,7 +87,8 @@ def render() -> None:
     ui.keep_widget_state(*FILTER_KEYS)
     c1, c2 = st.columns([1, 1])
     chosen_types = c1.multiselect("Type", types, key="o_types", placeholder="all types")
-    dates: Any = c2.date_input("Days (UTC)", value=(), min_value=span[0], max_value=span[1], key="o_dates")
+    empty_range = {} if "o_dates" in st.session_state else {"value": ()}  # a kept value must not meet a default
+    dates: Any = c2.date_input("Days (UTC)", min_value=span[0], max_value=span[1], key="o_dates", **empty_range)
     ui.remember_widget_state(*FILTER_KEYS)
     since = until = None
     if isinstance(dates, tuple | list) and dates:

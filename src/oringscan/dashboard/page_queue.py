@@ -103,8 +103,9 @@ def render() -> None:
     chosen_verdicts = c2.multiselect("Verdict", list(REVIEW_VERDICTS), key="q_verdicts", placeholder="defect, suspect, rework")
     chosen_runs = c3.multiselect("Run", list(run_labels), format_func=lambda i: run_labels.get(i, f"#{i}"), key="q_runs",
                                  placeholder="all runs")
-    dates: Any = c4.date_input("Inspected (UTC days)", value=(), key="q_dates",
-                               min_value=span[0] if span else None, max_value=span[1] if span else None)
+    empty_range = {} if "q_dates" in st.session_state else {"value": ()}  # a kept value must not meet a default
+    dates: Any = c4.date_input("Inspected (UTC days)", key="q_dates", min_value=span[0] if span else None,
+                               max_value=span[1] if span else None, **empty_range)
     order = c5.radio("Order", list(ORDERS), format_func=ORDERS.get, key="q_order", horizontal=False)
     include_reviewed = st.toggle("Show reviewed frames too", key="q_reviewed")
     since = until = None

@@ -98,3 +98,16 @@ def remember_widget_state(*keys: str) -> None:
 
 def utc_text(value: Any) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def guarded(render: Any) -> None:
+    """Run a page; a database or oringscan error becomes one line on the page, not a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        render()
+    except OringscanError as exc:
+        st.error(str(exc))
+    except SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        st.error(f"{safe_url(settings().db_url)}: database error: {first[0] if first else type(exc).__name__}")

@@ -127,6 +127,7 @@ class BatchSummary:
     seconds: float = 0.0
     overlay_dir: Path | None = None
     interrupted: bool = False
+    kind: str = "inspect"
 
     @property
     def counts(self) -> dict[str, int]:
@@ -252,9 +253,9 @@ def start_run(store: Any | None, inspector: Inspector, *, kind: str = "inspect",
 
 
 def run_folder_name(run_id: Any) -> str:
-    if run_id is None:
-        return datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")
-    return f"run-{run_id}"
+    """``run-<id>_<UTC start>``: unique even when two databases share one output folder."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"run_{stamp}" if run_id is None else f"run-{run_id}_{stamp}"
 
 
 def inspect_paths(
@@ -272,7 +273,7 @@ def inspect_paths(
 ) -> BatchSummary:
     """Inspect files, folders and globs; every frame ends as one record (or is skipped as done).
 
-    Overlays of every non-good frame go to ``<output_root>/<model>/inspections/run-<id>/``.
+    Overlays of every non-good frame go to ``<output_root>/<model>/inspections/run-<id>_<time>/``.
     """
     given = [Path(p) for p in paths]
     files = iter_image_files(given, inspector.config.frame)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ def open_store(url: str) -> Any:
               help="SQLAlchemy URL of the inspection database [default: sqlite:///<output>/inspections.db].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array (one object per frame) on stdout.")
 @click.option("--save-vis/--no-save-vis", "save_vis", default=None,
-              help="Overlay pictures of every non-good frame under <output>/<model>/inspections/run-<id>/ "
+              help="Overlay pictures of every non-good frame under <output>/<model>/inspections/run-<id>_<time>/ "
                    "[default: pipeline.save_overlays, on].")
 @click.option("--reinspect", is_flag=True, help="Inspect frames again even if the database has them with these models.")
 @click.option("--station", default=None, help="Station name stored with every frame.")
@@ -94,7 +95,7 @@ def watch_command(
 
     A file is taken once it is complete (size stable across scans and decodable); files already
     there when the watcher starts are inspected too, unless the database has them already.
-    Prints one line per frame.
+    Prints one line per frame; Ctrl-C or SIGTERM stops it after the current frame.
 
     \b
     Example:
@@ -116,6 +117,8 @@ def watch_command(
                              overlay_dir=overlay_dir, station=station)
     click.echo(f"watching {folder} for {model} frames (Ctrl-C to stop); records go to {url}", err=True)
     stop = threading.Event()
+    # A service manager stops the watcher with SIGTERM: finish the current frame, close the run.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     summary = watch_folder(recorder, folder, poll_s=poll_s, stable_polls=stable_polls, stop=stop,
                            on_result=lambda r: click.echo(result_line(r)))
     finish_run(store, run_id, summary)

@@ -23,7 +23,7 @@ def results_json(results: list[InspectionResult]) -> str:
 
 def summary_tables(summary: BatchSummary, db_url: str | None = None, max_listed: int = 15) -> list[Table]:
     """Counts per verdict with time per stage, then the non-good frames with their first reason."""
-    counts = Table(title=f"oringscan inspect: {summary.model} (run {summary.run_id})", title_justify="left")
+    counts = Table(title=f"oringscan {summary.kind}: {summary.model} (run {summary.run_id})", title_justify="left")
     counts.add_column("verdict")
     counts.add_column("frames", justify="right")
     counts.add_column("share", justify="right")
@@ -34,7 +34,8 @@ def summary_tables(summary: BatchSummary, db_url: str | None = None, max_listed:
     if summary.skipped:
         counts.add_row("skipped (already inspected)", str(len(summary.skipped)), "")
     counts.add_section()
-    counts.add_row("frames/s", f"{summary.frames_per_s:.2f}", "")
+    if summary.kind == "inspect":  # a watcher's wall time is mostly waiting for the camera
+        counts.add_row("frames/s", f"{summary.frames_per_s:.2f}", "")
     timings = summary.mean_timings()
     for stage in STAGES:
         if stage in timings:

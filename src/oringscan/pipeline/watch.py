@@ -92,7 +92,7 @@ def watch_folder(
     folder = Path(folder)
     inspector = recorder.inspector
     summary = summary or BatchSummary(recorder.run_id, inspector.model, inspector.fingerprint,
-                                      overlay_dir=recorder.overlay_dir)
+                                      overlay_dir=recorder.overlay_dir, kind="watch")
     watcher = FolderWatcher(recorder, folder, poll_s, stable_polls, give_up_s)
     stop = stop or threading.Event()
     start = time.perf_counter()

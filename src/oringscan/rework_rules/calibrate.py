@@ -95,11 +95,17 @@ def training_good_frames(config: Config, data_root: Path, output_root: Path, mod
             raise CalibrationError(f"{train_json}: not valid JSON: {exc}") from None
         sources = sorted({img["source_image"] for img in coco.get("images", []) if img.get("source_image")})
         if sources:
-            frames = []
+            frames, found = [], 0
             for src in sources:
                 path = _resolve_source(Path(src), data_root, output_root / model, good_dir)
+                found += path is not None and path.is_file()
                 if path is not None and _in_folder(path, good_dir, otype.good_folder):
                     frames.append(path)
+            if found == 0:
+                raise CalibrationError(
+                    f"{train_json}: none of its {len(sources)} source images exist under the data root {data_root} "
+                    "(pass the --data that preprocess used)"
+                )
             return frames, f"{len(frames)} good frames of the training split ({train_json})"
         log.warning("%s: no source_image fields; using all good frames in %s", train_json, good_dir)
     if not good_dir.is_dir():

@@ -85,7 +85,7 @@ class EdgeProfile:
     radius: np.ndarray  # sub-pixel edge distance from the ray origin per angle (NaN: not found)
     smooth: np.ndarray  # median-filtered, gaps interpolated
     ellipse: EllipseFit
-    circle: CircleFit
+    circle: CircleFit  # algebraic least-squares circle on the ellipse's inliers (for reference)
     fit_radius: np.ndarray  # ellipse distance along each ray
     excess: np.ndarray  # material beyond the fit, px (positive: protrusion, negative: indentation)
     inliers: np.ndarray  # rays used for the fits
@@ -427,7 +427,9 @@ def measure_ring(
     # the RMS radius, ~(a-b)^2/8r larger).
     outer_radius, inner_radius = (ell_o.a + ell_o.b) / 2, (ell_i.a + ell_i.b) / 2
     mean_radius = (outer_radius + inner_radius) / 2
-    centre_gap = math.hypot(cir_i.cx - cir_o.cx, cir_i.cy - cir_o.cy)
+    # Centres of the robust ellipses: a circle fitted to an oval edge with a flash arc left out is
+    # pulled off-centre (by ~1 px at 0.5 % ovality); the ellipse is not.
+    centre_gap = math.hypot(ell_i.cx - ell_o.cx, ell_i.cy - ell_o.cy)
     values: dict[str, float] = {
         "outer_radius": outer_radius,
         "inner_radius": inner_radius,

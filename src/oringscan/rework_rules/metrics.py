@@ -30,15 +30,15 @@ class MetricInfo:
 
 
 _METRICS = [
-    MetricInfo("outer_radius", "length", "outer radius (least-squares circle)", "both", message="outer radius out of tolerance"),
-    MetricInfo("inner_radius", "length", "inner (bore) radius (least-squares circle)", "both", message="inner radius out of tolerance"),
+    MetricInfo("outer_radius", "length", "outer radius (mean semi-axis of the robust ellipse fit)", "both", message="outer radius out of tolerance"),
+    MetricInfo("inner_radius", "length", "inner (bore) radius (mean semi-axis of the robust ellipse fit)", "both", message="inner radius out of tolerance"),
     MetricInfo("mean_radius", "length", "mean of outer and inner radius", "both", message="mean radius out of tolerance"),
     MetricInfo("wall_min", "length", "thinnest wall along the radial profile", "both", message="wall too thin somewhere"),
     MetricInfo("wall_max", "length", "thickest wall along the radial profile", "both", message="wall too thick somewhere"),
     MetricInfo("wall_mean", "length", "mean wall thickness", "both"),
     MetricInfo("wall_range", "length", "wall max - min", "upper", message="uneven wall thickness"),
     MetricInfo("wall_ratio", "ratio", "wall max / min", "upper", message="uneven wall thickness"),
-    MetricInfo("concentricity_px", "length", "distance between inner and outer circle centres", "upper", message="bore off-centre"),
+    MetricInfo("concentricity_px", "length", "distance between inner and outer centres (robust ellipses)", "upper", message="bore off-centre"),
     MetricInfo("concentricity_pct", "percent", "centre distance as % of the mean radius", "upper", message="bore off-centre"),
     MetricInfo("outer_circularity", "ratio", "4*pi*area/perimeter^2 of the outer edge (1 = circle)", "lower", message="outer edge not round"),
     MetricInfo("annular_area", "area", "ring area between the edges (bore excluded)", "both"),

@@ -96,9 +96,12 @@ def draw_measurement(image: np.ndarray, report: ReworkReport, title: str = "") -
         )
         for edge in (m.outer, m.inner):
             cv2.polylines(canvas, [_pts(_ellipse_poly(edge.ellipse))], True, _CYAN, 1, cv2.LINE_AA, _SHIFT)
-            c = edge.circle
-            cv2.circle(canvas, (round(c.cx * 16), round(c.cy * 16)), round(c.r * 16), _RED if global_fired else _GREEN, thick, cv2.LINE_AA, _SHIFT)
-            cv2.drawMarker(canvas, (round(c.cx), round(c.cy)), _RED if global_fired else _GREEN, cv2.MARKER_CROSS, 24, thick)
+            # The ring's circle as the metrics see it: ellipse centre, mean semi-axis as radius.
+            e = edge.ellipse
+            cx, cy, r = e.cx, e.cy, (e.a + e.b) / 2
+            colour = _RED if global_fired else _GREEN
+            cv2.circle(canvas, (round(cx * 16), round(cy * 16)), round(r * 16), colour, thick, cv2.LINE_AA, _SHIFT)
+            cv2.drawMarker(canvas, (round(cx), round(cy)), colour, cv2.MARKER_CROSS, 24, thick)
         for name in ("outer", "inner"):
             cv2.polylines(canvas, [_pts(m.edge_points(name))], True, _YELLOW, 1, cv2.LINE_AA, _SHIFT)
         for name, flags in out_of_limit_arcs(m, result.checks).items():

@@ -182,14 +182,21 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
-def build_extractor(backbone: str, layers: list[str], weights: Path | None) -> tuple[nn.Module, str | None]:
-    """The feature extractor and where its weights came from (None: random init or not needed)."""
+def build_extractor(
+    backbone: str, layers: list[str], weights: Path | None, lookup: bool = True
+) -> tuple[nn.Module, str | None]:
+    """The feature extractor and where its weights came from (None: random init or not needed).
+
+    ``lookup=False`` skips the weight search (a saved model brings its own extractor weights).
+    """
     if backbone == RINGTEXTURE:
         return RingTextureExtractor().eval(), None
     from anomalib.models.components import TimmFeatureExtractor
 
     torch.manual_seed(0)  # random init must be the same model every time
     extractor = TimmFeatureExtractor(backbone=backbone, layers=list(layers), pre_trained=False).eval()
+    if not lookup:
+        return extractor, None
     path = Path(weights) if weights is not None else find_cached_weights(backbone)
     if path is None:
         if backbone not in _warned_random_init:

@@ -76,11 +76,13 @@ def _versions() -> dict[str, str]:
     }
 
 
-def build_patchcore(backbone: str, layers: list[str], num_neighbors: int, weights: Path | None):
+def build_patchcore(
+    backbone: str, layers: list[str], num_neighbors: int, weights: Path | None, lookup: bool = True
+) -> tuple[Any, str | None]:
     """anomalib's PatchcoreModel around our extractor; returns (model, weights source or None)."""
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
-    extractor, source = build_extractor(backbone, layers, weights)
+    extractor, source = build_extractor(backbone, layers, weights, lookup=lookup)
     # Build with a cheap placeholder, then put our extractor in: anomalib's forward only calls it.
     model = PatchcoreModel(layers=["layer1"], backbone="resnet18", pre_trained=False, num_neighbors=num_neighbors)
     model.backbone, model.layers = backbone, list(layers)
@@ -299,7 +301,10 @@ class ScreeningModel:
             raise ModelFileError(bank_path, "memory bank missing or empty")
         if not torch.isfinite(bank).all():
             raise ModelFileError(bank_path, "memory bank holds NaN/inf values")
-        patchcore, _ = build_patchcore(meta.backbone, meta.layers, meta.num_neighbors, weights=None)
+        try:
+            patchcore, _ = build_patchcore(meta.backbone, meta.layers, meta.num_neighbors, weights=None, lookup=False)
+        except Exception as exc:  # noqa: BLE001 - an unknown backbone name in the metadata
+            raise ModelFileError(meta_path, f"cannot build backbone {meta.backbone!r}: {exc}") from None
         ext_state = {k.removeprefix("extractor."): v for k, v in tensors.items() if k.startswith("extractor.")}
         try:
             patchcore.feature_extractor.load_state_dict(ext_state, strict=True)

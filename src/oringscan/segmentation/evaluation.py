@@ -30,6 +30,8 @@ from oringscan.types import Instance
 
 log = logging.getLogger(__name__)
 
+COCO_SCORE_FLOOR = 0.05  # torchvision's default box_score_thresh
+
 
 def mask_iou(a: Instance, b: Instance) -> float:
     """IoU of two crop+offset masks without a frame-size array."""
@@ -106,6 +108,7 @@ def evaluate_segmentation(
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = segmenter.training
 
+    segmenter.model.roi_heads.score_thresh = COCO_SCORE_FLOOR  # AP integrates over low scores too
     outputs = predict_records(segmenter.model, records, segmenter.device, config.pipeline.tile_batch_size, progress)
     tile_metrics = coco_metrics(records, outputs, class_names, cfg.mask_threshold)
 

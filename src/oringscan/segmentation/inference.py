@@ -145,6 +145,9 @@ class Segmenter:
     ) -> list[list[Instance]]:
         """Per image, its instances (not stitched), placed at its offset."""
         offsets = list(offsets) if offsets is not None else [(0, 0)] * len(images)
+        # Boxes below the reporting threshold never reach the mask head (an unsure model would
+        # otherwise run it, and paste a tile-size mask, for 100 boxes per tile).
+        self.model.roi_heads.score_thresh = self.training.score_threshold
         results: list[list[Instance]] = []
         starts = range(0, len(images), max(1, batch_size))
         for start in tqdm(starts, desc="tiles", unit="batch", disable=not progress, leave=False):

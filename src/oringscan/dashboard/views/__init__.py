@@ -1,0 +1,1 @@
+"""Streamlit page scripts (run by app.py via st.navigation, not imported)."""
