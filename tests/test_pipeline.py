@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from pipeline_models import SIZE, TinyModels, session_tiny_models
+from conftest_pipeline import SIZE, TinyModels, session_tiny_models
 
 from oringscan.cli.main import cli
 from oringscan.db import FrameFilter, InspectionStore

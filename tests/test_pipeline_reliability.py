@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from pipeline_models import TinyModels, session_tiny_models
+from conftest_pipeline import TinyModels, session_tiny_models
 
 from oringscan.cli.main import cli
 from oringscan.db import InspectionStore, StoreError

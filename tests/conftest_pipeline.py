@@ -71,7 +71,7 @@ def build_tiny_models(root: Path, n_good: int = 8, n_defect: int = 4, n_rework: 
     return TinyModels(config, data_root, output_root, config_path)
 
 
-if __name__ == "__main__":  # time it: python tests/pipeline_models.py /tmp/somewhere
+if __name__ == "__main__":  # time it: python tests/conftest_pipeline.py /tmp/somewhere
     import sys
     import time
 
