@@ -129,14 +129,15 @@ def bench_stitch(repeats: int) -> dict:
     }
 
 
-def _child_memory(backbone: str, threads: int, checkpoint: str | None) -> None:
+def _child_memory(backbone: str, threads: int, checkpoint: str | None, frame_path: str) -> None:
     import torch
 
     torch.set_num_threads(threads)
     from oringscan.config import Config
+    from oringscan.frames import read_frame
 
     seg = _segmenter(backbone, checkpoint)
-    gray = _frame()
+    gray = read_frame(frame_path).image
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     prediction = seg.predict_frame(gray, Config())
@@ -147,15 +148,23 @@ def _child_memory(backbone: str, threads: int, checkpoint: str | None) -> None:
 
 
 def bench_memory(threads: int, checkpoint: str | None) -> dict:
+    import tempfile
+
+    from oringscan.frames import write_frame
+
     out = {}
+    frame_path = Path(tempfile.mkdtemp()) / "bench frame.bmp"
+    write_frame(frame_path, _frame())
     for backbone in ([BACKBONES[0]] if checkpoint else BACKBONES):
-        cmd = [sys.executable, __file__, "--child-memory", backbone, "--threads", str(threads)]
+        cmd = [sys.executable, __file__, "--child-memory", backbone, "--threads", str(threads), "--frame", str(frame_path)]
         if checkpoint:
             cmd += ["--checkpoint", checkpoint]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
         data = json.loads(result.stdout.strip().splitlines()[-1])
         out[data["backbone"]] = data
+    frame_path.unlink()
+    frame_path.parent.rmdir()
     return out
 
 
@@ -166,9 +175,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--json", dest="json_out", default=None)
     parser.add_argument("--child-memory", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--frame", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
-        _child_memory(args.child_memory, args.threads, args.checkpoint)
+        _child_memory(args.child_memory, args.threads, args.checkpoint, args.frame)
         return
     import logging
 

@@ -52,8 +52,8 @@ def build_tiny_models(root: Path, n_good: int = 8, n_defect: int = 4, n_rework: 
     from oringscan.config import config_to_toml
     from oringscan.preprocess import preprocess_type
     from oringscan.rework_rules import calibrate_rules
-    from oringscan.screening.fit import fit_screening
-    from oringscan.segmentation.engine import train_segmentation
+    from oringscan.screening import fit_screening
+    from oringscan.segmentation import train_segmentation
     from oringscan.synth import synthesize_dataset
 
     logging.getLogger("oringscan").setLevel(logging.ERROR)

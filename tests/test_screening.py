@@ -276,3 +276,19 @@ def test_pretrained_weights_from_cache_and_bad_file(tmp_path: Path, monkeypatch:
     bad.write_bytes(b"garbage")
     with pytest.raises(ModelFileError, match="bad.pth"):
         build_extractor("resnet18", ["layer2"], bad)
+
+
+def test_dark_rings_are_inverted_light_rings_kept() -> None:
+    from oringscan.config import Config
+    from oringscan.roi import find_ring
+    from oringscan.screening.model import light_ring
+    from oringscan.tiling import ring_tiles
+
+    cfg = Config()
+    for polarity, inverted in (("light", False), ("dark", True)):
+        gray = render_frame("good", np.random.default_rng(4), polarity=polarity).image
+        tiles, _ = ring_tiles(gray, find_ring(gray, cfg.roi), cfg)
+        for t in tiles:
+            out = light_ring(t.image)
+            assert (not np.array_equal(out, t.image)) == inverted
+            assert np.array_equal(out == 0, t.image == 0)  # the subtracted background stays 0

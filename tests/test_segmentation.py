@@ -243,3 +243,25 @@ def test_labelme_export_round_trips_polygons(tmp_path) -> None:
     full = inst.full_mask(2048, 2448)
     assert (canvas.astype(bool) & full).sum() / (canvas.astype(bool) | full).sum() > 0.9
     json.dumps(doc)  # JSON-ready
+
+
+def test_coco_metrics_score_perfect_predictions_one_and_none_zero(tmp_path) -> None:
+    from oringscan.segmentation.coco_eval import coco_metrics
+
+    type_dir = write_tiny_coco(tmp_path, counts={"test": (4, 2)}, seed=2)
+    records = load_coco_split(type_dir / "annotations" / "test.json", ["defect"])
+    perfect, empty = {}, {}
+    for r in records:
+        masks = torch.from_numpy(r.masks()).float()
+        boxes = torch.tensor([Instance("d", 1.0, m.astype(bool), (0, 0)).bbox for m in r.masks()], dtype=torch.float32)
+        boxes = boxes.reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
+        perfect[r.image_id] = {"boxes": boxes, "labels": torch.ones(len(masks), dtype=torch.int64),
+                               "scores": torch.full((len(masks),), 0.9), "masks": masks[:, None]}
+        empty[r.image_id] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+                             "scores": torch.zeros(0), "masks": torch.zeros(0, 1, r.height, r.width)}
+    good = coco_metrics(records, perfect, ["defect"])
+    assert good["segm"]["AP50"] == pytest.approx(1.0) and good["bbox"]["AP"] > 0.9
+    assert good["segm"]["per_class"]["defect"]["AP75"] == pytest.approx(1.0)
+    assert coco_metrics(records, empty, ["defect"])["segm"]["AP50"] == 0.0
+    assert coco_metrics([r for r in records if not r.is_defect], empty, ["defect"]) is None

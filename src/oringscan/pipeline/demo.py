@@ -77,8 +77,8 @@ def build_demo_models(
     """
     from oringscan.preprocess import preprocess_type
     from oringscan.rework_rules import calibrate_rules
-    from oringscan.screening.fit import fit_screening
-    from oringscan.segmentation.engine import train_segmentation
+    from oringscan.screening import fit_screening
+    from oringscan.segmentation import train_segmentation
     from oringscan.synth import synthesize_dataset
 
     plan = plan or DemoPlan()
@@ -120,7 +120,9 @@ def build_demo_models(
 
     _step("5/6 calibrating the rework rules on the good frames")
     t = time.perf_counter()
-    calib = calibrate_rules(config, data_root, output_root, DEMO_MODEL, progress=progress)
+    # Every good frame of the small set (not just the train split's few): steadier k-sigma limits.
+    good_frames = sorted((data_root / "images" / config.oring_type(DEMO_MODEL).good_folder).glob("*.bmp"))
+    calib = calibrate_rules(config, data_root, output_root, DEMO_MODEL, frames=good_frames, progress=progress)
     mark("rework", t)
     click.echo(f"   {len(calib.rules.rule)} rules from {calib.frames_used} frames -> {calib.rules_path}", err=True)
     return config, data_root, output_root, seg

@@ -160,8 +160,8 @@ class Inspector:
         that makes it.
         """
         from oringscan.rework_rules import ReworkChecker
-
-        ScreeningModel, Segmenter = _stage_classes()  # noqa: N806
+        from oringscan.screening import ScreeningModel
+        from oringscan.segmentation import Segmenter
 
         config.oring_type(model)
         paths = ModelPaths.for_type(config, Path(output_root), model)
@@ -308,19 +308,6 @@ class Inspector:
             return self.rework.check(roi, gray), None
         except OringscanError as exc:
             return ReworkResult(ReworkVerdict.ERROR, [str(exc)]), None
-
-
-def _stage_classes() -> tuple[Any, Any]:
-    """The screening and segmentation model classes (from the packages' public API when exported)."""
-    try:
-        from oringscan.screening import ScreeningModel
-    except ImportError:  # older package layout: the class lives in the submodule
-        from oringscan.screening.model import ScreeningModel
-    try:
-        from oringscan.segmentation import Segmenter
-    except ImportError:
-        from oringscan.segmentation.inference import Segmenter
-    return ScreeningModel, Segmenter
 
 
 def _resolve(device: str) -> str:

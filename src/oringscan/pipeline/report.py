@@ -21,7 +21,7 @@ def results_json(results: list[InspectionResult]) -> str:
     return json.dumps([r.to_json() for r in results], indent=2)
 
 
-def summary_tables(summary: BatchSummary, db_url: str | None = None, max_listed: int = 15) -> list[Table]:
+def summary_tables(summary: BatchSummary, max_listed: int = 15) -> list[Table]:
     """Counts per verdict with time per stage, then the non-good frames with their first reason."""
     counts = Table(title=f"oringscan {summary.kind}: {summary.model} (run {summary.run_id})", title_justify="left")
     counts.add_column("verdict")
@@ -40,13 +40,6 @@ def summary_tables(summary: BatchSummary, db_url: str | None = None, max_listed:
     for stage in STAGES:
         if stage in timings:
             counts.add_row(f"  {stage} ms/frame", f"{timings[stage]:.0f}", "")
-    caption = []
-    if db_url:
-        caption.append(f"database: {db_url}")
-    if summary.overlay_dir is not None and summary.overlay_dir.is_dir():
-        caption.append(f"overlays: {summary.overlay_dir}")
-    counts.caption = "\n".join(caption) or None
-    counts.caption_justify = "left"
     tables = [counts]
     flagged = [r for r in summary.results if r.verdict is not Verdict.GOOD]
     if flagged:
@@ -65,8 +58,12 @@ def summary_tables(summary: BatchSummary, db_url: str | None = None, max_listed:
 
 def print_summary(summary: BatchSummary, console: Console | None = None, db_url: str | None = None) -> None:
     console = console or Console()
-    for table in summary_tables(summary, db_url):
+    for table in summary_tables(summary):
         console.print(table)
+    if db_url:
+        console.print(f"database: {db_url}", soft_wrap=True, markup=False)
+    if summary.overlay_dir is not None and summary.overlay_dir.is_dir():
+        console.print(f"overlays: {summary.overlay_dir}", soft_wrap=True, markup=False)
 
 
 def result_line(result: InspectionResult) -> str:

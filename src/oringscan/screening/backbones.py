@@ -6,7 +6,7 @@ Two families:
   with ImageNet weights taken only from local caches (torch hub, timm/HF hub cache) or an explicit
   ``screening.weights`` path; otherwise random initialisation and one warning.
 * ``ringtexture``: a fixed, rotation-invariant filter bank built for light mottled rings (dark/bright
-  spot strength at two scales, gradient, local contrast, context brightness), pooled to 8 px cells.
+  spot strength at two scales, gradient, local contrast, context brightness, edge bending), pooled to 8 px cells.
   It needs no weights at all, which is what an air-gapped plant has; measured against random-init
   CNNs in ``benchmarks/bench_screening_accuracy.py``.
 
@@ -44,8 +44,8 @@ class RingTextureExtractor(nn.Module):
     unwrap would, but it works on the plain tiles the rest of the line uses.
     """
 
-    fine_channels = 8
-    coarse_channels = 3
+    fine_channels = 9
+    coarse_channels = 4
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,6 +80,13 @@ class RingTextureExtractor(nn.Module):
         dog_fine = g1 - F.interpolate(g3h, size=size, mode="bilinear", align_corners=False)
         dog_mid = g3h - F.interpolate(g8q, size=g3h.shape[-2:], mode="bilinear", align_corners=False)
         grad = self._grad(g1)
+        # Smaller eigenvalue of the structure tensor: ~0 on flat ring and along a smooth edge, high
+        # where an edge bends (bulges, bites, cut ends). Rotation invariant like everything here.
+        gxh = F.pad(g3h[..., :, 2:] - g3h[..., :, :-2], (1, 1, 0, 0), mode="replicate")
+        gyh = F.pad(g3h[..., 2:, :] - g3h[..., :-2, :], (0, 0, 1, 1), mode="replicate")
+        jxx, jyy, jxy = (self._smooth(t, 3, 2) for t in (gxh * gxh, gyh * gyh, gxh * gyh))
+        bend = 0.5 * ((jxx + jyy) - torch.sqrt((jxx - jyy) ** 2 + 4 * jxy * jxy + 1e-12)).clamp_min(0)
+        bend = torch.sqrt(bend + 1e-12)
         cells = (size[0] // 8, size[1] // 8)
 
         def pool(t: torch.Tensor, stride: int, op: str, out: tuple[int, int]) -> torch.Tensor:
@@ -99,6 +106,7 @@ class RingTextureExtractor(nn.Module):
                 pool(grad, 8, "max", cells),
                 pool(grad, 8, "avg", cells),
                 torch.sqrt(var1 + 1e-12),
+                pool(bend, 4, "max", cells),
             ],
             dim=1,
         )
@@ -108,6 +116,7 @@ class RingTextureExtractor(nn.Module):
                 pool(g8q, 4, "avg", coarse_cells),
                 pool(self._grad(g8q), 4, "max", coarse_cells),
                 pool(dog_mid.abs(), 8, "avg", coarse_cells),
+                pool(bend, 8, "max", coarse_cells),
             ],
             dim=1,
         )

@@ -335,7 +335,7 @@ def light_ring(tile: np.ndarray, margin_px: int = 24) -> np.ndarray:
     if float(np.median(ring)) >= float(np.median(belt)):
         return tile
     out = tile.copy()
-    out[inside] = 255 - tile[inside]
+    out[inside] = np.maximum(255 - tile[inside], 1)  # 0 stays reserved for the subtracted belt
     return out
 
 

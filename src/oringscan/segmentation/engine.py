@@ -154,6 +154,9 @@ def train_segmentation(
             history = [h for h in json.loads(history_path.read_text(encoding="utf-8")).get("epochs", []) if h["epoch"] < start_epoch]
         if bad_epochs >= cfg.patience:
             say(f"resume: early stopping had already ended this run at epoch {start_epoch}")
+        ignored = [k for k in ("lr", "momentum", "weight_decay") if overrides.get(k) is not None]
+        if ignored:
+            say(f"resume: {', '.join(ignored)} ignored, the optimizer continues with its saved state")
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -300,7 +303,7 @@ def _train_one_epoch(
     for step, (images, targets) in enumerate(bar):
         images = [img.to(device, non_blocking=True) for img in images]
         targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-        with torch.autocast(device_type="cuda", enabled=use_amp):
+        with torch.autocast(device_type=device.type, enabled=use_amp):
             loss_dict = net(images, targets)
             loss = sum(loss_dict.values())
         loss_value = float(loss.detach())

@@ -42,7 +42,7 @@ def resolve_device(name: str | None) -> torch.device:
 def run_model(model: torch.nn.Module, images: Sequence[torch.Tensor], device: torch.device) -> list[dict[str, torch.Tensor]]:
     """Raw torchvision outputs (on CPU) for a batch of 3xHxW float images."""
     batch = [img.to(device, non_blocking=True) for img in images]
-    with torch.autocast(device_type="cuda", enabled=device.type == "cuda"):
+    with torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
         outputs = model(batch)
     return [{k: v.detach().float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs]
 
