@@ -9,6 +9,11 @@ class OringscanError(Exception):
     """Base for every error the CLI prints as one line instead of a traceback."""
 
 
+def one_line(text: str) -> str:
+    """Collapse a message (which may quote a library's multi-line error) onto one line."""
+    return " ".join(str(text).split())
+
+
 class ConfigError(OringscanError):
     pass
 
@@ -18,15 +23,15 @@ class FrameError(OringscanError):
 
     def __init__(self, path: Path | str | None, problem: str) -> None:
         self.path = None if path is None else Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+        self.problem = one_line(problem)
+        super().__init__(f"{self.path}: {self.problem}" if self.path is not None else self.problem)
 
 
 class LabelError(OringscanError):
     def __init__(self, path: Path | str, problem: str) -> None:
         self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        self.problem = one_line(problem)
+        super().__init__(f"{self.path}: {self.problem}")
 
 
 class ModelFileError(OringscanError):
@@ -34,5 +39,5 @@ class ModelFileError(OringscanError):
 
     def __init__(self, path: Path | str, problem: str) -> None:
         self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        self.problem = one_line(problem)
+        super().__init__(f"{self.path}: {self.problem}")

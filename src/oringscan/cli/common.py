@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from oringscan.config import Config, load_config
-from oringscan.errors import OringscanError
+from oringscan.errors import OringscanError, one_line
 
 
 @dataclass(slots=True)
@@ -89,7 +89,7 @@ class OneLineErrors(click.Group):
         try:
             return super().invoke(ctx)
         except OringscanError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(one_line(str(exc))) from None
         except KeyboardInterrupt:
             raise click.Abort() from None
 
