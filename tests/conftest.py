@@ -19,3 +19,21 @@ try:  # torch is heavy: pin it only if installed
     torch.set_num_threads(int(os.environ.get("ORINGSCAN_TEST_THREADS", "2")))
 except ImportError:  # pragma: no cover
     pass
+
+
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _oringscan_logs_reach_caplog():
+    """CLI tests call setup_logging(), which stops propagation; caplog listens at the root."""
+    logger = logging.getLogger("oringscan")
+    propagate, handlers, level = logger.propagate, list(logger.handlers), logger.level
+    logger.propagate = True
+    logger.handlers[:] = []
+    yield
+    logger.propagate = propagate
+    logger.handlers[:] = handlers
+    logger.setLevel(level)

@@ -96,10 +96,16 @@ def test_limits_are_mean_plus_minus_k_sigma_on_the_right_sides() -> None:
     config = Config()
     rules = {r.metric: r for r in limits_from_values(values, config.rework)}
     radius = np.array([v["outer_radius"] for v in values])
-    k = config.rework.k_sigma
+    from oringscan.config import ReworkConfig
+    from oringscan.rework_rules.calibrate import effective_k
+
+    k = effective_k(config.rework, len(values))  # k widened for 40 samples (prediction interval)
     r = rules["outer_radius"]
     assert r.lower == pytest.approx(radius.mean() - k * radius.std(ddof=1), rel=1e-5)
     assert r.upper == pytest.approx(radius.mean() + k * radius.std(ddof=1), rel=1e-5)
+    literal = ReworkConfig(small_sample_correction=False)  # the plant's rule as written: k = 2.5
+    plain = {x.metric: x for x in limits_from_values(values, literal)}["outer_radius"]
+    assert plain.upper == pytest.approx(radius.mean() + 2.5 * radius.std(ddof=1), rel=1e-5)
     assert r.source == "calibrated" and r.calibrated is not None and r.calibrated.n == 40
     assert r.calibrated.lower == r.lower and r.calibrated.upper == r.upper
     assert rules["concentricity_px"].lower is None and rules["concentricity_px"].upper is not None
@@ -254,3 +260,15 @@ def test_rules_file_from_config_and_mm_names(tmp_path: Path) -> None:
     names = {r.metric for r in report.rules.rule}
     assert "outer_radius_mm" in names and "outer_radius" not in names
     assert all(math.isfinite(r.lower if r.lower is not None else r.upper) for r in report.rules.rule)
+
+
+def test_small_calibration_sets_widen_k_towards_the_plant_k():
+    from oringscan.config import ReworkConfig
+    from oringscan.rework_rules.calibrate import effective_k
+
+    cfg = ReworkConfig()
+    k10, k100, k5000 = (effective_k(cfg, n) for n in (10, 100, 5000))
+    assert k10 > k100 > k5000 > cfg.k_sigma
+    assert abs(k5000 - cfg.k_sigma) < 0.01
+    assert 3.2 < k10 < 3.6
+    assert effective_k(ReworkConfig(small_sample_correction=False), 10) == cfg.k_sigma

@@ -224,6 +224,9 @@ class ReworkConfig(_Section):
     """Ring geometry and its calibrated limits (see README "Rework rules")."""
 
     k_sigma: float = Field(default=2.5, gt=0)
+    # Widen k for small calibration sets so the limits keep k-sigma's coverage (Student t
+    # prediction interval); with hundreds of good frames this is k itself.
+    small_sample_correction: bool = True
     angles: int = Field(default=720, ge=90)
     subpixel: bool = True
     # Rules files live at output/<model>/rework_rules.toml unless a path is given here.

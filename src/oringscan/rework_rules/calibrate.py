@@ -163,6 +163,19 @@ def _margin_floor(name: str, cfg: ReworkConfig, mm_per_px: float | None, mean_ra
     return cfg.min_margin_ratio
 
 
+def effective_k(cfg: ReworkConfig, n: int) -> float:
+    """k widened for a small calibration set (a prediction interval with the same coverage).
+
+    mean +/- k*s from n samples underestimates the spread of the next part; for large n this is k.
+    """
+    if not cfg.small_sample_correction or n < 3:
+        return cfg.k_sigma
+    from scipy import stats
+
+    coverage = stats.norm.cdf(cfg.k_sigma)
+    return float(stats.t.ppf(coverage, df=n - 1) * math.sqrt(1.0 + 1.0 / n))
+
+
 def limits_from_values(
     values: Sequence[dict[str, float]], cfg: ReworkConfig, mm_per_px: float | None = None
 ) -> list[Rule]:
@@ -179,7 +192,7 @@ def limits_from_values(
         if len(data) < MIN_FRAMES:
             continue
         mean, std = float(data.mean()), float(data.std(ddof=1))
-        margin = max(cfg.k_sigma * std, _margin_floor(name, cfg, mm_per_px, mean_radius))
+        margin = max(effective_k(cfg, len(data)) * std, _margin_floor(name, cfg, mm_per_px, mean_radius))
         lower = mean - margin if info.side in ("both", "lower") else None
         upper = mean + margin if info.side in ("both", "upper") else None
         if base.endswith(("_protrusion_px", "_indentation_px")) and upper is not None:
