@@ -66,6 +66,37 @@ class LabelInstance:
         return max(w, h)
 
 
+LABELME_VERSION = "5.5.0"
+
+
+def polygon_shape(
+    label: str, points: Sequence[Sequence[float]], group_id: int | None = None, description: str = ""
+) -> dict[str, Any]:
+    """One polygon shape with LabelMe 5.x's keys in LabelMe's order."""
+    return {
+        "label": label,
+        "points": [[float(x), float(y)] for x, y in points],
+        "group_id": group_id,
+        "description": description,
+        "shape_type": "polygon",
+        "flags": {},
+        "mask": None,
+    }
+
+
+def labelme_document(shapes: list[dict[str, Any]], image_path: str, width: int, height: int) -> dict[str, Any]:
+    """A whole LabelMe 5.x file (``imageData`` null), as LabelMe writes it."""
+    return {
+        "version": LABELME_VERSION,
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": image_path,
+        "imageData": None,
+        "imageHeight": int(height),
+        "imageWidth": int(width),
+    }
+
+
 def read_labelme(json_path: Path | str) -> dict[str, Any]:
     """Parse a LabelMe file; raise LabelError (one line, naming the file) if it cannot be trusted."""
     json_path = Path(json_path)

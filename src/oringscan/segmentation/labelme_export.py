@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from oringscan.preprocess.labelme import labelme_document, polygon_shape
 from oringscan.types import Instance
-
-LABELME_VERSION = "5.5.0"
 
 
 def to_labelme(instances: Sequence[Instance], image_path: Path, json_path: Path, height: int, width: int) -> dict[str, Any]:
@@ -26,28 +25,12 @@ def to_labelme(instances: Sequence[Instance], image_path: Path, json_path: Path,
     shapes = []
     for index, inst in enumerate(instances):
         polys = inst.polygons()
+        description = f"score={inst.score:.3f} (oringscan prediction)"
+        group_id = index if len(polys) > 1 else None
         for poly in polys:
             points = [[round(poly[i], 1), round(poly[i + 1], 1)] for i in range(0, len(poly), 2)]
-            shapes.append(
-                {
-                    "label": inst.label,
-                    "points": points,
-                    "group_id": index if len(polys) > 1 else None,
-                    "shape_type": "polygon",
-                    "description": f"score={inst.score:.3f} (oringscan prediction)",
-                    "flags": {},
-                    "mask": None,
-                }
-            )
-    return {
-        "version": LABELME_VERSION,
-        "flags": {},
-        "shapes": shapes,
-        "imagePath": rel,
-        "imageData": None,
-        "imageHeight": int(height),
-        "imageWidth": int(width),
-    }
+            shapes.append(polygon_shape(inst.label, points, group_id, description))
+    return labelme_document(shapes, rel, width, height)
 
 
 def write_labelme(instances: Sequence[Instance], image_path: Path, json_path: Path, height: int, width: int) -> Path:

@@ -26,10 +26,12 @@ import shapely
 from shapely.geometry import LineString, MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from oringscan.preprocess.labelme import labelme_document as labelme_file
+from oringscan.preprocess.labelme import polygon_shape
+
 FULL_SIZE = (2448, 2048)  # width, height of the plant's camera frames
 DEFECT_LABELS = ("hole", "pit", "scratch", "cut", "bite", "bulge", "particle")
 REWORK_KINDS = ("bore_offset", "ovality", "flash")
-LABELME_VERSION = "5.5.0"
 TILE = 640  # defects are at most half a tile across
 
 FrameKind = Literal["good", "defect", "rework"]
@@ -626,27 +628,8 @@ def labelme_document(defects: list[Defect], image_path: str, width: int, height:
         if len(d.parts) > 1:
             group += 1
             group_id = group
-        for part in d.parts:
-            shapes.append(
-                {
-                    "label": d.label,
-                    "points": [[float(x), float(y)] for x, y in part],
-                    "group_id": group_id,
-                    "description": "",
-                    "shape_type": "polygon",
-                    "flags": {},
-                    "mask": None,
-                }
-            )
-    return {
-        "version": LABELME_VERSION,
-        "flags": {},
-        "shapes": shapes,
-        "imagePath": image_path,
-        "imageData": None,
-        "imageHeight": int(height),
-        "imageWidth": int(width),
-    }
+        shapes.extend(polygon_shape(d.label, part, group_id) for part in d.parts)
+    return labelme_file(shapes, image_path, width, height)
 
 
 def _defect_truth(d: Defect, group_id: int | None) -> dict[str, Any]:
