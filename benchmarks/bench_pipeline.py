@@ -54,7 +54,7 @@ def baseline(inspector: Inspector, frames: list[Path]) -> tuple[dict[Path, bool]
         tiles, _ = ring_tiles(item.frame.image, roi, config) if roi.usable else ([], 0)
         n_tiles += len(tiles)
         instances = inspector.segmenter.predict_tiles(tiles, batch_size=config.pipeline.tile_batch_size)
-        found[item.path] = bool(confident_defects(instances, config.pipeline))
+        found[item.path] = bool(confident_defects(instances, config.pipeline, inspector.gate))  # calibrated score
     return found, time.perf_counter() - start, n_tiles
 
 

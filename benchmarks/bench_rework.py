@@ -14,6 +14,17 @@ inflates on a shared machine.
 
 Targets (issue 5): recall >= 0.95 per kind, false rework <= 2 %, radii within +/- 1 px, flash
 height within +/- 2 px, <= 0.3 s per frame on one core (ROI included).
+
+Operating point (issue 11), old and new calibration side by side on the same measured frames::
+
+    python benchmarks/bench_rework.py --operating-point --train 40 --good 120 --per-kind 20
+
+For each renderer (``synth``: oringscan.synth model1; ``plantlike``: the independent renderer of
+tests/plantlike.py, one nominal ring size with moulding scatter, flash and ovality as rework),
+limits are calibrated from ``--train`` good frames the old way (k = 2.5 per rule, Student-t
+widened) and the new way (one common k for the whole rule set, rework's 2 % share of the line's
+false-reject budget); unseen good frames give the false-rework rate against the expected rate and
+its interval, rework frames the recall. Target: unseen good not passed <= 2.5 % at recall >= 0.95.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from oringscan.config import Config, ReworkConfig  # noqa: E402
-from oringscan.rework_rules import ReworkChecker, calibrate_from_values, measure_ring  # noqa: E402
+from oringscan.rework_rules import ReworkChecker, RulesFile, calibrate_from_values, measure_ring  # noqa: E402
 from oringscan.rework_rules.synthetic import draw_ring, random_scene, random_spec  # noqa: E402
 from oringscan.roi import find_ring  # noqa: E402
 
@@ -233,15 +244,131 @@ def print_report(name: str, res: dict[str, Any]) -> None:
         print(f"per-ray edge scatter on good frames: sub-pixel {en:.3f} px, mask edges {eb:.3f} px (ratio {en / eb:.2f})")
 
 
+# --- operating point (issue 11) ---------------------------------------------------------------------
+
+
+def _plantlike_scene(kind: str, rng: np.random.Generator) -> Any:
+    """A plant-like scene of one o-ring type: nominal 650/390 px with moulding scatter (sizes move
+    together), slight natural ovality; rework: flash 6-20 px on 10-90 deg, or ovality 3-8 %."""
+    import math
+
+    from plantlike import random_plant_scene
+
+    scene = random_plant_scene(rng, "dark" if rng.random() < 0.2 else "light")
+    shrink = rng.normal(0, 1)
+    scene.r_out = 650 + 3.0 * shrink + rng.normal(0, 0.6)
+    scene.r_in = 390 + 1.8 * shrink + rng.normal(0, 0.6)
+    scene.cx = 1224 + rng.uniform(-120, 120)
+    scene.cy = 1024 + rng.uniform(-120, 120)
+    scene.ellipticity = float(rng.uniform(-0.004, 0.004))
+    scene.n_pits = scene.n_scratches = 0  # surface defects are not geometry
+    if kind == "oval":
+        scene.ellipticity = float(rng.uniform(0.03, 0.08))
+    elif kind == "flash":
+        edge = "outer" if rng.random() < 0.5 else "inner"
+        scene.flash = [(float(rng.uniform(0, 2 * math.pi)), math.radians(rng.uniform(10, 90)), float(rng.uniform(6, 20)), edge)]
+    return scene
+
+
+def op_frames(source: str, kind: str, n: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    if source == "synth":
+        from oringscan.synth import render_frame
+
+        rework_kind = {"offset": "bore_offset", "oval": "ovality", "flash": "flash"}.get(kind)
+        for _ in range(n):
+            frame = render_frame("good" if kind == "good" else "rework", rng, oring_type="model1",
+                                 color=bool(rng.random() < 0.2), rework_kind=rework_kind)
+            yield _gray(frame.image)
+    else:
+        sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tests"))
+        from plantlike import render_plant_frame
+
+        for _ in range(n):
+            yield render_plant_frame(_plantlike_scene(kind, rng), seed=int(rng.integers(1 << 30))).image
+
+
+def run_operating_point(source: str, args: argparse.Namespace) -> dict[str, Any]:
+    from oringscan.rework_rules.calibrate import budgeted_limits, rate_lines
+
+    config = Config()
+    rng = np.random.default_rng(args.seed)
+    probe = ReworkChecker(RulesFile(), config=config.rework, roi_config=config.roi)
+    kinds = ("offset", "oval", "flash") if source == "synth" else ("oval", "flash")
+
+    def measure(kind: str, n: int) -> list[dict[str, float] | None]:
+        print(f"[{source}] {kind}: rendering and measuring {n} frames ...", file=sys.stderr, flush=True)
+        out = []
+        for gray in op_frames(source, kind, n, rng):
+            report = probe.inspect(gray)
+            out.append(None if report.measurement is None else report.measurement.values)
+        return out
+
+    train = [v for v in measure("good", args.train) if v is not None]
+    unseen = {kind: measure(kind, args.good if kind == "good" else args.per_kind) for kind in ("good", *kinds)}
+    results: dict[str, Any] = {"source": source, "train": len(train)}
+    for name, cfg, target in (("old: k = 2.5 per rule", ReworkConfig(k_sigma=2.5), None),
+                              ("new: budgeted rule set (2 %)", ReworkConfig(), 0.02)):
+        rules, rates = budgeted_limits(train, cfg, target)
+        checker = ReworkChecker(RulesFile(rule=rules), config=config.rework)
+        row: dict[str, Any] = {"k": rates.k_sigma, "expected": rates.expected, "low": rates.low, "high": rates.high,
+                               "loo": rates.loo_flagged, "notes": rate_lines(rates)[2:]}
+        fired: dict[str, int] = {}
+        for kind, values in unseen.items():
+            flagged = 0
+            for v in values:
+                result = None if v is None else _judge(checker, v)
+                flagged += result is None or result.verdict != "pass"
+                if kind == "good" and result is not None:
+                    for metric in result.fired:
+                        fired[metric] = fired.get(metric, 0) + 1
+            row[kind] = (flagged, len(values))
+        row["notes"] = row["notes"] + ([f"rules fired on unseen good frames: {fired}"] if fired else [])
+        results[name] = row
+    return results
+
+
+def print_operating_point(res: dict[str, Any]) -> None:
+    print(f"\n== rework operating point: {res['source']}, calibrated on {res['train']} good frames ==")
+    for name, row in res.items():
+        if not isinstance(row, dict):
+            continue
+        g, n = row["good"]
+        rate = g / max(n, 1)
+        recalls = {k: v[0] / max(v[1], 1) for k, v in row.items() if k in ("offset", "oval", "flash")}
+        from scipy import stats
+
+        m_low = 0.0 if g == 0 else float(stats.beta.ppf(0.05, g, n - g + 1))
+        m_high = 1.0 if g == n else float(stats.beta.ppf(0.95, g + 1, n - g))
+        # The expectation against what the unseen frames show (their own 90 % interval), and the
+        # stated interval against it (overlap: both can hold the true rate).
+        agrees = m_low <= row["expected"] <= m_high
+        overlap = row["low"] <= m_high and m_low <= row["high"]
+        ok = rate <= 0.025 and min(recalls.values()) >= 0.95
+        print(f"{name:30s} k={row['k']:.2f}  unseen good not passed {g}/{n} = {rate:.3f} (90% {m_low:.3f}-{m_high:.3f}; "
+              f"expected {row['expected']:.3f} {'inside' if agrees else 'OUTSIDE'}, stated interval "
+              f"{row['low']:.3f}-{row['high']:.3f} {'overlaps' if overlap else 'DISJOINT'}; held-out {row['loo']}/{res['train']})  "
+              + "  ".join(f"recall {k} {v:.2f}" for k, v in recalls.items())
+              + f"   target <=0.025 at recall >=0.95: {'OK' if ok else 'MISSED'}")
+        for note in row["notes"]:
+            print(f"    note: {note}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", choices=("synth", "rings", "both"), default="both")
+    parser.add_argument("--source", choices=("synth", "rings", "plantlike", "both"), default="both")
     parser.add_argument("--train", type=int, default=30, help="good frames to calibrate from")
     parser.add_argument("--good", type=int, default=60, help="held-out good frames (false rework)")
     parser.add_argument("--per-kind", type=int, default=20, help="frames per rework kind (recall)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--operating-point", action="store_true",
+                        help="old vs new calibration on unseen frames of both renderers (issue 11)")
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
+    if args.operating_point:
+        chosen_op = ["synth", "plantlike"] if args.source == "both" else [args.source]
+        for source in chosen_op:
+            print_operating_point(run_operating_point(source, args))
+        return 0
     sources = {"synth": synth_samples, "rings": ring_samples}
     chosen = list(sources) if args.source == "both" else [args.source]
     for name in chosen:

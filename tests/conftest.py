@@ -37,3 +37,15 @@ def _oringscan_logs_reach_caplog():
     logger.propagate = propagate
     logger.handlers[:] = handlers
     logger.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Streamlit's AppTest leaves ``sys.modules['__main__']`` pointing at the app script; a later
+    spawn-based process pool (preprocess workers) would then re-run the dashboard in each child."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main

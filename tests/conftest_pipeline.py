@@ -27,6 +27,9 @@ def tiny_config() -> Config:
     config.tiling.tile_size, config.tiling.overlap = 160, 20
     config.screening.coreset_ratio = 0.02
     config.preprocess.workers = 1
+    # 8 good frames support no false-rework budget (the budgeted calibration would widen the limits
+    # to a union bound): the plant's k as written. tests/test_rework_rules.py covers the budget.
+    config.rework.k_sigma = 2.5
     t = config.training
     t.backbone = "resnet18_fpn"
     t.epochs = 1

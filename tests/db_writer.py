@@ -5,7 +5,8 @@
 already recorded with the same sha256 and model fingerprint) and prints ``recorded I`` or
 ``skipped I`` per frame. ``--slow-commit S`` sleeps S seconds between writing each frame's rows
 and committing them; ``--stall-at I`` prints ``in-transaction I`` there for frame I and waits, so
-a test can kill it inside that frame's transaction.
+a test can kill it inside that frame's transaction. ``--no-check`` skips the application's check
+and relies on the database's uniqueness rule alone (``AlreadyInspectedError`` -> ``skipped I``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import event  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from oringscan.db import InspectionStore  # noqa: E402
+from oringscan.db.store import AlreadyInspectedError  # noqa: E402
 
 TILES_PER_FRAME = 12
 
@@ -37,6 +39,7 @@ def main() -> None:
     parser.add_argument("fingerprint")
     parser.add_argument("--slow-commit", type=float, default=0.0)
     parser.add_argument("--stall-at", type=int, default=None)
+    parser.add_argument("--no-check", action="store_true")
     args = parser.parse_args()
     current = {"index": -1}
 
@@ -54,7 +57,7 @@ def main() -> None:
     for index in range(args.n_frames):
         current["index"] = index
         sha = frame_sha(index)
-        if store.find_inspected(sha, args.fingerprint) is not None:
+        if not args.no_check and store.find_inspected(sha, args.fingerprint) is not None:
             skipped += 1
             print(f"skipped {index}", flush=True)
             continue
@@ -63,7 +66,12 @@ def main() -> None:
                              score=1.5 if verdict != "good" else 0.4,
                              defects=[("cut", 0.9), ("pit", 0.7)] if verdict == "defect" else None,
                              fired=["ovality"] if verdict == "rework" else None, seed=index)
-        store.record_frame(run_id, result, frame_shape=(2048, 2448))
+        try:
+            store.record_frame(run_id, result, frame_shape=(2048, 2448))
+        except AlreadyInspectedError:
+            skipped += 1
+            print(f"skipped {index}", flush=True)
+            continue
         print(f"recorded {index}", flush=True)
     store.finish_run(run_id, n_skipped=skipped)
     print("done", flush=True)

@@ -7,7 +7,11 @@ shadow and face shading on one side of the ring, an optical blur plus a real JPE
 sensor noise. Every frame comes with its exact truth: the ring material (pits filled, bites
 removed, bulges and flash added, bore open), the bore, and where the lint lies.
 
-Used by ``tests/test_robustness.py`` and ``benchmarks/bench_roi.py``.
+Labelled defects (``labelled_bulges``, ``labelled_pits``) are integer polygons whose
+``cv2.fillPoly`` is exactly the pixels they change, as a labelling tool fills them; the LabelMe
+file for a frame comes from :func:`labelme_json`, written here by hand (not through oringscan).
+
+Used by ``tests/test_robustness.py``, ``tests/test_preprocess_synth.py`` and ``benchmarks/bench_roi.py``.
 """
 
 from __future__ import annotations
@@ -59,10 +63,28 @@ class PlantScene:
     blur_sigma: float = 1.2
     jpeg_quality: int = 80
     noise: float = 2.0
+    # Labelled defects: (angle, proud_px, half_width_px, edge, shade) bumps of ring material standing
+    # proud_px beyond the edge (shade: their gray level relative to the ring's, 1 = same material look)
+    labelled_bulges: list[tuple[float, float, float, str, float]] = field(default_factory=list)
+    # (angle, radial position 0..1 across the wall, diameter_px): belt-level pits inside the material
+    labelled_pits: list[tuple[float, float, float]] = field(default_factory=list)
     # Failure modes
     second_ring: tuple[float, float, float, float] | None = None  # cx, cy, r_out, r_in
     cut: tuple[float, float] | None = None  # angle, width: a radial cut through the whole wall
     no_ring: bool = False
+
+
+@dataclass(slots=True)
+class LabelledDefect:
+    """One labelled defect: its label and the int32 (N, 2) polygon whose fillPoly is what changed."""
+
+    label: str
+    points: np.ndarray
+
+    def mask(self, shape: tuple[int, int]) -> np.ndarray:
+        out = np.zeros(shape, np.uint8)
+        cv2.fillPoly(out, [self.points], 1)
+        return out.astype(bool)
 
 
 @dataclass(slots=True)
@@ -73,6 +95,34 @@ class PlantFrame:
     lint: np.ndarray  # bool: lint pixels on the belt (never ring)
     pits: list[tuple[int, int]]  # a pixel inside each pit
     scene: PlantScene
+    defects: list[LabelledDefect] = field(default_factory=list)  # the labelled ones, in scene order
+
+
+def _bulge_polygon(scene: PlantScene, angle: float, proud: float, half_width: float, edge: str) -> np.ndarray:
+    """A smooth bump on an edge: proud_px high at its middle, 2*half_width_px wide, 6 px into the wall."""
+    r_edge = scene.r_out if edge == "outer" else scene.r_in
+    out = 1.0 if edge == "outer" else -1.0
+    t = np.linspace(-1.0, 1.0, 41)
+    along = half_width * t / r_edge  # angle offsets
+    height = proud * np.sqrt(np.clip(1 - t * t, 0, 1)) ** 0.8
+    top = r_edge + out * height
+    base = np.full_like(t, r_edge - out * 6.0)
+    radii = np.concatenate([top, base[::-1]])
+    angles = np.concatenate([angle + along, (angle + along)[::-1]])
+    xs = scene.cx + radii * np.cos(angles) * (1 + scene.ellipticity)
+    ys = scene.cy + radii * np.sin(angles)
+    return np.round(np.stack([xs, ys], 1)).astype(np.int32)
+
+
+def _pit_polygon(scene: PlantScene, angle: float, across: float, diameter: float, rng: np.random.Generator) -> np.ndarray:
+    """An irregular small pit: 10 corners around a centre inside the wall (at least 3 px across)."""
+    r = scene.r_in + 25 + across * (scene.r_out - scene.r_in - 50)
+    cx = scene.cx + r * math.cos(angle) * (1 + scene.ellipticity)
+    cy = scene.cy + r * math.sin(angle)
+    t = np.linspace(0, 2 * math.pi, 10, endpoint=False)
+    rad = diameter / 2 * rng.uniform(0.8, 1.15, len(t))
+    pts = np.round(np.stack([cx + rad * np.cos(t), cy + rad * np.sin(t)], 1)).astype(np.int32)
+    return pts
 
 
 def value_noise(shape: tuple[int, int], rng: np.random.Generator, base_cells: int = 4, octaves: int = 5,
@@ -167,6 +217,15 @@ def render_plant_frame(scene: PlantScene, seed: int = 0) -> PlantFrame:
         d = _disc(shape, c, rad)
         ring |= d
         bore &= ~d
+    defects: list[LabelledDefect] = []
+    shaded = np.zeros(shape, np.float32)  # relative shade of labelled bulges (0: none)
+    for ang, proud, half_width, edge, shade in scene.labelled_bulges:
+        d = LabelledDefect("bulge", _bulge_polygon(scene, ang, proud, half_width, edge))
+        m = d.mask(shape)
+        ring |= m
+        bore &= ~m
+        shaded[m & (dist > scene.r_out if edge == "outer" else dist <= scene.r_in)] = shade
+        defects.append(d)
     for a0, span, height, edge in scene.flash:
         delta = np.angle(np.exp(1j * (theta - a0)))
         along = (delta >= 0) & (delta <= span)
@@ -210,6 +269,12 @@ def render_plant_frame(scene: PlantScene, seed: int = 0) -> PlantFrame:
             cv2.line(tmp, (int(p0[0]), int(p0[1])), (int(p1[0]), int(p1[1])), 1, int(rng.integers(1, 4)))
             pit_mask |= tmp.astype(bool) & ring
 
+    label_rng = np.random.default_rng(seed + 7919)  # its own stream: the unlabelled scene stays the same
+    for ang, across, diameter in scene.labelled_pits:
+        d = LabelledDefect("pit", _pit_polygon(scene, ang, across, diameter, label_rng))
+        pit_mask |= d.mask(shape) & ring
+        defects.append(d)
+
     # Reflectances (before lighting)
     ring_tex = 1 + scene.mottle * value_noise(shape, rng, base_cells=6, octaves=6)
     belt_tex = 1 + scene.belt_mottle * value_noise(shape, rng, base_cells=5, octaves=4)
@@ -231,6 +296,9 @@ def render_plant_frame(scene: PlantScene, seed: int = 0) -> PlantFrame:
         ring_face *= 1 - scene.face_shadow * np.cos(theta - scene.shadow_angle).clip(0, 1)
     img = np.where(ring, ring_face, belt).astype(np.float32)
     img[pit_mask] = belt[pit_mask] * 0.9
+    if scene.labelled_bulges:
+        bump = shaded > 0
+        img[bump] = scene.belt_level + (img[bump] - scene.belt_level) * shaded[bump]
 
     # Lint (on the belt and draped over the ring's edge) and dust specks.
     lint_canvas = np.zeros(shape, np.uint8)
@@ -270,7 +338,19 @@ def render_plant_frame(scene: PlantScene, seed: int = 0) -> PlantFrame:
         assert ok
         out = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
     lint_truth = lint_any & ~ring & ((dist > scene.r_out + 4) | (dist < scene.r_in - 4))
-    return PlantFrame(out, ring, bore, lint_truth, pits, scene)
+    return PlantFrame(out, ring, bore, lint_truth, pits, scene, defects)
+
+
+def labelme_json(frame: PlantFrame, image_path: str) -> dict:
+    """The frame's labelled defects as LabelMe 5.x writes them (float points, keys in LabelMe's order)."""
+    h, w = frame.image.shape[:2]
+    shapes = [
+        {"label": d.label, "points": [[float(x), float(y)] for x, y in d.points], "group_id": None,
+         "description": "", "shape_type": "polygon", "flags": {}, "mask": None}
+        for d in frame.defects
+    ]
+    return {"version": "5.5.0", "flags": {}, "shapes": shapes, "imagePath": image_path, "imageData": None,
+            "imageHeight": h, "imageWidth": w}
 
 
 def _grow(mask: np.ndarray, px: int) -> np.ndarray:

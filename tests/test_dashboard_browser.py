@@ -8,6 +8,7 @@ import pytest
 from conftest_dashboard import make_sample_db
 
 from oringscan.dashboard.browser import CHROMIUM_ENV, chromium, chromium_path, served_dashboard, wait_for_page
+from oringscan.db.users import add_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -22,10 +23,15 @@ def browser_executable():
 
 def test_review_a_frame_in_chromium(tmp_path, browser_executable) -> None:
     db = make_sample_db(tmp_path, n_frames=20, seed=5, with_broken=False)
+    add_user(db.store, "Browser Tester", "operator", "tester password")
     waiting_before = db.store.review_queue(limit=None).total
     with served_dashboard(db.url, db.root, db.root) as base_url, chromium(browser_executable) as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(base_url + "/")
+        wait_for_page(page, "oringscan review")  # login is on by default: the form comes first
+        page.get_by_role("textbox", name="Name").fill("Browser Tester")
+        page.get_by_role("textbox", name="Password").fill("tester password")
+        page.get_by_role("button", name="Log in").click()
         wait_for_page(page, "Review queue")
         assert page.get_by_test_id("stMetricValue").first.inner_text().strip() == f"{waiting_before:,}"
 
@@ -37,7 +43,7 @@ def test_review_a_frame_in_chromium(tmp_path, browser_executable) -> None:
         page.get_by_role("img").first.wait_for(timeout=30_000)  # the frame itself is shown
 
         page.get_by_text("Rework", exact=True).click()
-        page.get_by_label("Operator name").fill("Browser Tester")
+        assert page.get_by_label("Operator name").count() == 0  # the decision is the logged-in user's
         page.get_by_label("Comment").fill("flash along the outer edge")
         page.get_by_role("button", name="Record decision").click()
         page.get_by_text("Recorded: Rework by Browser Tester").wait_for(timeout=60_000)

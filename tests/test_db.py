@@ -115,7 +115,7 @@ def test_find_inspected_needs_same_content_and_models(store: InspectionStore) ->
     assert store.find_inspected("a" * 64, "fp-2") is None
     assert store.find_inspected("b" * 64, "fp-1") is None
     assert store.find_inspected(None, "fp-1") is None
-    second = store.record_frame(run_id, make_result(sha256="a" * 64))  # --reinspect: a new record
+    second = store.record_frame(run_id, make_result(sha256="a" * 64), replace=True)  # --reinspect: a new record
     assert store.find_inspected("a" * 64, "fp-1") == second
 
 

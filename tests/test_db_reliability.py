@@ -147,7 +147,7 @@ def test_sigkill_halfway_then_rerun_records_every_frame_once(db_url: str) -> Non
         assert sorted(sha for sha, _, _, _ in final) == sorted(frame_sha(i) for i in range(n_frames))
         assert all(n == 1 for _, n, _, _ in final), "a frame was recorded twice"
         runs = sorted(store.runs(), key=lambda r: r.id)
-        assert [r.status for r in runs] == ["running", "done"]  # the killed run never finished
+        assert [r.status for r in runs] == ["interrupted", "done"]  # its process died: shown interrupted
         assert runs[1].n_skipped == len(halfway) and runs[1].n_frames == n_frames - len(halfway)
     finally:
         store.dispose()

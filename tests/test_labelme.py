@@ -198,6 +198,7 @@ def test_labels_for_another_size_are_refused(tmp_path: Path):
         (b'{"version": "5.5.0"}', "no 'shapes' list"),
         (b'{"shapes": {"label": "x"}}', "'shapes' is a dict"),
         (b'{"shapes": []}\xff\xfe', "not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     ],
 )
 def test_unreadable_json_names_the_file(tmp_path: Path, content: bytes, match: str):
@@ -241,3 +242,49 @@ def test_image_path_naming_another_frame_is_reported(tmp_path: Path):
     assert len(warnings) == 1 and "imagePath names 'y.bmp', not images/model1defect/x.bmp" in warnings[0]
     path = write_labelme(tmp_path / "x.json", shapes, image_path="..\\..\\images\\model1defect\\X.BMP")
     assert load_instances(path, SHAPE, CLASSES, image_name="images/model1defect/x.bmp")[1] == []
+
+
+def _on_canvas(raster: tuple[np.ndarray, int, int], height: int, width: int) -> np.ndarray:
+    pixels, x, y = raster
+    out = np.zeros((height, width), bool)
+    out[y : y + pixels.shape[0], x : x + pixels.shape[1]] = pixels
+    return out
+
+
+def _fill(points: list[list[float]], height: int, width: int, scale: float = 1.0) -> np.ndarray:
+    canvas = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(canvas, [np.round(np.array(points) * scale).astype(np.int32)], 1)
+    return canvas.astype(bool)
+
+
+def test_instance_pixels_are_the_labelling_tools_fill(tmp_path: Path):
+    """What COCO masks are written from: cv2.fillPoly of the rounded points (boundary pixels included),
+    a mask shape's own pixels, groups united, clipped to the frame, scaled with a binned frame."""
+    blob = donut_mask()
+    tri = [[10.4, 10.6], [17.5, 10.2], [12.2, 16.8]]  # a 3-7 px pit: pycocotools' polygon fill loses ~half
+    rect = [[40.2, 5.7], [52.6, 9.4]]
+    shapes = [
+        shape("pit", tri),
+        shape("bite", rect, "rectangle"),
+        shape("particle", [[60, 20], [60 + blob.shape[1] - 1, 20 + blob.shape[0] - 1]], "mask", mask=mask_b64(blob)),
+        shape("scratch", [[130, 5], [150, 5], [150, 8]], group_id=4),
+        shape("scratch", [[150, 5], [170, 9], [150, 9]], group_id=4),
+        shape("lint", [[W - 5, 100], [W + 30, 100], [W + 30, 110], [W - 5, 110]]),  # half outside the frame
+    ]
+    path = write_labelme(tmp_path / "px.json", shapes)
+    pit, bite, particle, scratch, lint = load_instances(path, SHAPE, CLASSES)[0]
+    small = (200, 200)
+    assert np.array_equal(_on_canvas(pit.pixels(), *small), _fill(tri, *small))
+    assert pit.pixels()[0].sum() > rasterize(pit.geometry, *small).sum()  # more than pycocotools keeps
+    (x0, y0), (x1, y1) = rect
+    assert np.array_equal(_on_canvas(bite.pixels(), *small), _fill([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], *small))
+    expected = np.zeros(small, bool)
+    expected[20 : 20 + blob.shape[0], 60 : 60 + blob.shape[1]] = blob
+    assert np.array_equal(_on_canvas(particle.pixels(), *small), expected)  # exact: no boundary added
+    assert np.array_equal(_on_canvas(scratch.pixels(), *small),
+                          _fill([[130, 5], [150, 5], [150, 8]], *small) | _fill([[150, 5], [170, 9], [150, 9]], *small))
+    pixels, x, y = lint.pixels()
+    assert (x, y, pixels.shape) == (W - 5, 100, (11, 5)) and pixels.all()  # clipped at the frame's edge
+    binned = write_labelme(tmp_path / "bin.json", [shape("pit", tri)], width=W // 2, height=H // 2)
+    (scaled,), _ = load_instances(binned, SHAPE, CLASSES)
+    assert np.array_equal(_on_canvas(scaled.pixels(), *small), _fill(tri, *small, scale=2.0))

@@ -26,8 +26,18 @@ def test_demo_fills_a_database_and_prints_the_dashboard_command(tmp_path: Path, 
     assert store.run(out["run_id"]).status == "done"
     store.dispose()
     printed = capsys.readouterr().out
-    assert "oringscan dashboard --db sqlite:///" in printed and "frames/s" in printed
+    assert "oringscan dashboard --config" in printed and "--db sqlite:///" in printed and "frames/s" in printed
     assert (workdir / "demo.toml").is_file()
+    # The printed dashboard command starts as printed: its config switches login off on loopback only.
+    from oringscan.config import load_config
+    from oringscan.dashboard.server import check_login_setup
+    from oringscan.dashboard.settings import DashboardSettings
+    from oringscan.errors import ConfigError
+
+    demo_settings = DashboardSettings.from_config(load_config(workdir / "demo.toml"), out["db_url"], workdir, workdir)
+    check_login_setup(demo_settings, "127.0.0.1")
+    with pytest.raises(ConfigError, match="without login"):
+        check_login_setup(demo_settings, "0.0.0.0")
     for step in ("synth", "preprocess", "screening", "segmentation", "rework", "inspect", "total"):
         assert step in out["timings_s"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from oringscan.config import PipelineConfig
-from oringscan.pipeline.policy import confident_defects, decide_verdict
+from oringscan.pipeline.policy import DefectGate, confident_defects, decide_verdict
 from oringscan.roi import RingROI, RoiStatus
 from oringscan.types import (
     Instance,
@@ -114,3 +114,66 @@ def test_low_score_instances_do_not_count():
     policy = PipelineConfig(defect_min_score=0.6)
     kept = confident_defects([defect(0.59), defect(0.6), defect(0.95)], policy)
     assert [d.score for d in kept] == [0.6, 0.95]
+
+
+# --- a segmenter decides only as far as it has shown it can (issue 11) ----------------------------
+
+
+class Calibration:
+    """What segmentation/calibration.py stores (the policy reads only these fields)."""
+
+    def __init__(self, qualified: bool, threshold: float | None = None, per_class: dict | None = None,
+                 reason: str = "") -> None:
+        self.qualified, self.threshold, self.per_class = qualified, threshold, per_class or {}
+        self.summary = f"segmentation model not qualified: {reason}" if not qualified else "segmentation qualified"
+
+
+NOT_LEARNED = Calibration(False, reason="val AP50 0.02 < 0.30")
+LEARNED = Calibration(True, 0.7, {"scratch": 0.85})
+
+
+def test_an_unqualified_or_uncalibrated_segmenter_counts_no_defect():
+    for calibration in (NOT_LEARNED, None):
+        gate = DefectGate.from_calibration(calibration, PipelineConfig())
+        assert not gate.qualified and gate.lowest is None
+        assert confident_defects([defect(0.99), defect(0.51)], PipelineConfig(), gate) == []
+    assert "val AP50 0.02 < 0.30" in DefectGate.from_calibration(NOT_LEARNED, PipelineConfig()).reason
+    assert "calibrate segmentation" in DefectGate.from_calibration(None, PipelineConfig()).reason
+    assert confident_defects([defect(0.99)], PipelineConfig()) == []  # no gate, no explicit score: none
+
+
+def test_calibrated_scores_per_class_and_the_explicit_override():
+    gate = DefectGate.from_calibration(LEARNED, PipelineConfig())
+    found = [defect(0.72, "hole"), defect(0.69, "hole"), defect(0.8, "scratch"), defect(0.86, "scratch")]
+    assert [(d.label, d.score) for d in confident_defects(found, PipelineConfig(), gate)] == [("hole", 0.72), ("scratch", 0.86)]
+    assert gate.lowest == 0.7
+    override = DefectGate.from_calibration(NOT_LEARNED, PipelineConfig(defect_min_score=0.5))
+    assert override.qualified and override.min_score == 0.5 and "overrides" in override.reason
+    assert DefectGate.from_calibration(None, PipelineConfig(defect_min_score=0.5)).qualified
+
+
+UNQUALIFIED = DefectGate.from_calibration(NOT_LEARNED, PipelineConfig())
+
+
+@pytest.mark.parametrize(
+    ("screen", "rework_result", "policy", "expected", "words"),
+    [
+        # flagged: nobody confirmed or cleared it -> a person looks, whatever unconfirmed_flag says
+        (2.0, PASS, PipelineConfig(), Verdict.SUSPECT, "segmentation model not qualified: val AP50 0.02 < 0.30"),
+        (2.0, PASS, PipelineConfig(unconfirmed_flag="good"), Verdict.SUSPECT, "not qualified"),
+        # marginal and clean parts: screening's call, as configured
+        (0.95, PASS, PipelineConfig(), Verdict.SUSPECT, "marginal"),
+        (0.95, PASS, PipelineConfig(marginal_verdict="good"), Verdict.GOOD, "marginal"),
+        (0.5, PASS, PipelineConfig(), Verdict.GOOD, None),
+        # geometry still decides rework and bites
+        (2.0, rework(ReworkVerdict.REWORK), PipelineConfig(), Verdict.REWORK, "wall_ratio"),
+        (0.5, rework(ReworkVerdict.DEFECT, "bite 9 px"), PipelineConfig(), Verdict.DEFECT, "geometry: bite 9 px"),
+    ],
+)
+def test_policy_with_an_unqualified_segmenter(screen, rework_result, policy, expected, words):
+    verdict, reasons = decide_verdict(roi(), screening(screen), [], rework_result, policy, UNQUALIFIED)
+    assert verdict is expected, reasons
+    if words is None:
+        assert reasons == []
+    else:
+        assert words in reasons[0]

@@ -94,6 +94,7 @@ def _values(n: int = 40, seed: int = 0) -> list[dict[str, float]]:
 def test_limits_are_mean_plus_minus_k_sigma_on_the_right_sides() -> None:
     values = _values()
     config = Config()
+    config.rework.k_sigma = 2.5  # the plant's way: k as given (unset: one k for the budget, tested below)
     rules = {r.metric: r for r in limits_from_values(values, config.rework)}
     radius = np.array([v["outer_radius"] for v in values])
     from oringscan.config import ReworkConfig
@@ -103,7 +104,7 @@ def test_limits_are_mean_plus_minus_k_sigma_on_the_right_sides() -> None:
     r = rules["outer_radius"]
     assert r.lower == pytest.approx(radius.mean() - k * radius.std(ddof=1), rel=1e-5)
     assert r.upper == pytest.approx(radius.mean() + k * radius.std(ddof=1), rel=1e-5)
-    literal = ReworkConfig(small_sample_correction=False)  # the plant's rule as written: k = 2.5
+    literal = ReworkConfig(k_sigma=2.5, small_sample_correction=False)  # the plant's rule as written: k = 2.5
     plain = {x.metric: x for x in limits_from_values(values, literal)}["outer_radius"]
     assert plain.upper == pytest.approx(radius.mean() + 2.5 * radius.std(ddof=1), rel=1e-5)
     assert r.source == "calibrated" and r.calibrated is not None and r.calibrated.n == 40
@@ -266,9 +267,105 @@ def test_small_calibration_sets_widen_k_towards_the_plant_k():
     from oringscan.config import ReworkConfig
     from oringscan.rework_rules.calibrate import effective_k
 
-    cfg = ReworkConfig()
+    cfg = ReworkConfig(k_sigma=2.5)
     k10, k100, k5000 = (effective_k(cfg, n) for n in (10, 100, 5000))
     assert k10 > k100 > k5000 > cfg.k_sigma
     assert abs(k5000 - cfg.k_sigma) < 0.01
     assert 3.2 < k10 < 3.6
-    assert effective_k(ReworkConfig(small_sample_correction=False), 10) == cfg.k_sigma
+    assert effective_k(ReworkConfig(k_sigma=2.5, small_sample_correction=False), 10) == cfg.k_sigma
+
+
+# --- the whole rule set budgeted (issue 11) ------------------------------------------------------
+
+
+def _good_parts(n: int, rng: np.random.Generator) -> list[dict[str, float]]:
+    """Metric vectors of good parts as the measurement gives them: sizes that move together (one
+    moulding shrinkage), independent centring and ovality, flash/bites near zero."""
+    out = []
+    for _ in range(n):
+        shrink = rng.normal(0, 1)
+        outer = 650 + 3.0 * shrink + rng.normal(0, 0.6)
+        inner = 390 + 1.8 * shrink + rng.normal(0, 0.6)
+        walls = outer - inner + rng.normal(0, 0.3, 3)
+        off = abs(complex(rng.normal(0, 0.8), rng.normal(0, 0.8)))
+        v = {name: 0.0 for name in METRICS}
+        v.update(outer_radius=outer, inner_radius=inner, mean_radius=(outer + inner) / 2, wall_mean=float(walls.mean()),
+                 wall_min=float(walls.min()) - 1.5, wall_max=float(walls.max()) + 1.5, annular_area=math.pi * (outer**2 - inner**2),
+                 concentricity_px=off, concentricity_pct=100 * off / ((outer + inner) / 2),
+                 outer_ovality=1 + abs(rng.normal(0, 0.002)), inner_ovality=1 + abs(rng.normal(0, 0.002)),
+                 outer_circularity=1 - abs(rng.normal(0, 0.0005)),
+                 outer_protrusion_px=abs(rng.normal(0.3, 0.2)), inner_protrusion_px=abs(rng.normal(0.3, 0.2)),
+                 outer_indentation_px=abs(rng.normal(0.3, 0.2)), inner_indentation_px=abs(rng.normal(0.3, 0.2)))
+        v["wall_range"] = v["wall_max"] - v["wall_min"]
+        v["wall_ratio"] = v["wall_max"] / v["wall_min"]
+        out.append(v)
+    return out
+
+
+def _flagged(rules: list[Rule], values: list[dict[str, float]]) -> np.ndarray:
+    return np.array([any(r.fires(v[r.metric]) for r in rules) for v in values])
+
+
+def test_budgeted_rule_set_meets_its_target_on_unseen_good_parts() -> None:
+    """Expected false-rework rate against the rate measured on 4,000 unseen good parts."""
+    from oringscan.config import ReworkConfig
+    from oringscan.rework_rules.calibrate import budgeted_limits
+
+    rng = np.random.default_rng(11)
+    calibration, unseen = _good_parts(60, rng), _good_parts(4000, rng)
+    rules, rates = budgeted_limits(calibration, ReworkConfig(), 0.02)
+    measured = _flagged(rules, unseen).mean()
+    assert rates.target == 0.02 and rates.n == 60 and rates.supported
+    assert rates.expected == pytest.approx(0.02, abs=0.002)  # chosen for the target
+    assert rates.low <= measured <= rates.high, (measured, rates)
+    assert measured <= 0.035  # the target, within one calibration set's scatter
+    # The plant's k = 2.5 per rule adds up over the rule set: more good parts to rework.
+    plant, plant_rates = budgeted_limits(calibration, ReworkConfig(k_sigma=2.5), None)
+    assert plant_rates.expected > rates.expected and _flagged(plant, unseen).mean() > measured
+    # Per rule: the expected rate and its interval are recorded in the rule's calibration record.
+    radius = next(r for r in rules if r.metric == "outer_radius")
+    assert radius.calibrated is not None and radius.calibrated.expected_rate is not None
+    assert radius.calibrated.rate_low is not None and radius.calibrated.rate_high is not None
+    per_rule = {r.metric: r for r in rates.rules}
+    assert 0 < per_rule["outer_radius"].expected < rates.expected  # rules overlap, the whole is not their sum
+
+
+def test_too_few_frames_for_the_target_is_said_plainly(tmp_path: Path) -> None:
+    config = Config()
+    config.rework.false_reject_rate = 0.01
+    report = calibrate_from_values(_good_parts(12, np.random.default_rng(3)), config, "model1", tmp_path / "r.toml")
+    rates = report.rates
+    assert rates is not None and not rates.supported
+    assert any("12 good frames support a false-rework target of about 8.3%; asked 1.0%" in note for note in rates.notes)
+    text = (tmp_path / "r.toml").read_text(encoding="utf-8")
+    assert "support a false-rework target of about 8.3%" in text  # the file says it too
+    meta = load_rules(tmp_path / "r.toml").meta
+    assert meta.false_reject_target == 0.01 and meta.n_frames == 12
+    assert meta.rate_low is not None and meta.rate_high is not None and meta.rate_low <= meta.expected_rate <= meta.rate_high
+
+
+def test_one_outlier_frame_is_named_and_left_out() -> None:
+    from oringscan.config import ReworkConfig
+    from oringscan.rework_rules.calibrate import budgeted_limits
+
+    parts = _good_parts(40, np.random.default_rng(5))
+    clean_rules, _ = budgeted_limits(parts, ReworkConfig(), 0.02)
+    parts[17]["inner_radius"] += 40.0  # a mislabelled or mismeasured part among the good ones
+    names = [f"good_{i:03d}.bmp" for i in range(40)]
+    rules, rates = budgeted_limits(parts, ReworkConfig(), 0.02, names=names)
+    assert [name for name, _ in rates.outliers] == ["good_017.bmp"]
+    assert "inner_radius" in rates.outliers[0][1] and rates.n == 39
+    clean = {r.metric: r for r in clean_rules}["inner_radius"]
+    kept = {r.metric: r for r in rules}["inner_radius"]
+    assert kept.upper is not None and clean.upper is not None and abs(kept.upper - clean.upper) < 2.0
+    # Without outlier removal (k as given), the one frame would widen the band several-fold.
+    wide = {r.metric: r for r in budgeted_limits(parts, ReworkConfig(k_sigma=2.5), None)[0]}["inner_radius"]
+    assert wide.upper is not None and wide.upper - clean.upper > 5.0
+
+
+def test_manual_rules_are_kept_by_the_budgeted_calibration(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    save_rules(path, RulesFile(rule=[Rule(metric="outer_radius", lower=600.0, upper=700.0, source="manual")]))
+    report = calibrate_from_values(_good_parts(30, np.random.default_rng(8)), Config(), "model1", path)
+    kept = [r for r in report.rules.rule if r.metric == "outer_radius"]
+    assert len(kept) == 1 and kept[0].source == "manual" and (kept[0].lower, kept[0].upper) == (600.0, 700.0)

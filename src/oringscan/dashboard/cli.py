@@ -26,8 +26,13 @@ def dashboard_command(app: AppContext, db_url: str | None, host: str | None, por
       oringscan dashboard                                  # output/inspections.db on 127.0.0.1:8501
       oringscan dashboard --db sqlite:///D:/line3/inspections.db --port 8600
       oringscan dashboard --host 0.0.0.0                   # reachable from the plant network
+
+    \b
+    Users log in ([dashboard] require_login, on by default): create them first with
+      oringscan users add anna --role operator   (engineer: may also change settings)
+    Only on 127.0.0.1 may login be switched off (require_login = false).
     """
-    from oringscan.dashboard.server import check_database_url, launch
+    from oringscan.dashboard.server import check_database_url, check_login_setup, launch
     from oringscan.dashboard.settings import DashboardSettings
     from oringscan.db import safe_url
 
@@ -35,6 +40,7 @@ def dashboard_command(app: AppContext, db_url: str | None, host: str | None, por
     host = host or app.config.dashboard.host
     port = port or app.config.dashboard.port
     check_database_url(settings.db_url)
+    check_login_setup(settings, host)
     click.echo(f"oringscan dashboard: http://{host}:{port}  (database {safe_url(settings.db_url)}; Ctrl+C stops)")
     launch(settings, host=host, port=port)
 

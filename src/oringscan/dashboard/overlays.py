@@ -87,13 +87,56 @@ class Circle:
 
 @dataclass(slots=True)
 class RingGeometry:
-    """Outer and inner edge of the ring as found in the frame, with their fitted circles."""
+    """Outer and inner edge of the ring as found in the frame, with their fitted circles.
+
+    ``values`` are the rework metrics measured for this drawing; ``stored`` the ones the run
+    recorded (the numbers the measurement table shows): labels use the stored ones.
+    """
 
     outer_contour: np.ndarray | None = None  # (N, 2) frame pixels
     inner_contour: np.ndarray | None = None
     outer: Circle | None = None
     inner: Circle | None = None
     notes: list[str] = field(default_factory=list)
+    values: dict[str, float] = field(default_factory=dict)
+    stored: dict[str, float] = field(default_factory=dict)
+
+
+# Stored and redrawn radii further apart than this (px) mean the drawing is not the measurement.
+GEOMETRY_AGREEMENT_PX = 0.5
+
+
+@dataclass(slots=True)
+class GeometrySettings:
+    """The [roi]/[rework] settings (and mm per px) a run measured its frames with."""
+
+    roi: Any = None  # oringscan.config.RoiConfig; None = defaults
+    rework: Any = None  # oringscan.config.ReworkConfig
+    mm_per_px: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, Any] | None, oring_type: str | None = None) -> GeometrySettings:
+        """From the config stored with the run; a section that no longer validates falls back to
+        the defaults with a note (the drawing may then disagree with the stored numbers)."""
+        from pydantic import ValidationError
+
+        from oringscan.config import ReworkConfig, RoiConfig
+
+        if not run_config:
+            return cls(notes=["this run stored no config: ring geometry drawn with default settings"])
+        settings = cls()
+        for name, model in (("roi", RoiConfig), ("rework", ReworkConfig)):
+            try:
+                setattr(settings, name, model.model_validate(run_config.get(name) or {}))
+            except ValidationError as exc:
+                settings.notes.append(f"the run's [{name}] settings are not readable by this version "
+                                      f"({exc.error_count()} problem(s)): drawn with defaults")
+        types = run_config.get("types") or {}
+        entry = types.get(oring_type) if oring_type and isinstance(types, dict) else None
+        if isinstance(entry, dict) and entry.get("mm_per_px") is not None:
+            settings.mm_per_px = float(entry["mm_per_px"])
+        return settings
 
 
 def display_scale(shape: tuple[int, ...], max_width: int = DISPLAY_WIDTH) -> float:
@@ -154,14 +197,11 @@ def _draw_boxes(canvas: np.ndarray, defects: list[DefectMark], scale: float) -> 
 
 def heat_from_tiles(shape: tuple[int, int], tiles: list[TileHeat], threshold: float | None, scale: float) -> np.ndarray:
     """Display-size float map: each pixel the worst (score / threshold) of the tiles covering it."""
-    heat = np.zeros((max(1, int(shape[0] * scale)), max(1, int(shape[1] * scale))), dtype=np.float32)
+    from oringscan.screening.heatmap import frame_heatmap
+
     norm = threshold if threshold and threshold > 0 else max((t.score for t in tiles), default=1.0) or 1.0
-    for t in tiles:
-        x0, y0 = int(t.x * scale), int(t.y * scale)
-        x1, y1 = int((t.x + t.w) * scale), int((t.y + t.h) * scale)
-        view = heat[y0:y1, x0:x1]
-        np.maximum(view, t.score / norm, out=view)
-    return heat
+    return frame_heatmap(shape, [(t.x, t.y, t.w, t.h) for t in tiles], [t.score for t in tiles], threshold=norm,
+                         scale=scale)
 
 
 def heat_from_file(path: Path, out_shape: tuple[int, int]) -> np.ndarray | None:
@@ -211,29 +251,45 @@ def _fit_circle(points: np.ndarray) -> Circle | None:
     return Circle(float(cx), float(cy), float(np.sqrt(r2))) if r2 > 0 else None
 
 
-def ring_geometry(gray: np.ndarray, roi_config: Any = None) -> RingGeometry:
+def ring_geometry(
+    gray: np.ndarray,
+    roi_config: Any = None,
+    rework_config: Any = None,
+    *,
+    settings: GeometrySettings | None = None,
+    stored: dict[str, float | None] | None = None,
+) -> RingGeometry:
     """Find the ring and its outer and bore edges with fitted circles.
 
     The rework rules' own measurement (sub-pixel edges along rays) is used when it can measure the
-    ring, so the drawing matches the numbers in the measurement table; otherwise the edges of the
-    ring mask (a broken or edge-touching ring still gets a picture).
+    ring, with the settings the run measured with (``settings``, from :meth:`GeometrySettings.
+    from_run_config`; or ``roi_config``/``rework_config``), so the drawing is the measurement in
+    the table. ``stored`` (metric -> value as recorded) labels the drawing and is compared with it:
+    a disagreement is said in a note. Otherwise the edges of the ring mask (a broken or
+    edge-touching ring still gets a picture).
     """
     from oringscan.roi import find_ring
 
+    settings = settings or GeometrySettings(roi=roi_config, rework=rework_config)
+    roi_config = settings.roi if settings.roi is not None else roi_config
+    rework_config = settings.rework if settings.rework is not None else rework_config
     try:
         roi = find_ring(gray, roi_config)
     except Exception as exc:  # a drawing aid must never take the page down with it
-        return RingGeometry(notes=[f"ring finder failed: {type(exc).__name__}: {exc}"])
-    geometry = RingGeometry(notes=[roi.reason] if roi.reason else [])
+        return RingGeometry(notes=[*settings.notes, f"ring finder failed: {type(exc).__name__}: {exc}"])
+    geometry = RingGeometry(notes=[*settings.notes, *([roi.reason] if roi.reason else [])])
+    geometry.stored = {k: float(v) for k, v in (stored or {}).items() if v is not None and np.isfinite(v)}
     if roi.ring_mask is None:
         return geometry
     try:
-        from oringscan.rework_rules import measure_ring
+        from oringscan.rework_rules.measure import measure_ring
 
-        measured = measure_ring(roi, None, gray)
+        measured = measure_ring(roi, settings.mm_per_px, gray, rework_config)
+        geometry.values = {k: float(v) for k, v in measured.values.items()}
         geometry.outer_contour = measured.edge_points("outer")
         geometry.inner_contour = measured.edge_points("inner")
         geometry.outer, geometry.inner = _fit_circle(geometry.outer_contour), _fit_circle(geometry.inner_contour)
+        _compare_with_stored(geometry)
         return geometry
     except Exception as exc:  # not measurable (or the rules part unavailable): use the mask's edges
         geometry.notes.append(f"edges from the ring mask ({type(exc).__name__}: {exc})")
@@ -252,6 +308,16 @@ def ring_geometry(gray: np.ndarray, roi_config: Any = None) -> RingGeometry:
     return geometry
 
 
+def _compare_with_stored(geometry: RingGeometry) -> None:
+    """Say when the redrawn ring is not the one whose numbers were stored."""
+    off = [f"{name} stored {geometry.stored[name]:.2f} px, drawn {geometry.values[name]:.2f} px"
+           for name in ("outer_radius", "inner_radius")
+           if name in geometry.stored and name in geometry.values
+           and abs(geometry.stored[name] - geometry.values[name]) > GEOMETRY_AGREEMENT_PX]
+    if off:
+        geometry.notes.append("the drawing differs from the stored measurement (" + "; ".join(off) + ")")
+
+
 def _draw_geometry(canvas: np.ndarray, geometry: RingGeometry, scale: float) -> None:
     for contour in (geometry.outer_contour, geometry.inner_contour):
         if contour is not None:
@@ -265,7 +331,8 @@ def _draw_geometry(canvas: np.ndarray, geometry: RingGeometry, scale: float) -> 
         cv2.circle(canvas, c, int(circle.r * scale), GEOMETRY_COLOR, 1, cv2.LINE_AA)
         cv2.drawMarker(canvas, c, GEOMETRY_COLOR, cv2.MARKER_CROSS, 14, 2)
         centers.append(c)
-        _label(canvas, f"{name} r={circle.r:.1f}px", c[0] + int(circle.r * scale * 0.71), c[1] - int(circle.r * scale * 0.71), (150, 110, 0))
+        radius = geometry.stored.get(f"{name}_radius", circle.r)  # the recorded number, as in the table
+        _label(canvas, f"{name} r={radius:.1f}px", c[0] + int(circle.r * scale * 0.71), c[1] - int(circle.r * scale * 0.71), (150, 110, 0))
     if len(centers) == 2:
         cv2.line(canvas, centers[0], centers[1], (0, 0, 255), 2, cv2.LINE_AA)
 

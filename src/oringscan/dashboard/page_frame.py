@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from oringscan.dashboard import ui
+from oringscan.dashboard import auth, ui
 from oringscan.dashboard.images import ImageRoots, ImageUnavailable, encode_jpeg
 from oringscan.dashboard.overlays import (
     DefectMark,
+    GeometrySettings,
     OverlayLayers,
     TileHeat,
     class_color_hex,
@@ -35,7 +36,7 @@ def frame_id_from_query() -> int | None:
         return None
     text = str(raw).strip().lstrip("#")
     if not text.isdigit() or int(text) <= 0:
-        st.error(f"frame {raw!r}: not a frame number (the address needs ?frame=<number>)")
+        st.error(ui.md(f"frame {raw!r}: not a frame number (the address needs ?frame=<number>)"))
         return None
     return int(text)
 
@@ -58,8 +59,10 @@ def heatmap_file(detail: FrameDetail, roots: ImageRoots) -> Path | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _geometry(image_key: str, mtime: float, _gray: np.ndarray) -> Any:
-    return ring_geometry(_gray)
+def _geometry(image_key: str, mtime: float, frame_id: int, _gray: np.ndarray, _detail: FrameDetail) -> Any:
+    # The run's own [roi]/[rework] settings and the stored numbers: the drawing is the measurement.
+    settings = GeometrySettings.from_run_config(ui.store().run_config(_detail.frame.run_id), _detail.frame.oring_type)
+    return ring_geometry(_gray, settings=settings, stored={m.metric: m.value for m in _detail.measurements})
 
 
 def _load_frame(detail: FrameDetail, roots: ImageRoots) -> np.ndarray | None:
@@ -67,9 +70,9 @@ def _load_frame(detail: FrameDetail, roots: ImageRoots) -> np.ndarray | None:
     try:
         return roots.read(detail.frame.image)
     except ImageUnavailable as exc:
-        st.warning(f"Picture not available: {exc}. The record below is still complete.")
+        st.warning(ui.md(f"Picture not available: {exc}. The record below is still complete."))
     except OringscanError as exc:  # refused: outside the configured roots
-        st.error(str(exc))
+        st.error(ui.md(exc))
     return None
 
 
@@ -84,7 +87,7 @@ def _picture(detail: FrameDetail, gray: np.ndarray, roots: ImageRoots) -> None:
     geometry = None
     if layers.geometry:
         path = roots.allowed(detail.frame.image)
-        geometry = _geometry(str(path), path.stat().st_mtime, gray)
+        geometry = _geometry(str(path), path.stat().st_mtime, detail.frame.id, gray, detail)
     tiles = [TileHeat(t.x, t.y, t.w, t.h, t.score) for t in detail.tiles]
     canvas, notes = render_overlay(
         gray,
@@ -96,9 +99,10 @@ def _picture(detail: FrameDetail, gray: np.ndarray, roots: ImageRoots) -> None:
         geometry=geometry,
     )
     st.image(encode_jpeg(canvas), width="stretch",
-             caption=f"{PurePath(detail.frame.image).name}  ({gray.shape[1]}x{gray.shape[0]} px, shown at {canvas.shape[1]} px wide)")
+             caption=ui.md(f"{PurePath(detail.frame.image).name}  ({gray.shape[1]}x{gray.shape[0]} px, "
+                           f"shown at {canvas.shape[1]} px wide)"))
     for note in notes:
-        st.caption(f":material/info: {note}")
+        st.caption(f":material/info: {ui.md(note)}")
 
 
 def _saved_overlay(detail: FrameDetail, roots: ImageRoots) -> None:
@@ -109,7 +113,7 @@ def _saved_overlay(detail: FrameDetail, roots: ImageRoots) -> None:
         try:
             st.image(encode_jpeg(roots.read(detail.frame.overlay_path, color=True)), width="stretch")
         except OringscanError as exc:
-            st.caption(str(exc))
+            st.caption(ui.md(exc))
 
 
 def _crops(detail: FrameDetail, gray: np.ndarray | None) -> None:
@@ -122,7 +126,7 @@ def _crops(detail: FrameDetail, gray: np.ndarray | None) -> None:
             cols = st.columns(CROPS_PER_ROW)
             for col, mark, row in zip(cols, marks[start : start + CROPS_PER_ROW], detail.defects[start:], strict=False):
                 crop = defect_crop(gray, mark)
-                col.image(encode_jpeg(crop, 92), caption=f"{mark.label} {mark.score:.2f} · {row.area_px} px² · at ({row.x}, {row.y})")
+                col.image(encode_jpeg(crop, 92), caption=ui.md(f"{mark.label} {mark.score:.2f} · {row.area_px} px² · at ({row.x}, {row.y})"))
     table = pd.DataFrame(
         {
             "class": [d.label for d in detail.defects],
@@ -166,20 +170,33 @@ def _measurements(detail: FrameDetail) -> None:
     styled = styled.format({"value": "{:.4g}", "lower limit": "{:.4g}", "upper limit": "{:.4g}"}, na_rep="")
     st.dataframe(styled, hide_index=True, width="stretch")
     names = [m.metric for m in detail.measurements if m.fired]
-    st.caption(f"Fired rules: {', '.join(names)}" if names else "No rule fired.")
+    st.caption(ui.md(f"Fired rules: {', '.join(names)}") if names else "No rule fired.")
+
+
+def segmentation_notice(detail: FrameDetail) -> str:
+    """Why the run's segmenter called no defect ("" when it was allowed to), from the run's models."""
+    versions = getattr(detail.run, "model_versions", None) or {}
+    seg = versions.get("segmentation") if isinstance(versions, dict) else None
+    if isinstance(seg, dict) and seg.get("qualified") is False:
+        why = seg.get("decides") or "segmentation model not qualified"
+        return f"{why}: in this run segmentation called no defect; flagged parts went to suspect."
+    return ""
 
 
 def _summary(detail: FrameDetail) -> None:
     f = detail.frame
     st.markdown(f"### {ui.verdict_badge(f.verdict)}  machine verdict")
     if f.review_decision:
-        st.markdown(f"Current decision: {ui.verdict_badge(f.review_decision)} by **{f.review_operator}** "
+        st.markdown(f"Current decision: {ui.verdict_badge(f.review_decision)} by **{ui.md(f.review_operator)}** "
                     f"({ui.utc_text(f.reviewed_at)} UTC)")
     st.markdown("**Reasons**")
     for reason in f.reasons or ["(none recorded)"]:
-        st.markdown(f"- {reason}")
+        st.markdown(f"- {ui.md(reason)}")
+    notice = segmentation_notice(detail)
+    if notice:
+        st.warning(ui.md(notice), icon=":material/block:")
     if f.error:
-        st.error(f.error)
+        st.error(ui.md(f.error))
     if f.screen_score is not None:
         ratio = f.screen_score / f.screen_threshold if f.screen_threshold else None
         flags = [x for x, on in (("flagged", detail.screen_flagged), ("marginal", detail.screen_marginal)) if on]
@@ -207,41 +224,59 @@ def _default_decision(verdict: str) -> str:
 
 
 def _record_decision(store: Any, frame_id: int) -> None:
-    """Form callback (runs before the page is drawn again): append the review, or say what is missing."""
+    """Form callback (runs before the page is drawn again): append the review, or say what is missing.
+
+    With login the decision is the logged-in user's (name and id); the typed name exists only
+    when the plant switched login off (loopback).
+    """
     state = st.session_state
-    operator = str(state.get("f_operator") or "").strip()
+    user = auth.current_user()
+    if auth.login_required():
+        if user is None or not user.may("review"):
+            state["_decision_message"] = (frame_id, "error", "Log in as an operator or engineer to record decisions.")
+            return
+        operator, user_id = user.name, user.id
+    else:
+        operator, user_id = str(state.get("f_operator") or "").strip(), None
     decision = str(state.get(f"f_decision_{frame_id}") or "")
     comment = str(state.get(f"f_comment_{frame_id}") or "").strip() or None
     if not operator:
         state["_decision_message"] = (frame_id, "error", "Enter your name before recording a decision.")
         return
     try:
-        review_id = store.add_review(frame_id, operator, decision, comment)
+        review_id = store.add_review(frame_id, operator, decision, comment, user_id=user_id)
     except OringscanError as exc:
-        state["_decision_message"] = (frame_id, "error", str(exc))
+        state["_decision_message"] = (frame_id, "error", ui.md(exc))
         return
     state["_operator"] = operator
     state[f"f_comment_{frame_id}"] = ""
     label = ui.DECISION_LABELS.get(decision, decision)
-    state["_decision_message"] = (frame_id, "success", f"Recorded: {label} by {operator} (review #{review_id}).")
+    state["_decision_message"] = (frame_id, "success", f"Recorded: {label} by {ui.md(operator)} (review #{review_id}).")
 
 
 def _decision_form(store: Any, detail: FrameDetail) -> None:
     f = detail.frame
     st.subheader("Decision")
-    if "f_operator" not in st.session_state:
+    user = auth.current_user()
+    if auth.login_required() and (user is None or not user.may("review")):
+        st.caption("Log in to record a decision.")
+        return
+    if not auth.login_required() and "f_operator" not in st.session_state:
         st.session_state["f_operator"] = st.session_state.get("_operator", "")
     with st.form("decision", clear_on_submit=False, border=True):
         options = list(REVIEW_DECISIONS)
         st.radio("Decision", options, index=options.index(_default_decision(f.verdict)),
                  format_func=ui.DECISION_LABELS.get, horizontal=True, key=f"f_decision_{f.id}")
-        st.text_input("Operator name", max_chars=128, key="f_operator")
+        if user is not None:
+            st.caption(f"Recorded as **{ui.md(user.name)}** ({user.role})")
+        else:
+            st.text_input("Operator name", max_chars=128, key="f_operator")
         st.text_area("Comment", key=f"f_comment_{f.id}", height=80, placeholder="what you saw (optional)")
         st.form_submit_button("Record decision", type="primary", icon=":material/gavel:",
                               on_click=_record_decision, args=(store, f.id))
     message = st.session_state.get("_decision_message")
     if message and message[0] == f.id:
-        (st.success if message[1] == "success" else st.error)(message[2])
+        (st.success if message[1] == "success" else st.error)(message[2])  # escaped when composed
 
 
 def _history(detail: FrameDetail) -> None:
@@ -301,7 +336,7 @@ def render() -> None:
     detail = store.frame_detail(frame_id)
     if detail is None:
         ui.header("Frame view")
-        st.error(f"frame {frame_id}: not in the database {ui.safe_url(ui.settings().db_url)}")
+        st.error(ui.md(f"frame {frame_id}: not in the database {ui.safe_url(ui.settings().db_url)}"))
         _pick_frame(store)
         return
     f = detail.frame
@@ -321,8 +356,8 @@ def render() -> None:
     with lower_left:
         _measurements(detail)
         if detail.timings:
-            st.caption("Stage times (ms): " + ", ".join(
-                f"{k} {v:.0f}" for k, v in detail.timings.items() if isinstance(v, int | float)))
+            st.caption(ui.md("Stage times (ms): " + ", ".join(
+                f"{k} {v:.0f}" for k, v in detail.timings.items() if isinstance(v, int | float))))
     with lower_right:
         _decision_form(store, detail)
         _history(detail)

@@ -131,7 +131,7 @@ def render() -> None:
             st.caption("No screening scores recorded in this selection.")
         else:
             _chart_with_numbers(charts.score_histogram(table, ui.settings().marginal_fraction), table, "score_histogram")
-            st.caption("Thresholds: " + ", ".join(f"{t} {v:.4g}" for t, v in sorted(hist.thresholds.items())))
+            st.caption(ui.md("Thresholds: " + ", ".join(f"{t} {v:.4g}" for t, v in sorted(hist.thresholds.items()))))
     st.subheader("Reviews")
     if not stats.review_overrides:
         st.caption("No frame has been reviewed in this selection yet.")

@@ -85,10 +85,11 @@ def render() -> None:
         right.dataframe(timings, hide_index=True, width="stretch")
     st.subheader("Models and settings")
     for run in picked:
-        with st.expander(f"{labels[run.id]}  ·  {run.status}", expanded=len(picked) == 1):
-            st.markdown(f"**Command:** `{run.command or '(not recorded)'}`  \n**Host:** {run.host or '?'}  \n"
-                        f"**Model fingerprint:** `{run.model_fingerprint or '?'}`  \n"
-                        f"**Config fingerprint:** `{run.config_fingerprint or '?'}`")
+        with st.expander(ui.md(f"{labels[run.id]}  ·  {run.status}"), expanded=len(picked) == 1):
+            # Everything from the database is escaped (a command line may hold any characters).
+            st.markdown(f"**Command:** {ui.md(run.command or '(not recorded)')}  \n**Host:** {ui.md(run.host or '?')}  \n"
+                        f"**Model fingerprint:** {ui.md(run.model_fingerprint or '?')}  \n"
+                        f"**Config fingerprint:** {ui.md(run.config_fingerprint or '?')}")
             if run.model_versions:
                 st.dataframe(pd.DataFrame({"part": list(run.model_versions),
                                            "version": [str(v) for v in run.model_versions.values()]}),

@@ -39,6 +39,34 @@ def check_database_url(url: str) -> None:
             )
 
 
+def check_login_setup(settings: DashboardSettings, host: str) -> None:
+    """Refuse to serve where someone could record decisions under another's name.
+
+    Off this machine (any address but loopback) login is required; with login on, at least one
+    user must exist, or nobody could log in. Each refusal is one line saying how to set it up.
+    """
+    if not settings.require_login:
+        if not is_loopback(host):
+            raise ConfigError(
+                f"dashboard on {host} without login: anyone on the network could record decisions under any name; "
+                "set `require_login = true` under [dashboard] in the config (the default) and add users with "
+                "`oringscan users add NAME --role operator|engineer`, or bind to 127.0.0.1"
+            )
+        return
+    from oringscan.db import InspectionStore, safe_url
+    from oringscan.db.users import count_users
+
+    store = InspectionStore(settings.db_url)
+    try:
+        if count_users(store) == 0:
+            raise ConfigError(
+                f"{safe_url(settings.db_url)}: no dashboard users yet; add one with `oringscan users add NAME "
+                "--role engineer` (same --db), or on 127.0.0.1 only set `require_login = false` under [dashboard]"
+            )
+    finally:
+        store.dispose()
+
+
 def streamlit_options(host: str, port: int) -> dict[str, object]:
     """Streamlit flags: bound where asked, no telemetry, no file watching, no static file serving."""
     return {
@@ -64,8 +92,9 @@ def launch(settings: DashboardSettings, host: str = "127.0.0.1", port: int = 850
     from streamlit.web import bootstrap
 
     check_database_url(settings.db_url)
+    check_login_setup(settings, host)
     if not is_loopback(host):
-        log.warning("dashboard bound to %s: anyone who can reach this machine on port %d can open it", host, port)
+        log.warning("dashboard bound to %s: reachable from the network on port %d (login required)", host, port)
     settings.export()
     options = streamlit_options(host, port)
     st_config._main_script_path = str(APP_SCRIPT)

@@ -26,6 +26,9 @@ class DashboardSettings:
     page_size: int = 25
     # Drawn on the score histogram next to the threshold (scores above it x threshold are "marginal").
     marginal_fraction: float | None = None
+    # Users log in and decisions are theirs. `oringscan dashboard` takes it from [dashboard]
+    # require_login (default on); settings read back without the key fail closed (login on).
+    require_login: bool = False
 
     @classmethod
     def from_config(cls, config: Config, db_url: str, data_root: Path, output_root: Path) -> DashboardSettings:
@@ -35,6 +38,7 @@ class DashboardSettings:
             image_roots=[Path(r) for r in roots],
             page_size=config.dashboard.page_size,
             marginal_fraction=config.screening.marginal_fraction,
+            require_login=config.dashboard.require_login,
         )
 
     def to_json(self) -> str:
@@ -44,6 +48,7 @@ class DashboardSettings:
                 "image_roots": [str(p) for p in self.image_roots],
                 "page_size": self.page_size,
                 "marginal_fraction": self.marginal_fraction,
+                "require_login": self.require_login,
             }
         )
 
@@ -56,6 +61,7 @@ class DashboardSettings:
                 image_roots=[Path(p) for p in data.get("image_roots", [])],
                 page_size=int(data.get("page_size", 25)),
                 marginal_fraction=None if data.get("marginal_fraction") is None else float(data["marginal_fraction"]),
+                require_login=bool(data.get("require_login", True)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{ENV_VAR}: not valid dashboard settings JSON: {exc}") from None

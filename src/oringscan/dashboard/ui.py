@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import streamlit as st
@@ -11,13 +12,26 @@ from oringscan.dashboard.images import ImageRoots
 from oringscan.dashboard.settings import DashboardSettings
 from oringscan.errors import OringscanError
 
+# Every ASCII punctuation character may be backslash-escaped in CommonMark; escaping all of them
+# also defuses Streamlit's own syntax (:red[...], :material/icon:, $math$, <html>).
+_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def md(text: Any) -> str:
+    """Text from the database, a file name or a user, made safe to put inside Streamlit markdown.
+
+    One line (line breaks could start new markdown blocks), every punctuation character escaped,
+    so a name such as ``**boss**`` or ``[x](http://...)`` is shown as typed, never interpreted.
+    """
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
 
 def settings() -> DashboardSettings:
     """The CLI's settings, or a one-line error on the page (and the page stops)."""
     try:
         return DashboardSettings.from_env()
     except OringscanError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         st.stop()
         raise  # unreachable: st.stop ends the script run
 
@@ -35,9 +49,9 @@ def store() -> Any:
     try:
         return _store(url)
     except OringscanError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
     except Exception as exc:  # a database that cannot be opened: say which and why, in one line
-        st.error(f"{safe_url(url)}: cannot open the database: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        st.error(md(f"{safe_url(url)}: cannot open the database: {type(exc).__name__}: {str(exc).splitlines()[0]}"))
     st.stop()
     raise AssertionError("unreachable")
 
@@ -60,8 +74,9 @@ def safe_url(url: str) -> str:
 
 
 def header(title: str, caption: str | None = None) -> None:
+    """Page title (the page's own words) and caption (escaped: it may hold file names)."""
     st.title(title)
-    st.caption(caption or f"database: {safe_url(settings().db_url)}")
+    st.caption(md(caption or f"database: {safe_url(settings().db_url)}"))
 
 
 VERDICT_BADGES = {
@@ -75,7 +90,7 @@ DECISION_LABELS = {"defect": "Confirm defect", "good": "Override to good", "rewo
 
 
 def verdict_badge(verdict: str | None) -> str:
-    return VERDICT_BADGES.get(verdict or "", f":gray-badge[{verdict or 'none'}]")
+    return VERDICT_BADGES.get(verdict or "", f":gray-badge[{md(verdict or 'none')}]")
 
 
 def keep_widget_state(*keys: str) -> None:
@@ -107,7 +122,7 @@ def guarded(render: Any) -> None:
     try:
         render()
     except OringscanError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
     except SQLAlchemyError as exc:
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        st.error(f"{safe_url(settings().db_url)}: database error: {first[0] if first else type(exc).__name__}")
+        st.error(md(f"{safe_url(settings().db_url)}: database error: {first[0] if first else type(exc).__name__}"))

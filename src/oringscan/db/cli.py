@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich import box
@@ -17,9 +17,41 @@ from rich.table import Table
 
 from oringscan.cli.common import AppContext, OneLineErrors, common_options
 from oringscan.db.errors import StoreError
-from oringscan.db.models import REVIEW_DECISIONS, VERDICTS
-from oringscan.db.queries import FRAME_ORDERS, FrameFilter, Stats, to_jsonable
-from oringscan.db.store import InspectionStore, safe_url, sqlite_path
+from oringscan.db.vocab import FRAME_ORDERS, REVIEW_DECISIONS, VERDICTS
+
+# The store and queries load SQLAlchemy (about a second): they are imported when a command runs, so
+# `oringscan db --help` starts at once. Type checkers see the real names; at run time these stand-ins
+# (same names, same calls) import them on first use.
+if TYPE_CHECKING:
+    from oringscan.db.queries import FrameFilter, Stats, to_jsonable
+    from oringscan.db.store import InspectionStore, safe_url, sqlite_path
+else:
+
+    def InspectionStore(url: str) -> Any:  # noqa: N802 - stands in for the class
+        from oringscan.db.store import InspectionStore as _InspectionStore
+
+        return _InspectionStore(url)
+
+    def FrameFilter(**fields: Any) -> Any:  # noqa: N802 - stands in for the dataclass
+        from oringscan.db.queries import FrameFilter as _FrameFilter
+
+        return _FrameFilter(**fields)
+
+    def safe_url(url: str) -> str:
+        from oringscan.db.store import safe_url as _safe_url
+
+        return _safe_url(url)
+
+    def sqlite_path(url: str) -> Any:
+        from oringscan.db.store import sqlite_path as _sqlite_path
+
+        return _sqlite_path(url)
+
+    def to_jsonable(value: Any) -> Any:
+        from oringscan.db.queries import to_jsonable as _to_jsonable
+
+        return _to_jsonable(value)
+
 
 _VERDICT_STYLE = {"good": "green", "defect": "red", "rework": "dark_orange", "suspect": "yellow", "error": "magenta"}
 _RELATIVE = re.compile(r"^(\d+)\s*([dhm])$")
@@ -409,4 +441,7 @@ def migrate_command(app: AppContext, db_url: str | None) -> None:
 
 
 def register(root: click.Group) -> None:
+    from oringscan.db import users_cli
+
     root.add_command(db_group)
+    users_cli.register(root)

@@ -6,6 +6,13 @@ path and the database refuses UPDATE/DELETE on them), so a decision's history is
 
 Timestamps are stored in UTC. Indexes follow the dashboard's queries: the review queue (verdict,
 type, time, not yet reviewed), per-run listings, the rerun check (sha256 + model fingerprint).
+
+"One record per frame and models" is a rule of the schema, not only of the application: a unique
+index on (frame_key, model_fingerprint) over the *current* records (``superseded_at IS NULL``), so
+two processes inspecting the same frames cannot both record them; ``--reinspect`` marks the old
+record superseded in the same transaction that writes the new one. Runs carry host, pid and a
+heartbeat so one whose process died can be shown ``interrupted``. Users (operators, engineers)
+log in to the dashboard; their password hashes live in ``users``.
 """
 
 from __future__ import annotations
@@ -25,8 +32,11 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from oringscan.db.vocab import REVIEW_DECISIONS, VERDICTS
 
 # Stable constraint names: Alembic (and SQLite batch migrations) need names to alter constraints.
 NAMING_CONVENTION = {
@@ -37,10 +47,10 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-VERDICTS = ("good", "defect", "rework", "suspect", "error")
-# What an operator may decide about a frame.
-REVIEW_DECISIONS = ("good", "defect", "rework")
+# VERDICTS and REVIEW_DECISIONS live in vocab.py (no SQLAlchemy) so `oringscan db --help` starts fast.
 RUN_STATUSES = ("running", "done", "interrupted", "failed")
+# Who may do what on the dashboard: operators review, engineers also change settings and users.
+USER_ROLES = ("operator", "engineer")
 # Verdicts a person must look at: the review queue.
 REVIEW_VERDICTS = ("defect", "suspect", "rework")
 
@@ -82,6 +92,9 @@ class Run(Base):
     n_suspect: Mapped[int] = mapped_column(Integer, default=0)
     n_error: Mapped[int] = mapped_column(Integer, default=0)
     n_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    # Liveness: the writing process and when it last showed a sign of life (see InspectionStore).
+    pid: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime | None]
 
     frames: Mapped[list[Frame]] = relationship(back_populates="run", passive_deletes=True)
 
@@ -121,6 +134,10 @@ class Frame(Base):
     model_fingerprint: Mapped[str | None] = mapped_column(String(64))
     frame_height: Mapped[int | None] = mapped_column(Integer)
     frame_width: Mapped[int | None] = mapped_column(Integer)
+    # The rerun key: the content sha256, or for a file without readable content a hash of its path.
+    frame_key: Mapped[str | None] = mapped_column(String(64))
+    # Set when --reinspect recorded the frame again: only the current record (NULL here) is unique.
+    superseded_at: Mapped[datetime | None]
 
     run: Mapped[Run] = relationship(back_populates="frames")
     tiles: Mapped[list[Tile]] = relationship(back_populates="frame", cascade="all, delete-orphan",
@@ -139,6 +156,8 @@ class Frame(Base):
         Index("ix_frames_inspected_at", "inspected_at"),
         Index("ix_frames_verdict_inspected_at", "verdict", "inspected_at"),
         Index("ix_frames_oring_type_inspected_at", "oring_type", "inspected_at"),
+        Index("uq_frames_current_frame_key", "frame_key", "model_fingerprint", unique=True,
+              sqlite_where=text("superseded_at IS NULL"), postgresql_where=text("superseded_at IS NULL")),
     )
 
 
@@ -222,6 +241,8 @@ class Review(Base):
     decision: Mapped[str] = mapped_column(String(16))
     comment: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
+    # The logged-in user who decided (None: recorded with login switched off, or from the CLI).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
 
     frame: Mapped[Frame] = relationship(back_populates="reviews")
 
@@ -230,6 +251,21 @@ class Review(Base):
         Index("ix_reviews_frame_id_created_at", "frame_id", "created_at"),
         Index("ix_reviews_created_at", "created_at"),
     )
+
+
+class User(Base):
+    """Someone who logs in to the dashboard: name, role and an argon2 password hash (never the password)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (CheckConstraint(f"role IN ({_in(USER_ROLES)})", name="role"),)
 
 
 # Database-side guard for "reviews are never overwritten": UPDATE and DELETE are refused.

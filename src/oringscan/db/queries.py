@@ -17,11 +17,11 @@ from sqlalchemy import Select, and_, case, distinct, exists, func, select
 from sqlalchemy.orm import Session
 
 from oringscan.db.errors import StoreError
-from oringscan.db.models import REVIEW_VERDICTS, VERDICTS, Defect, Frame, Measurement, Review, Run, Tile
+from oringscan.db.models import REVIEW_VERDICTS, Defect, Frame, Measurement, Review, Run, Tile
+from oringscan.db.vocab import FRAME_ORDERS, VERDICTS
 
 T = TypeVar("T")
 
-FRAME_ORDERS = ("newest", "oldest", "worst", "score")
 # "worst" first: what a person must fix first. Smaller rank = worse.
 _VERDICT_RANK = {"defect": 0, "rework": 1, "suspect": 2, "error": 3, "good": 4}
 
@@ -471,9 +471,13 @@ def list_frames(session: Session, filters: FrameFilter | None = None, *, order: 
 
 def review_queue(session: Session, filters: FrameFilter | None = None, *, order: str = "newest",
                  limit: int | None = 25, offset: int = 0) -> Page[FrameRow]:
-    """Unreviewed frames a person must look at: verdict defect / suspect / rework (or the filter's subset)."""
+    """Unreviewed frames a person must look at: verdict defect / suspect / rework (or the filter's subset).
+
+    Only current records: one superseded by --reinspect is history, not work.
+    """
     filters = filters or FrameFilter()
     conds = filters.conditions()
+    conds.append(Frame.superseded_at.is_(None))
     if filters.verdict is None:
         conds.append(Frame.verdict.in_(REVIEW_VERDICTS))
     if filters.reviewed is None:

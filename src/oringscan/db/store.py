@@ -4,6 +4,11 @@ Any SQLAlchemy URL works; the default is ``sqlite:///<output>/inspections.db``. 
 connection runs in WAL mode (readers never block the writer) with a busy timeout and foreign keys
 on, and write transactions start with ``BEGIN IMMEDIATE`` so two writers queue instead of failing.
 The schema is created and upgraded by Alembic (``migrate()``), which the constructor runs.
+
+Opening a store also closes the runs whose process died (``mark_dead_runs``): a run is alive while
+its process exists (same host: the pid) or its heartbeat is fresh (another host), else it is shown
+``interrupted``. "One record per frame and models" is a unique index (see models.py): a writer that
+loses the race gets :class:`AlreadyInspectedError` and treats the frame as already inspected.
 """
 
 from __future__ import annotations
@@ -12,17 +17,18 @@ import hashlib
 import json
 import logging
 import math
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from oringscan.db import queries
@@ -57,6 +63,33 @@ DEFAULT_FRAME_SHAPE = (2048, 2448)
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Serialises concurrent migrations of one PostgreSQL database (any constant shared by all writers).
 _PG_MIGRATION_LOCK = 0x0_5EA1_0DB
+# A run on another host whose heartbeat is older than this is taken for dead (writers beat every
+# frame and at least every 30 s while waiting).
+STALE_RUN = timedelta(minutes=10)
+
+
+class AlreadyInspectedError(StoreError):
+    """The database already has a current record of this frame with these models (another process
+    recorded it first); the frame counts as already inspected."""
+
+    def __init__(self, message: str, frame_id: int | None) -> None:
+        super().__init__(message)
+        self.frame_id = frame_id
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (signal 0 checks without sending)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -192,8 +225,23 @@ class InspectionStore:
         if migrate:
             try:
                 self.migrate()
-            except OperationalError as exc:
-                raise StoreError(f"{safe_url(self.url)}: cannot open the database: {_first_line(exc)}") from None
+            except StoreError:
+                raise
+            except SQLAlchemyError as exc:
+                self.engine.dispose()
+                raise StoreError(self._open_problem(exc)) from None
+            try:
+                self.mark_dead_runs()
+            except (SQLAlchemyError, StoreError) as exc:  # a read-only user: the runs just stay as recorded
+                log.info("%s: runs not checked for liveness (%s)", safe_url(self.url), _first_line(exc))
+
+    def _open_problem(self, exc: SQLAlchemyError) -> str:
+        text = _first_line(exc)
+        if self.dialect == "sqlite" and isinstance(exc, DatabaseError) and (
+                "not a database" in text or "malformed" in text or "corrupt" in text):
+            return (f"{safe_url(self.url)}: not a SQLite database, or a damaged one ({text}); restore it from "
+                    "a backup or move it away to start a new one")
+        return f"{safe_url(self.url)}: cannot open the database: {text}"
 
     def __repr__(self) -> str:
         return f"InspectionStore({safe_url(self.url)!r})"
@@ -241,9 +289,15 @@ class InspectionStore:
 
     @contextmanager
     def read_session(self) -> Iterator[Session]:
-        """A read-only session: one consistent snapshot for everything read inside it."""
-        with self._read() as session, session.begin():
-            yield session
+        """A read-only session: one consistent snapshot for everything read inside it.
+
+        A database that fails under the read (damaged file, server gone) is one StoreError line.
+        """
+        try:
+            with self._read() as session, session.begin():
+                yield session
+        except DatabaseError as exc:
+            raise StoreError(self._open_problem(exc)) from None
 
     @contextmanager
     def write_session(self) -> Iterator[Session]:
@@ -270,8 +324,11 @@ class InspectionStore:
         config_json = None
         if config is not None:
             config_json = _jsonable(config.model_dump(mode="json") if hasattr(config, "model_dump") else config)
+        started = utc(started_at) or now_utc()
         run = Run(
-            started_at=utc(started_at) or now_utc(),
+            started_at=started,
+            heartbeat_at=now_utc(),
+            pid=os.getpid() if host is None else None,
             host=host if host is not None else socket.gethostname(),
             oring_type=oring_type or model,
             command=command,
@@ -299,15 +356,20 @@ class InspectionStore:
         captured_at: datetime | None = None,
         inspected_at: datetime | None = None,
         mm_per_px: float | None = None,
+        frame_key: str | None = None,
+        replace: bool = False,
     ) -> int:
         """Write one frame with its tiles, defects and measurements in ONE transaction; returns its id.
 
         ``path``/``sha256`` default to the result's; ``model_fingerprint`` to the run's.
         ``frame_shape`` (h, w) sizes the RLE masks (default: the plant's full frame).
-        ``mm_per_px`` turns defect areas into mm^2.
+        ``mm_per_px`` turns defect areas into mm^2. ``frame_key`` (default: the sha256) is what
+        "the same frame" means; with a current record of the same key and model fingerprint this
+        raises :class:`AlreadyInspectedError`, unless ``replace`` (--reinspect) supersedes it.
         """
         frame = self._frame_from_result(result, path, sha256, model_fingerprint, frame_shape, station,
                                         captured_at, inspected_at, mm_per_px)
+        frame.frame_key = frame_key or frame.sha256
         try:
             with self.write_session() as session:
                 run = session.get(Run, run_id)
@@ -318,11 +380,27 @@ class InspectionStore:
                     frame.model_fingerprint = run.model_fingerprint
                 if frame.oring_type is None:
                     frame.oring_type = run.oring_type
+                if replace and frame.frame_key is not None:
+                    session.execute(update(Frame).where(*self._current(frame.frame_key, frame.model_fingerprint))
+                                    .values(superseded_at=now_utc()))
+                run.heartbeat_at = now_utc()
                 session.add(frame)
                 session.flush()
                 return frame.id
+        except IntegrityError as exc:  # rolled back as a whole; a lost race is "already inspected"
+            existing = self.find_inspected(frame.frame_key, frame.model_fingerprint)
+            if existing is not None:
+                raise AlreadyInspectedError(f"{frame.path}: already inspected with these models (frame {existing})",
+                                            existing) from None
+            raise StoreError(f"{frame.path}: not recorded in {safe_url(self.url)}: {_first_line(exc)}") from exc
         except SQLAlchemyError as exc:  # rolled back as a whole: nothing of this frame was written
             raise StoreError(f"{frame.path}: not recorded in {safe_url(self.url)}: {_first_line(exc)}") from exc
+
+    @staticmethod
+    def _current(key: str, model_fingerprint: str | None) -> list[Any]:
+        return [Frame.frame_key == key, Frame.superseded_at.is_(None),
+                Frame.model_fingerprint.is_(None) if model_fingerprint is None
+                else Frame.model_fingerprint == model_fingerprint]
 
     def _frame_from_result(
         self,
@@ -405,17 +483,53 @@ class InspectionStore:
         )
 
     def find_inspected(self, sha256: str | None, model_fingerprint: str | None) -> int | None:
-        """Id of the newest frame record with this content and model fingerprint, else None.
+        """Id of the current frame record with this content (or frame key) and model fingerprint.
 
         A rerun skips such frames (unless --reinspect): models unchanged, result unchanged.
         """
         if not sha256:
             return None
-        stmt = select(Frame.id).where(Frame.sha256 == sha256)
-        stmt = stmt.where(Frame.model_fingerprint.is_(None) if model_fingerprint is None
-                          else Frame.model_fingerprint == model_fingerprint)
+        stmt = select(Frame.id).where(*self._current(sha256, model_fingerprint))
         with self.read_session() as session:
             return session.scalar(stmt.order_by(Frame.id.desc()).limit(1))
+
+    def heartbeat(self, run_id: int) -> None:
+        """The run's process is alive: refresh its heartbeat (writers call this while they wait)."""
+        try:
+            with self.write_session() as session:
+                session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now_utc()))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"run {run_id}: heartbeat not written to {safe_url(self.url)}: {_first_line(exc)}") from None
+
+    def mark_dead_runs(self, *, now: datetime | None = None, stale: timedelta = STALE_RUN) -> list[int]:
+        """Close as ``interrupted`` every ``running`` run whose process is gone; returns their ids.
+
+        Same host: the recorded pid no longer exists. Any host: no heartbeat (or start, or frame)
+        for ``stale``. Counts are filled from the frame records as ``finish_run`` does.
+        """
+        now = utc(now) or now_utc()
+        host = socket.gethostname()
+        with self.read_session() as session:
+            running = session.execute(
+                select(Run.id, Run.host, Run.pid, Run.heartbeat_at, Run.started_at).where(Run.status == "running")
+            ).all()
+        dead = []
+        for run_id, run_host, pid, beat, started in running:
+            if run_host == host and pid is not None:
+                if not process_alive(pid):
+                    dead.append(run_id)
+                continue
+            last = max(t for t in (utc(beat), utc(started)) if t is not None)
+            if now - last > stale:
+                dead.append(run_id)
+        for run_id in dead:
+            with self.write_session() as session:
+                run = session.get(Run, run_id)
+                if run is None or run.status != "running":
+                    continue  # closed meanwhile by its own process or another reader
+                self._close(session, run, "interrupted", None, utc(run.heartbeat_at) or now)
+            log.warning("run %s: its process is gone; marked interrupted", run_id)
+        return dead
 
     def finish_run(
         self,
@@ -432,26 +546,31 @@ class InspectionStore:
             run = session.get(Run, run_id)
             if run is None:
                 raise StoreError(f"run {run_id}: not in the database {safe_url(self.url)}")
-            counts = dict(session.execute(
-                select(Frame.verdict, func.count()).where(Frame.run_id == run_id).group_by(Frame.verdict)
-            ).all())
-            run.finished_at = utc(finished_at) or now_utc()
-            run.status = status
-            run.n_frames = sum(counts.values())
-            for verdict in VERDICTS:
-                setattr(run, f"n_{verdict}", counts.get(verdict, 0))
-            if n_skipped is not None:
-                run.n_skipped = int(n_skipped)
-            session.flush()
+            self._close(session, run, status, n_skipped, utc(finished_at) or now_utc())
             finished = queries.get_run(session, run_id)
             assert finished is not None
             return finished
 
+    @staticmethod
+    def _close(session: Session, run: Run, status: str, n_skipped: int | None, finished_at: datetime) -> None:
+        counts = dict(session.execute(
+            select(Frame.verdict, func.count()).where(Frame.run_id == run.id).group_by(Frame.verdict)
+        ).all())
+        run.finished_at = finished_at
+        run.status = status
+        run.n_frames = sum(counts.values())
+        for verdict in VERDICTS:
+            setattr(run, f"n_{verdict}", counts.get(verdict, 0))
+        if n_skipped is not None:
+            run.n_skipped = int(n_skipped)
+        session.flush()
+
     def add_review(self, frame_id: int, operator: str, decision: str, comment: str | None = None,
-                   *, created_at: datetime | None = None) -> int:
+                   *, created_at: datetime | None = None, user_id: int | None = None) -> int:
         """Append an operator's decision (good / defect / rework) about a frame; returns the review id.
 
         Earlier reviews stay as they were: the newest one is the frame's current decision.
+        ``user_id``: the logged-in user (the dashboard passes it; ``operator`` is then their name).
         """
         decision = (decision or "").strip().lower()
         if decision not in REVIEW_DECISIONS:
@@ -464,7 +583,7 @@ class InspectionStore:
             if session.get(Frame, frame_id) is None:
                 raise StoreError(f"frame {frame_id}: not in the database {safe_url(self.url)}")
             review = Review(frame_id=frame_id, operator=operator, decision=decision, comment=comment or None,
-                            created_at=utc(created_at) or now_utc())
+                            created_at=utc(created_at) or now_utc(), user_id=user_id)
             session.add(review)
             session.flush()
             return review.id
@@ -473,6 +592,11 @@ class InspectionStore:
 
     def runs(self, *, oring_type: str | None = None, since: datetime | None = None, until: datetime | None = None,
              status: str | None = None, limit: int | None = 100, offset: int = 0) -> list[RunRow]:
+        """Runs, newest first; runs whose process died are closed ``interrupted`` first."""
+        try:
+            self.mark_dead_runs()
+        except (SQLAlchemyError, StoreError) as exc:  # read-only user: show them as recorded
+            log.info("runs not checked for liveness (%s)", exc)
         with self.read_session() as s:
             return queries.list_runs(s, oring_type=oring_type, since=since, until=until, status=status,
                                      limit=limit, offset=offset)
@@ -480,6 +604,16 @@ class InspectionStore:
     def run(self, run_id: int) -> RunRow | None:
         with self.read_session() as s:
             return queries.get_run(s, run_id)
+
+    def run_config(self, run_id: int) -> dict[str, Any] | None:
+        """The effective config a run was made with (stored at its start; None if unknown).
+
+        The dashboard redraws ring geometry with the run's own [roi]/[rework] settings, so the
+        drawing agrees with the measurements stored for its frames.
+        """
+        with self.read_session() as s:
+            run = s.get(Run, run_id)
+            return None if run is None or not isinstance(run.config, dict) else run.config
 
     def frames(self, filters: FrameFilter | None = None, *, order: str = "newest", limit: int | None = 100,
                offset: int = 0, **filter_kwargs: Any) -> Page[FrameRow]:
@@ -593,4 +727,4 @@ def _configure_postgresql(engine: Engine) -> None:
             dbapi_connection.commit()
 
 
-__all__ = ["InspectionStore", "StoreError", "DEFAULT_FRAME_SHAPE"]
+__all__ = ["DEFAULT_FRAME_SHAPE", "AlreadyInspectedError", "InspectionStore", "StoreError", "process_alive"]

@@ -10,11 +10,38 @@ Public API:
 - :func:`evaluate_pipeline`, :func:`run_demo`.
 """
 
-from oringscan.pipeline.batch import BatchSummary, FrameRecorder, Prefetcher, inspect_paths, read_one
-from oringscan.pipeline.evaluate import evaluate_pipeline, metrics_from_confusion
-from oringscan.pipeline.inspector import FrameInspection, Inspector, ModelPaths, model_fingerprint
-from oringscan.pipeline.policy import confident_defects, decide_verdict
-from oringscan.pipeline.watch import FolderWatcher, watch_folder
+from typing import TYPE_CHECKING
+
+from oringscan._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from oringscan.pipeline.batch import BatchSummary, FrameRecorder, Prefetcher, inspect_paths, read_one
+    from oringscan.pipeline.evaluate import evaluate_pipeline, metrics_from_confusion
+    from oringscan.pipeline.inspector import FrameInspection, Inspector, ModelPaths, model_fingerprint
+    from oringscan.pipeline.policy import confident_defects, decide_verdict
+    from oringscan.pipeline.watch import FolderWatcher, watch_folder
+
+# Names are imported on first use, so `oringscan --help` does not load torch (see oringscan/_lazy.py).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "BatchSummary": "batch",
+        "FrameRecorder": "batch",
+        "Prefetcher": "batch",
+        "inspect_paths": "batch",
+        "read_one": "batch",
+        "evaluate_pipeline": "evaluate",
+        "metrics_from_confusion": "evaluate",
+        "FrameInspection": "inspector",
+        "Inspector": "inspector",
+        "ModelPaths": "inspector",
+        "model_fingerprint": "inspector",
+        "confident_defects": "policy",
+        "decide_verdict": "policy",
+        "FolderWatcher": "watch",
+        "watch_folder": "watch",
+    },
+)
 
 __all__ = [
     "BatchSummary",

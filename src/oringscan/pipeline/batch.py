@@ -3,13 +3,22 @@
 Each frame is recorded in its own database transaction as soon as it is done, so a batch killed
 halfway leaves only whole records; a rerun skips frames already inspected with the same content
 (sha256) and the same models (fingerprint) unless ``reinspect``. A file that cannot be read is an
-``error`` record with the reason, and the batch goes on.
+``error`` record with the reason, and the batch goes on. The database backs "one record per frame
+and models" with a unique index, so two processes on the same frames record each frame once.
+
+File names are carried as paths (any bytes the file system allows) and stored as
+:func:`oringscan.errors.path_text`. A path named by the caller that does not exist is no record:
+it is reported in ``BatchSummary.missing_inputs`` (or, when nothing was found at all, raised as
+:class:`InputNotFoundError`). SIGTERM ends a batch like Ctrl-C: the run is closed ``interrupted``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import queue
+import signal
 import threading
 import time
 from collections import Counter
@@ -20,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from oringscan.config import FrameConfig
-from oringscan.errors import FrameError, OringscanError
+from oringscan.errors import FrameError, InputNotFoundError, OringscanError, path_text
 from oringscan.frames import LoadedFrame, iter_image_files, read_frame, sha256_of
 from oringscan.pipeline.inspector import FrameInspection, Inspector, error_result
 from oringscan.types import InspectionResult, Verdict
@@ -28,6 +37,20 @@ from oringscan.types import InspectionResult, Verdict
 log = logging.getLogger(__name__)
 
 VERDICT_ORDER = [Verdict.GOOD, Verdict.DEFECT, Verdict.REWORK, Verdict.SUSPECT, Verdict.ERROR]
+# The run record's heartbeat is refreshed at least this often while a batch or watcher lives.
+HEARTBEAT_S = 30.0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager, ``kill``): handled like Ctrl-C, the run is closed ``interrupted``."""
+
+
+def frame_key(path: Path, sha256: str | None) -> str:
+    """What makes a frame "the same frame" for the rerun rule: its content, or for a file without
+    readable content (a FIFO, a looping link) its path, so a rerun does not record it again."""
+    if sha256:
+        return sha256
+    return hashlib.sha256(b"path:" + os.fsencode(str(Path(path).absolute()))).hexdigest()
 
 
 @dataclass(slots=True)
@@ -39,6 +62,10 @@ class ReadFrame:
     sha256: str | None
     problem: str | None
     read_ms: float
+
+    @property
+    def key(self) -> str:
+        return frame_key(self.path, self.sha256)
 
 
 def read_one(path: Path, frame_cfg: FrameConfig) -> ReadFrame:
@@ -128,6 +155,15 @@ class BatchSummary:
     overlay_dir: Path | None = None
     interrupted: bool = False
     kind: str = "inspect"
+    # Paths the caller named that do not exist: no record, but the batch is not all right.
+    missing_inputs: list[str] = field(default_factory=list)
+    # Frames another process recorded first (with the same models) while this one inspected them.
+    recorded_elsewhere: list[Path] = field(default_factory=list)
+
+    @property
+    def n_errors(self) -> int:
+        """Inputs that were errors: error records plus named paths that do not exist."""
+        return sum(1 for r in self.results if r.verdict is Verdict.ERROR) + len(self.missing_inputs)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -171,18 +207,37 @@ class FrameRecorder:
         self.run_id = run_id
         self.reinspect = reinspect
         self.save_overlays = inspector.config.pipeline.save_overlays if save_overlays is None else save_overlays
+        # Heatmaps are computed for the overlays only: --save-vis/--no-save-vis decides both.
+        inspector.with_maps = self.save_overlays
         self.overlay_dir = overlay_dir
         self.station = station
         self._used_names: set[str] = set()
+        self._last_beat = time.monotonic()
 
-    def already_inspected(self, sha256: str | None) -> bool:
-        if self.reinspect or self.store is None or sha256 is None:
+    def already_inspected(self, key: str | None) -> bool:
+        """Whether the database has this frame (content sha256, or :func:`frame_key`) with these models."""
+        if self.reinspect or self.store is None or key is None:
             return False
-        return bool(self.store.find_inspected(sha256, self.inspector.fingerprint))
+        return bool(self.store.find_inspected(key, self.inspector.fingerprint))
 
-    def process(self, item: ReadFrame) -> InspectionResult:
-        """Inspect (or record the read problem of) one frame, save its overlay, record it."""
-        name = str(item.path.absolute())
+    def beat(self, force: bool = False) -> None:
+        """Refresh the run's heartbeat (at most every HEARTBEAT_S): a live run is never taken for dead."""
+        if self.store is None or self.run_id is None:
+            return
+        now = time.monotonic()
+        if force or now - self._last_beat >= HEARTBEAT_S:
+            self._last_beat = now
+            try:
+                self.store.heartbeat(self.run_id)
+            except OringscanError as exc:
+                log.warning("run %s: heartbeat not written (%s)", self.run_id, exc)
+
+    def process(self, item: ReadFrame) -> InspectionResult | None:
+        """Inspect (or record the read problem of) one frame, save its overlay, record it.
+
+        None when another process recorded the same frame with the same models meanwhile.
+        """
+        name = path_text(item.path.absolute())
         if item.frame is None:
             result = error_result(name, item.problem or "unreadable", {"read": item.read_ms, "total": item.read_ms},
                                   oring_type=self.inspector.model, sha256=item.sha256)
@@ -199,15 +254,19 @@ class FrameRecorder:
 
                 path = self.overlay_dir / self._overlay_name(item)
                 save_overlay(inspection, path, self.inspector.config)
-                result.overlay_path = str(path.absolute())
+                result.overlay_path = path_text(path.absolute())
             except Exception as exc:  # noqa: BLE001 - a picture must never cost the record
                 log.warning("%s: overlay not saved (%s)", name, exc)
             result.timings_ms["overlay"] = (time.perf_counter() - start) * 1000.0
         if self.store is not None:
             start = time.perf_counter()
             shape = None if inspection.gray is None else tuple(inspection.gray.shape[:2])
-            record_result(self.store, self.run_id, result, self.inspector, shape, self.station)  # type: ignore[arg-type]
+            frame_id = record_result(self.store, self.run_id, result, self.inspector, shape, self.station,  # type: ignore[arg-type]
+                                     key=item.key, replace=self.reinspect)
             result.timings_ms["db"] = (time.perf_counter() - start) * 1000.0
+            self._last_beat = time.monotonic()  # recording a frame refreshes the heartbeat
+            if frame_id is None:
+                return None
         return result
 
     def _overlay_name(self, item: ReadFrame) -> str:
@@ -226,17 +285,31 @@ def record_result(
     inspector: Inspector,
     frame_shape: tuple[int, int] | None = None,
     station: str | None = None,
+    *,
+    key: str | None = None,
+    replace: bool = False,
 ) -> Any:
-    """One frame, one transaction (the store's ``record_frame`` commits or rolls back as a whole)."""
-    return store.record_frame(
-        run_id,
-        result,
-        sha256=result.sha256,
-        model_fingerprint=inspector.fingerprint,
-        frame_shape=frame_shape,
-        station=station,
-        mm_per_px=inspector.config.oring_type(inspector.model).mm_per_px,
-    )
+    """One frame, one transaction (the store's ``record_frame`` commits or rolls back as a whole).
+
+    Returns the frame id, or None when the database already has this frame with these models
+    (another process got there first); ``replace`` (--reinspect) supersedes the current record.
+    """
+    from oringscan.db.store import AlreadyInspectedError
+
+    try:
+        return store.record_frame(
+            run_id,
+            result,
+            sha256=result.sha256,
+            model_fingerprint=inspector.fingerprint,
+            frame_shape=frame_shape,
+            station=station,
+            mm_per_px=inspector.config.oring_type(inspector.model).mm_per_px,
+            frame_key=key,
+            replace=replace,
+        )
+    except AlreadyInspectedError:
+        return None
 
 
 def start_run(store: Any | None, inspector: Inspector, *, kind: str = "inspect", note: str | None = None) -> Any:
@@ -276,29 +349,42 @@ def inspect_paths(
     Overlays of every non-good frame go to ``<output_root>/<model>/inspections/run-<id>_<time>/``.
     """
     given = [Path(p) for p in paths]
-    files = iter_image_files(given, inspector.config.frame)
+    missing = missing_inputs(given)
+    files = iter_image_files([p for p in given if path_text(p) not in missing], inspector.config.frame)
     if not files:
-        where = ", ".join(str(p) for p in given) or "(no paths given)"
+        if missing:
+            raise InputNotFoundError(missing)
+        where = ", ".join(path_text(p) for p in given) or "(no paths given)"
         raise OringscanError(f"{where}: no frames found (looked for {', '.join(inspector.config.frame.extensions)})")
+    for name in missing:
+        log.error("%s: no such file or folder (nothing recorded for it)", name)
     run_id = start_run(store, inspector)
     overlay_dir = Path(output_root) / inspector.model / "inspections" / run_folder_name(run_id)
     recorder = FrameRecorder(inspector, store, run_id, reinspect=reinspect, save_overlays=save_overlays,
                              overlay_dir=overlay_dir, station=station)
-    summary = BatchSummary(run_id, inspector.model, inspector.fingerprint, overlay_dir=overlay_dir)
+    summary = BatchSummary(run_id, inspector.model, inspector.fingerprint, overlay_dir=overlay_dir,
+                           missing_inputs=missing)
     start = time.perf_counter()
     bar = _progress_bar(len(files), f"inspect {inspector.model}", enabled=progress)
     reader = Prefetcher(files, inspector.config.frame, depth=prefetch)
+    failed = True
     try:
-        with bar:
+        with bar, sigterm_as_interrupt():
             for item in reader:
-                if recorder.already_inspected(item.sha256):
+                if recorder.already_inspected(item.key):
                     summary.skipped.append(item.path)
+                    recorder.beat()
                 else:
                     result = recorder.process(item)
-                    summary.results.append(result)
-                    if on_result is not None:
-                        on_result(result)
+                    if result is None:
+                        summary.skipped.append(item.path)
+                        summary.recorded_elsewhere.append(item.path)
+                    else:
+                        summary.results.append(result)
+                        if on_result is not None:
+                            on_result(result)
                 bar.advance(_counts_text(summary))
+        failed = False
     except KeyboardInterrupt:
         summary.interrupted = True
         raise
@@ -306,14 +392,44 @@ def inspect_paths(
         reader.close()
         summary.seconds = time.perf_counter() - start
         if store is not None and run_id is not None:
-            _finish_run(store, run_id, summary)
+            _finish_run(store, run_id, summary, failed=failed and not summary.interrupted)
     return summary
 
 
-def _finish_run(store: Any, run_id: Any, summary: BatchSummary) -> None:
+def missing_inputs(paths: Sequence[Path]) -> list[str]:
+    """The named paths (not globs) that do not exist at all, as text; a dangling link exists."""
+    return [path_text(p) for p in paths if not any(ch in str(p) for ch in "*?[") and not os.path.lexists(p)]
+
+
+class sigterm_as_interrupt:  # noqa: N801 - used like a function: ``with sigterm_as_interrupt():``
+    """While inside, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread.
+
+    A no-op off the main thread (signal handlers can only be set there).
+    """
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> sigterm_as_interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, _raise_terminated)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+
+
+def _raise_terminated(signum: int, _frame: Any) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def _finish_run(store: Any, run_id: Any, summary: BatchSummary, *, failed: bool = False) -> None:
+    status = "interrupted" if summary.interrupted else "failed" if failed else "done"
     try:
-        store.finish_run(run_id, status="interrupted" if summary.interrupted else "done",
-                         n_skipped=len(summary.skipped))
+        store.finish_run(run_id, status=status, n_skipped=len(summary.skipped))
     except OringscanError as exc:
         log.warning("run %s: could not close the run record (%s)", run_id, exc)
 

@@ -9,7 +9,18 @@ from typing import Any
 
 import click
 
-from oringscan.cli.common import AppContext, OneLineErrors, common_options, model_option, set_threads
+from oringscan.cli.common import (
+    EXIT_CODES_HELP,
+    AppContext,
+    InputErrorStop,
+    OneLineErrors,
+    check_inputs,
+    common_options,
+    exit_for_input_errors,
+    model_option,
+    set_threads,
+    strict_option,
+)
 
 
 def open_store(url: str) -> Any:
@@ -19,7 +30,7 @@ def open_store(url: str) -> Any:
     return InspectionStore(url)
 
 
-@click.command("inspect")
+@click.command("inspect", epilog=EXIT_CODES_HELP)
 @common_options
 @model_option()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -33,9 +44,11 @@ def open_store(url: str) -> Any:
 @click.option("--station", default=None, help="Station name stored with every frame.")
 @click.option("--device", default=None, help="auto, cpu or cuda [default: from the config].")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs, CI).")
+@strict_option
 def inspect_command(
     app: AppContext, model: str, paths: tuple[Path, ...], db_url: str | None, as_json: bool,
     save_vis: bool | None, reinspect: bool, station: str | None, device: str | None, no_progress: bool,
+    strict: bool = False,
 ) -> None:
     """Inspect frames (files, folders, globs) and record one verdict per frame.
 
@@ -62,19 +75,31 @@ def inspect_command(
     from oringscan.pipeline.inspector import Inspector
     from oringscan.pipeline.report import print_summary, results_json
 
+    check_inputs(paths, strict)
     set_threads(None)
     url = db_url or app.db_url
     inspector = Inspector.load(app.config, app.output_root, model, device=device)
     store = open_store(url)
     summary = inspect_paths(inspector, list(paths), store, output_root=app.output_root, reinspect=reinspect,
-                            save_overlays=save_vis, progress=not no_progress, station=station)
+                            save_overlays=save_vis, progress=not no_progress, station=station,
+                            on_result=_stop_at_error if strict else None)
     console = Console(stderr=as_json)
     print_summary(summary, console, db_url=url)
+    if inspector.segmentation_notice:  # why no part was called defect by segmentation
+        console.print(f"note: {inspector.segmentation_notice}: flagged parts went to suspect", markup=False,
+                      soft_wrap=True)
     if as_json:
         click.echo(results_json(summary.results))
+    exit_for_input_errors(summary.n_errors, len(summary.results) + len(summary.missing_inputs))
 
 
-@click.command("watch")
+def _stop_at_error(result: Any) -> None:
+    """--strict: the first error record ends the batch (it is recorded; the run is closed failed)."""
+    if str(result.verdict) == "error":
+        raise InputErrorStop(f"{result.image}: {result.error or '; '.join(result.reasons) or 'error'}")
+
+
+@click.command("watch", epilog=EXIT_CODES_HELP)
 @common_options
 @model_option()
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False, exists=True))
@@ -87,9 +112,10 @@ def inspect_command(
 @click.option("--reinspect", is_flag=True, help="Inspect files already in the database again.")
 @click.option("--station", default=None, help="Station name stored with every frame.")
 @click.option("--device", default=None, help="auto, cpu or cuda [default: from the config].")
+@strict_option
 def watch_command(
     app: AppContext, model: str, folder: Path, db_url: str | None, poll_s: float, stable_polls: int,
-    save_vis: bool | None, reinspect: bool, station: str | None, device: str | None,
+    save_vis: bool | None, reinspect: bool, station: str | None, device: str | None, strict: bool = False,
 ) -> None:
     """Inspect frames as the camera software writes them into FOLDER, until Ctrl-C.
 
@@ -119,10 +145,21 @@ def watch_command(
     stop = threading.Event()
     # A service manager stops the watcher with SIGTERM: finish the current frame, close the run.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    first_error: list[str] = []
+
+    def on_result(result: Any) -> None:
+        click.echo(result_line(result))
+        if strict and str(result.verdict) == "error" and not first_error:
+            first_error.append(f"{result.image}: {result.error or '; '.join(result.reasons) or 'error'}")
+            stop.set()  # --strict: finish this frame, close the run, exit 1
+
     summary = watch_folder(recorder, folder, poll_s=poll_s, stable_polls=stable_polls, stop=stop,
-                           on_result=lambda r: click.echo(result_line(r)))
+                           on_result=on_result)
     finish_run(store, run_id, summary)
     print_summary(summary, db_url=url)
+    if first_error:
+        raise InputErrorStop(first_error[0])
+    exit_for_input_errors(summary.n_errors, len(summary.results))
 
 
 @click.command("demo")
@@ -145,7 +182,7 @@ def demo_command(workdir: Path, minutes: float, seed: int) -> None:
     run_demo(workdir, minutes=minutes, seed=seed)
 
 
-@click.command("pipeline")
+@click.command("pipeline", epilog=EXIT_CODES_HELP)
 @common_options
 @model_option()
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
@@ -176,6 +213,9 @@ def evaluate_pipeline_command(
         print_evaluation(report, err=True)
     else:
         print_evaluation(report)
+    confusion = report.get("confusion", {})
+    exit_for_input_errors(sum(row.get("error", 0) for row in confusion.values()),
+                          sum(sum(row.values()) for row in confusion.values()))
 
 
 def register(root: click.Group) -> None:

@@ -85,6 +85,114 @@ def metrics_from_confusion(matrix: dict[str, dict[str, int]]) -> dict[str, Any]:
     }
 
 
+# --- the line's false-reject budget: expected against measured, per stage --------------------------
+
+BUDGET_STAGES = ("screening", "review", "rework", "line")
+STAGE_MEANING = {
+    "screening": "screening flag",  # score above the threshold
+    "review": "review band",  # score in the marginal band below it
+    "rework": "rework rules",  # geometry out of the limits
+    "line": "line (not passed)",  # any of them: the part is not passed as good
+}
+
+
+def _stage_hit(stage: str, result: InspectionResult) -> bool:
+    """Whether a good part was stopped by this stage (stages overlap; the line counts it once)."""
+    from oringscan.types import ReworkVerdict, Verdict
+
+    s = result.screening
+    if stage == "screening":
+        return s is not None and s.flagged
+    if stage == "review":
+        return s is not None and not s.flagged and s.marginal
+    if stage == "rework":
+        return result.rework is not None and result.rework.verdict in (ReworkVerdict.REWORK, ReworkVerdict.DEFECT)
+    return result.verdict is not Verdict.GOOD
+
+
+def _expected_rates(inspector: Inspector) -> dict[str, tuple[float | None, list[float] | None]]:
+    """What each stage's calibration expects on unseen good parts (None where it does not say)."""
+    out: dict[str, tuple[float | None, list[float] | None]] = {}
+    calibration = getattr(getattr(inspector.screening, "meta", None), "calibration", None) or {}
+    flag = calibration.get("expected_false_reject_rate")
+    out["screening"] = (flag, calibration.get("expected_false_reject_interval"))
+    out["review"] = (calibration.get("expected_review_rate"), None)
+    meta = getattr(getattr(inspector.rework, "rules", None), "meta", None)
+    rework = getattr(meta, "expected_rate", None)
+    low, high = getattr(meta, "rate_low", None), getattr(meta, "rate_high", None)
+    out["rework"] = (rework, None if low is None or high is None else [low, high])
+    parts = [out[s][0] for s in ("screening", "review", "rework")]
+    out["line"] = (sum(parts) if all(p is not None for p in parts) else None, None)  # overlaps only lower it
+    return out
+
+
+def false_reject_report(inspector: Inspector, results: list[tuple[str, InspectionResult]],
+                        confidence: float = 0.9) -> dict[str, Any]:
+    """Per stage and for the line: its budget share, what its calibration expects, what the good
+    parts of this evaluation show (count, rate and a Clopper-Pearson interval)."""
+    from scipy import stats
+
+    try:
+        from oringscan.pipeline.budget import split_false_reject_budget
+
+        budget = split_false_reject_budget(inspector.config).as_dict()
+        budget["line"] = budget.pop("total")
+    except (ImportError, OringscanError):
+        budget = {}
+    good = [r for truth, r in results if truth == "good"]
+    n = len(good)
+    expected = _expected_rates(inspector)
+    alpha = 1 - confidence
+    out: dict[str, Any] = {"good_parts": n, "confidence": confidence, "stages": {}}
+    for stage in BUDGET_STAGES:
+        count = sum(_stage_hit(stage, r) for r in good)
+        low = high = None
+        if n:
+            low = 0.0 if count == 0 else float(stats.beta.ppf(alpha / 2, count, n - count + 1))
+            high = 1.0 if count == n else float(stats.beta.ppf(1 - alpha / 2, count + 1, n - count))
+        exp, exp_interval = expected.get(stage, (None, None))
+        out["stages"][stage] = {
+            "meaning": STAGE_MEANING[stage],
+            "budget": budget.get(stage),
+            "expected": exp,
+            "expected_interval": exp_interval,
+            "measured": count / n if n else None,
+            "count": count,
+            "measured_interval": None if low is None else [low, high],
+            # The calibration's expectation is consistent with what these parts show.
+            "consistent": None if exp is None or low is None else bool(low <= exp <= high),
+        }
+    return out
+
+
+def false_reject_table(data: dict[str, Any]) -> Any:
+    """The budget report as a rich table (expected against measured)."""
+    from rich.table import Table
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    table = Table(title=f"false rejects of good parts: expected against measured ({data['good_parts']} good parts, "
+                        f"{data['confidence']:.0%} interval)", title_justify="left")
+    for col in ("stage", "budget", "expected", "measured", "interval", ""):
+        table.add_column(col, justify="left" if col in ("stage", "") else "right")
+    for row in data["stages"].values():
+        interval = row["measured_interval"]
+        verdict = {True: "[green]as expected[/]", False: "[red]off[/]", None: ""}[row["consistent"]]
+        table.add_row(row["meaning"], pct(row["budget"]), pct(row["expected"]),
+                      f"{row['count']} ({pct(row['measured'])})",
+                      "-" if interval is None else f"{pct(interval[0])} - {pct(interval[1])}", verdict)
+    return table
+
+
+def _without_pixels(result: InspectionResult) -> InspectionResult:
+    """The result as kept for the report: its overlay is written, so the per-tile anomaly maps
+    (tile-size float32 each) go; memory then grows with the frame count, not with frame area."""
+    if result.screening is not None:
+        result.screening.anomaly_maps = None
+    return result
+
+
 def evaluate_pipeline(
     inspector: Inspector,
     data_root: Path,
@@ -106,7 +214,7 @@ def evaluate_pipeline(
     results: list[tuple[str, InspectionResult]] = []
     bar = tqdm(total=len(frames), desc=f"evaluate pipeline {model} ({split})", unit="frame", disable=not progress)
     for item in Prefetcher([p for p, _ in frames], inspector.config.frame):
-        result = recorder.process(item)
+        result = _without_pixels(recorder.process(item))
         truth = truth_of[item.path]
         results.append((truth, result))
         rows.append({"image": str(item.path), "truth": truth, "verdict": str(result.verdict),
@@ -125,6 +233,8 @@ def evaluate_pipeline(
         "mean_ms_per_frame": (sum(r.timings_ms.get("total", 0.0) for _, r in results) / len(results)) if results else None,
         "frames_detail": rows,
     }
+    report["false_rejects"] = false_reject_report(inspector, results)
+    report["segmentation"] = inspector.segmentation_notice or None
     report["plots"] = _plots(matrix, results, report["threshold"], out_dir)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     report["report_path"] = str(out_dir / "report.json")
@@ -203,4 +313,8 @@ def print_evaluation(report: dict[str, Any], err: bool = False) -> None:
     ]
     for line in lines:
         click.echo(line, err=err)
+    if report.get("false_rejects"):
+        console.print(false_reject_table(report["false_rejects"]))
+    if report.get("segmentation"):
+        click.echo(f"note: {report['segmentation']}: segmentation called no defect", err=err)
 

@@ -22,7 +22,7 @@ import numpy as np
 from oringscan.config import Config
 from oringscan.errors import FrameError, ModelFileError, OringscanError
 from oringscan.frames import LoadedFrame, normalize_frame
-from oringscan.pipeline.policy import confident_defects, decide_verdict
+from oringscan.pipeline.policy import DefectGate, confident_defects, decide_verdict
 from oringscan.roi import RingROI, find_ring
 from oringscan.tiling import ring_tiles
 from oringscan.types import (
@@ -66,6 +66,11 @@ class ModelPaths:
         rules = rules_path_for(config, Path(output_root), model)
         return cls(type_root / "screening", type_root / "checkpoints" / "best_model.pth", Path(rules))
 
+    @property
+    def segmentation_calibration(self) -> Path:
+        """The segmenter's calibration (segmentation/calibration.py), next to its checkpoint."""
+        return self.segmentation_checkpoint.parent / "segmentation_calibration.json"
+
     def files(self) -> list[Path]:
         """Every file whose content decides a verdict (hashed into the model fingerprint)."""
         return [
@@ -91,6 +96,9 @@ def model_fingerprint(paths: ModelPaths, config: Config, model: str) -> str:
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
+    # Optional: whether (and from which score) segmentation may call a defect.
+    calibration = paths.segmentation_calibration
+    digest.update(calibration.read_bytes() if calibration.is_file() else b"no segmentation calibration")
     for section in (config.pipeline, config.roi, config.tiling, config.frame):
         digest.update(section.model_dump_json().encode())
     return digest.hexdigest()[:16]
@@ -142,6 +150,7 @@ class Inspector:
         rework: ReworkStage,
         fingerprint: str = "unversioned",
         paths: ModelPaths | None = None,
+        gate: DefectGate | None = None,
     ) -> None:
         self.config = config
         self.model = model
@@ -151,6 +160,32 @@ class Inspector:
         self.fingerprint = fingerprint
         self.paths = paths
         self.with_maps = config.pipeline.save_overlays
+        # Whether segmentation may call defects, and from which score: its val calibration (carried
+        # by the segmenter) or an explicit [pipeline] defect_min_score. Not qualified: never runs.
+        self.gate = gate if gate is not None else DefectGate.from_calibration(
+            getattr(segmenter, "calibration", None), config.pipeline)
+        self._warned = False
+        training = getattr(segmenter, "training", None)
+        lowest = self.gate.lowest
+        if lowest is not None and training is not None and getattr(training, "score_threshold", 0.0) > lowest:
+            # The segmenter must report instances down to the lowest calibrated score (a copy:
+            # the config's training section stays as it is).
+            segmenter.training = training.model_copy(update={"score_threshold": lowest})  # type: ignore[attr-defined]
+
+    def _warn_once(self) -> None:
+        """One warning line when the first frame is inspected: segmentation will not (or, overridden, will) decide."""
+        if self._warned:
+            return
+        self._warned = True
+        if not self.gate.qualified:
+            log.warning("%s: flagged parts go to suspect, segmentation calls no defect", self.gate.reason)
+        elif "overrides" in self.gate.reason:
+            log.warning("%s", self.gate.reason)
+
+    @property
+    def segmentation_notice(self) -> str:
+        """Why segmentation calls no defect ("" when it may): printed by inspect, stored with runs."""
+        return "" if self.gate.qualified else self.gate.reason
 
     @classmethod
     def load(cls, config: Config, output_root: Path | str, model: str, device: str | None = None) -> Inspector:
@@ -192,6 +227,8 @@ class Inspector:
         seg_meta = getattr(self.segmenter, "meta", None)
         if isinstance(seg_meta, dict):
             out["segmentation"] = {k: v for k, v in seg_meta.items() if isinstance(v, str | int | float | None)}
+        out.setdefault("segmentation", {}).update(
+            {"qualified": self.gate.qualified, "defect_score": self.gate.min_score, "decides": self.gate.reason})
         if self.paths is not None:
             out["files"] = {k: str(v) for k, v in
                             (("screening", self.paths.screening_dir), ("segmentation", self.paths.segmentation_checkpoint),
@@ -227,6 +264,7 @@ class Inspector:
         """Inspect a frame :func:`oringscan.frames.read_frame` already decoded."""
         timings = timings if timings is not None else {}
         start = started if started is not None else time.perf_counter()
+        self._warn_once()
         try:
             inspection = self._run_stages(loaded, name, timings)
         except OringscanError as exc:
@@ -258,16 +296,23 @@ class Inspector:
         with timer.stage("tiles"):
             tiles, _ = ring_tiles(gray, roi, self.config)
         with timer.stage("screening"):
-            screening = self.screening.score_tiles(tiles, with_maps=self.with_maps)
-        to_segment = self._tiles_to_segment(tiles, screening)
+            # An anomaly-guided segmenter takes the flagged tiles' screening maps as an input channel.
+            guided = bool(getattr(self.segmenter, "needs_anomaly_maps", False))
+            screening = self.screening.score_tiles(tiles, with_maps=self.with_maps or guided)
+        # A segmenter that is not qualified is absent: it neither confirms nor clears anything.
+        to_segment = self._tiles_to_segment(tiles, screening) if self.gate.qualified else []
         raw: list[Instance] = []
         if to_segment:
+            extra: dict[str, Any] = {}
+            if guided and screening.anomaly_maps is not None:
+                maps = {id(t): m for t, m in zip(tiles, screening.anomaly_maps, strict=True)}
+                extra["anomaly_maps"] = [maps[id(t)] for t in to_segment]
             with timer.stage("segmentation"):
-                raw = list(self.segmenter.predict_tiles(to_segment, batch_size=policy.tile_batch_size))
-        defects = confident_defects(raw, policy)
+                raw = list(self.segmenter.predict_tiles(to_segment, batch_size=policy.tile_batch_size, **extra))
+        defects = confident_defects(raw, policy, self.gate)
         with timer.stage("rework"):
             rework, geometry = self._check_rework(roi, gray)
-        verdict, reasons = decide_verdict(roi, screening, defects, rework, policy)
+        verdict, reasons = decide_verdict(roi, screening, defects, rework, policy, self.gate)
         result = InspectionResult(
             image=name,
             verdict=verdict,

@@ -17,6 +17,7 @@ import numpy as np
 from oringscan.config import Config
 from oringscan.frames import write_frame
 from oringscan.pipeline.inspector import FrameInspection
+from oringscan.screening.heatmap import frame_anomaly_map
 from oringscan.types import InspectionResult, Verdict
 
 VERDICT_COLORS: dict[Verdict, tuple[int, int, int]] = {  # BGR
@@ -39,12 +40,7 @@ def heat_image(inspection: FrameInspection) -> np.ndarray | None:
     screening = result.screening
     if screening is None or not screening.anomaly_maps or gray is None:
         return None
-    heat = np.zeros(gray.shape[:2], dtype=np.float32)
-    thr = screening.threshold if np.isfinite(screening.threshold) and screening.threshold > 0 else 1.0
-    for tile, amap in zip(screening.tiles, screening.anomaly_maps, strict=False):
-        b = tile.box
-        view = heat[b.y : b.y + amap.shape[0], b.x : b.x + amap.shape[1]]
-        np.maximum(view, amap[: view.shape[0], : view.shape[1]] / thr, out=view)
+    heat = frame_anomaly_map(gray.shape[:2], screening, per_threshold=True)
     if inspection.roi is not None and inspection.roi.ring_mask is not None:
         heat[~inspection.roi.ring_mask] *= 0.25  # the belt is not inspected; keep it quiet
     return heat

@@ -5,20 +5,80 @@ test) exactly which stage wins: a defect found by segmentation (or a bite the ge
 beats rework, rework beats good, and a screening flag nobody could confirm goes to a person
 (``suspect``) unless the config says otherwise. A ring that cannot be measured is an ``error``:
 the part was not fully inspected, so it must not pass silently.
+
+Segmentation decides only as far as it has shown it can (:class:`DefectGate`): an instance counts
+as a defect at the score calibrated on val for a precision target (per class where the data
+allowed), and a segmenter that is not qualified (val AP50 below the floor, no score reaching the
+precision, or no calibration at all) is treated as absent: it calls no defect, and a part screening
+flagged goes to ``suspect`` whatever ``unconfirmed_flag`` says, with the reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from oringscan.config import PipelineConfig
 from oringscan.roi import RingROI, RoiStatus
 from oringscan.types import Instance, ReworkResult, ReworkVerdict, ScreeningResult, Verdict
 
+NO_CALIBRATION = ("segmentation model not qualified: no segmentation_calibration.json next to the checkpoint "
+                  "(run `oringscan calibrate segmentation`, or set [pipeline] defect_min_score)")
 
-def confident_defects(defects: Sequence[Instance], policy: PipelineConfig) -> list[Instance]:
-    """The segmentation instances the policy counts as defects (score at or above the minimum)."""
-    return [d for d in defects if d.score >= policy.defect_min_score]
+
+@dataclass(frozen=True, slots=True)
+class DefectGate:
+    """Which segmented instances count as defects: a score per class, or none at all."""
+
+    qualified: bool
+    min_score: float | None = None  # for classes without their own score
+    per_class: Mapping[str, float] = field(default_factory=dict)
+    reason: str = ""  # what people read: why it may not decide, or where its score comes from
+
+    @classmethod
+    def from_calibration(cls, calibration: Any, policy: PipelineConfig) -> DefectGate:
+        """From a :class:`~oringscan.segmentation.calibration.SegmentationCalibration` (or None).
+
+        An explicit ``pipeline.defect_min_score`` overrides the calibration (and lets a checkpoint
+        without one decide); otherwise no calibration means not qualified.
+        """
+        if policy.defect_min_score is not None:
+            note = f"defect score {policy.defect_min_score:g} set by [pipeline] defect_min_score"
+            if calibration is not None and not calibration.qualified:
+                note += f" (overrides: {calibration.summary})"
+            return cls(True, float(policy.defect_min_score), {}, note)
+        if calibration is None:
+            return cls(False, reason=NO_CALIBRATION)
+        if not calibration.qualified:
+            return cls(False, reason=str(calibration.summary))
+        return cls(True, float(calibration.threshold), dict(calibration.per_class), str(calibration.summary))
+
+    def threshold(self, label: str) -> float | None:
+        """Score an instance of ``label`` needs (None: it never counts)."""
+        if not self.qualified:
+            return None
+        return self.per_class.get(label, self.min_score)
+
+    @property
+    def lowest(self) -> float | None:
+        """The lowest score any class needs (what the segmenter must report down to)."""
+        scores = [s for s in (self.min_score, *self.per_class.values()) if s is not None]
+        return min(scores) if self.qualified and scores else None
+
+
+def confident_defects(defects: Sequence[Instance], policy: PipelineConfig, gate: DefectGate | None = None) -> list[Instance]:
+    """The segmentation instances that count as defects (score at or above their class's score).
+
+    Without a ``gate``, only an explicit ``policy.defect_min_score`` lets instances count.
+    """
+    gate = gate if gate is not None else DefectGate.from_calibration(None, policy)
+    out = []
+    for d in defects:
+        needed = gate.threshold(d.label)
+        if needed is not None and d.score >= needed:
+            out.append(d)
+    return out
 
 
 def _defect_reason(defects: Sequence[Instance]) -> str:
@@ -33,10 +93,12 @@ def decide_verdict(
     defects: Sequence[Instance],
     rework: ReworkResult | None,
     policy: PipelineConfig,
+    gate: DefectGate | None = None,
 ) -> tuple[Verdict, list[str]]:
     """The frame's verdict and the reasons a person reads for it (empty for a clean good part).
 
-    ``defects`` must already be filtered by :func:`confident_defects`.
+    ``defects`` must already be filtered by :func:`confident_defects`. With a ``gate`` that is not
+    qualified, a flagged part is ``suspect`` (nobody could confirm or clear it) and says why.
     """
     if roi is None or not roi.usable:
         why = roi.reason if roi is not None else "no ring region"
@@ -68,7 +130,13 @@ def decide_verdict(
 
     reasons: list[str] = []
     verdict = Verdict.GOOD
-    if screening is not None and screening.flagged:
+    if screening is not None and screening.flagged and gate is not None and not gate.qualified:
+        reasons.append(
+            f"screening flagged it (score {screening.score:.4g} > threshold {screening.threshold:.4g}); "
+            f"{gate.reason}, so it confirmed nothing: a person looks"
+        )
+        verdict = Verdict.SUSPECT
+    elif screening is not None and screening.flagged:
         reasons.append(
             f"screening flagged it (score {screening.score:.4g} > threshold {screening.threshold:.4g}) "
             "but segmentation found no defect"

@@ -4,6 +4,8 @@ A file is taken once it is complete: its size and modification time did not chan
 ``stable_polls`` polls and it decodes. A file that keeps failing to decode after it settled for
 ``give_up_s`` is recorded as an ``error`` (it will not get better by waiting). Frames already in
 the database with the same content and models are skipped, so restarting the watcher is safe.
+A file that cannot be recorded (a database error) is logged in one line and the watcher goes on;
+the run's heartbeat is refreshed while it waits, so a live watcher is never shown as dead.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oringscan.errors import OringscanError, path_text
 from oringscan.frames import iter_image_files
 from oringscan.pipeline.batch import BatchSummary, FrameRecorder, ReadFrame, read_one
 from oringscan.types import InspectionResult
@@ -71,9 +74,15 @@ class FolderWatcher:
                 continue  # still being written (or renamed into place): try again next poll
             self.done.add(path)
             self.pending.pop(path, None)
-            if self.recorder.already_inspected(item.sha256):
+            try:
+                if self.recorder.already_inspected(item.key):
+                    continue
+                result = self.recorder.process(item)
+            except OringscanError as exc:  # one frame's database trouble must not end the watch
+                log.error("%s: not recorded (%s)", path_text(path), exc)
                 continue
-            out.append(self.recorder.process(item))
+            if result is not None:
+                out.append(result)
         return out
 
 
@@ -102,6 +111,7 @@ def watch_folder(
                 summary.results.append(result)
                 if on_result is not None:
                     on_result(result)
+            recorder.beat()
             stop.wait(poll_s)
     except KeyboardInterrupt:
         summary.interrupted = True

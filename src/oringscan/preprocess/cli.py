@@ -9,14 +9,22 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from oringscan.cli.common import AppContext, common_options, model_option
-from oringscan.preprocess.runner import SUMMARY_FILE, preprocess_all
-from oringscan.preprocess.split import SPLITS
+from oringscan.cli.common import (
+    EXIT_CODES_HELP,
+    AppContext,
+    common_options,
+    exit_for_input_errors,
+    model_option,
+    require_paths,
+)
+from oringscan.errors import path_text
+
+# The runner loads OpenCV, Shapely and NumPy: imported inside the functions, not for --help.
 
 MAX_LISTED = 10
 
 
-@click.command("preprocess")
+@click.command("preprocess", epilog=EXIT_CODES_HELP)
 @common_options
 @model_option(required=False, help_text="O-ring type to preprocess (default: every type in the config).")
 @click.option(
@@ -46,11 +54,14 @@ def preprocess_command(app: AppContext, model: str | None, workers: int | None, 
       oringscan preprocess                       # all types
       oringscan preprocess --model model1 --data "F:\\standard elastomers\\Original Data"
     """
+    from oringscan.preprocess.runner import SUMMARY_FILE, preprocess_all
+
+    require_paths(app.data_root)
     summaries = preprocess_all(
         app.config, app.data_root, app.output_root, model=model, progress=not no_progress, workers=workers
     )
     console = Console()
-    console.print(f"data: {app.data_root}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"data: {path_text(app.data_root)}", markup=False, highlight=False, soft_wrap=True)
     console.print(summary_table(summaries))
     failed = []
     for name, summary in summaries.items():
@@ -61,16 +72,20 @@ def preprocess_command(app: AppContext, model: str | None, workers: int | None, 
         _print_problems(console, name, summary)
         console.print(
             f"{name}: {summary['instances']['slivers_dropped']} sliver(s) below preprocess.min_instance_area dropped; "
-            f"summary in {app.output_root / name / SUMMARY_FILE}",
+            f"summary in {path_text(app.output_root / name / SUMMARY_FILE)}",
             markup=False,
             highlight=False,
             soft_wrap=True,
         )
     if failed:
         raise click.ClickException(f"preprocessing failed for {', '.join(failed)}")
+    # Skipped files (unreadable frame, broken label) are listed above; the rest was converted.
+    exit_for_input_errors(sum(len(s.get("skipped", [])) for s in summaries.values()))
 
 
 def summary_table(summaries: dict[str, dict[str, Any]]) -> Table:
+    from oringscan.preprocess.split import SPLITS
+
     table = Table(
         title="Preprocessing", caption="frames: used/found; train/val/test: tiles per split", box=box.SIMPLE_HEAD
     )
@@ -93,6 +108,8 @@ def summary_table(summaries: dict[str, dict[str, Any]]) -> Table:
 
 
 def _print_problems(console: Console, name: str, summary: dict[str, Any]) -> None:
+    from oringscan.preprocess.runner import SUMMARY_FILE
+
     for title, items in (("skipped", [f"{i['file']}: {i['reason']}" for i in summary["skipped"]]), ("warnings", summary["warnings"])):
         if not items:
             continue

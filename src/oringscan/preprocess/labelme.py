@@ -6,6 +6,10 @@ canvas also uses: pixel (col, row) covers ``[col, col+1) x [row, row+1)``. Shape
 self-intersecting polygon, a shape that cannot be an area...) is repaired or skipped with a
 warning that names the file and the shape, so one careless click never stops a data set.
 Only problems that make the whole file untrustworthy raise :class:`LabelError`.
+
+Besides the geometry, every instance carries its pixels as the labelling tool fills them
+(``cv2.fillPoly`` of the points rounded to the pixel grid: boundary pixels included; a ``mask``
+shape's own pixels), which is what the COCO masks are written from, so no labelled pixel is lost.
 """
 
 from __future__ import annotations
@@ -40,15 +44,29 @@ CIRCLE_SEGMENTS_PER_QUARTER = 16
 MAX_MASK_RUNS = 5000
 
 
+Raster = tuple[np.ndarray, int, int]  # bool mask crop, x and y of its top-left pixel in the frame
+
+
 @dataclass(slots=True)
 class LabelInstance:
-    """One labelled defect: shapely (Multi)Polygon in frame pixels plus its class."""
+    """One labelled defect: shapely (Multi)Polygon in frame pixels plus its class and its pixels."""
 
     geometry: Polygon | MultiPolygon
     class_name: str
     label: str
     group_id: int | str | None
     shape_indices: tuple[int, ...]
+    raster: Raster | None = None  # the labelled pixels (clipped to the frame); None: from the geometry
+
+    def pixels(self) -> Raster:
+        """The labelled pixels as a crop: ``raster``, or (an instance built by hand) the geometry's
+        outlines filled the same way, holes included."""
+        if self.raster is not None:
+            return self.raster
+        polygons = [self.geometry] if isinstance(self.geometry, Polygon) else list(self.geometry.geoms)
+        rings = [np.asarray(p.exterior.coords) for p in polygons if not p.is_empty]
+        raster = fill_polygons(rings, 1 << 30, 1 << 30)
+        return raster if raster is not None else (np.zeros((0, 0), bool), 0, 0)
 
     @property
     def area(self) -> float:
@@ -97,6 +115,61 @@ def labelme_document(shapes: list[dict[str, Any]], image_path: str, width: int, 
     }
 
 
+def fill_polygons(polygons: Sequence[np.ndarray], width: int, height: int) -> Raster | None:
+    """``cv2.fillPoly`` of polygons (points rounded to the pixel grid) in a frame of width x height,
+    as a crop; None when nothing of them is inside the frame."""
+    rounded = [np.round(np.asarray(p, dtype=np.float64)).astype(np.int64) for p in polygons if len(p)]
+    if not rounded:
+        return None
+    allpts = np.concatenate(rounded)
+    x0, y0 = (int(v) for v in np.maximum(allpts.min(axis=0), 0))
+    x1, y1 = int(min(allpts[:, 0].max(), width - 1)), int(min(allpts[:, 1].max(), height - 1))
+    if x1 < x0 or y1 < y0:
+        return None
+    canvas = np.zeros((y1 - y0 + 1, x1 - x0 + 1), np.uint8)
+    cv2.fillPoly(canvas, [(p - (x0, y0)).astype(np.int32) for p in rounded], 1)
+    if not canvas.any():
+        return None
+    return canvas.view(bool), x0, y0
+
+
+def union_rasters(rasters: Sequence[Raster]) -> Raster:
+    """One crop holding every raster's pixels."""
+    x0 = min(r[1] for r in rasters)
+    y0 = min(r[2] for r in rasters)
+    x1 = max(r[1] + r[0].shape[1] for r in rasters)
+    y1 = max(r[2] + r[0].shape[0] for r in rasters)
+    out = np.zeros((y1 - y0, x1 - x0), bool)
+    for mask, x, y in rasters:
+        out[y - y0 : y - y0 + mask.shape[0], x - x0 : x - x0 + mask.shape[1]] |= mask
+    return out, x0, y0
+
+
+def _shape_raster(shape: dict[str, Any], geometry: BaseGeometry, factor: float, width: int, height: int) -> Raster | None:
+    """The pixels a shape labels, as the labelling tool fills them (``geometry``: in frame pixels)."""
+    kind = shape.get("shape_type") or "polygon"
+    if kind == "mask":
+        mask = _decode_mask(shape)
+        ox, oy = (int(round(v * factor)) for v in _points(shape)[0])
+        if factor != 1.0:
+            size = (max(1, int(round(mask.shape[1] * factor))), max(1, int(round(mask.shape[0] * factor))))
+            mask = cv2.resize(mask.view(np.uint8), size, interpolation=cv2.INTER_NEAREST if factor > 1 else cv2.INTER_AREA) > 0
+        x0, y0 = max(ox, 0), max(oy, 0)
+        x1, y1 = min(ox + mask.shape[1], width), min(oy + mask.shape[0], height)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        crop = np.ascontiguousarray(mask[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
+        return (crop, x0, y0) if crop.any() else None
+    if kind == "rectangle":
+        pts = np.asarray(_points(shape)) * factor
+        (ax, ay), (bx, by) = pts.min(axis=0), pts.max(axis=0)
+        return fill_polygons([np.array([[ax, ay], [bx, ay], [bx, by], [ax, by]])], width, height)
+    if kind == "circle":
+        parts = [geometry] if isinstance(geometry, Polygon) else list(getattr(geometry, "geoms", []))
+        return fill_polygons([np.asarray(p.exterior.coords) for p in parts if not p.is_empty], width, height)
+    return fill_polygons([np.asarray(_points(shape)) * factor], width, height)
+
+
 def read_labelme(json_path: Path | str) -> dict[str, Any]:
     """Parse a LabelMe file; raise LabelError (one line, naming the file) if it cannot be trusted."""
     json_path = Path(json_path)
@@ -114,6 +187,8 @@ def read_labelme(json_path: Path | str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LabelError(json_path, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise LabelError(json_path, "JSON nested too deeply to be a LabelMe file (thousands of levels)") from None
     if not isinstance(data, dict):
         raise LabelError(json_path, f"not a LabelMe file: top level is a JSON {type(data).__name__}, not an object")
     shapes = data.get("shapes")
@@ -187,6 +262,7 @@ def load_instances(
     frame_box = box(0, 0, width, height)
 
     pieces: list[tuple[int, str, str, int | str | None, Polygon | MultiPolygon]] = []
+    rasters: dict[int, Raster] = {}
     for index, shape in enumerate(data["shapes"]):
         where = _describe_shape(index, shape)
         try:
@@ -198,6 +274,7 @@ def load_instances(
             warnings.append(f"{json_path}: {where}: {note}")
         if factor != 1.0:
             geometry = scale_geometry(geometry, factor, factor, origin=(0, 0))
+        raster = _shape_raster(shape, geometry, factor, width, height)
         if not frame_box.contains(geometry):
             outside = _points_outside(shape, factor, width, height)
             geometry = _polygonal(geometry.intersection(frame_box))
@@ -219,8 +296,13 @@ def load_instances(
             warnings.append(f"{json_path}: {where}: group_id {group_id!r} is not an integer; shape kept on its own")
             group_id = None
         pieces.append((index, label, class_name, group_id, geometry))
+        if raster is not None:
+            rasters[index] = raster
 
     instances = _merge_groups(pieces, json_path, warnings)
+    for inst in instances:
+        own = [rasters[i] for i in inst.shape_indices if i in rasters]
+        inst.raster = union_rasters(own) if own else None
     return instances, warnings
 
 
@@ -302,11 +384,18 @@ def _shape_geometry(shape: Any) -> tuple[Polygon | MultiPolygon, str | None]:
 
 def _mask_geometry(shape: dict[str, Any], points: Sequence[tuple[float, float]]) -> BaseGeometry:
     """LabelMe 5.x 'mask': a base64 PNG of the shape's box, placed at the first point."""
+    if not points:
+        raise _ShapeProblem("shape_type 'mask' without the point that places it")
+    mask = _decode_mask(shape)
+    ox, oy = (int(round(v)) for v in points[0])
+    return mask_to_geometry(mask, (ox, oy))
+
+
+def _decode_mask(shape: dict[str, Any]) -> np.ndarray:
+    """The bool pixels of a LabelMe 'mask' shape's base64 PNG."""
     encoded = shape.get("mask")
     if not isinstance(encoded, str) or not encoded:
         raise _ShapeProblem("shape_type 'mask' without a base64 'mask' PNG")
-    if not points:
-        raise _ShapeProblem("shape_type 'mask' without the point that places it")
     try:
         png = base64.b64decode(encoded)
     except (binascii.Error, ValueError):
@@ -322,8 +411,7 @@ def _mask_geometry(shape: dict[str, Any], points: Sequence[tuple[float, float]])
         raise _ShapeProblem(
             f"'mask' is speckle, not a defect outline ({runs} separate pixel runs, more than {MAX_MASK_RUNS})"
         )
-    ox, oy = (int(round(v)) for v in points[0])
-    return mask_to_geometry(mask, (ox, oy))
+    return mask
 
 
 def mask_to_geometry(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Polygon | MultiPolygon:

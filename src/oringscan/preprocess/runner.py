@@ -9,10 +9,12 @@ never leaves old and new tiles mixed.
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
 import os
 import shutil
+import stat
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -22,19 +24,17 @@ from typing import Any
 
 import cv2
 import numpy as np
-import shapely
 from shapely.errors import ShapelyError
-from shapely.geometry import box
 from tqdm import tqdm
 
 from oringscan.config import Config
-from oringscan.errors import FrameError, LabelError, OringscanError
+from oringscan.errors import FrameError, LabelError, OringscanError, one_line, path_text
 from oringscan.frames import read_frame
 from oringscan.preprocess.coco import coco_document, tile_annotations, write_json_atomic
 from oringscan.preprocess.labelme import LabelInstance, load_instances
 from oringscan.preprocess.split import SPLITS, split_frames
 from oringscan.roi import RoiStatus, find_ring
-from oringscan.tiling import ring_tiles
+from oringscan.tiling import ring_tiles_and_keep
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,32 @@ class FrameOutcome:
 
 # --- finding the frames ---------------------------------------------------------------------
 
+_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device"}
+
+
+def entry_problem(path: Path) -> str | None:
+    """Why a folder entry is no file to read (None: a regular file, symlinks followed).
+
+    Only stats, never opens: opening a FIFO would block the whole batch.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (the link points back at itself); skipped"
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            return f"dangling symbolic link (points to {path_text(os.readlink(path))}, which does not exist); skipped"
+        return f"cannot be read ({exc.strerror or exc}); skipped"
+    if stat.S_ISDIR(info.st_mode):
+        if os.path.islink(path):
+            return "symbolic link to a folder: not followed (copy or move the frames into the folder)"
+        return f"a folder named like a {path.suffix} file, not a frame (what is inside it is searched as usual)"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{_KINDS.get(stat.S_IFMT(info.st_mode), 'not a regular file')}, not a frame file; skipped"
+    return None
+
+
 
 def discover_frames(
     config: Config, data_root: Path, model: str
@@ -93,7 +119,7 @@ def discover_frames(
     missing = [data_root / "images" / f for f, _ in folders if not (data_root / "images" / f).is_dir()]
     if len(missing) == len(folders):
         raise DatasetError(
-            f"{data_root}: no frames for {model}: neither "
+            f"{path_text(data_root)}: no frames for {model}: neither "
             + " nor ".join(f"images/{f}" for f, _ in folders)
             + " exists (folders come from the config's [types] section)"
         )
@@ -109,29 +135,41 @@ def discover_frames(
             warnings.append(f"{images_dir}: folder not found; no {kind} frames for {model}")
             continue
         used_stems: dict[str, str] = {}
-        for path in sorted(p for p in images_dir.rglob("*") if p.is_file()):
+        for path in sorted(images_dir.rglob("*")):
             rel = path.relative_to(images_dir)
             source = (Path("images") / folder / rel).as_posix()
             if path.name.lower() in IGNORED_NAMES or path.name.startswith("."):
                 continue
             suffix = path.suffix.lower()
+            if path.is_dir() and not path.is_symlink() and suffix not in extensions and suffix != ".json":
+                continue  # an ordinary sub-folder: rglob searches it
+            problem = entry_problem(path)
+            if problem is not None:
+                skipped.append({"file": path_text(source), "reason": problem})
+                continue
             if suffix == ".json":
                 continue  # LabelMe's default: labels beside the images; paired below
             if suffix not in extensions:
-                skipped.append({"file": source, "reason": f"not a frame file type ({', '.join(sorted(extensions))})"})
+                skipped.append({"file": path_text(source), "reason": f"not a frame file type ({', '.join(sorted(extensions))})"})
                 continue
             stem_key = rel.with_suffix("").as_posix()
             if stem_key in used_stems:
                 skipped.append(
-                    {"file": source, "reason": f"another frame with the same name ({used_stems[stem_key]}) is used; labels are matched by name"}
+                    {"file": path_text(source), "reason": f"another frame with the same name ({path_text(used_stems[stem_key])}) "
+                     "is used; labels are matched by name"}
                 )
                 continue
             used_stems[stem_key] = source
-            label_path = labels_dir / rel.with_suffix(".json")
-            if not label_path.is_file():
+            label_path: Path | None = labels_dir / rel.with_suffix(".json")
+            if not os.path.lexists(label_path):
                 beside = path.with_suffix(".json")
-                label_path = beside if beside.is_file() else None
-            prefix = f"{folder}__" + "__".join(rel.with_suffix("").parts)
+                label_path = beside if os.path.lexists(beside) else None
+            if label_path is not None and (problem := entry_problem(label_path)) is not None:
+                rel_label = label_path.relative_to(data_root).as_posix()
+                skipped.append({"file": path_text(rel_label), "frame": path_text(source), "reason": f"label file: {problem}"})
+                continue
+            # Tile names are ours: a name that is not valid UTF-8 gets its bytes written as \xNN.
+            prefix = path_text(f"{folder}__" + "__".join(rel.with_suffix("").parts))
             jobs.append(FrameJob(path, label_path, source, kind, prefix))
         for label_dir in (labels_dir, images_dir):
             if not label_dir.is_dir():
@@ -140,9 +178,12 @@ def discover_frames(
                 stem_key = json_path.relative_to(label_dir).with_suffix("").as_posix()
                 if stem_key not in used_stems:
                     rel_label = json_path.relative_to(data_root).as_posix()
-                    skipped.append(
-                        {"file": rel_label, "reason": f"label file without image: no frame images/{folder}/{stem_key}.* to go with it"}
-                    )
+                    if label_dir == images_dir and (entry_problem(json_path) is not None or json_path.is_dir()):
+                        continue  # reported above with the frames
+                    problem = entry_problem(json_path)
+                    reason = (f"label file without image: no frame images/{folder}/{stem_key}.* to go with it"
+                              if problem is None else f"label file: {problem}")
+                    skipped.append({"file": path_text(rel_label), "reason": path_text(reason)})
     return jobs, skipped, warnings
 
 
@@ -178,8 +219,16 @@ def _process_job(job: FrameJob) -> FrameOutcome:
         return FrameOutcome(job.source_image, job.kind, error=exc.problem, error_file=_relative(exc.path, data_root))
     except OringscanError as exc:
         return FrameOutcome(job.source_image, job.kind, error=str(exc), error_file=job.source_image)
-    except (ValueError, cv2.error, ShapelyError, MemoryError) as exc:  # too odd for a library: report, go on
-        return FrameOutcome(job.source_image, job.kind, error=f"{type(exc).__name__}: {exc}", error_file=job.source_image)
+    except OSError as exc:  # unreadable (permissions, I/O error, removed meanwhile): this frame only
+        where = _relative(Path(exc.filename), data_root) if exc.filename else job.source_image
+        return FrameOutcome(job.source_image, job.kind, error=f"cannot be read ({exc.strerror or exc})", error_file=where)
+    except (ValueError, cv2.error, ShapelyError, MemoryError, RecursionError) as exc:  # too odd for a library
+        return FrameOutcome(job.source_image, job.kind, error=f"{type(exc).__name__}: {one_line(str(exc))}",
+                            error_file=job.source_image)
+    except Exception as exc:  # noqa: BLE001 - whatever else breaks one frame must not stop the batch
+        log.debug("unexpected error on %s", path_text(job.source_image), exc_info=True)
+        return FrameOutcome(job.source_image, job.kind, error=f"unexpected {type(exc).__name__}: {one_line(str(exc))}",
+                            error_file=job.source_image)
 
 
 def process_frame(
@@ -214,7 +263,7 @@ def process_frame(
         raise FrameError(job.image_path, f"no single ring found ({roi.status}: {roi.reason}); frame not tiled")
     if roi.status is not RoiStatus.OK:
         outcome.warnings.append(f"{job.source_image}: ring {roi.status}: {roi.reason}; tiled anyway")
-    tiles, outcome.skipped_tiles = ring_tiles(frame.image, roi, config)
+    tiles, outcome.skipped_tiles, keep = ring_tiles_and_keep(frame.image, roi, config)
     if not tiles:
         raise FrameError(job.image_path, "no tile of the grid contains ring; frame not tiled")
     outcome.instances = [(inst.class_name, inst.longest_side, inst.area) for inst in instances]
@@ -241,14 +290,22 @@ def process_frame(
         )
     outcome.tiles = records
     if instances:
-        covered = shapely.union_all([box(t.box.x, t.box.y, t.box.x2, t.box.y2) for t in tiles])
+        # Labelled pixels in no tile, or blanked as background in every tile that holds them.
+        covered = np.zeros(frame.image.shape[:2], bool)
+        for t in tiles:
+            covered[t.box.slices()] = True
+        if keep is not None:
+            covered &= keep
         for k, inst in enumerate(instances):
-            missing = inst.area - inst.geometry.intersection(covered).area
-            if missing > 1.0:  # more than a pixel of the defect is in no tile
+            pixels, ox, oy = inst.pixels()
+            inside = covered[oy : oy + pixels.shape[0], ox : ox + pixels.shape[1]]
+            total = int(np.count_nonzero(pixels))
+            missing = total - int(np.count_nonzero(pixels & inside))
+            if missing > 0:
                 outcome.outside_tiles += 1
                 outcome.warnings.append(
                     f"{label_name}: instance {k} ({inst.label!r}, shapes {list(inst.shape_indices)}) has "
-                    f"{missing:.0f} of {inst.area:.0f} px^2 outside every ring tile (label off the ring?)"
+                    f"{missing} of {total} px outside the ring's tiles or blanked as belt (label off the ring?)"
                 )
     return outcome
 
@@ -313,12 +370,12 @@ def preprocess_type(
     data_root, output_root = Path(data_root), Path(output_root)
     config.oring_type(model)
     if not data_root.is_dir():
-        raise DatasetError(f"{data_root}: data root not found (expected images/<folder>/ and labels/<folder>/ in it)")
+        raise DatasetError(f"{path_text(data_root)}: data root not found (expected images/<folder>/ and labels/<folder>/ in it)")
     jobs, skipped, warnings = discover_frames(config, data_root, model)
     if not jobs:
         oring = config.oring_type(model)
         raise DatasetError(
-            f"{data_root}: no frames for {model} in images/{oring.good_folder} or images/{oring.defect_folder} "
+            f"{path_text(data_root)}: no frames for {model} in images/{oring.good_folder} or images/{oring.defect_folder} "
             f"(extensions {', '.join(config.frame.extensions)})"
         )
     out_dir = output_root / model
@@ -379,12 +436,13 @@ def _assemble(
 ) -> dict[str, Any]:
     """Split the frames, move tiles into their split folders, write COCO files, build the summary."""
     used = [o for o in outcomes if o.error is None]
+    # Names as printable text (a file name that is not valid UTF-8 shows its odd bytes as \xNN).
     skipped = skipped + [
-        {"file": o.error_file or o.source_image, "frame": o.source_image, "reason": o.error}
+        {"file": path_text(o.error_file or o.source_image), "frame": path_text(o.source_image), "reason": path_text(o.error)}
         for o in outcomes
         if o.error is not None
     ]
-    warnings = warnings + [w for o in outcomes for w in o.warnings]
+    warnings = [path_text(w) for w in warnings] + [path_text(w) for o in outcomes for w in o.warnings]
     strata = {o.source_image: "defect" if (o.kind == "defect" or o.instances) else "good" for o in used}
     assignment = split_frames(strata, config.split)
     class_names = list(config.classes.names)
@@ -435,8 +493,8 @@ def _assemble(
     used_by_kind = Counter(o.kind for o in used)
     return {
         "model": model,
-        "data_root": str(data_root),
-        "output": str(out_dir),
+        "data_root": path_text(data_root),
+        "output": path_text(out_dir),
         "settings": {
             "tile_size": config.tiling.tile_size,
             "overlap": config.tiling.overlap,

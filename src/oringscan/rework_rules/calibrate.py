@@ -1,9 +1,15 @@
 """Limits from good parts, the plant's way: mean +/- k standard deviations per metric.
 
-Hand edits are the quality engineer's, never calibration's to undo: ``source = "manual"`` rules are
-left exactly as they are, and a calibrated rule whose limits differ from what the last calibration
-wrote (its ``calibrated`` record) was edited by hand, so it is kept and becomes ``manual``. Either
-way the report says what calibration would have set instead.
+Twelve-plus metrics with two sides each add up: with k = 2.5 per rule, the rule set as a whole
+sends several percent of good parts to rework. So by default (``rework.k_sigma`` unset) one common
+k is chosen for the whole set: the smallest k at which the share of *unseen* good parts that any
+rule fires on meets rework's share of the line's false-reject budget. That share is estimated by
+leave-one-out over the calibration frames (each frame judged by limits calibrated without it: an
+unbiased sample of unseen parts, with the metrics' skew and correlation as they are: radii, walls
+and area move together) and an exponential fit of the tail of those held-out results, so rates
+below 1/n can be set; the held-out count itself must not be significantly above the target. A
+good frame whose held-out deviation is far beyond any normal scatter is named and left out. The
+rules file records the expected rate and its interval per rule and for the whole set.
 """
 
 from __future__ import annotations
@@ -57,6 +63,41 @@ class RuleChange:
 
 
 @dataclass(slots=True)
+class RuleRate:
+    """What one calibrated rule costs on unseen good parts."""
+
+    metric: str
+    verdict: str
+    expected: float  # Student-t predictive share of unseen good parts it fires on
+    loo_flagged: int  # calibration frames it flagged when each was held out
+    low: float  # confidence interval of the share (Clopper-Pearson on the held-out count)
+    high: float
+
+
+@dataclass(slots=True)
+class RateEstimate:
+    """The calibrated rule set's false-rework rate on unseen good parts, and what the data support."""
+
+    target: float | None  # None: k given explicitly (rework.k_sigma)
+    k_sigma: float
+    k_effective: float  # k after the small-sample (Student-t) widening for n frames
+    expected: float
+    low: float
+    high: float
+    confidence: float
+    n: int
+    loo_flagged: int
+    supported_rate: float  # about the smallest rate n frames can show (1/n)
+    rules: list[RuleRate] = field(default_factory=list)
+    outliers: list[tuple[str, str]] = field(default_factory=list)  # (frame, why): left out
+    notes: list[str] = field(default_factory=list)  # plain statements (target not supported, ...)
+
+    @property
+    def supported(self) -> bool:
+        return self.target is None or self.target >= self.supported_rate * (1 - 1e-9)
+
+
+@dataclass(slots=True)
 class CalibrationReport:
     rules_path: Path | None
     rules: RulesFile
@@ -65,6 +106,7 @@ class CalibrationReport:
     frames_used: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
     written: bool = False
+    rates: RateEstimate | None = None
 
     @property
     def kept_edits(self) -> list[RuleChange]:
@@ -131,9 +173,12 @@ def _in_folder(path: Path, good_dir: Path, good_folder: str) -> bool:
 
 
 def measure_frames(
-    frames: Sequence[Path], config: Config, model: str, progress: bool = True
+    frames: Sequence[Path], config: Config, model: str, progress: bool = True, names: list[str] | None = None
 ) -> tuple[list[dict[str, float]], list[tuple[str, str]]]:
-    """Metrics of each measurable frame; the others are listed with their reason."""
+    """Metrics of each measurable frame; the others are listed with their reason.
+
+    ``names``, when given, receives the file name of each measured frame (same order as the values).
+    """
     checker = ReworkChecker(RulesFile(), mm_per_px=config.oring_type(model).mm_per_px, config=config.rework, roi_config=config.roi)
     values: list[dict[str, float]] = []
     skipped: list[tuple[str, str]] = []
@@ -148,6 +193,8 @@ def measure_frames(
             skipped.append((str(path), "; ".join(report.result.reasons)))
             continue
         values.append(report.measurement.values)
+        if names is not None:
+            names.append(Path(path).name)
     return values, skipped
 
 
@@ -163,45 +210,337 @@ def _margin_floor(name: str, cfg: ReworkConfig, mm_per_px: float | None, mean_ra
     return cfg.min_margin_ratio
 
 
-def effective_k(cfg: ReworkConfig, n: int) -> float:
+DEFAULT_K_SIGMA = 2.5  # the plant's k, used where no target is known
+OUTLIER_ALPHA = 0.001  # family-wise chance that a normal good frame is called an outlier
+MIN_TAIL_POINTS = 5  # fewest held-out critical k values a tail is fitted to
+MAX_K = 8.0  # k beyond this: the floors, not sigma, set the limits
+
+
+def effective_k(cfg: ReworkConfig, n: int, k: float | None = None) -> float:
     """k widened for a small calibration set (a prediction interval with the same coverage).
 
     mean +/- k*s from n samples underestimates the spread of the next part; for large n this is k.
+    ``k`` defaults to ``cfg.k_sigma``.
     """
+    k = _k_or_default(cfg, k)
     if not cfg.small_sample_correction or n < 3:
-        return cfg.k_sigma
+        return k
     from scipy import stats
 
-    coverage = stats.norm.cdf(cfg.k_sigma)
+    coverage = stats.norm.cdf(k)
     return float(stats.t.ppf(coverage, df=n - 1) * math.sqrt(1.0 + 1.0 / n))
 
 
-def limits_from_values(
-    values: Sequence[dict[str, float]], cfg: ReworkConfig, mm_per_px: float | None = None
-) -> list[Rule]:
-    """One calibrated rule per calibrated metric (millimetre names when ``mm_per_px`` is set)."""
-    if len(values) < MIN_FRAMES:
-        raise CalibrationError(f"need at least {MIN_FRAMES} measurable good frames to calibrate, got {len(values)}")
+def _k_or_default(cfg: ReworkConfig, k: float | None) -> float:
+    if k is not None:
+        return float(k)
+    return float(cfg.k_sigma) if cfg.k_sigma is not None else DEFAULT_K_SIGMA
+
+
+@dataclass(slots=True)
+class _MetricData:
+    """One calibrated metric's samples and what its limits are made of."""
+
+    base: str
+    name: str
+    side: str
+    verdict: str
+    message: str
+    data: np.ndarray  # finite samples
+    rows: np.ndarray  # which frames they came from
+    floor: float  # the margin never goes below this
+    excursion_floor: float | None  # flash/bite upper limit never below this
+
+
+def _metric_data(values: Sequence[dict[str, float]], cfg: ReworkConfig, mm_per_px: float | None) -> list[_MetricData]:
     mean_radius = float(np.mean([v["mean_radius"] for v in values]))
-    rules: list[Rule] = []
+    out: list[_MetricData] = []
     for base, info in METRICS.items():
         if info.side is None:
             continue
         name = mm_name(base) if (mm_per_px and info.kind in ("length", "area")) else base
-        data = np.array([v[name] for v in values if math.isfinite(v.get(name, math.nan))], dtype=np.float64)
-        if len(data) < MIN_FRAMES:
+        raw = np.array([v.get(name, math.nan) for v in values], dtype=np.float64)
+        rows = np.flatnonzero(np.isfinite(raw))
+        if len(rows) < MIN_FRAMES:
             continue
-        mean, std = float(data.mean()), float(data.std(ddof=1))
-        margin = max(effective_k(cfg, len(data)) * std, _margin_floor(name, cfg, mm_per_px, mean_radius))
-        lower = mean - margin if info.side in ("both", "lower") else None
-        upper = mean + margin if info.side in ("both", "upper") else None
-        if base.endswith(("_protrusion_px", "_indentation_px")) and upper is not None:
-            floor = cfg.min_excursion_limit_px * (mm_per_px if name != base else 1.0)
-            upper = max(upper, floor)  # flash and bites are absolute: never tighter than this
+        excursion = None
+        if base.endswith(("_protrusion_px", "_indentation_px")) and info.side in ("both", "upper"):
+            excursion = cfg.min_excursion_limit_px * (mm_per_px if name != base else 1.0)
+        out.append(_MetricData(base, name, info.side, info.verdict, info.reason, raw[rows], rows,
+                               _margin_floor(name, cfg, mm_per_px, mean_radius), excursion))
+    return out
+
+
+def _limits(m: _MetricData, mean: float, std: float, k_eff: float) -> tuple[float | None, float | None]:
+    margin = max(k_eff * std, m.floor)
+    lower = mean - margin if m.side in ("both", "lower") else None
+    upper = mean + margin if m.side in ("both", "upper") else None
+    if m.excursion_floor is not None and upper is not None:
+        upper = max(upper, m.excursion_floor)  # flash and bites are absolute: never tighter than this
+    return lower, upper
+
+
+def limits_from_values(
+    values: Sequence[dict[str, float]], cfg: ReworkConfig, mm_per_px: float | None = None, k: float | None = None
+) -> list[Rule]:
+    """One calibrated rule per calibrated metric (millimetre names when ``mm_per_px`` is set).
+
+    Limits at mean +/- k sigma (widened for small sets, see :func:`effective_k`); ``k`` defaults to
+    ``cfg.k_sigma``, and when that is unset too, to the k :func:`budgeted_limits` chooses for
+    ``cfg.false_reject_rate`` (or the default rework share, 2 %).
+    """
+    if len(values) < MIN_FRAMES:
+        raise CalibrationError(f"need at least {MIN_FRAMES} measurable good frames to calibrate, got {len(values)}")
+    if k is None and cfg.k_sigma is None:
+        target = cfg.false_reject_rate if cfg.false_reject_rate is not None else DEFAULT_REWORK_RATE
+        return budgeted_limits(values, cfg, target, mm_per_px)[0]
+    return _rules_at(_metric_data(values, cfg, mm_per_px), cfg, _k_or_default(cfg, k))
+
+
+def _rules_at(metrics: Sequence[_MetricData], cfg: ReworkConfig, k: float) -> list[Rule]:
+    rules: list[Rule] = []
+    for m in metrics:
+        mean, std = float(m.data.mean()), float(m.data.std(ddof=1))
+        lower, upper = _limits(m, mean, std, effective_k(cfg, len(m.data), k))
         lower, upper = rounded(lower), rounded(upper)
-        record = CalibrationRecord(lower=lower, upper=upper, mean=rounded(mean), std=rounded(std), n=len(data))
-        rules.append(Rule(metric=name, lower=lower, upper=upper, verdict=info.verdict, message=info.reason, source="calibrated", calibrated=record))
+        record = CalibrationRecord(lower=lower, upper=upper, mean=rounded(mean), std=rounded(std), n=len(m.data))
+        rules.append(Rule(metric=m.name, lower=lower, upper=upper, verdict=m.verdict, message=m.message,  # type: ignore[arg-type]
+                          source="calibrated", calibrated=record))
     return rules
+
+
+DEFAULT_REWORK_RATE = 0.02  # rework's share of the default 5 % line budget
+
+
+# --- the rule set's false-rework rate on unseen good parts --------------------------------------
+
+
+def _complete_rows(metrics: Sequence[_MetricData], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames x metrics matrix of the frames measured on every metric, and those frames' indices."""
+    full = np.full((n, len(metrics)), np.nan)
+    for j, m in enumerate(metrics):
+        full[m.rows, j] = m.data
+    keep = np.flatnonzero(np.isfinite(full).all(axis=1))
+    return full[keep], keep
+
+
+def _critical(dev: np.ndarray, std: np.ndarray, values: np.ndarray, metrics: Sequence[_MetricData]) -> np.ndarray:
+    """Per sample and rule, the effective k below which the rule fires on it (-inf: never fires).
+
+    ``dev`` = value - mean of the calibration frames, ``std`` their sigma (broadcastable): a rule
+    with margin max(k*std, floor) fires when the deviation passes the margin on a ruled side (and,
+    for flash/bites, the value passes the absolute floor too).
+    """
+    floor = np.array([m.floor for m in metrics])
+    has_lower = np.array([m.side in ("both", "lower") for m in metrics])
+    has_upper = np.array([m.side in ("both", "upper") for m in metrics])
+    exc = np.array([-np.inf if m.excursion_floor is None else m.excursion_floor for m in metrics])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = dev / std
+    up = has_upper & (dev > floor) & (values > exc)
+    down = has_lower & (-dev > floor)
+    crit = np.where(up, z, np.where(down, -z, -np.inf))
+    return np.where(np.isnan(crit), np.inf, crit)  # sigma 0 and beyond the floor: fires at any k
+
+
+def _loo_critical(x: np.ndarray, metrics: Sequence[_MetricData]) -> np.ndarray:
+    """frames x rules: :func:`_critical` of each frame against the other frames' mean and sigma."""
+    n = x.shape[0]
+    total, total_sq = x.sum(axis=0), (x * x).sum(axis=0)
+    means = (total - x) / (n - 1)
+    std = np.sqrt(np.clip(((total_sq - x * x) - (n - 1) * means * means) / (n - 2), 0, None))
+    return _critical(x - means, std, x, metrics)
+
+
+def _clopper_pearson(count: int, n: int, confidence: float) -> tuple[float, float]:
+    from scipy import stats
+
+    alpha = 1 - confidence
+    low = 0.0 if count == 0 else float(stats.beta.ppf(alpha / 2, count, n - count + 1))
+    high = 1.0 if count == n else float(stats.beta.ppf(1 - alpha / 2, count + 1, n - count))
+    return low, high
+
+
+@dataclass(slots=True)
+class _TailFit:
+    """The share of unseen good parts whose critical k exceeds a given k, from leave-one-out.
+
+    Each calibration frame, held out in turn, gives the effective k below which the rules
+    calibrated on the others fire on it: an unbiased draw of an unseen good part's critical k,
+    with the metrics' skew and correlation as they are. Above the median of these draws the tail is
+    fitted as exponential (peaks over threshold; the mean excess is its scale), so rates below 1/n
+    can be read off; frames no rule can fire on (every deviation inside the floors) never count.
+    """
+
+    finite: np.ndarray  # critical k of the frames some rule could fire on
+    n: int
+    start: float = math.inf  # tail threshold (median of the finite draws)
+    share: float = 0.0  # share of all frames above it
+    scale: float = 0.0  # mean excess above it
+
+    @classmethod
+    def fit(cls, critical: np.ndarray) -> _TailFit:
+        finite = np.sort(critical[np.isfinite(critical)])
+        out = cls(finite, len(critical))
+        if len(finite) >= 2 * MIN_TAIL_POINTS:
+            start = float(finite[len(finite) // 2 - 1])
+            top = finite[finite > start]
+            if len(top) >= MIN_TAIL_POINTS and float((top - start).mean()) > 0:
+                out.start, out.share, out.scale = start, len(top) / len(critical), float((top - start).mean())
+        return out
+
+    @property
+    def fitted(self) -> bool:
+        return self.scale > 0
+
+    def rate(self, k_eff: float) -> float:
+        if self.scale <= 0 or k_eff <= self.start:  # no tail (too few points) or inside the data
+            return float(np.count_nonzero(self.finite > k_eff)) / self.n
+        return self.share * math.exp(-(k_eff - self.start) / self.scale)
+
+    def interval(self, k_eff: float, confidence: float, seed: int = 0, resamples: int = 200) -> tuple[float, float]:
+        """Bootstrap over the held-out frames, widened to the Clopper-Pearson interval of the count."""
+        rng = np.random.default_rng(seed)
+        critical = np.r_[self.finite, np.full(self.n - len(self.finite), -np.inf)]
+        rates = [_TailFit.fit(critical[rng.integers(0, self.n, self.n)]).rate(k_eff) for _ in range(resamples)]
+        alpha = 1 - confidence
+        low, high = np.quantile(rates, [alpha / 2, 1 - alpha / 2])
+        c_low, c_high = _clopper_pearson(int(np.count_nonzero(self.finite > k_eff)), self.n, confidence)
+        return float(min(low, c_low)), float(max(high, c_high))
+
+
+def _allowed_count(n: int, target: float) -> int:
+    """Most held-out frames the rules may flag before the count says the rate is above target (5 %)."""
+    from scipy import stats
+
+    c = 0
+    while c < n and stats.binom.sf(c, n, target) >= 0.05:  # P(X >= c + 1)
+        c += 1
+    return c
+
+
+def budgeted_limits(
+    values: Sequence[dict[str, float]],
+    cfg: ReworkConfig,
+    target: float | None,
+    mm_per_px: float | None = None,
+    names: Sequence[str] | None = None,
+) -> tuple[list[Rule], RateEstimate]:
+    """Rules whose whole set sends about ``target`` of unseen good parts to rework, with the rates.
+
+    ``target`` None: k is ``cfg.k_sigma`` as given (the rates are still estimated). Otherwise one
+    common k: the smallest at which the rate of the whole set (the leave-one-out tail fit, see
+    :class:`_TailFit`; with too few frames for one, the sum of the rules' normal tails) is at most
+    ``target`` and the leave-one-out count is not significantly above it. Gross outliers (a
+    held-out deviation a normal good part shows with probability < 0.1 % over all frames and rules)
+    are left out and named.
+    """
+    if len(values) < MIN_FRAMES:
+        raise CalibrationError(f"need at least {MIN_FRAMES} measurable good frames to calibrate, got {len(values)}")
+    names = list(names) if names is not None else [f"frame {i + 1}" for i in range(len(values))]
+    metrics = _metric_data(values, cfg, mm_per_px)
+    outliers: list[tuple[str, str]] = []
+    if target is not None:
+        values, names, outliers = _drop_outliers(list(values), names, metrics)
+        if outliers:
+            metrics = _metric_data(values, cfg, mm_per_px)
+    x, _rows = _complete_rows(metrics, len(values))
+    n = x.shape[0]
+    confidence = cfg.confidence
+    notes: list[str] = []
+    if n < MIN_FRAMES:
+        raise CalibrationError(f"need at least {MIN_FRAMES} good frames measured on every metric to estimate the "
+                               f"false-rework rate, got {n}")
+    loo_crit = _loo_critical(x, metrics)  # frames x rules, effective k for n - 1 frames
+    whole = _TailFit.fit(loo_crit.max(axis=1))
+    per_rule_fits = [_TailFit.fit(loo_crit[:, j]) for j in range(len(metrics))]
+    sides = np.array([2.0 if m.side == "both" else 1.0 for m in metrics])
+    live = np.array([float(np.std(m.data)) > 0 for m in metrics])
+
+    def normal_rates(k_value: float) -> np.ndarray:
+        """Per rule, its sides' normal tail at k (the Student-t widening makes this its coverage)."""
+        from scipy import stats
+
+        return sides * live * float(stats.norm.sf(k_value))
+
+    def whole_rate(k_value: float) -> float:
+        if whole.fitted:
+            return whole.rate(effective_k(cfg, n - 1, k_value))
+        return min(1.0, float(normal_rates(k_value).sum()))  # too few frames for a tail: the union bound
+
+    if not whole.fitted:
+        notes.append(f"too few frames for a tail fit ({len(whole.finite)} held-out results beyond the floors, "
+                     f"{2 * MIN_TAIL_POINTS} needed): the expected rate is the sum of the rules' normal tails, an upper bound")
+
+    if target is None:
+        k = _k_or_default(cfg, None)
+    else:
+        allowed = _allowed_count(n, target)
+
+        def meets(k_value: float) -> bool:
+            k_eff = effective_k(cfg, n - 1, k_value)
+            return whole_rate(k_value) <= target and int(np.count_nonzero(loo_crit.max(axis=1) > k_eff)) <= allowed
+
+        lo_k, hi_k = 0.5, MAX_K
+        if not meets(hi_k):
+            k = hi_k
+            notes.append(f"even k = {hi_k:g} does not bring the rule set to {target:.1%}: the floors "
+                         "(rework.min_margin_*, min_excursion_limit_px) or the data decide")
+        else:
+            for _ in range(30):  # bisection: the rates fall as k grows
+                mid = (lo_k + hi_k) / 2
+                lo_k, hi_k = (lo_k, mid) if meets(mid) else (mid, hi_k)
+            k = hi_k
+    k_loo = effective_k(cfg, n - 1, k)
+    expected = whole_rate(k)
+    loo = loo_crit > k_loo
+    loo_any = int(loo.any(axis=1).sum())
+    low, high = whole.interval(k_loo, confidence)
+    supported = 1.0 / n
+    rule_rates = []
+    for j, m in enumerate(metrics):
+        r_low, r_high = per_rule_fits[j].interval(k_loo, confidence, resamples=50)
+        fit = per_rule_fits[j]
+        rule_expected = fit.rate(k_loo) if fit.fitted else float(normal_rates(k)[j])
+        rule_rates.append(RuleRate(m.name, m.verdict, rule_expected, int(loo[:, j].sum()), r_low, r_high))
+    if target is not None and target < supported * (1 - 1e-9):
+        notes.append(f"{n} good frames support a false-rework target of about {supported:.1%}; asked {target:.1%} "
+                     "(the limits extrapolate the fitted tail; calibrate from more good frames to confirm it)")
+    rules = _rules_at(metrics, cfg, k)
+    for rule, rate in zip(rules, rule_rates, strict=True):
+        assert rule.calibrated is not None
+        rule.calibrated.expected_rate = rounded(rate.expected, 4)
+        rule.calibrated.rate_low = rounded(rate.low, 4)
+        rule.calibrated.rate_high = rounded(rate.high, 4)
+    estimate = RateEstimate(target, k, effective_k(cfg, n, k), expected, low, high, confidence, n, loo_any, supported,
+                            rule_rates, outliers, notes)
+    return rules, estimate
+
+
+def _drop_outliers(values: list[dict[str, float]], names: list[str], metrics: Sequence[_MetricData]
+                   ) -> tuple[list[dict[str, float]], list[str], list[tuple[str, str]]]:
+    """Leave out good frames no normal scatter explains (at most 10 % of them, the worst first)."""
+    from scipy import stats
+
+    x, rows = _complete_rows(metrics, len(values))
+    n, p = x.shape
+    if n < 6 or p == 0:
+        return values, names, []
+    z = np.clip(_loo_critical(x, metrics), 0, None) / math.sqrt(1 + 1 / (n - 1))  # held-out prediction sigmas
+    # Two-sided Student-t tail of the held-out deviation, Bonferroni over every frame and rule.
+    cut = float(stats.t.isf(OUTLIER_ALPHA / (2 * n * p), df=n - 2))
+    worst = z.max(axis=1)
+    order = [int(i) for i in np.argsort(-worst) if worst[i] > cut][: max(1, n // 10)]
+    if not order:
+        return values, names, []
+    drop = {int(rows[i]) for i in order}
+    why = []
+    for i in order:
+        j = int(np.argmax(z[i]))
+        why.append((names[int(rows[i])], f"{metrics[j].name} = {x[i, j]:.6g} is {z[i, j]:.1f} sigma from the other "
+                                         f"good frames (cut {cut:.1f}): left out"))
+    keep = [i for i in range(len(values)) if i not in drop]
+    return [values[i] for i in keep], [names[i] for i in keep], why
 
 
 def merge_rules(previous: RulesFile | None, calibrated: Iterable[Rule]) -> tuple[list[Rule], list[RuleChange]]:
@@ -255,6 +594,19 @@ def _span(limits: tuple[float | None, float | None] | None) -> str:
     return f"{'-inf' if lo is None else f'{lo:.6g}'} .. {'+inf' if up is None else f'{up:.6g}'}"
 
 
+def rework_target(config: Config) -> float | None:
+    """The false-rework rate calibration aims at: None when ``rework.k_sigma`` is given explicitly."""
+    if config.rework.k_sigma is not None:
+        return None
+    if config.rework.false_reject_rate is not None:
+        return float(config.rework.false_reject_rate)
+    try:
+        from oringscan.pipeline.budget import split_false_reject_budget
+    except ImportError:  # pragma: no cover - the budget module ships with the pipeline
+        return DEFAULT_REWORK_RATE
+    return float(split_false_reject_budget(config).rework)
+
+
 def calibrate_from_values(
     values: Sequence[dict[str, float]],
     config: Config,
@@ -263,23 +615,34 @@ def calibrate_from_values(
     source: str = "",
     skipped: Sequence[tuple[str, str]] = (),
     write: bool = True,
+    names: Sequence[str] | None = None,
 ) -> CalibrationReport:
-    """Calibrate from already measured good parts (merging with ``rules_path`` if it exists)."""
+    """Calibrate from already measured good parts (merging with ``rules_path`` if it exists).
+
+    ``names`` (one per value) name the frames in the report (outliers left out).
+    """
     mm_per_px = config.oring_type(model).mm_per_px
-    calibrated = limits_from_values(values, config.rework, mm_per_px)
+    target = rework_target(config)
+    calibrated, rates = budgeted_limits(values, config.rework, target, mm_per_px, names)
     previous = load_rules(rules_path) if rules_path is not None and rules_path.is_file() else None
     merged, changes = merge_rules(previous, calibrated)
     meta = RulesMeta(
         model=model,
-        k_sigma=config.rework.k_sigma,
+        k_sigma=rounded(rates.k_sigma, 4),
         calibrated_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         source=source or None,
-        n_frames=len(values),
+        n_frames=rates.n,
+        false_reject_target=target,
+        expected_rate=rounded(rates.expected, 4),
+        rate_low=rounded(rates.low, 4),
+        rate_high=rounded(rates.high, 4),
+        confidence=rates.confidence,
+        loo_flagged=rates.loo_flagged,
     )
     rules = RulesFile(meta=meta, rule=merged)
-    report = CalibrationReport(rules_path, rules, changes, source, len(values), list(skipped))
+    report = CalibrationReport(rules_path, rules, changes, source, rates.n, list(skipped), rates=rates)
     if write and rules_path is not None:
-        save_rules(rules_path, rules, header=_header(model, config.rework.k_sigma, len(values), source))
+        save_rules(rules_path, rules, header=_header(model, rates, source))
         report.written = True
     return report
 
@@ -302,17 +665,33 @@ def calibrate_rules(
         source = f"{len(frames)} frames given"
     if not frames:
         raise CalibrationError(f"no good frames of {model!r} to calibrate from ({source})")
-    values, skipped = measure_frames(frames, config, model, progress)
+    names: list[str] = []
+    values, skipped = measure_frames(frames, config, model, progress, names)
     if len(values) < MIN_FRAMES:
         why = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:3])
         raise CalibrationError(f"only {len(values)} of {len(frames)} good frames could be measured (need {MIN_FRAMES}){': ' + why if why else ''}")
-    return calibrate_from_values(values, config, model, rules_path, source, skipped, write)
+    return calibrate_from_values(values, config, model, rules_path, source, skipped, write, names)
 
 
-def _header(model: str, k: float, n: int, source: str) -> str:
+def rate_lines(rates: RateEstimate) -> list[str]:
+    """What the whole rule set costs on unseen good parts, in words (CLI and the file header)."""
+    how = (f"one common k = {rates.k_sigma:.3g} chosen for a false-rework target of {rates.target:.1%}"
+           if rates.target is not None else f"k = {rates.k_sigma:g} as configured")
+    lines = [
+        f"limits = mean +/- k standard deviations, {how} (k = {rates.k_effective:.3g} after the small-sample widening for "
+        f"{rates.n} frames)",
+        f"expected share of unseen good parts sent to rework by the whole rule set: {rates.expected:.2%} "
+        f"({rates.confidence:.0%} interval {rates.low:.1%} - {rates.high:.1%}; leave-one-out: {rates.loo_flagged} of "
+        f"{rates.n} held-out good frames flagged)",
+    ]
+    return lines + rates.notes
+
+
+def _header(model: str, rates: RateEstimate, source: str) -> str:
+    summary = "\n".join(rate_lines(rates))
     return (
         f"oringscan rework rules for o-ring type {model}\n"
-        f"Calibrated from {n} good frames ({source}): limits = mean +/- {k:g} standard deviations.\n"
+        f"Calibrated from {rates.n} good frames ({source}).\n{summary}\n"
         "Edit lower/upper freely: recalibration keeps hand-edited rules (they become source = \"manual\")\n"
         "and never changes manual rules. verdict = \"rework\" or \"defect\"; add rules with any metric\n"
         "from `oringscan measure --help`."

@@ -6,22 +6,28 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich import box
 from rich.console import Console
 from rich.table import Table
-from tqdm import tqdm
 
-from oringscan.cli.common import AppContext, common_options, model_option
-from oringscan.errors import FrameError
-from oringscan.frames import iter_image_files, read_frame, write_frame
-from oringscan.rework_rules.calibrate import CalibrationReport, calibrate_rules, rules_path_for
-from oringscan.rework_rules.checker import ReworkChecker, ReworkReport
+from oringscan.cli.common import (
+    EXIT_CODES_HELP,
+    AppContext,
+    InputErrorStop,
+    check_inputs,
+    common_options,
+    exit_for_input_errors,
+    model_option,
+    strict_option,
+)
 from oringscan.rework_rules.metrics import ALL_METRICS, METRICS, MM_METRICS
-from oringscan.rework_rules.rules import RulesFile
-from oringscan.rework_rules.vis import draw_measurement
-from oringscan.types import ReworkResult, ReworkVerdict
+
+if TYPE_CHECKING:  # measuring loads SciPy and OpenCV: imported inside the commands, not for --help
+    from oringscan.rework_rules.calibrate import CalibrationReport
+    from oringscan.types import ReworkResult
 
 _STYLE = {"pass": "green", "rework": "dark_orange", "defect": "red", "error": "magenta"}
 
@@ -32,12 +38,15 @@ def _metrics_help() -> str:
 
 @click.command(
     "rework",
-    epilog="\b\nMetrics (rules may name any of them; *_mm twins exist when the type has mm_per_px):\n" + _metrics_help(),
+    epilog="\b\nMetrics (rules may name any of them; *_mm twins exist when the type has mm_per_px):\n" + _metrics_help()
+    + "\n\n" + EXIT_CODES_HELP,
 )
 @model_option()
 @click.option("--rules", "rules_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Rules file to write [default: config rework.rules_file, else output/<model>/rework_rules.toml].")
-@click.option("--k-sigma", type=click.FloatRange(min=0, min_open=True), default=None, help="Limits at mean +/- k std of the good frames [default: config rework.k_sigma, 2.5].")
+@click.option("--k-sigma", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Limits at mean +/- k std of the good frames, k as given [default: config rework.k_sigma; unset: one "
+                   "common k chosen for rework's share of [pipeline] false_reject_budget].")
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @common_options
 def calibrate_rework(app: AppContext, model: str, rules_path: Path | None, k_sigma: float | None, dry_run: bool) -> None:
@@ -47,13 +56,20 @@ def calibrate_rework(app: AppContext, model: str, rules_path: Path | None, k_sig
     frames of the type's good folder when there is no split yet), sets each limit at
     mean +/- k standard deviations, writes the rules file and shows what changed. Rules you edited
     by hand or marked source = "manual" are kept; the table says what calibration would have set.
+    By default one k for all rules is chosen so that the whole rule set sends at most rework's
+    share of the line's false-reject budget of unseen good parts to rework; the expected share and
+    its interval are printed per rule and for the whole set, and it says so when the frames are
+    too few to support the target.
     """
+    from oringscan.rework_rules.calibrate import calibrate_rules, rules_path_for
+
     config = app.config
     if k_sigma is not None:
         config.rework.k_sigma = k_sigma
     path = rules_path or rules_path_for(config, app.output_root, model)
     report = calibrate_rules(config, app.data_root, app.output_root, model, path, write=not dry_run)
     _print_calibration(report, dry_run)
+    exit_for_input_errors(len(report.skipped))  # good frames that could not be measured
 
 
 def _span(limits: tuple[float | None, float | None] | None) -> str:
@@ -72,6 +88,8 @@ def _limit_change(old: tuple | None, new: tuple | None, i: int) -> str:
 
 
 def _print_calibration(report: CalibrationReport, dry_run: bool) -> None:
+    from oringscan.rework_rules.calibrate import rate_lines
+
     console = Console()
     console.print(f"Calibrated from {report.source}; {report.frames_used} measured.")
     for path, reason in report.skipped:
@@ -85,6 +103,21 @@ def _print_calibration(report: CalibrationReport, dry_run: bool) -> None:
         upper = _limit_change(c.old, c.new, 1)
         table.add_row(c.metric, c.verdict, f"[{styles.get(c.change, 'white')}]{c.change}[/]", lower, upper)
     console.print(table)
+    rates = report.rates
+    if rates is not None:
+        calibrated = {(c.metric, c.verdict) for c in report.changes if c.change in ("added", "updated", "unchanged")}
+        shares = Table(title="unseen good parts each calibrated rule sends to rework", box=box.SIMPLE_HEAD,
+                       title_justify="left")
+        for col in ("metric", "expected", f"{rates.confidence:.0%} interval", "held-out flagged"):
+            shares.add_column(col, no_wrap=True, justify="left" if col == "metric" else "right")
+        for r in rates.rules:
+            if (r.metric, r.verdict) in calibrated:
+                shares.add_row(r.metric, f"{r.expected:.2%}", f"{r.low:.1%} - {r.high:.1%}", f"{r.loo_flagged}/{rates.n}")
+        console.print(shares)
+        for line in rate_lines(rates):
+            console.print(f"  {line}", highlight=False)
+        for frame, why in rates.outliers:
+            console.print(f"  [yellow]left out[/] {frame}: {why}", highlight=False)
     for c in report.changes:
         if c.note:
             console.print(f"  [yellow]{c.metric}[/] ({c.verdict}): {c.note}", highlight=False)
@@ -98,7 +131,7 @@ def _print_calibration(report: CalibrationReport, dry_run: bool) -> None:
 
 @click.command(
     "measure",
-    epilog="\b\nMetrics (px; *_mm twins when the type has mm_per_px):\n" + _metrics_help(),
+    epilog="\b\nMetrics (px; *_mm twins when the type has mm_per_px):\n" + _metrics_help() + "\n\n" + EXIT_CODES_HELP,
 )
 @model_option()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -108,8 +141,9 @@ def _print_calibration(report: CalibrationReport, dry_run: bool) -> None:
               help="Rules file [default: config rework.rules_file, else output/<model>/rework_rules.toml].")
 @click.option("--no-rules", is_flag=True, help="Measure only (no limits; verdict pass unless the ring cannot be measured).")
 @common_options
+@strict_option
 def measure(app: AppContext, model: str, images: tuple[Path, ...], as_json: bool, save_vis: bool,
-            rules_path: Path | None, no_rules: bool) -> None:
+            rules_path: Path | None, no_rules: bool, strict: bool = False) -> None:
     """Measure ring geometry of IMAGES (files, folders or globs) against the rework rules.
 
     \b
@@ -119,6 +153,17 @@ def measure(app: AppContext, model: str, images: tuple[Path, ...], as_json: bool
     \b
     --json prints: [{"image", "verdict", "reasons", "metrics": {name: value}, "fired": [names]}]
     """
+    from tqdm import tqdm
+
+    from oringscan.errors import FrameError
+    from oringscan.frames import iter_image_files, read_frame, write_frame
+    from oringscan.rework_rules.calibrate import rules_path_for
+    from oringscan.rework_rules.checker import ReworkChecker, ReworkReport
+    from oringscan.rework_rules.rules import RulesFile
+    from oringscan.rework_rules.vis import draw_measurement
+    from oringscan.types import ReworkResult, ReworkVerdict
+
+    check_inputs(images, strict)
     config = app.config
     mm_per_px = config.oring_type(model).mm_per_px
     if no_rules:
@@ -147,6 +192,8 @@ def measure(app: AppContext, model: str, images: tuple[Path, ...], as_json: bool
         out.append(item)
         if not as_json:
             _print_frame(console, path, report.result, item.get("vis"))
+        if strict and item["verdict"] == "error":
+            raise InputErrorStop(f"{path}: {'; '.join(item['reasons']) or 'error'}")
     if as_json:
         click.echo(json.dumps(out, indent=2))
     elif len(out) > 1:
@@ -154,6 +201,7 @@ def measure(app: AppContext, model: str, images: tuple[Path, ...], as_json: bool
         for item in out:
             counts[item["verdict"]] = counts.get(item["verdict"], 0) + 1
         console.print("Summary: " + ", ".join(f"[{_STYLE[k]}]{v} {k}[/]" for k, v in sorted(counts.items())))
+    exit_for_input_errors(sum(item["verdict"] == "error" for item in out), len(out))
 
 
 def _json_value(value: float | None) -> float | None:

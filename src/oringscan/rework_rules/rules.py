@@ -17,6 +17,9 @@ calibrated = { lower = 641.2, upper = 659.8, mean = 650.5, std = 3.72, n = 35 }
 
 ``calibrated`` records what the last calibration wrote; a calibrated rule whose ``lower``/``upper``
 no longer match it was edited by hand, and recalibration keeps it (see :mod:`calibrate`).
+
+A file without rules is refused (an emptied file must not pass every ring without a word) unless it
+says so: ``[settings]`` ``rework_disabled = true``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ class CalibrationRecord(BaseModel):
     mean: float
     std: float
     n: int
+    # Share of unseen good parts this rule sends to rework: expected (Student-t predictive) and its
+    # interval (from the leave-one-out check over the calibration frames).
+    expected_rate: float | None = None
+    rate_low: float | None = None
+    rate_high: float | None = None
 
 
 class Rule(BaseModel):
@@ -108,12 +116,30 @@ class RulesMeta(BaseModel):
     calibrated_at: str | None = None
     source: str | None = None
     n_frames: int | None = None
+    # The whole calibrated rule set on unseen good parts (README "Rework rules"): the target it was
+    # calibrated to, the expected share sent to rework, its interval and confidence, and how many of
+    # the calibration frames, each held out in turn, the rules calibrated without it flagged.
+    false_reject_target: float | None = None
+    expected_rate: float | None = None
+    rate_low: float | None = None
+    rate_high: float | None = None
+    confidence: float | None = None
+    loo_flagged: int | None = None
+
+
+class RulesSettings(BaseModel):
+    """What a file says about itself: ``rework_disabled = true`` turns rework off on purpose."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rework_disabled: bool = False
 
 
 class RulesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     meta: RulesMeta = Field(default_factory=RulesMeta)
+    settings: RulesSettings = Field(default_factory=RulesSettings)
     rule: list[Rule] = Field(default_factory=list)
 
     @property
@@ -131,13 +157,21 @@ def load_rules(path: Path | str) -> RulesFile:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RulesFileError(path, f"not valid TOML: {exc}") from None
     try:
-        return RulesFile.model_validate(data)
+        rules = RulesFile.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = _location(err["loc"], data)
         msg = err["msg"].removeprefix("Value error, ")
         more = f" ({exc.error_count()} problems in all)" if exc.error_count() > 1 else ""
         raise RulesFileError(path, f"{where}: {msg}{more}") from None
+    if not rules.rule and not rules.settings.rework_disabled:
+        # An empty (or emptied) file would pass every ring: that must be said, never happen silently.
+        raise RulesFileError(path, "no [[rule]] in the rules file, so rework would never fire; recalibrate "
+                                   "(`oringscan calibrate rework`) or write `[settings]` `rework_disabled = true` "
+                                   "to switch rework off on purpose")
+    if rules.rule and rules.settings.rework_disabled:
+        raise RulesFileError(path, "rework_disabled = true but the file has rules; remove one or the other")
+    return rules
 
 
 def _location(loc: tuple, data: dict) -> str:
@@ -169,6 +203,8 @@ def dump_rules(rules: RulesFile, header: str = "") -> str:
     if lines:
         lines.append("")
     lines.append(tomli_w.dumps({"meta": rules.meta.model_dump(exclude_none=True)}).rstrip())
+    if rules.settings.rework_disabled:
+        lines += ["", tomli_w.dumps({"settings": rules.settings.model_dump()}).rstrip()]
     for r in rules.rule:
         info = ALL_METRICS[r.metric]
         lines += ["", f"# {info.description} [{unit_of(r.metric) or 'ratio'}]", "[[rule]]", f"metric = {_toml_value(r.metric)}"]

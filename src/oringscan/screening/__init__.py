@@ -8,10 +8,30 @@ Public API (the pipeline calls exactly these):
 ``evaluate_screening(config, output_root, model) -> dict``.
 """
 
-from oringscan.screening.evaluate import evaluate_screening
-from oringscan.screening.fit import fit_screening, screening_dir
-from oringscan.screening.heatmap import frame_anomaly_map, render_heatmap, save_heatmap
-from oringscan.screening.model import ScreeningMeta, ScreeningModel
+from typing import TYPE_CHECKING
+
+from oringscan._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from oringscan.screening.evaluate import evaluate_screening
+    from oringscan.screening.fit import fit_screening, screening_dir
+    from oringscan.screening.heatmap import frame_anomaly_map, render_heatmap, save_heatmap
+    from oringscan.screening.model import ScreeningMeta, ScreeningModel
+
+# Names are imported on first use, so `oringscan --help` does not load torch (see oringscan/_lazy.py).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "evaluate_screening": "evaluate",
+        "fit_screening": "fit",
+        "screening_dir": "fit",
+        "frame_anomaly_map": "heatmap",
+        "render_heatmap": "heatmap",
+        "save_heatmap": "heatmap",
+        "ScreeningMeta": "model",
+        "ScreeningModel": "model",
+    },
+)
 
 __all__ = [
     "ScreeningMeta",

@@ -200,7 +200,10 @@ def build_extractor(
     """
     if backbone == RINGTEXTURE:
         return RingTextureExtractor().eval(), None
-    from anomalib.models.components import TimmFeatureExtractor
+    from oringscan._deps import anomalib_import
+
+    with anomalib_import():  # anomalib 2.7's import-time FutureWarnings (timm.models.layers, dinov2)
+        from anomalib.models.components import TimmFeatureExtractor
 
     torch.manual_seed(0)  # random init must be the same model every time
     extractor = TimmFeatureExtractor(backbone=backbone, layers=list(layers), pre_trained=False).eval()

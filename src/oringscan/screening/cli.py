@@ -1,4 +1,4 @@
-"""``oringscan train screening``, ``oringscan screen``, ``oringscan evaluate screening``."""
+"""``oringscan train screening``, ``screen``, ``evaluate screening``, ``calibrate screening``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,17 @@ from typing import Any
 
 import click
 
-from oringscan.cli.common import AppContext, common_options, model_option, set_threads
+from oringscan.cli.common import (
+    EXIT_CODES_HELP,
+    AppContext,
+    InputErrorStop,
+    common_options,
+    exit_for_input_errors,
+    model_option,
+    require_paths,
+    set_threads,
+    strict_option,
+)
 from oringscan.errors import FrameError, OringscanError
 
 log = logging.getLogger(__name__)
@@ -27,16 +37,19 @@ def _threads_option(func: Any) -> Any:
 @_threads_option
 @click.option("--no-progress", is_flag=True, help="No progress bars (for logs and CI).")
 def train_screening_command(app: AppContext, model: str, threads: int | None, no_progress: bool) -> None:
-    """Fit PatchCore on the good train tiles and calibrate its threshold on val.
+    """Fit PatchCore on the good train tiles; thresholds cross-fitted on every good frame.
 
     \b
     Reads the preprocess output (run `oringscan preprocess --model NAME` first):
       <output>/<model>/annotations/{train,val}.json and images/{train,val}/
     Writes:
       <output>/<model>/screening/memory_bank.safetensors   the memory bank (and extractor weights)
-      <output>/<model>/screening/metadata.json             backbone, threshold, calibration, data fingerprint
-    The threshold lets screening.false_reject_rate (default 1 %) of good val frames through as
-    flagged; a frame scores as its worst tile. Settings: the [screening] section of --config.
+      <output>/<model>/screening/metadata.json             backbone, thresholds, calibration, history
+    Every good train+val frame is scored by a bank fitted without it (screening.calibration_folds
+    folds); the tail of those scores sets the threshold so that screening's share of
+    [pipeline] false_reject_budget (1 % by default) of unseen good frames is flagged, and a lower
+    marginal threshold sends its review share (2 %) to a person. The summary states the expected
+    rate with its interval and whether the frames support the target.
 
     \b
     Example:
@@ -49,15 +62,31 @@ def train_screening_command(app: AppContext, model: str, threads: int | None, no
     set_threads(threads)
     torch.set_num_threads(threads or torch.get_num_threads())
     screen = fit_screening(app.config, app.output_root, model, progress=not no_progress)
-    c, m = screen.meta.calibration, screen.meta
+    m = screen.meta
     click.echo(f"{model}: backbone {m.backbone} ({'ImageNet weights' if m.pretrained else 'no pretrained weights'}), "
                f"{m.n_train_tiles} good tiles from {m.n_train_frames} frames, bank {m.bank_size} patches")
-    click.echo(f"threshold {m.threshold:.4f} (good val frames flagged: {c['frame_false_reject_rate']:.1%} of "
-               f"{c['n_good_frames']}; target {c['false_reject_rate_target']:.1%})")
-    if c.get("frame_recall_at_threshold") is not None:
-        click.echo(f"val defect frames flagged: {c['frame_recall_at_threshold']:.1%}; "
-                   f"best F1 (frames) {c['best_f1_frame']['f1']:.3f} at {c['best_f1_frame']['threshold']:.4f}")
+    _echo_calibration(m.calibration)
     click.echo(f"saved to {screening_dir(app.output_root, model)}")
+
+
+def _echo_calibration(c: dict[str, Any]) -> None:
+    """The thresholds and what they promise, in the operator's words."""
+    low = c.get("marginal_threshold")
+    how = f"{c['folds']} folds" if c.get("folds") and not c.get("recalibrated") else "frames scored by the kept bank"
+    click.echo(f"threshold {c['threshold']:.4f} ({c['method']}, {how}; target "
+               f"{c['false_reject_rate_target']:.1%} of good frames flagged)"
+               + (f"; marginal band from {low:.4f} ({c['marginal_band']})" if low is not None else "; no marginal band"))
+    click.echo(c["statement"])
+    if c.get("expected_review_rate") is not None:
+        click.echo(f"expected share of good frames sent to review: {c['expected_review_rate']:.1%} "
+                   f"(target {c['review_rate_target']:.1%})")
+    for o in c.get("outlier_frames", []):
+        click.echo(f"warning: good frame {o['frame']} scores {o['score']:.4f}, far above the others: "
+                   "left out of the threshold fit; check it")
+    if c.get("frame_recall_at_threshold") is not None:
+        best = c.get("best_f1_frame")
+        click.echo(f"val defect frames flagged: {c['frame_recall_at_threshold']:.1%}"
+                   + (f"; best F1 (frames) {best['f1']:.3f} at {best['threshold']:.4f}" if best else ""))
 
 
 def _screen_one(screen: Any, path: Path, app: AppContext, heatmaps: Path | None) -> dict[str, Any]:
@@ -91,7 +120,7 @@ def _screen_one(screen: Any, path: Path, app: AppContext, heatmaps: Path | None)
     return row
 
 
-@click.command("screen")
+@click.command("screen", epilog=EXIT_CODES_HELP)
 @common_options
 @model_option()
 @click.option("--image", "image", type=click.Path(path_type=Path, dir_okay=False), help="One frame or tile image.")
@@ -100,9 +129,10 @@ def _screen_one(screen: Any, path: Path, app: AppContext, heatmaps: Path | None)
 @click.option("--heatmaps", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Also write a heatmap overlay PNG per image into this folder.")
 @_threads_option
+@strict_option
 def screen_command(
     app: AppContext, model: str, image: Path | None, folder: Path | None, as_json: bool, heatmaps: Path | None,
-    threads: int | None,
+    threads: int | None, strict: bool = False,
 ) -> None:
     """Anomaly-screen full frames (ring found, tiled as in preprocess) or single tiles.
 
@@ -126,6 +156,7 @@ def screen_command(
 
     if (image is None) == (folder is None):
         raise click.UsageError("give exactly one of --image FILE or --folder DIR")
+    require_paths(image, folder)
     set_threads(threads)
     torch.set_num_threads(threads or torch.get_num_threads())
     screen = ScreeningModel.load(screening_dir(app.output_root, model), expected_type=model)
@@ -142,11 +173,15 @@ def screen_command(
         try:
             rows.append(_screen_one(screen, Path(path), app, heatmaps))
         except OringscanError as exc:
+            if strict:
+                raise InputErrorStop(str(exc)) from None
             rows.append({"image": str(path), "error": str(exc)})
             if not as_json:
                 click.echo(f"error: {exc}", err=True)
+    n_errors = sum("error" in r for r in rows)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
+        exit_for_input_errors(n_errors, len(rows))
         return
     width = max(len(Path(r["image"]).name) for r in rows)
     click.echo(f"{'image':<{width}}  {'score':>9}  {'threshold':>9}  verdict   tiles flagged")
@@ -160,11 +195,10 @@ def screen_command(
         click.echo(f"{name:<{width}}  {r['score']:>9.4f}  {r['threshold']:>9.4f}  {verdict:<8}  {n_flag}/{len(r['tiles'])}")
     if heatmaps is not None:
         click.echo(f"heatmaps in {heatmaps}")
-    if all("error" in r for r in rows):
-        raise SystemExit(1)
+    exit_for_input_errors(n_errors, len(rows))
 
 
-@click.command("screening")
+@click.command("screening", epilog=EXIT_CODES_HELP)
 @common_options
 @model_option()
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
@@ -200,7 +234,64 @@ def evaluate_screening_command(app: AppContext, model: str, split: str, threads:
     click.echo(f"metrics: {m['metrics_json']}")
 
 
+@click.command("screening")
+@common_options
+@model_option()
+@click.option("--frames", "frames", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder of new GOOD full frames (recursive).")
+@click.option("--model-dir", "model_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Screening model folder (default: <output>/<model>/screening).")
+@_threads_option
+def calibrate_screening_command(
+    app: AppContext, model: str, frames: Path, model_dir: Path | None, threads: int | None
+) -> None:
+    """Re-derive the screening thresholds from new good frames, keeping the memory bank.
+
+    \b
+    For drifting light or a new camera of the same o-ring type. Each frame goes through ROI and
+    tiling as inspection does and scores as its worst tile; the thresholds are fitted to these
+    scores as in training (the [pipeline] false_reject_budget shares), and metadata.json records
+    old and new thresholds, the frames and the date under "history".
+    Refused, nothing written: fewer than 10 usable frames; another type's folder; rings whose size
+    differs from the fitted type's by more than 3 %; frames most of which score above the current
+    threshold (another type, or a change only a refit fixes).
+    Fewer frames than the target needs: written, with a warning saying what they support.
+
+    \b
+    Example:
+      oringscan calibrate screening --model model1 --frames new_good_frames/
+    """
+    import torch
+
+    from oringscan.frames import iter_image_files
+    from oringscan.screening.calibration import check_frames_folder, recalibrate, score_frame_files
+    from oringscan.screening.fit import screening_dir
+    from oringscan.screening.model import ScreeningModel
+
+    set_threads(threads)
+    torch.set_num_threads(threads or torch.get_num_threads())
+    if not frames.is_dir():
+        raise FrameError(frames, "folder not found")
+    check_frames_folder(app.config, model, frames)
+    directory = model_dir or screening_dir(app.output_root, model)
+    screen = ScreeningModel.load(directory, expected_type=model)
+    paths = iter_image_files([frames], app.config.frame)
+    if not paths:
+        raise FrameError(frames, f"no images ({', '.join(app.config.frame.extensions)}) in folder")
+    names, scores, skipped, sizes = score_frame_files(screen, [Path(p) for p in paths], app.config)
+    for line in skipped:
+        click.echo(f"skipped: {line}", err=True)
+    old = screen.meta.threshold
+    info = recalibrate(screen, names, scores, app.config, source=f"calibrate screening --frames {frames}",
+                       where=frames, sizes=sizes)
+    screen.save_meta(directory)
+    click.echo(f"{model}: {len(names)} good frames; threshold {old:.4f} -> {info['threshold']:.4f}")
+    _echo_calibration(info)
+    click.echo(f"recorded in {directory / 'metadata.json'} (history)")
+
+
 def register(root: click.Group) -> None:
     root.commands["train"].add_command(train_screening_command, "screening")
     root.commands["evaluate"].add_command(evaluate_screening_command, "screening")
     root.add_command(screen_command, "screen")
+    root.commands["calibrate"].add_command(calibrate_screening_command, "screening")

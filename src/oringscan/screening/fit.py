@@ -1,4 +1,4 @@
-"""Fitting: stream good train tiles into a bounded coreset, then calibrate on val frames."""
+"""Fitting: stream good train tiles into a bounded coreset; thresholds cross-fitted on every good frame."""
 
 from __future__ import annotations
 
@@ -16,10 +16,20 @@ from tqdm import tqdm
 
 from oringscan.config import Config
 from oringscan.errors import ModelFileError
+from oringscan.pipeline.budget import split_false_reject_budget
 
 from .backbones import RINGTEXTURE
+from .calibration import calibrate_good_scores, history_entry, ring_size, size_profile
 from .coreset import StreamingCoreset
-from .data import TileRecord, fingerprint, good_frame_tiles, group_frames, iter_tile_batches, load_split
+from .data import (
+    TileRecord,
+    fingerprint,
+    good_frame_tiles,
+    group_frames,
+    iter_tile_batches,
+    load_split,
+    read_tile,
+)
 from .metrics import best_f1, frame_scores
 from .model import ScreeningMeta, ScreeningModel, _versions, build_patchcore, quantile_higher, resolve_device
 
@@ -127,17 +137,21 @@ def score_records(
 def calibrate(
     model: ScreeningModel, records: list[TileRecord], scores: np.ndarray, config: Config
 ) -> dict[str, Any]:
-    """Threshold at the configured false-reject rate on good frames (frame score = worst tile)."""
+    """The old calibration, kept for comparison (benchmarks): the empirical quantile of the given
+    good frames' scores (scored by the final bank, so biased low on few frames), fixed marginal band."""
     sc = config.screening
+    rate = split_false_reject_budget(config).screening
     fscores, fdefect, _ = frame_scores(records, scores)
     good = fscores[~fdefect]
     if good.size == 0:
         raise ModelFileError(Path("val"), "no good frames to calibrate the screening threshold on")
-    thr = quantile_higher(good, 1.0 - sc.false_reject_rate)
+    thr = quantile_higher(good, 1.0 - rate)
+    fraction = 0.9 if sc.marginal_fraction is None else sc.marginal_fraction
     model.meta.threshold = thr
-    model.meta.marginal_threshold = None if sc.marginal_fraction is None else thr * sc.marginal_fraction
+    model.meta.marginal_threshold = thr * fraction
     info: dict[str, Any] = {
-        "false_reject_rate_target": sc.false_reject_rate,
+        "method": "empirical quantile of val frames (old)",
+        "false_reject_rate_target": rate,
         "threshold": thr,
         "marginal_threshold": model.meta.marginal_threshold,
         "n_frames": int(fscores.size),
@@ -146,47 +160,166 @@ def calibrate(
         "good_frame_score_max": float(good.max()),
         "frame_false_reject_rate": float((good > thr).mean()),
     }
+    info.update(_defect_info(records, scores, thr))
+    return info
+
+
+def _defect_info(records: list[TileRecord], scores: np.ndarray, thr: float) -> dict[str, Any]:
+    """Recall and best F1 on labelled frames (when there are any) at threshold ``thr``."""
+    info: dict[str, Any] = {}
+    if not records:
+        return info
+    fscores, fdefect, _ = frame_scores(records, scores)
     tile_defect = np.array([r.is_defect for r in records])
     if tile_defect.any():
         info["frame_recall_at_threshold"] = float((fscores[fdefect] > thr).mean()) if fdefect.any() else None
         info["tile_recall_at_threshold"] = float((scores[tile_defect] > thr).mean())
         info["best_f1_tile"] = best_f1(scores, tile_defect)
-        if fdefect.any():
+        if fdefect.any() and (~fdefect).any():
             info["best_f1_frame"] = best_f1(fscores, fdefect)
     return info
 
 
+def assign_folds(frames: list[str], k: int, seed: int) -> dict[str, int]:
+    """Source frame -> fold (0..k-1), seeded, as even as possible (tiles of a frame share a fold)."""
+    order = np.random.default_rng(seed).permutation(len(frames))
+    return {frames[i]: int(j % k) for j, i in enumerate(order)}
+
+
+def cross_fit(
+    model: ScreeningModel,
+    pool: list[TileRecord],
+    in_final: list[bool],
+    config: Config,
+    progress: bool = True,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Out-of-fold worst-tile score of every good frame in ``pool``, and the final bank.
+
+    One pass of the extractor feeds k+1 streaming coresets: fold f's bank gets every tile not in
+    fold f, the final bank every tile flagged ``in_final`` (the good train tiles). Each fold's frames
+    are then scored by their fold's bank; the model is left holding the final bank.
+    """
+    sc = config.screening
+    t0 = time.perf_counter()
+    frames = sorted(group_frames(pool))
+    k = min(sc.calibration_folds, len(frames))
+    if k < 2:
+        raise ModelFileError(Path("train"), f"{len(frames)} good frame(s): at least 2 are needed to cross-fit a threshold")
+    fold_of = assign_folds(frames, k, sc.seed)
+    folds = np.array([fold_of[r.source] for r in pool])
+    final_mask = np.asarray(in_final, dtype=bool)
+    if not final_mask.any():
+        raise ModelFileError(Path("train"), "no good training tiles to fit the screening model on")
+    batch = sc.batch_size
+    extractor = model.patchcore.feature_extractor
+    streams: list[StreamingCoreset] = []
+    per_tile = 0
+    bar = tqdm(total=len(pool), desc=f"screening fit {model.meta.oring_type} ({k} folds)", unit="tile",
+               disable=not progress)
+    left = {name: len(idx) for name, idx in group_frames(pool).items()}
+    pending: dict[str, list[tuple[int, int, np.ndarray]]] = {}
+    sizes: list[tuple[float, float]] = []
+    for start in range(0, len(pool), batch):
+        part = pool[start : start + batch]
+        images = [read_tile(r.path) for r in part]
+        for r, img in zip(part, images, strict=True):
+            pending.setdefault(r.source, []).append((r.x, r.y, img))
+            left[r.source] -= 1
+            if left[r.source] == 0:
+                sizes.append(ring_size(pending.pop(r.source)))
+        x = model.preprocess(images)
+        if not streams and model.meta.backbone == RINGTEXTURE:
+            extractor.set_scales(x)
+        emb = model.embed(x)
+        flat = emb.permute(0, 2, 3, 1).reshape(len(part), -1, emb.shape[1]).cpu()
+        if not streams:
+            per_tile = flat.shape[1]
+            counts = [int((folds != f).sum()) for f in range(k)] + [int(final_mask.sum())]
+            for i, n_tiles in enumerate(counts):
+                total = per_tile * n_tiles
+                target = min(sc.max_bank_size, max(1, math.ceil(sc.coreset_ratio * total)))
+                streams.append(StreamingCoreset(
+                    dim=flat.shape[2], target=target, total=total, chunk_rows=max(sc.chunk_rows, 2 * per_tile),
+                    proj_dim=sc.projection_dim or None, batch=sc.coreset_batch, seed=sc.seed + i,
+                ))
+        for j in range(len(part)):
+            idx = start + j
+            for f in range(k):
+                if folds[idx] != f:
+                    streams[f].add(flat[j])
+            if final_mask[idx]:
+                streams[k].add(flat[j])
+        bar.update(len(part))
+    bar.close()
+    banks = [s.finish() for s in streams]
+    oof: dict[str, float] = {}
+    for f in range(k):
+        model.set_memory_bank(banks[f])
+        members = [r for r, g in zip(pool, folds, strict=True) if g == f]
+        scores = score_records(model, members, batch, progress, desc=f"cross-fit fold {f + 1}/{k}")
+        fs, _, names = frame_scores(members, scores)
+        oof.update(zip(names, (float(v) for v in fs), strict=True))
+    model.set_memory_bank(banks[k])
+    stats = {
+        "patches_seen": int(streams[k].seen),
+        "patches_per_tile": int(per_tile),
+        "bank_size": int(banks[k].shape[0]),
+        "folds": k,
+        "fold_bank_sizes": [int(b.shape[0]) for b in banks[:k]],
+        "fit_seconds": round(time.perf_counter() - t0, 2),
+        "ring_size": size_profile(sizes),
+    }
+    return oof, stats
+
+
+def calibrate_thresholds(model: ScreeningModel, oof: dict[str, float], config: Config) -> dict[str, Any]:
+    """Set the model's two thresholds from out-of-fold good frame scores (the line's budget shares)."""
+    sc = config.screening
+    budget = split_false_reject_budget(config)
+    review = budget.review if (sc.review_rate is not None or sc.marginal_fraction is None) else None
+    names = sorted(oof)
+    info = calibrate_good_scores(
+        [oof[n] for n in names], names, budget.screening, review,
+        marginal_fraction=sc.marginal_fraction, tail_fraction=sc.tail_fraction,
+        min_tail_points=sc.min_tail_points, confidence=sc.confidence, seed=sc.seed,
+    )
+    info["false_reject_budget"] = budget.as_dict()
+    model.meta.threshold = float(info["threshold"])
+    model.meta.marginal_threshold = None if info["marginal_threshold"] is None else float(info["marginal_threshold"])
+    return info
+
+
 def fit_screening(config: Config, output_root: Path, model: str, progress: bool = True) -> ScreeningModel:
-    """Fit on the good train tiles, calibrate on val, save to ``output/<model>/screening/``."""
+    """Fit the bank on the good train tiles, cross-fit thresholds on every good train+val frame, save
+    to ``output/<model>/screening/``."""
     config.oring_type(model)
     torch.manual_seed(config.screening.seed)
+    split_false_reject_budget(config)  # a budget the explicit settings overrun fails before any work
     train = load_split(output_root, model, "train")
     train_good = good_frame_tiles(train)
     if not train_good:
         train_good = [r for r in train if not r.is_defect]
         log.warning("%s: no all-good train frames; fitting on the defect frames' clean tiles", model)
     val = load_split(output_root, model, "val")
-    calib = val
-    if not any(not r.is_defect for r in good_frame_tiles(val)):
-        # Tiny data sets: hold out a fifth of the good train frames for the threshold.
-        frames = sorted(group_frames(train_good))
-        rng = np.random.default_rng(config.screening.seed)
-        held = set(rng.choice(frames, size=max(1, len(frames) // 5), replace=False).tolist()) if len(frames) > 1 else set()
-        if not held:
-            raise ModelFileError(Path(output_root) / model, "not enough good frames to fit and calibrate screening")
-        log.warning("%s: no good val frames; calibrating on %d held-out good train frames", model, len(held))
-        calib = [r for r in train_good if r.source in held] + [r for r in val if r.is_defect]
-        train_good = [r for r in train_good if r.source not in held]
+    val_good = good_frame_tiles(val)
+    bad_sources = {r.source for r in val if r.is_defect}
+    val_defect = [r for r in val if r.source in bad_sources]
+    pool = train_good + val_good
     screen = new_model(config, model)
-    stats = fit_bank(screen, train_good, config, progress=progress)
-    calib_scores = score_records(screen, calib, config.screening.batch_size, progress, desc=f"calibrating {model}")
-    calibration = calibrate(screen, calib, calib_scores, config)
+    oof, stats = cross_fit(screen, pool, [True] * len(train_good) + [False] * len(val_good), config, progress)
+    calibration = calibrate_thresholds(screen, oof, config)
+    if val_defect:
+        scores = score_records(screen, val_defect, config.screening.batch_size, progress, desc=f"val defects {model}")
+        calibration.update(_defect_info(val_defect, scores, screen.meta.threshold))
     meta = screen.meta
     meta.calibration = {**calibration, **stats}
+    meta.oof_scores = {k: round(v, 6) for k, v in sorted(oof.items())}
     meta.n_train_tiles = len(train_good)
     meta.n_train_frames = len(group_frames(train_good))
     meta.train_fingerprint = fingerprint(train_good, extra=config.screening.model_dump_json())
     meta.versions = _versions()
     meta.created = datetime.now(UTC).isoformat(timespec="seconds")
+    meta.history = [history_entry({}, calibration, sorted(oof), "train screening")]
     screen.save(screening_dir(output_root, model))
+    log.info("%s: %s", model, calibration["statement"])
     return screen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -11,17 +12,49 @@ from oringscan.frames import write_frame
 from oringscan.types import ScreeningResult
 
 
-def frame_anomaly_map(shape: tuple[int, int], result: ScreeningResult) -> np.ndarray:
-    """Tile maps pasted into a frame-size map (overlaps keep the larger value)."""
+def frame_heatmap(
+    shape: tuple[int, int],
+    boxes: Sequence[tuple[int, int, int, int]],
+    values: Sequence[np.ndarray | float],
+    *,
+    threshold: float | None = None,
+    scale: float = 1.0,
+) -> np.ndarray:
+    """The one place tile heatmaps become a frame map (saved overlays, ``screen --heatmaps``, dashboard).
+
+    ``boxes`` are the tiles' (x, y, w, h) in frame pixels; ``values`` per tile either its anomaly
+    map (pasted at the box's corner, cropped to the frame) or one score (fills the box). Overlaps
+    keep the larger value. With ``threshold`` the map is in threshold units (1.0 = at threshold);
+    ``scale`` < 1 builds it at display size (``shape`` stays the frame's).
+    """
+    if len(boxes) != len(values):
+        raise ValueError(f"{len(boxes)} tile boxes but {len(values)} tile maps/scores")
+    out = np.zeros((max(1, int(shape[0] * scale)), max(1, int(shape[1] * scale))), dtype=np.float32)
+    norm = float(threshold) if threshold is not None and np.isfinite(threshold) and threshold > 0 else 1.0
+    for (x, y, w, h), value in zip(boxes, values, strict=True):
+        x0, y0 = int(x * scale), int(y * scale)
+        region = out[y0 : int((y + h) * scale), x0 : int((x + w) * scale)] if scale != 1.0 else out[y : y + h, x : x + w]
+        if region.size == 0:
+            continue
+        if np.ndim(value) == 0:
+            np.maximum(region, float(value) / norm, out=region)
+            continue
+        amap = np.asarray(value, dtype=np.float32)
+        if scale != 1.0:
+            amap = cv2.resize(amap, (max(1, int(amap.shape[1] * scale)), max(1, int(amap.shape[0] * scale))),
+                              interpolation=cv2.INTER_AREA)
+        part = amap[: region.shape[0], : region.shape[1]]
+        view = region[: part.shape[0], : part.shape[1]]
+        np.maximum(view, part / norm, out=view)
+    return out
+
+
+def frame_anomaly_map(shape: tuple[int, int], result: ScreeningResult, *, per_threshold: bool = False) -> np.ndarray:
+    """A result's tile maps pasted into a frame-size map (``per_threshold``: 1.0 = at threshold)."""
     if result.anomaly_maps is None:
         raise ValueError("score the tiles with with_maps=True to draw a heatmap")
-    out = np.zeros(shape, dtype=np.float32)
-    for tile, amap in zip(result.tiles, result.anomaly_maps, strict=True):
-        ys, xs = tile.box.slices()
-        region = out[ys, xs]
-        h, w = region.shape
-        np.maximum(region, amap[:h, :w], out=region)
-    return out
+    boxes = [(t.box.x, t.box.y, t.box.w, t.box.h) for t in result.tiles]
+    return frame_heatmap(shape, boxes, result.anomaly_maps, threshold=result.threshold if per_threshold else None)
 
 
 def render_heatmap(

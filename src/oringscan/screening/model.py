@@ -57,9 +57,57 @@ class ScreeningMeta:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     format_version: int = FORMAT_VERSION
+    # Out-of-fold worst-tile score of every good frame the thresholds rest on (frame -> score).
+    oof_scores: dict[str, float] = field(default_factory=dict)
+    # Every (re)calibration: date, source, old/new thresholds, frames used (newest last).
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+REQUIRED_KEYS = ("oring_type", "backbone", "layers", "input_size", "tile_size", "num_neighbors", "threshold")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def validate_meta(raw: Any, path: Path) -> ScreeningMeta:
+    """metadata.json as a ScreeningMeta; anything that would silently change what screening does
+    (a missing key, a NaN, infinite, negative or text threshold, a list as format_version) is a
+    one-line ModelFileError naming the file and the key."""
+    if not isinstance(raw, dict):
+        raise ModelFileError(path, f"screening metadata must be a JSON object, not {type(raw).__name__}")
+    for key in REQUIRED_KEYS:
+        if key not in raw:
+            raise ModelFileError(path, f"screening metadata has no {key!r} key")
+    fv = raw.get("format_version", FORMAT_VERSION)
+    if not isinstance(fv, int) or isinstance(fv, bool):
+        raise ModelFileError(path, f"'format_version' must be an integer, not {fv!r}")
+    for key in ("oring_type", "backbone"):
+        if not isinstance(raw[key], str) or not raw[key]:
+            raise ModelFileError(path, f"{key!r} must be a non-empty string, not {raw[key]!r}")
+    if not isinstance(raw["layers"], list) or not all(isinstance(x, str) for x in raw["layers"]):
+        raise ModelFileError(path, f"'layers' must be a list of layer names, not {raw['layers']!r}")
+    for key in ("input_size", "tile_size", "num_neighbors"):
+        v = raw[key]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ModelFileError(path, f"{key!r} must be a positive integer, not {v!r}")
+    thr = raw["threshold"]
+    if not _is_number(thr) or not math.isfinite(thr) or thr < 0:
+        raise ModelFileError(path, f"'threshold' must be a finite number >= 0, not {thr!r} (screening would be off)")
+    low = raw.get("marginal_threshold")
+    if low is not None and (not _is_number(low) or not math.isfinite(low) or low < 0 or low > thr):
+        raise ModelFileError(path, f"'marginal_threshold' must be empty or a number between 0 and the threshold, not {low!r}")
+    for key, kind in (("calibration", dict), ("versions", dict), ("oof_scores", dict), ("history", list)):
+        if key in raw and not isinstance(raw[key], kind):
+            raise ModelFileError(path, f"{key!r} must be a JSON {'object' if kind is dict else 'array'}")
+    known = {k: v for k, v in raw.items() if k in ScreeningMeta.__dataclass_fields__}
+    try:
+        return ScreeningMeta(**known)
+    except TypeError as exc:
+        raise ModelFileError(path, f"corrupt screening metadata ({exc})") from None
 
 
 def _versions() -> dict[str, str]:
@@ -80,7 +128,10 @@ def build_patchcore(
     backbone: str, layers: list[str], num_neighbors: int, weights: Path | None, lookup: bool = True
 ) -> tuple[Any, str | None]:
     """anomalib's PatchcoreModel around our extractor; returns (model, weights source or None)."""
-    from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+    from oringscan._deps import anomalib_import
+
+    with anomalib_import():  # anomalib 2.7's import-time FutureWarnings (timm.models.layers, dinov2)
+        from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
     extractor, source = build_extractor(backbone, layers, weights, lookup=lookup)
     # Build with a cheap placeholder, then put our extractor in: anomalib's forward only calls it.
@@ -267,8 +318,16 @@ class ScreeningModel:
         tmp = directory / (BANK_FILE + ".tmp")
         save_file(tensors, str(tmp), metadata={"oring_type": self.meta.oring_type, "backbone": self.meta.backbone})
         tmp.replace(directory / BANK_FILE)
-        (directory / META_FILE).write_text(json.dumps(self.meta.to_json(), indent=2), encoding="utf-8")
+        self.save_meta(directory)
         return directory
+
+    def save_meta(self, directory: Path) -> Path:
+        """Write metadata.json atomically (recalibration rewrites only this file)."""
+        path = Path(directory) / META_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.meta.to_json(), indent=2), encoding="utf-8")
+        tmp.replace(path)
+        return path
 
     @classmethod
     def load(cls, directory: Path | str, expected_type: str | None = None, device: str = "cpu") -> ScreeningModel:
@@ -280,10 +339,9 @@ class ScreeningModel:
                 raise ModelFileError(p, "screening model file not found (run: oringscan train screening)")
         try:
             raw = json.loads(meta_path.read_text(encoding="utf-8"))
-            known = {k: v for k, v in raw.items() if k in ScreeningMeta.__dataclass_fields__}
-            meta = ScreeningMeta(**known)
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelFileError(meta_path, f"corrupt screening metadata ({exc})") from None
+        meta = validate_meta(raw, meta_path)
         if meta.format_version > FORMAT_VERSION:
             raise ModelFileError(meta_path, f"made by a newer oringscan (format {meta.format_version})")
         if expected_type is not None and meta.oring_type != expected_type:

@@ -8,9 +8,27 @@ Public API (what the pipeline calls):
     evaluate_segmentation(config, output_root, model, data_root) -> dict
 """
 
-from oringscan.segmentation.engine import TrainingError, train_segmentation
-from oringscan.segmentation.evaluation import evaluate_segmentation
-from oringscan.segmentation.inference import FramePrediction, Segmenter
-from oringscan.segmentation.stitching import stitch
+from typing import TYPE_CHECKING
+
+from oringscan._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from oringscan.segmentation.engine import TrainingError, train_segmentation
+    from oringscan.segmentation.evaluation import evaluate_segmentation
+    from oringscan.segmentation.inference import FramePrediction, Segmenter
+    from oringscan.segmentation.stitching import stitch
+
+# Names are imported on first use, so `oringscan --help` does not load torch (see oringscan/_lazy.py).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "TrainingError": "engine",
+        "train_segmentation": "engine",
+        "evaluate_segmentation": "evaluation",
+        "FramePrediction": "inference",
+        "Segmenter": "inference",
+        "stitch": "stitching",
+    },
+)
 
 __all__ = ["FramePrediction", "Segmenter", "TrainingError", "evaluate_segmentation", "stitch", "train_segmentation"]

@@ -11,10 +11,21 @@ from typing import Any
 
 import click
 
-from oringscan.cli.common import AppContext, common_options, model_option, set_threads
-from oringscan.errors import OringscanError
+from oringscan.cli.common import (
+    EXIT_CODES_HELP,
+    AppContext,
+    InputErrorLine,
+    InputErrorStop,
+    common_options,
+    exit_for_input_errors,
+    model_option,
+    require_paths,
+    set_threads,
+    strict_option,
+)
+from oringscan.errors import OringscanError, one_line
 
-BACKBONE_CHOICES = ["resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "mobilenet_v3_fpn"]
+BACKBONE_CHOICES = ["auto", "resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "mobilenet_v3_fpn", "lite0_fpn"]
 TILE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
@@ -77,7 +88,7 @@ def _is_frame_size(shape: tuple[int, ...], app: AppContext) -> bool:
     return (w, h) == (fc.width, fc.height) or (fc.accept_binned and (2 * w, 2 * h) == (fc.width, fc.height))
 
 
-@click.command("predict")
+@click.command("predict", epilog=EXIT_CODES_HELP)
 @common_options
 @model_option()
 @click.option("--image", type=click.Path(path_type=Path, dir_okay=False), default=None, help="One tile (a patch of a frame).")
@@ -93,6 +104,7 @@ def _is_frame_size(shape: tuple[int, ...], app: AppContext) -> bool:
 @click.option("--vis-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where overlays go (default output/<model>/inference_results).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: all cores).")
+@strict_option
 def predict_cmd(
     app: AppContext,
     model: str,
@@ -106,6 +118,7 @@ def predict_cmd(
     device: str,
     vis_dir: Path | None,
     threads: int | None,
+    strict: bool = False,
 ) -> None:
     """Find defects with the trained segmentation model (the seed's inference.py).
 
@@ -121,6 +134,7 @@ def predict_cmd(
     chosen = [name for name, value in (("--image", image), ("--folder", folder), ("--full-image", full_image), ("--evaluate", evaluate)) if value]
     if len(chosen) != 1:
         raise click.UsageError("give exactly one of --image, --folder, --full-image, --evaluate" + (f" (got {', '.join(chosen)})" if chosen else ""))
+    require_paths(image, folder, full_image)
     import torch  # noqa: F401 - imported first so set_threads pins its thread count
 
     set_threads(threads)
@@ -148,26 +162,30 @@ def predict_cmd(
     else:
         assert folder is not None
         files, force_frame = _list_folder(folder), False
-    results, errors = [], 0
+    # Text output is printed image by image and only counts are kept; --json keeps the entries
+    # (polygons, no masks) for its one array. Either way an image's tensors go with the image.
+    results, errors, found = [], 0, 0
     for path in files:
         try:
             entry = _predict_one(segmenter, app, path, force_frame, save_vis or force_frame, out_dir, as_json)
         except OringscanError as exc:
+            if strict:
+                raise InputErrorStop(str(exc)) from None
             if len(files) == 1:
-                raise
+                raise InputErrorLine(one_line(str(exc))) from None
             errors += 1
             entry = {"image": str(path), "instances": [], "error": str(exc)}
             click.echo(f"error: {exc}", err=True)
-        results.append(entry)
-        if not as_json and "error" not in entry:
+        found += bool(entry["instances"])
+        if as_json:
+            results.append(entry)
+        elif "error" not in entry:
             _echo_entry(entry)
     if as_json:
         click.echo(json.dumps(results, indent=2))
     elif len(files) > 1:
-        found = sum(1 for r in results if r["instances"])
         click.echo(f"{len(files)} image(s): {found} with defects, {errors} error(s)")
-    if errors:
-        raise SystemExit(1)
+    exit_for_input_errors(errors, len(files))
 
 
 def _predict_one(segmenter: Any, app: AppContext, path: Path, force_frame: bool, save: bool, out_dir: Path, quiet: bool) -> dict[str, Any]:
@@ -252,7 +270,7 @@ def _echo_metrics(metrics: dict[str, Any]) -> None:
         click.echo(f"  plot: {plot}")
 
 
-@click.command("segmentation")
+@click.command("segmentation", epilog=EXIT_CODES_HELP)
 @common_options
 @model_option()
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Default output/<model>/checkpoints/best_model.pth.")
@@ -268,7 +286,37 @@ def evaluate_segmentation_cmd(app: AppContext, model: str, checkpoint: Path | No
     click.echo(json.dumps(metrics, indent=2)) if as_json else _echo_metrics(metrics)
 
 
+@click.command("segmentation")
+@common_options
+@model_option()
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Default output/<model>/checkpoints/best_model.pth.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
+def calibrate_segmentation_cmd(app: AppContext, model: str, checkpoint: Path | None, device: str, as_json: bool) -> None:
+    """Calibrate when the segmenter may call a defect, from its val predictions.
+
+    \b
+    Predicts the val split, sets the defect score at segmentation.defect_precision (per class where
+    val has enough defects of it) and qualifies the model: val segm AP50 below segmentation.min_ap50,
+    or no score reaching the precision, means it has not learned and the pipeline never lets it
+    call a defect (flagged parts go to suspect). Writes checkpoints/segmentation_calibration.json
+    (training writes it too; this is for checkpoints made before, or after changing the targets).
+    """
+    from oringscan.segmentation.calibration import calibrate_segmentation, calibration_path
+
+    set_threads(None)
+    app.config.oring_type(model)
+    ckpt = checkpoint or app.type_output(model) / "checkpoints" / "best_model.pth"
+    calibration = calibrate_segmentation(app.config, app.output_root, model, ckpt, device=device, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(calibration.to_json(), indent=2))
+        return
+    click.echo(calibration.summary)
+    click.echo(f"wrote {calibration_path(ckpt)}")
+
+
 def register(root: click.Group) -> None:
     root.commands["train"].add_command(train_segmentation_cmd, "segmentation")
     root.commands["evaluate"].add_command(evaluate_segmentation_cmd, "segmentation")
+    root.commands["calibrate"].add_command(calibrate_segmentation_cmd, "segmentation")  # type: ignore[attr-defined]
     root.add_command(predict_cmd, "predict")

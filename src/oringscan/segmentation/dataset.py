@@ -42,6 +42,9 @@ class TileRecord:
     source_image: str | None = None
     tile_x: int = 0
     tile_y: int = 0
+    # The tile's screening anomaly map, scaled to uint8 (see segmentation.anomaly), when the model
+    # takes it as an input channel.
+    anomaly_path: Path | None = None
 
     @property
     def is_defect(self) -> bool:
@@ -201,10 +204,35 @@ def _boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
 _sanitize = v2.SanitizeBoundingBoxes(min_size=1.0, min_area=1.0)
 
 
-def to_model_input(gray: np.ndarray) -> torch.Tensor:
-    """uint8 HxW gray -> float 3xHxW in [0, 1] (the backbone expects three channels)."""
+def to_model_input(gray: np.ndarray, anomaly: np.ndarray | None = None) -> torch.Tensor:
+    """uint8 HxW gray -> float 3xHxW in [0, 1] (the backbone expects three channels).
+
+    With ``anomaly`` (a uint8 HxW scaled screening map) a 4th channel in [0, 1] follows; the
+    model's own transform normalises (ImageNet or [-1, 1] statistics, per backbone).
+    """
     tensor = torch.from_numpy(np.ascontiguousarray(gray)).to(torch.float32).div_(255.0)
-    return tensor.unsqueeze(0).expand(3, -1, -1).contiguous()
+    image = tensor.unsqueeze(0).expand(3, -1, -1)
+    if anomaly is None:
+        return image.contiguous()
+    if anomaly.shape != gray.shape:
+        raise ValueError(f"anomaly map is {anomaly.shape}, tile is {gray.shape}")
+    extra = torch.from_numpy(np.ascontiguousarray(anomaly)).to(torch.float32).div_(255.0).unsqueeze(0)
+    return torch.cat([image, extra], dim=0)
+
+
+def read_anomaly(record: TileRecord) -> np.ndarray | None:
+    """The record's cached uint8 anomaly map (None when the model does not use one)."""
+    if record.anomaly_path is None:
+        return None
+    amap = cv2.imread(str(record.anomaly_path), cv2.IMREAD_UNCHANGED)
+    if amap is None or amap.shape != (record.height, record.width):
+        raise ModelFileError(record.anomaly_path, "anomaly map cache unreadable or of the wrong size; delete it to recompute")
+    return amap
+
+
+def record_input(record: TileRecord) -> torch.Tensor:
+    """A tile record as model input (with its anomaly channel when it has one)."""
+    return to_model_input(read_gray(record.path), read_anomaly(record))
 
 
 class TileDataset(torch.utils.data.Dataset):
@@ -249,9 +277,16 @@ class TileDataset(torch.utils.data.Dataset):
         labels = torch.tensor([a.class_index for a in record.annotations], dtype=torch.int64)
         boxes = tv_tensors.BoundingBoxes(_boxes_from_masks(masks), format="XYXY", canvas_size=(h, w))
         target: dict[str, Any] = {"boxes": boxes, "masks": masks, "labels": labels}
+        anomaly = read_anomaly(record)
+        if anomaly is not None:
+            # A Mask follows every geometric augmentation (nearest-neighbour) and no photometric one.
+            target["anomaly"] = tv_tensors.Mask(torch.from_numpy(anomaly).unsqueeze(0))
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         image = F.to_dtype(image, torch.float32, scale=True)
+        if anomaly is not None:
+            extra = target.pop("anomaly").as_subclass(torch.Tensor).to(torch.float32).div_(255.0)
+            image = tv_tensors.Image(torch.cat([image.as_subclass(torch.Tensor), extra], dim=0))
         size = tuple(image.shape[-2:])
         target["boxes"] = tv_tensors.BoundingBoxes(_boxes_from_masks(target["masks"]), format="XYXY", canvas_size=size)
         image, target = _sanitize(image, target)

@@ -26,8 +26,10 @@ from tqdm import tqdm
 from oringscan import __version__ as oringscan_version
 from oringscan.config import Config
 from oringscan.errors import ModelFileError, OringscanError
+from oringscan.segmentation.anomaly import CACHE_DIR as ANOMALY_CACHE_DIR
+from oringscan.segmentation.anomaly import anomaly_scale, attach_anomaly_maps, load_type_screening
 from oringscan.segmentation.checkpoints import load_checkpoint, save_checkpoint
-from oringscan.segmentation.coco_eval import coco_metrics, predict_records
+from oringscan.segmentation.coco_eval import TilePrediction, coco_metrics, predict_records
 from oringscan.segmentation.dataset import (
     TileDataset,
     TileRecord,
@@ -36,8 +38,15 @@ from oringscan.segmentation.dataset import (
     read_gray,
     train_transforms,
 )
-from oringscan.segmentation.inference import output_to_instances, resolve_device
-from oringscan.segmentation.models import ModelSpec, build_model, create_model
+from oringscan.segmentation.inference import resolve_device
+from oringscan.segmentation.models import (
+    ModelSpec,
+    build_model,
+    cpu_recipe_overrides,
+    create_model,
+    resolve_anomaly_channel,
+    resolve_backbone,
+)
 from oringscan.segmentation.visualize import grid, overlay
 from oringscan.types import Instance
 
@@ -48,6 +57,11 @@ MAX_BAD_LOSSES = 5
 
 class TrainingError(OringscanError):
     pass
+
+
+def budget_clock(kind: str) -> Callable[[], float]:
+    """What ``max_minutes`` counts: wall time, or this process's CPU time (fair budgets on a shared machine)."""
+    return time.process_time if kind == "cpu" else time.monotonic
 
 
 def seed_everything(seed: int) -> None:
@@ -107,8 +121,11 @@ def train_segmentation(
         config = _apply_overrides(base, overrides)
     else:
         config = _apply_overrides(config, overrides)
+    device = resolve_device(config.training.device)
+    recipe = {} if state is not None else cpu_recipe_overrides(config.training, device)
+    if recipe:
+        config = _apply_overrides(config, recipe)
     cfg = config.training
-    device = resolve_device(cfg.device)
     use_amp = cfg.amp and device.type == "cuda"
     seed_everything(cfg.seed)
 
@@ -124,13 +141,29 @@ def train_segmentation(
         log.warning("%s: no labelled defects in the validation split; best_model.pth follows the latest epoch", val_path)
     tile_size = max(r.width for r in train_records)
 
+    requested_backbone = cfg.backbone
     if state is not None:
         spec = ModelSpec.from_dict(state["spec"])
+        uses_anomaly, scale = spec.anomaly_channel, spec.anomaly_scale
+    else:
+        backbone_name = resolve_backbone(cfg.backbone, device)
+        uses_anomaly = resolve_anomaly_channel(cfg.anomaly_channel, backbone_name, cfg.backbone)
+        scale = None
+    if uses_anomaly:
+        screening = load_type_screening(Path(output_root), model)
+        scale = scale if scale is not None else anomaly_scale(screening)
+        computed = sum(
+            attach_anomaly_maps(records, screening, type_dir / ANOMALY_CACHE_DIR, scale, split, progress)
+            for split, records in (("train", train_records), ("val", val_records))
+        )
+        if computed:
+            say(f"screening anomaly maps of {computed} tiles cached in {type_dir / ANOMALY_CACHE_DIR}")
+    if state is not None:
         net = build_model(spec)
         net.load_state_dict(state["model"])
         pretrained = str(state.get("pretrained", "unknown"))
     else:
-        net, spec, pretrained = create_model(cfg, len(class_names) + 1, tile_size)
+        net, spec, pretrained = create_model(cfg, len(class_names) + 1, tile_size, device=device, anomaly_scale=scale)
     net.to(device)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -164,6 +197,9 @@ def train_segmentation(
     summary: dict[str, Any] = {
         "model": model,
         "backbone": spec.backbone,
+        "backbone_requested": requested_backbone,
+        "anomaly_channel": spec.anomaly_channel,
+        "cpu_recipe": recipe,
         "pretrained": pretrained,
         "device": str(device),
         "amp": use_amp,
@@ -175,11 +211,13 @@ def train_segmentation(
         "tensorboard": str(type_dir / "runs"),
     }
     say(
-        f"training {model}: {spec.backbone} ({pretrained}), {summary['train_defect_tiles']} defect + "
+        f"training {model}: {spec.backbone}{' (auto)' if requested_backbone == 'auto' else ''}"
+        f"{' + screening anomaly channel' if spec.anomaly_channel else ''} ({pretrained}), {summary['train_defect_tiles']} defect + "
         f"{len(train_ds.negatives)} good train tiles (negative ratio {cfg.negative_ratio}), {len(val_eval)} val tiles, "
         f"device {device}{' with AMP' if use_amp else ''}, input {spec.input_size}px"
     )
-    deadline = None if cfg.max_minutes is None else time.monotonic() + 60.0 * cfg.max_minutes
+    clock = budget_clock(cfg.budget_clock)
+    deadline = None if cfg.max_minutes is None else clock() + 60.0 * cfg.max_minutes
     stopped = "epochs"
     epoch = start_epoch - 1
     try:
@@ -205,7 +243,8 @@ def train_segmentation(
             )
             lr_now = optimizer.param_groups[0]["lr"]
             lr_scheduler.step()
-            val_outputs = predict_records(net, val_eval, device, cfg.batch_size) if val_eval else {}
+            # Compact per-tile predictions (RLE masks, <= 100 per tile), encoded batch by batch.
+            val_outputs = predict_records(net, val_eval, device, cfg.batch_size, mask_threshold=cfg.mask_threshold) if val_eval else {}
             metrics = coco_metrics(val_eval, val_outputs, class_names, cfg.mask_threshold) if val_eval else None
             segm_ap = None if metrics is None else metrics["segm"]["AP"]
             score = -1.0 if segm_ap is None else float(segm_ap)
@@ -224,6 +263,7 @@ def train_segmentation(
             }
             history.append(record)
             _log_epoch(writer, val_eval, val_outputs, cfg, class_names, record, epoch)
+            del val_outputs
             payload = {
                 "model": net.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -235,6 +275,7 @@ def train_segmentation(
                 "bad_epochs": bad_epochs,
                 "spec": spec.to_dict(),
                 "backbone": spec.backbone,
+                "backbone_requested": requested_backbone,
                 "class_names": class_names,
                 "oring_type": model,
                 "config": config.model_dump(mode="json"),
@@ -257,7 +298,7 @@ def train_segmentation(
                 f"best {max(best_metric, 0):.3f}@{best_epoch + 1}  {record['seconds']:.0f}s"
                 + ("  [time budget reached]" if cut_short else "")
             )
-            if cut_short or (deadline is not None and time.monotonic() > deadline):
+            if cut_short or (deadline is not None and clock() > deadline):
                 stopped = "max-minutes"
                 break
     finally:
@@ -275,6 +316,12 @@ def train_segmentation(
             "final_val": history[-1]["val"] if history else None,
         }
     )
+    if best_path.is_file():  # the score a defect needs on val, and whether this model may call one at all
+        from oringscan.segmentation.calibration import calibrate_segmentation
+
+        calibration = calibrate_segmentation(config, output_root, model, best_path, device=str(device))
+        summary["calibration"] = calibration.to_json()
+        say(calibration.summary)
     return summary
 
 
@@ -340,7 +387,7 @@ def _train_one_epoch(
             writer.add_scalar("train/loss", loss_value, global_step)
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
         bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.5f}")
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and budget_clock(cfg.budget_clock)() > deadline:
             cut_short = True
             break
     return {k: v / max(1, count) for k, v in sums.items()}, cut_short
@@ -349,7 +396,7 @@ def _train_one_epoch(
 def _log_epoch(
     writer: Any,
     val_records: list[TileRecord],
-    val_outputs: dict[int, dict[str, torch.Tensor]],
+    val_outputs: dict[int, TilePrediction],
     cfg: Any,
     class_names: list[str],
     record: dict[str, Any],
@@ -372,7 +419,7 @@ def _log_epoch(
     for r in shown:
         gray = read_gray(r.path)
         truth = [Instance("truth", 1.0, m.astype(bool), (0, 0)) for m in r.masks()]
-        found = output_to_instances(outputs[r.image_id], class_names, (0, 0), cfg.score_threshold, cfg.mask_threshold)
+        found = outputs[r.image_id].instances(class_names, (0, 0), cfg.score_threshold)
         pictures.append(overlay(gray, found, class_names, truth=truth)[:, :, ::-1])
     writer.add_image("val/predictions", np.ascontiguousarray(grid(pictures, columns=3)), epoch, dataformats="HWC")
     writer.flush()

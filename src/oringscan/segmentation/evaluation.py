@@ -23,7 +23,7 @@ from oringscan.errors import FrameError
 from oringscan.frames import read_frame
 from oringscan.segmentation.coco_eval import coco_metrics, predict_records
 from oringscan.segmentation.dataset import TileRecord, load_coco_split, read_gray
-from oringscan.segmentation.inference import Segmenter, output_to_instances
+from oringscan.segmentation.inference import Segmenter
 from oringscan.segmentation.stitching import stitch
 from oringscan.segmentation.visualize import grid, overlay
 from oringscan.types import Instance
@@ -104,12 +104,16 @@ def evaluate_segmentation(
     class_names = segmenter.class_names
     ann_path = type_dir / "annotations" / "test.json"
     records = load_coco_split(ann_path, class_names)
+    segmenter.attach_anomaly_maps(records, "test", progress)  # anomaly-guided models only
     out_dir = type_dir / "inference_results"
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = segmenter.training
 
     segmenter.model.roi_heads.score_thresh = COCO_SCORE_FLOOR  # AP integrates over low scores too
-    outputs = predict_records(segmenter.model, records, segmenter.device, config.pipeline.tile_batch_size, progress)
+    # Compact per-tile predictions (RLE masks, <= 100 per tile): memory does not grow with tile area.
+    outputs = predict_records(
+        segmenter.model, records, segmenter.device, config.pipeline.tile_batch_size, progress, mask_threshold=cfg.mask_threshold
+    )
     tile_metrics = coco_metrics(records, outputs, class_names, cfg.mask_threshold)
 
     by_frame: dict[str, list[TileRecord]] = defaultdict(list)
@@ -134,9 +138,7 @@ def evaluate_segmentation(
             pieces = [
                 inst
                 for r in tiles
-                for inst in output_to_instances(
-                    outputs[r.image_id], class_names, (r.tile_x, r.tile_y), cfg.score_threshold, cfg.mask_threshold, cfg.min_mask_area
-                )
+                for inst in outputs[r.image_id].instances(class_names, (r.tile_x, r.tile_y), cfg.score_threshold, cfg.min_mask_area)
             ]
             predicted = segmenter.stitch(pieces)
             sources["tiles"] += 1

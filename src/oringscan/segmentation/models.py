@@ -1,4 +1,8 @@
-"""Mask R-CNN builders: the seed's ResNet50-FPN (v1 and v2) and two light backbones for CPU.
+"""Mask R-CNN builders: the seed's ResNet50-FPN (v1 and v2) and light backbones for CPU.
+
+``backbone = "auto"`` (the default) resolves to the seed's ResNet50-FPN on CUDA and to the CPU
+recipe otherwise: ``lite0_fpn``, an ImageNet EfficientNet-Lite0 whose weights install with pip
+(see :mod:`oringscan.segmentation.backbones`), optionally guided by the screening anomaly map.
 
 Pretrained weights are never downloaded. They come from ``training.weights`` (an explicit file) or
 from the usual torch hub cache when the file is already there; otherwise the model starts from
@@ -33,8 +37,16 @@ from oringscan.errors import ModelFileError
 
 log = logging.getLogger(__name__)
 
-BACKBONES = ("resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "mobilenet_v3_fpn")
-LIGHT_BACKBONES = ("resnet18_fpn", "mobilenet_v3_fpn")
+BACKBONES = ("resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "mobilenet_v3_fpn", "lite0_fpn")
+LIGHT_BACKBONES = ("resnet18_fpn", "mobilenet_v3_fpn", "lite0_fpn")
+# What ``backbone = "auto"`` picks (chosen from benchmarks/bench_segmentation_routes.py).
+GPU_BACKBONE = "resnet50_fpn"
+CPU_BACKBONE = "lite0_fpn"
+# Off: at 3 CPU-minutes the anomaly channel (random-init FPN laterals) did not beat plain Lite0
+# (test tile segm AP50 0.11 vs 0.14, recall 0.23 vs 0.50); it stays available per config.
+CPU_ANOMALY_CHANNEL = False
+# Seed defaults that do not fit a CPU: ``auto`` on CPU replaces those still at their default value.
+CPU_RECIPE: dict[str, Any] = {"input_size": 448, "batch_size": 2, "warmup_iters": 10, "lr": 0.01}
 # The light ResNet18's FPN is 128 channels wide (torchvision's 256 quadruples the cost of the
 # stride-4 level, the one that sees pits of a few pixels).
 LIGHT_FPN_CHANNELS = 128
@@ -61,6 +73,13 @@ class ModelSpec:
     anchor_sizes: list[int] | None
     frozen_bn: bool
     trainable_backbone_layers: int
+    # A 4th input channel: the screening anomaly map divided by anomaly_scale, clipped to [0, 1].
+    anomaly_channel: bool = False
+    anomaly_scale: float | None = None
+
+    @property
+    def in_channels(self) -> int:
+        return 4 if self.anomaly_channel else 3
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +89,8 @@ class ModelSpec:
             "anchor_sizes": None if self.anchor_sizes is None else list(self.anchor_sizes),
             "frozen_bn": self.frozen_bn,
             "trainable_backbone_layers": self.trainable_backbone_layers,
+            "anomaly_channel": self.anomaly_channel,
+            "anomaly_scale": self.anomaly_scale,
         }
 
     @classmethod
@@ -81,7 +102,33 @@ class ModelSpec:
             anchor_sizes=None if data.get("anchor_sizes") is None else [int(a) for a in data["anchor_sizes"]],
             frozen_bn=bool(data["frozen_bn"]),
             trainable_backbone_layers=int(data["trainable_backbone_layers"]),
+            anomaly_channel=bool(data.get("anomaly_channel", False)),
+            anomaly_scale=None if data.get("anomaly_scale") is None else float(data["anomaly_scale"]),
         )
+
+
+def resolve_backbone(name: str, device: torch.device | str) -> str:
+    """``auto``: the seed's ResNet50-FPN where CUDA trains it, the CPU recipe otherwise."""
+    if name != "auto":
+        return name
+    return GPU_BACKBONE if torch.device(device).type == "cuda" else CPU_BACKBONE
+
+
+def cpu_recipe_overrides(training: TrainingConfig, device: torch.device | str) -> dict[str, Any]:
+    """The CPU recipe's training settings when ``auto`` picks it, for fields left at the seed default."""
+    if training.backbone != "auto" or resolve_backbone("auto", device) != CPU_BACKBONE:
+        return {}
+    defaults = type(training)()
+    return {k: v for k, v in CPU_RECIPE.items() if getattr(training, k) == getattr(defaults, k)}
+
+
+def resolve_anomaly_channel(setting: bool | None, backbone: str, requested_backbone: str) -> bool:
+    """None follows the recipe (CPU_ANOMALY_CHANNEL for the auto-picked CPU backbone), off otherwise."""
+    if setting is not None:
+        if setting and backbone != "lite0_fpn":
+            raise ValueError(f"training.anomaly_channel needs backbone lite0_fpn (got {backbone})")
+        return setting
+    return CPU_ANOMALY_CHANNEL and requested_backbone == "auto" and backbone == CPU_BACKBONE
 
 
 def default_input_size(backbone: str, tile_size: int) -> int:
@@ -91,6 +138,8 @@ def default_input_size(backbone: str, tile_size: int) -> int:
 
 def default_anchor_sizes(backbone: str) -> list[int] | None:
     """Light backbones get smaller anchors (pits are a few pixels); ResNet50 keeps torchvision's."""
+    if backbone == "lite0_fpn":
+        return [8, 16, 32, 64, 128]  # levels at strides 4..64
     return [16, 32, 64, 128, 256] if backbone == "resnet18_fpn" else None
 
 
@@ -129,6 +178,17 @@ def build_model(spec: ModelSpec) -> MaskRCNN:
     if spec.backbone == "resnet50_fpn":
         backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=norm, trainable_layers=layers)
         return MaskRCNN(backbone, num_classes=spec.num_classes, **common)
+    if spec.anomaly_channel and spec.backbone != "lite0_fpn":
+        raise ValueError(f"the anomaly channel needs backbone lite0_fpn (got {spec.backbone})")
+    if spec.backbone == "lite0_fpn":
+        from oringscan.segmentation.backbones import LITE0_FPN_CHANNELS, LITE0_MEAN, LITE0_STD, Lite0FPN
+
+        lite = Lite0FPN(LITE0_FPN_CHANNELS, spec.anomaly_channel, layers, spec.frozen_bn)
+        mean, std = list(LITE0_MEAN), list(LITE0_STD)
+        if spec.anomaly_channel:  # the map is already in [0, 1]: passed through unchanged
+            mean, std = [*mean, 0.0], [*std, 1.0]
+        return MaskRCNN(lite, **_light_heads(LITE0_FPN_CHANNELS, spec.num_classes), image_mean=mean, image_std=std,
+                        **common)
     if spec.backbone == "resnet18_fpn":
         body = resnet18(norm_layer=norm)
         _freeze_resnet(body, layers)
@@ -226,14 +286,46 @@ def load_pretrained(model: MaskRCNN, path: Path) -> int:
     return len(matched)
 
 
+def init_mask_logits(model: nn.Module) -> None:
+    """Start the per-class mask logits near zero, so the mask BCE starts at ln 2 (~0.69).
+
+    torchvision initialises this 1x1 conv with Kaiming (fan_out, relu): with 2-3 classes fan_out
+    is 2-3, so each weight has std ~0.8-1 over 256 input channels and the first logits are in the
+    tens; a random-init ResNet50 model then starts with a mask loss of ~20 (the 8.6 first-epoch
+    mean of issue 17). Detectron2 initialises the same layer with std 0.001; so do we, for fresh
+    models only (checkpoints and pretrained files overwrite it).
+    """
+    predictor = getattr(getattr(model, "roi_heads", None), "mask_predictor", None)
+    logits = getattr(predictor, "mask_fcn_logits", None)
+    if isinstance(logits, nn.Conv2d):
+        nn.init.normal_(logits.weight, std=0.001)
+        if logits.bias is not None:
+            nn.init.zeros_(logits.bias)
+
+
 def create_model(
-    training: TrainingConfig, num_classes: int, tile_size: int, backbone: str | None = None
+    training: TrainingConfig,
+    num_classes: int,
+    tile_size: int,
+    backbone: str | None = None,
+    device: torch.device | str = "cpu",
+    anomaly_scale: float | None = None,
 ) -> tuple[MaskRCNN, ModelSpec, str]:
-    """A model ready to train, its spec, and where its starting weights came from."""
+    """A model ready to train, its spec, and where its starting weights came from.
+
+    ``device`` resolves ``backbone = "auto"``; ``anomaly_scale`` (the screening map value that
+    becomes 1.0) is required when the recipe uses the anomaly channel.
+    """
     global _warned_random_init
-    backbone = backbone or training.backbone
+    requested = backbone or training.backbone
+    backbone = resolve_backbone(requested, device)
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    anomaly = resolve_anomaly_channel(training.anomaly_channel, backbone, requested)
+    if anomaly and anomaly_scale is None:
+        raise ValueError("the anomaly channel needs anomaly_scale (the fitted screening threshold)")
+    if backbone == "lite0_fpn":
+        return _create_lite0(training, num_classes, tile_size, anomaly, anomaly_scale)
     found = find_pretrained(backbone, training.weights)
     spec = ModelSpec(
         backbone=backbone,
@@ -244,6 +336,7 @@ def create_model(
         trainable_backbone_layers=training.trainable_backbone_layers if found is not None else 5,
     )
     model = build_model(spec)
+    init_mask_logits(model)
     if found is None:
         if not _warned_random_init:
             log.warning(
@@ -258,3 +351,29 @@ def create_model(
     count = load_pretrained(model, path)
     log.info("loaded %d pretrained tensors (%s) from %s", count, kind, path)
     return model, spec, f"{kind}:{path}"
+
+
+def _create_lite0(
+    training: TrainingConfig, num_classes: int, tile_size: int, anomaly: bool, anomaly_scale: float | None
+) -> tuple[MaskRCNN, ModelSpec, str]:
+    """Lite0-FPN with the ImageNet weights of the installed package (or ``training.weights``)."""
+    from oringscan.segmentation.backbones import load_lite0_imagenet
+
+    state, source = load_lite0_imagenet(training.weights)
+    spec = ModelSpec(
+        backbone="lite0_fpn",
+        num_classes=num_classes,
+        input_size=training.input_size or default_input_size("lite0_fpn", tile_size),
+        anchor_sizes=training.anchor_sizes if training.anchor_sizes is not None else default_anchor_sizes("lite0_fpn"),
+        frozen_bn=True,
+        trainable_backbone_layers=training.trainable_backbone_layers,
+        anomaly_channel=anomaly,
+        anomaly_scale=anomaly_scale if anomaly else None,
+    )
+    model = build_model(spec)
+    init_mask_logits(model)
+    count = model.backbone.load_imagenet(state)
+    log.info("loaded %d ImageNet tensors from %s %s (sha256 %s)", count, source["package"] or source["file"],
+             source["version"] or "", source["sha256"][:12])
+    label = f"imagenet:{source['package'] or source['file']}=={source['version']} sha256:{source['sha256']}"
+    return model, spec, label

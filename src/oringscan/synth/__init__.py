@@ -5,18 +5,44 @@ Public API (the pipeline and the tests call exactly these):
 ``synthesize_dataset(out_root, config, types, n_good, n_defect, n_rework, seed, color_fraction)``.
 """
 
-from oringscan.synth.dataset import MANIFEST_NAME, SynthError, rework_folder_for, synthesize_dataset
-from oringscan.synth.render import (
-    DEFECT_LABELS,
-    FULL_SIZE,
-    REWORK_KINDS,
-    STYLES,
-    SynthFrame,
-    TypeStyle,
-    labelme_document,
-    render_frame,
-    render_with_reference,
-    style_for,
+from typing import TYPE_CHECKING
+
+from oringscan._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from oringscan.synth.dataset import MANIFEST_NAME, SynthError, rework_folder_for, synthesize_dataset
+    from oringscan.synth.render import (
+        DEFECT_LABELS,
+        FULL_SIZE,
+        REWORK_KINDS,
+        STYLES,
+        SynthFrame,
+        TypeStyle,
+        labelme_document,
+        render_frame,
+        render_with_reference,
+        style_for,
+    )
+
+# Names are imported on first use, so `oringscan --help` does not load torch (see oringscan/_lazy.py).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "MANIFEST_NAME": "dataset",
+        "SynthError": "dataset",
+        "rework_folder_for": "dataset",
+        "synthesize_dataset": "dataset",
+        "DEFECT_LABELS": "render",
+        "FULL_SIZE": "render",
+        "REWORK_KINDS": "render",
+        "STYLES": "render",
+        "SynthFrame": "render",
+        "TypeStyle": "render",
+        "labelme_document": "render",
+        "render_frame": "render",
+        "render_with_reference": "render",
+        "style_for": "render",
+    },
 )
 
 __all__ = [

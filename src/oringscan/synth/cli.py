@@ -8,7 +8,6 @@ import click
 
 from oringscan.cli.common import AppContext, common_options
 from oringscan.errors import ConfigError
-from oringscan.synth.dataset import synthesize_dataset
 
 
 def _parse_types(value: str | None, app: AppContext) -> list[str]:
@@ -50,6 +49,8 @@ def synth_command(app: AppContext, out: Path | None, types_: str | None, n_good:
     OUT/manifest.json               every frame's truth: ring centre, radii, bore offset, ovality, defects
     Example: oringscan synth dataset --types model1 --good 40 --defect 20 --rework 8 --seed 7
     """
+    from oringscan.synth.dataset import synthesize_dataset  # NumPy/OpenCV: not for --help
+
     out = out if out is not None else app.data_root
     names = _parse_types(types_, app)
     size = (app.config.frame.width // 2, app.config.frame.height // 2) if binned else (

@@ -1,0 +1,178 @@
+"""Screening operating points on unseen parts: old calibration vs cross-fitted tail fit, side by side.
+
+    python benchmarks/bench_operating_point.py [--sizes 20,40,100,200] [--unseen-good 160] [--defect 32]
+
+Frames come from the SECOND renderer, ``tests/plantlike.py`` (independent of ``oringscan.synth``):
+one o-ring type (outer radius 650 +/- 8 px, inner 390 +/- 5 px, light ring), random lighting
+gradients, vignetting, shadows, lint, dust, blur, JPEG and sensor noise; defect frames carry
+plantlike's labelled pits (15-45 px across) and edge bulges (20-40 px proud). Every frame is rendered
+at full size, then reduced 3x (816 x 683, so a ring fits one or a few 640 px tiles and the run fits a
+shared CPU; defects shrink with it) and goes through the real ROI (``find_ring``) and tiling
+(``ring_tiles``) with ``frame.accept_any_size``. Rendered frames and their tiles are cached under
+/tmp/oringscan_bench_op/ (delete it to re-render).
+
+For each fit size N (nested: the first N of one pool of good frames):
+* old: bank on the "train" share (70/85 of N, as the 70/15/15 split), threshold = 99th percentile of
+  the "val" share's frame scores (``quantile_higher``), marginal band 0.9 x threshold;
+* new: the same final bank; thresholds cross-fitted on all N frames (``screening.fit.cross_fit`` +
+  ``calibrate_thresholds``, 5 folds, generalized Pareto tail), default budget (1 % flag, 2 % review).
+Both are scored on the same unseen good and defect frames: unseen good flagged, recall (defect frames
+flagged), unseen good sent to review (marginal band), and the new calibration's expected rate with
+its interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from plantlike import random_plant_scene, render_plant_frame  # noqa: E402
+
+from oringscan.config import Config  # noqa: E402
+from oringscan.roi import find_ring  # noqa: E402
+from oringscan.screening.data import TileRecord  # noqa: E402
+from oringscan.screening.fit import calibrate_thresholds, cross_fit, new_model, score_records  # noqa: E402
+from oringscan.screening.metrics import auroc, frame_scores, recall_at_frr  # noqa: E402
+from oringscan.screening.model import quantile_higher  # noqa: E402
+from oringscan.tiling import ring_tiles  # noqa: E402
+
+CACHE = Path("/tmp/oringscan_bench_op")
+REDUCE = 3
+
+
+def plant_scene(kind: str, seed: int):  # noqa: ANN201 - plantlike's PlantScene
+    """One o-ring type as plantlike renders it; defect frames get labelled pits and bulges."""
+    rng = np.random.default_rng(seed)
+    scene = random_plant_scene(rng, "light")
+    scene = dataclasses.replace(
+        scene, r_out=float(650 + rng.uniform(-8, 8)), r_in=float(390 + rng.uniform(-5, 5)),
+        cx=float(1224 + rng.uniform(-150, 150)), cy=float(1024 + rng.uniform(-150, 150)),
+        n_pits=0, n_scratches=0, lint_across_bore=0,
+    )
+    if kind == "defect":
+        pits = [(float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0.1, 0.9)), float(rng.uniform(15, 45)))
+                for _ in range(int(rng.integers(0, 3)))]
+        bulges = [(float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(20, 40)), float(rng.uniform(20, 50)),
+                   str(rng.choice(["outer", "inner"])), float(rng.uniform(0.8, 1.0)))
+                  for _ in range(int(rng.integers(0 if pits else 1, 3)))]
+        scene = dataclasses.replace(scene, labelled_pits=pits, labelled_bulges=bulges)
+    return scene
+
+
+def cached_frame_tiles(kind: str, seed: int, config: Config) -> list[TileRecord]:
+    """Render (once) -> reduce -> ROI -> ring tiles written as PNG; the frame's tile records."""
+    name = f"{kind}_{seed:05d}"
+    folder = CACHE / name
+    index = folder / "tiles.json"
+    if not index.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        frame = render_plant_frame(plant_scene(kind, seed), seed=seed).image
+        small = cv2.resize(frame, (frame.shape[1] // REDUCE, frame.shape[0] // REDUCE), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / "frame.png"), small)
+        roi = find_ring(small, config.roi)
+        tiles, _ = ring_tiles(small, roi, config) if roi.usable else ([], 0)
+        rows = []
+        for t in tiles:
+            path = folder / f"x{t.box.x}_y{t.box.y}.png"
+            cv2.imwrite(str(path), t.image)
+            rows.append({"path": path.name, "x": t.box.x, "y": t.box.y, "w": t.box.w, "h": t.box.h})
+        index.write_text(json.dumps({"roi": str(roi.status), "tiles": rows}), encoding="utf-8")
+    rows = json.loads(index.read_text(encoding="utf-8"))["tiles"]
+    area = [1000.0] if kind == "defect" else []
+    return [TileRecord(folder / r["path"], name, r["x"], r["y"], r["w"], r["h"], list(area)) for r in rows]
+
+
+def frame_level(records: list[TileRecord], scores: np.ndarray) -> dict[str, float]:
+    fs, _, names = frame_scores(records, scores)
+    return dict(zip(names, (float(v) for v in fs), strict=True))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="20,40,100,200")
+    ap.add_argument("--unseen-good", type=int, default=160)
+    ap.add_argument("--defect", type=int, default=32)
+    ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    config = Config()
+    config.frame.accept_any_size = True
+    config.screening.device = "cpu"
+    t0 = time.perf_counter()
+    pool = [cached_frame_tiles("good", 1000 + i, config) for i in range(max(sizes))]
+    unseen_good = [cached_frame_tiles("good", 5000 + i, config) for i in range(args.unseen_good)]
+    defect = [cached_frame_tiles("defect", 9000 + i, config) for i in range(args.defect)]
+    print(f"frames ready in {time.perf_counter() - t0:.0f} s ({CACHE})", flush=True)
+    if args.render_only:
+        return
+    missing = sum(not f for f in pool + unseen_good + defect)
+    if missing:
+        print(f"warning: {missing} frames without a usable ring are left out")
+    test_records = [r for f in unseen_good + defect for r in f]
+    rows = []
+    for n in sizes:
+        t1 = time.perf_counter()
+        frames = [f for f in pool[:n] if f]
+        n_train = round(len(frames) * 70 / 85)
+        train, val = frames[:n_train], frames[n_train:]
+        records = [r for f in frames for r in f]
+        in_final = [i < sum(len(f) for f in train) for i in range(len(records))]
+        screen = new_model(config, "bench")
+        oof, stats = cross_fit(screen, records, in_final, config, progress=False)
+        new = calibrate_thresholds(screen, oof, config)
+        val_records = [r for f in val for r in f]
+        val_scores = frame_level(val_records, score_records(screen, val_records, config.screening.batch_size))
+        old_thr = quantile_higher(np.array(list(val_scores.values())), 0.99)
+        test = frame_level(test_records, score_records(screen, test_records, config.screening.batch_size))
+        good = np.array([v for k, v in test.items() if k.startswith("good")])
+        bad = np.array([v for k, v in test.items() if k.startswith("defect")])
+        row = {
+            "n_good_fit": len(frames), "n_val_old": len(val), "unseen_good": int(good.size), "unseen_defect": int(bad.size),
+            "old_threshold": old_thr, "old_flagged": float((good > old_thr).mean()), "old_recall": float((bad > old_thr).mean()),
+            "old_review": float(((good > 0.9 * old_thr) & (good <= old_thr)).mean()),
+            "new_threshold": new["threshold"], "new_flagged": float((good > new["threshold"]).mean()),
+            "new_recall": float((bad > new["threshold"]).mean()),
+            "new_review": (float(((good > new["marginal_threshold"]) & (good <= new["threshold"])).mean())
+                           if new["marginal_threshold"] is not None else 0.0),
+            "expected": new["expected_false_reject_rate"], "interval": new["expected_false_reject_interval"],
+            "expected_review": new.get("expected_review_rate"), "method": new["flag_fit"]["method"],
+            # The ranking limit, whatever the threshold: AUROC and the recall at the threshold
+            # that flags at most 2 % of the unseen good frames.
+            "auroc": auroc(np.concatenate([good, bad]), np.r_[np.zeros(good.size), np.ones(bad.size)].astype(bool)),
+            "recall_at_2pct_unseen": recall_at_frr(np.concatenate([good, bad]),
+                                                   np.r_[np.zeros(good.size), np.ones(bad.size)].astype(bool), 0.02)[0],
+            "statement": new["statement"], "seconds": round(time.perf_counter() - t1, 1),
+            "fit_seconds": stats["fit_seconds"],
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print("\n| good frames fitted | old: unseen good flagged | old: recall | new: unseen good flagged | new: recall "
+          "| new: expected (90 % interval) | new: sent to review (expected) | frame AUROC | recall at 2 % unseen FRR |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        lo, hi = r["interval"]
+        rev = "-" if r["expected_review"] is None else f"{r['expected_review']:.1%}"
+        print(f"| {r['n_good_fit']} (old val: {r['n_val_old']}) | {r['old_flagged']:.1%} | {r['old_recall']:.3f} "
+              f"| **{r['new_flagged']:.1%}** | {r['new_recall']:.3f} | {r['expected']:.1%} ({lo:.1%}-{hi:.1%}) "
+              f"| {r['new_review']:.1%} ({rev}) | {r['auroc']:.3f} | {r['recall_at_2pct_unseen']:.3f} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

