@@ -106,7 +106,7 @@ def evaluate() -> None:
 
 @cli.group(cls=OneLineErrors)
 def calibrate() -> None:
-    """Calibrate limits from good parts (rework)."""
+    """Calibrate operating points: screening thresholds, rework limits, the segmenter's defect score."""
 
 
 @cli.group(name="config", cls=OneLineErrors)
