@@ -66,12 +66,22 @@ def output_to_instances(
     masks = (output["masks"][keep, 0] > mask_threshold).numpy()
     labels = output["labels"][keep].numpy()
     for mask, label, score in zip(masks, labels, scores[keep], strict=True):
-        index = int(label) - 1
-        name = class_names[index] if 0 <= index < len(class_names) else f"class{int(label)}"
-        inst = tighten(Instance(name, float(score), mask, offset))
-        if inst is not None and inst.area >= min_area:
+        inst = _instance(int(label), float(score), mask, offset, class_names, min_area)
+        if inst is not None:
             out.append(inst)
     return out
+
+
+def _instance(
+    label: int, score: float, mask: np.ndarray, offset: tuple[int, int], class_names: Sequence[str], min_area: int
+) -> Instance | None:
+    """One detection as a tight crop, or None when its mask is smaller than ``min_area``.
+
+    Shared by the dense and the streamed paths so both name classes and drop specks alike."""
+    index = label - 1
+    name = class_names[index] if 0 <= index < len(class_names) else f"class{label}"
+    inst = tighten(Instance(name, score, mask, offset))
+    return inst if inst is not None and inst.area >= min_area else None
 
 
 @dataclass(slots=True)
@@ -115,10 +125,9 @@ class StreamedDetections:
         for i, score in enumerate(self.scores.tolist()):
             if score < score_threshold:
                 continue
-            index = int(labels[i]) - 1
-            name = class_names[index] if 0 <= index < len(class_names) else f"class{int(labels[i])}"
-            inst = tighten(Instance(name, float(score), (self.mask(i) > mask_threshold).numpy(), offset))
-            if inst is not None and inst.area >= min_area:
+            inst = _instance(int(labels[i]), float(score), (self.mask(i) > mask_threshold).numpy(), offset,
+                             class_names, min_area)
+            if inst is not None:
                 out.append(inst)
         return out
 
