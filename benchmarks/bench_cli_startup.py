@@ -46,7 +46,9 @@ def wall(argv: list[str]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
@@ -60,17 +62,33 @@ def main() -> None:
             times[name].append(wall(argv))
     load_after = os.getloadavg()
     torch_s = statistics.median(times['python -c "import torch"'])
-    rows = {name: {"median_s": round(statistics.median(t), 3), "min_s": round(min(t), 3),
-                   "ratio_to_torch": round(statistics.median(t) / torch_s, 3)} for name, t in times.items()}
-    result = {"runs": args.runs, "cpus": os.cpu_count(), "load_before": [round(x, 2) for x in load_before],
-              "load_after": [round(x, 2) for x in load_after], "commands": rows,
-              "target": {"command": TARGET[0], "max_ratio": TARGET[1],
-                         "met": rows[TARGET[0]]["ratio_to_torch"] <= TARGET[1]}}
+    rows = {
+        name: {
+            "median_s": round(statistics.median(t), 3),
+            "min_s": round(min(t), 3),
+            "ratio_to_torch": round(statistics.median(t) / torch_s, 3),
+        }
+        for name, t in times.items()
+    }
+    result = {
+        "runs": args.runs,
+        "cpus": os.cpu_count(),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in load_after],
+        "commands": rows,
+        "target": {
+            "command": TARGET[0],
+            "max_ratio": TARGET[1],
+            "met": rows[TARGET[0]]["ratio_to_torch"] <= TARGET[1],
+        },
+    }
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.runs} runs each, {os.cpu_count()} CPUs, load average before {load_before[0]:.2f} "
-          f"after {load_after[0]:.2f} (1 min)")
+    print(
+        f"{args.runs} runs each, {os.cpu_count()} CPUs, load average before {load_before[0]:.2f} "
+        f"after {load_after[0]:.2f} (1 min)"
+    )
     print(f"{'command':<28} {'median s':>9} {'min s':>7} {'x import torch':>15}")
     for name, row in rows.items():
         print(f"{name:<28} {row['median_s']:>9.3f} {row['min_s']:>7.3f} {row['ratio_to_torch']:>15.3f}")

@@ -42,9 +42,13 @@ def _database(workdir: Path, n_frames: int, seed: int) -> tuple[str, Path]:
     folder.mkdir(parents=True)
     store = InspectionStore(url)
     start = time.perf_counter()
-    fill_sample_database(store, folder / "images", n_frames, seed=seed, days=30, runs_per_type=5, progress=True)
+    fill_sample_database(
+        store, folder / "images", n_frames, seed=seed, days=30, runs_per_type=5, progress=True
+    )
     store.dispose()
-    click.echo(f"filled {n_frames} frames in {time.perf_counter() - start:.0f} s through InspectionStore.record_frame")
+    click.echo(
+        f"filled {n_frames} frames in {time.perf_counter() - start:.0f} s through InspectionStore.record_frame"
+    )
     marker.write_text("ok")
     return url, folder
 
@@ -114,12 +118,18 @@ def _measure(url: str, root: Path, repeat: int) -> dict[str, list[float]]:
 
 
 @click.command()
-@click.option("--frames", "n_frames", default=10_000, show_default=True, help="Frames in the measured database.")
+@click.option(
+    "--frames", "n_frames", default=10_000, show_default=True, help="Frames in the measured database."
+)
 @click.option("--baseline-frames", default=100, show_default=True, help="Frames in the baseline database.")
 @click.option("--repeat", default=5, show_default=True, help="Timed renders per page (after one warm-up).")
-@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False),
-              default=Path(tempfile.gettempdir()) / "oringscan-bench-dashboard", show_default=True,
-              help="Where the databases are kept between runs.")
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(tempfile.gettempdir()) / "oringscan-bench-dashboard",
+    show_default=True,
+    help="Where the databases are kept between runs.",
+)
 @click.option("--seed", default=0, show_default=True)
 def main(n_frames: int, baseline_frames: int, repeat: int, workdir: Path, seed: int) -> None:
     """Render time per dashboard page, big database vs. small baseline."""
@@ -127,7 +137,9 @@ def main(n_frames: int, baseline_frames: int, repeat: int, workdir: Path, seed: 
     small_url, small_root = _database(workdir, baseline_frames, seed)
     small = _measure(small_url, small_root, repeat)
     big = _measure(big_url, big_root, repeat)
-    click.echo(f"\nmedian render seconds (AppTest, {repeat} runs each); target < {TARGET_S:.0f} s for queue and frame view")
+    click.echo(
+        f"\nmedian render seconds (AppTest, {repeat} runs each); target < {TARGET_S:.0f} s for queue and frame view"
+    )
     click.echo(f"{'page':40s} {baseline_frames:>8d} fr {n_frames:>8d} fr  ratio  max      verdict")
     failed = False
     for name in big:

@@ -46,15 +46,25 @@ def build(root: Path, n_plant: int, n_synth: int) -> None:
     for k in range(n_plant):
         scene = random_plant_scene(np.random.default_rng(200 + k), variants[k % len(variants)])
         scene.n_pits = 0
-        scene.labelled_bulges = [(0.05 * k, 70.0, 60.0, "outer", 1.0), (math.pi / 2, 70.0, 50.0, "outer", 0.45),
-                                 (2.5 + k, 70.0, 16.0, "outer", 1.0), (4.0 + k, 40.0, 50.0, "outer", 0.5),
-                                 (5.2 + k, 30.0, 40.0, "inner", 1.0)]
-        scene.labelled_pits = [(0.5 * j + k, 0.2 + 0.06 * ((j * 37) % 10), 3 + j * 17 / 11) for j in range(12)]
+        scene.labelled_bulges = [
+            (0.05 * k, 70.0, 60.0, "outer", 1.0),
+            (math.pi / 2, 70.0, 50.0, "outer", 0.45),
+            (2.5 + k, 70.0, 16.0, "outer", 1.0),
+            (4.0 + k, 40.0, 50.0, "outer", 0.5),
+            (5.2 + k, 30.0, 40.0, "inner", 1.0),
+        ]
+        scene.labelled_pits = [
+            (0.5 * j + k, 0.2 + 0.06 * ((j * 37) % 10), 3 + j * 17 / 11) for j in range(12)
+        ]
         frame = render_plant_frame(scene, seed=300 + k)
         write_frame(images / f"plant{k}.bmp", frame.image)
-        (labels / f"plant{k}.json").write_text(json.dumps(labelme_json(frame, f"../../images/model1defect/plant{k}.bmp")))
+        (labels / f"plant{k}.json").write_text(
+            json.dumps(labelme_json(frame, f"../../images/model1defect/plant{k}.bmp"))
+        )
     for k in range(n_synth):
-        synth = render_frame("defect", np.random.default_rng(1000 + k), image_path=f"../../images/model1defect/synth{k}.bmp")
+        synth = render_frame(
+            "defect", np.random.default_rng(1000 + k), image_path=f"../../images/model1defect/synth{k}.bmp"
+        )
         write_frame(images / f"synth{k}.bmp", synth.image)
         (labels / f"synth{k}.json").write_text(json.dumps(synth.labelme))
 
@@ -73,7 +83,13 @@ def measure(root: Path, out: Path) -> dict[tuple[str, str], list]:
                 cv2.fillPoly(canvas, [np.round(np.array(shape["points"])).astype(np.int32)], 1)
             truth = canvas.astype(bool)
             n, label = int(truth.sum()), members[0]["label"]
-            kind = "pit/hole < 400 px" if label in ("pit", "hole") and n < 400 else label if label in ("bulge", "bite") else "other"
+            kind = (
+                "pit/hole < 400 px"
+                if label in ("pit", "hole") and n < 400
+                else label
+                if label in ("bulge", "bite")
+                else "other"
+            )
             row = rows[("plant" if path.stem.startswith("plant") else "synth", kind)]
             got = truth & frames.annotated[src]
             row[0] += n
@@ -96,13 +112,19 @@ def main() -> None:
         preprocess_type(Config(), root, Path(tmp) / "out", "model1", progress=False, workers=args.workers)
         print(f"preprocess: {time.perf_counter() - start:.1f} s for {args.plant + args.synth} frames")
         rows = measure(root, Path(tmp) / "out" / "model1")
-    print(f"{'renderer':8s} {'defects':18s} {'n':>4s} {'pixels':>8s} {'in annotations':>15s} {'and shown':>10s} {'worst':>6s}")
+    print(
+        f"{'renderer':8s} {'defects':18s} {'n':>4s} {'pixels':>8s} {'in annotations':>15s} {'and shown':>10s} {'worst':>6s}"
+    )
     for (renderer, kind), (n, ann, shown, per) in sorted(rows.items()):
-        print(f"{renderer:8s} {kind:18s} {len(per):4d} {n:8d} {ann / n:15.4f} {shown / n:10.4f} {min(per):6.3f}")
+        print(
+            f"{renderer:8s} {kind:18s} {len(per):4d} {n:8d} {ann / n:15.4f} {shown / n:10.4f} {min(per):6.3f}"
+        )
     for renderer in ("plant", "synth"):
         n, ann, shown = (sum(v[i] for k, v in rows.items() if k[0] == renderer) for i in range(3))
         if n:
-            print(f"{renderer}: all {n} labelled px: {ann / n:.4f} in annotations, {shown / n:.4f} also shown in the tile")
+            print(
+                f"{renderer}: all {n} labelled px: {ann / n:.4f} in annotations, {shown / n:.4f} also shown in the tile"
+            )
 
 
 if __name__ == "__main__":

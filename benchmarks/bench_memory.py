@@ -65,7 +65,9 @@ def write_tiles(image_dir: Path, count: int, size: int, seed: int = 0) -> list[P
     return paths
 
 
-def write_split(type_dir: Path, split: str, tiles: list[Path], size: int, n_classes: int, defect_every: int = 5) -> Path:
+def write_split(
+    type_dir: Path, split: str, tiles: list[Path], size: int, n_classes: int, defect_every: int = 5
+) -> Path:
     """A COCO split over the given tile files (absolute paths), every ``defect_every``-th labelled."""
     images, annotations = [], []
     for i, path in enumerate(tiles, start=1):
@@ -73,12 +75,22 @@ def write_split(type_dir: Path, split: str, tiles: list[Path], size: int, n_clas
         if i % defect_every == 0:
             x, y = size // 4 + (i * 37) % (size // 2), size // 4 + (i * 53) % (size // 2)
             w, h = max(8, size // 16), max(6, size // 24)
-            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1 + i % n_classes,
-                                "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
-                                "area": float(w * h), "bbox": [x, y, w, h], "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i,
+                    "category_id": 1 + i % n_classes,
+                    "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+                    "area": float(w * h),
+                    "bbox": [x, y, w, h],
+                    "iscrowd": 0,
+                }
+            )
     ann = type_dir / "annotations" / f"{split}.json"
     ann.parent.mkdir(parents=True, exist_ok=True)
-    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": []}), encoding="utf-8")
+    ann.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": []}), encoding="utf-8"
+    )
     return ann
 
 
@@ -93,10 +105,19 @@ def bench_config(args: argparse.Namespace) -> Any:
     from oringscan.config import Config
 
     config = Config()
-    training = config.training.model_copy(update={
-        "backbone": args.backbone, "input_size": args.input_size, "device": "cpu", "batch_size": 2, "epochs": 1,
-        "num_workers": 0, "warmup_iters": 2, "negative_ratio": 0.0, "amp": False,
-    })
+    training = config.training.model_copy(
+        update={
+            "backbone": args.backbone,
+            "input_size": args.input_size,
+            "device": "cpu",
+            "batch_size": 2,
+            "epochs": 1,
+            "num_workers": 0,
+            "warmup_iters": 2,
+            "negative_ratio": 0.0,
+            "amp": False,
+        }
+    )
     pipeline = config.pipeline.model_copy(update={"tile_batch_size": 4})
     return config.model_copy(update={"training": training, "pipeline": pipeline})
 
@@ -114,11 +135,17 @@ def tiny_maskrcnn(spec: Any) -> Any:
     backbone = nn.Sequential(nn.Conv2d(3, 16, 3, stride=4, padding=1), nn.ReLU())
     backbone.out_channels = 16
     return MaskRCNN(
-        backbone, num_classes=None, min_size=spec.input_size, max_size=spec.input_size,
+        backbone,
+        num_classes=None,
+        min_size=spec.input_size,
+        max_size=spec.input_size,
         rpn_anchor_generator=AnchorGenerator(sizes=((4, 8, 16, 32),), aspect_ratios=((0.5, 1.0, 2.0),)),
-        rpn_post_nms_top_n_test=300, box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2),
-        box_head=TwoMLPHead(16 * 7 * 7, 32), box_predictor=FastRCNNPredictor(32, spec.num_classes),
-        mask_roi_pool=MultiScaleRoIAlign(["0"], 14, 2), mask_head=MaskRCNNHeads(16, [8], 1),
+        rpn_post_nms_top_n_test=300,
+        box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2),
+        box_head=TwoMLPHead(16 * 7 * 7, 32),
+        box_predictor=FastRCNNPredictor(32, spec.num_classes),
+        mask_roi_pool=MultiScaleRoIAlign(["0"], 14, 2),
+        mask_head=MaskRCNNHeads(16, [8], 1),
         mask_predictor=MaskRCNNPredictor(8, 8, spec.num_classes),
     )
 
@@ -194,8 +221,15 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
     if args.case == "eval":
         from oringscan.segmentation.evaluation import evaluate_segmentation
 
-        metrics = evaluate_segmentation(config, root, MODEL, checkpoint=Path(args.checkpoint), device="cpu",
-                                        full_frames=False, progress=False)
+        metrics = evaluate_segmentation(
+            config,
+            root,
+            MODEL,
+            checkpoint=Path(args.checkpoint),
+            device="cpu",
+            full_frames=False,
+            progress=False,
+        )
         extra = {"segm_AP": metrics["tiles"]["segm"]["AP"] if metrics["tiles"] else None}
     elif args.case == "baseline":
         extra = run_baseline(config, root, Path(args.checkpoint), seen)
@@ -208,9 +242,15 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
         extra = {"val_tiles": summary["val_tiles"], "epochs": summary["epochs_run"]}
     else:
         raise SystemExit(f"unknown case {args.case}")
-    return {"case": args.case, "tiles": seen.get("frames", args.n), "seconds": time.perf_counter() - start, "vm_hwm_mb": vm_hwm_mb(),
-            "detections_per_tile": seen["detections"] / seen["tiles"] if seen["tiles"] else None,
-            "kept_mb": seen["kept_bytes"] / 2**20, **extra}
+    return {
+        "case": args.case,
+        "tiles": seen.get("frames", args.n),
+        "seconds": time.perf_counter() - start,
+        "vm_hwm_mb": vm_hwm_mb(),
+        "detections_per_tile": seen["detections"] / seen["tiles"] if seen["tiles"] else None,
+        "kept_mb": seen["kept_bytes"] / 2**20,
+        **extra,
+    }
 
 
 def run_baseline(config: Any, root: Path, checkpoint: Path, seen: dict[str, int]) -> dict[str, Any]:
@@ -227,8 +267,11 @@ def run_baseline(config: Any, root: Path, checkpoint: Path, seen: dict[str, int]
     batch = config.pipeline.tile_batch_size
     for start in range(0, len(records), batch):
         chunk = records[start : start + batch]
-        for record, output in zip(chunk, run_model(segmenter.model, [to_model_input(read_gray(r.path)) for r in chunk],
-                                                   segmenter.device), strict=True):
+        for record, output in zip(
+            chunk,
+            run_model(segmenter.model, [to_model_input(read_gray(r.path)) for r in chunk], segmenter.device),
+            strict=True,
+        ):
             outputs[record.image_id] = output
     seen["tiles"] += len(outputs)
     seen["detections"] += sum(len(o["scores"]) for o in outputs.values())
@@ -271,22 +314,43 @@ def prepare_pipeline(args: argparse.Namespace) -> None:
     data_root, output_root = root / "dataset", root / "output"
     paths = ModelPaths.for_type(config, output_root, MODEL)
     if not paths.rework_rules.is_file():
-        synthesize_dataset(data_root, config, types=(MODEL,), n_good=8, n_defect=4, n_rework=2, seed=0,
-                           color_fraction=0.25, progress=False, size=PIPELINE_SIZE)
+        synthesize_dataset(
+            data_root,
+            config,
+            types=(MODEL,),
+            n_good=8,
+            n_defect=4,
+            n_rework=2,
+            seed=0,
+            color_fraction=0.25,
+            progress=False,
+            size=PIPELINE_SIZE,
+        )
         preprocess_type(config, data_root, output_root, MODEL, progress=False, workers=1)
         fit_screening(config, output_root, MODEL, progress=False)
         names = list(config.classes.names)
         torch.manual_seed(0)
         model, spec, pretrained = create_model(config.training, len(names) + 1, config.tiling.tile_size)
-        save_checkpoint(paths.segmentation_checkpoint, {
-            "model": model.state_dict(), "spec": spec.to_dict(), "class_names": names, "oring_type": MODEL,
-            "epoch": 0, "config": config.model_dump(mode="json"), "pretrained": pretrained, "backbone": spec.backbone,
-        })
+        save_checkpoint(
+            paths.segmentation_checkpoint,
+            {
+                "model": model.state_dict(),
+                "spec": spec.to_dict(),
+                "class_names": names,
+                "oring_type": MODEL,
+                "epoch": 0,
+                "config": config.model_dump(mode="json"),
+                "pretrained": pretrained,
+                "backbone": spec.backbone,
+            },
+        )
         calibrate_rules(config, data_root, output_root, MODEL, progress=False)
     spec = config.oring_type(MODEL)
     frames = []
     for folder in (spec.good_folder, spec.defect_folder):
-        frames += sorted(p for p in (data_root / "images" / folder).iterdir() if not p.name.startswith("bench_"))
+        frames += sorted(
+            p for p in (data_root / "images" / folder).iterdir() if not p.name.startswith("bench_")
+        )
     for n in args.frames:
         images = []
         for i in range(n):
@@ -315,11 +379,19 @@ def run_pipeline(args: argparse.Namespace, seen: dict[str, int]) -> dict[str, An
         out = original(self, images, *a, **k)
         seen["tiles"] += len(out)
         seen["detections"] += sum(len(group) for group in out)
-        return out  # (no "kept" bytes: evaluate_pipeline drops each frame's masks once its overlay is written)
+        return (
+            out  # (no "kept" bytes: evaluate_pipeline drops each frame's masks once its overlay is written)
+        )
 
     Segmenter.predict_arrays = counted  # type: ignore[method-assign]
-    report = evaluate_pipeline(inspector, root / "dataset", root / "output", split=f"bench{args.n}",
-                               out_dir=root / f"evaluation_{args.n}", progress=False)
+    report = evaluate_pipeline(
+        inspector,
+        root / "dataset",
+        root / "output",
+        split=f"bench{args.n}",
+        out_dir=root / f"evaluation_{args.n}",
+        progress=False,
+    )
     seen["frames"] = len(report["frames_detail"])
     return {"frames": seen["frames"], "tiles_per_frame": seen["tiles"] / max(1, seen["frames"])}
 
@@ -345,22 +417,52 @@ def prepare(args: argparse.Namespace) -> Path:
             split = "val" if case == "train" else "test"
             categories(write_split(type_dir, split, tiles[:n], args.tile_size, len(names)), names)
             if case == "train":
-                categories(write_split(type_dir, "train", train_tiles, args.tile_size, len(names), defect_every=1), names)
+                categories(
+                    write_split(type_dir, "train", train_tiles, args.tile_size, len(names), defect_every=1),
+                    names,
+                )
     torch.manual_seed(0)
     model, spec, pretrained = create_model(config.training, len(names) + 1, args.tile_size)
     checkpoint = work / "untrained.pth"
-    save_checkpoint(checkpoint, {
-        "model": model.state_dict(), "spec": spec.to_dict(), "class_names": names, "oring_type": MODEL, "epoch": 0,
-        "config": config.model_dump(mode="json"), "pretrained": pretrained, "backbone": spec.backbone,
-    })
+    save_checkpoint(
+        checkpoint,
+        {
+            "model": model.state_dict(),
+            "spec": spec.to_dict(),
+            "class_names": names,
+            "oring_type": MODEL,
+            "epoch": 0,
+            "config": config.model_dump(mode="json"),
+            "pretrained": pretrained,
+            "backbone": spec.backbone,
+        },
+    )
     return checkpoint
 
 
 def child(args: argparse.Namespace, case: str, n: int, checkpoint: Path) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--case", case, "--n", str(n), "--checkpoint", str(checkpoint),
-           "--workdir", str(args.workdir), "--backbone", args.backbone, "--input-size", str(args.input_size),
-           "--tile-size", str(args.tile_size)] + (["--full-heads"] if args.full_heads else []) \
+    cmd = (
+        [
+            sys.executable,
+            __file__,
+            "--case",
+            case,
+            "--n",
+            str(n),
+            "--checkpoint",
+            str(checkpoint),
+            "--workdir",
+            str(args.workdir),
+            "--backbone",
+            args.backbone,
+            "--input-size",
+            str(args.input_size),
+            "--tile-size",
+            str(args.tile_size),
+        ]
+        + (["--full-heads"] if args.full_heads else [])
         + (["--tiny-model"] if args.tiny_model else [])
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ORINGSCAN_OFFLINE": "1"}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, text=True)
@@ -378,18 +480,34 @@ def child(args: argparse.Namespace, case: str, n: int, checkpoint: Path) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tiles", type=int, nargs="+", default=[100, 500, 2000])
-    parser.add_argument("--baseline-tiles", type=int, nargs="*", default=[4, 8, 16],
-                        help="the old gathering holds ~164 MB per 640 px tile: keep these small")
+    parser.add_argument(
+        "--baseline-tiles",
+        type=int,
+        nargs="*",
+        default=[4, 8, 16],
+        help="the old gathering holds ~164 MB per 640 px tile: keep these small",
+    )
     parser.add_argument("--tile-size", type=int, default=640)
-    parser.add_argument("--input-size", type=int, default=64, help="model input px (the tile is resized to this)")
+    parser.add_argument(
+        "--input-size", type=int, default=64, help="model input px (the tile is resized to this)"
+    )
     parser.add_argument("--backbone", default="resnet18_fpn")
     parser.add_argument("--cases", default="eval,baseline,train,pipeline")
-    parser.add_argument("--frames", type=int, nargs="+", default=[10, 40, 160], help="frame counts of the pipeline case")
-    parser.add_argument("--full-heads", action="store_true", help="keep the backbone's own mask head (slow on CPU)")
-    parser.add_argument("--tiny-model", action="store_true",
-                        help="a minimal Mask R-CNN (one conv backbone) instead of --backbone: memory of gathering only")
+    parser.add_argument(
+        "--frames", type=int, nargs="+", default=[10, 40, 160], help="frame counts of the pipeline case"
+    )
+    parser.add_argument(
+        "--full-heads", action="store_true", help="keep the backbone's own mask head (slow on CPU)"
+    )
+    parser.add_argument(
+        "--tiny-model",
+        action="store_true",
+        help="a minimal Mask R-CNN (one conv backbone) instead of --backbone: memory of gathering only",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("bench-memory"))
     parser.add_argument("--json-out", type=Path, default=None)
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -403,13 +521,27 @@ def main() -> None:
     os.environ.setdefault("ORINGSCAN_OFFLINE", "1")
     started = time.perf_counter()
     wanted = args.cases.split(",")
-    checkpoint = prepare(args) if set(wanted) & {"eval", "baseline", "train"} else Path(args.workdir) / "untrained.pth"
+    checkpoint = (
+        prepare(args) if set(wanted) & {"eval", "baseline", "train"} else Path(args.workdir) / "untrained.pth"
+    )
     if "pipeline" in wanted:
         prepare_pipeline(args)
-    model = "tiny Mask R-CNN" if args.tiny_model else f"{args.backbone}, {'full' if args.full_heads else 'narrow'} mask head"
-    print(f"data ready in {time.perf_counter() - started:.0f} s ({args.tile_size} px tiles, pipeline: "
-          f"{PIPELINE_SIZE[0]}x{PIPELINE_SIZE[1]} frames, 160 px tiles; {model}, input {args.input_size} px)", flush=True)
-    counts = {"eval": args.tiles, "baseline": args.baseline_tiles, "train": args.tiles, "pipeline": args.frames}
+    model = (
+        "tiny Mask R-CNN"
+        if args.tiny_model
+        else f"{args.backbone}, {'full' if args.full_heads else 'narrow'} mask head"
+    )
+    print(
+        f"data ready in {time.perf_counter() - started:.0f} s ({args.tile_size} px tiles, pipeline: "
+        f"{PIPELINE_SIZE[0]}x{PIPELINE_SIZE[1]} frames, 160 px tiles; {model}, input {args.input_size} px)",
+        flush=True,
+    )
+    counts = {
+        "eval": args.tiles,
+        "baseline": args.baseline_tiles,
+        "train": args.tiles,
+        "pipeline": args.frames,
+    }
     plan = [(c, n) for c in ("eval", "baseline", "train", "pipeline") if c in wanted for n in counts[c]]
     rows = []
     for case, n in plan:
@@ -419,17 +551,24 @@ def main() -> None:
             print(f"{case:<9} {n:>6} tiles  ERROR {row['error']}", flush=True)
         else:
             unit = "frames" if case == "pipeline" else "tiles"
-            print(f"{case:<9} {n:>6} {unit:<6}  peak {row['peak_rss_mb']:8.0f} MB  {row['seconds']:6.0f} s  "
-                  f"{row['detections_per_tile'] or 0:.0f} det/tile", flush=True)
+            print(
+                f"{case:<9} {n:>6} {unit:<6}  peak {row['peak_rss_mb']:8.0f} MB  {row['seconds']:6.0f} s  "
+                f"{row['detections_per_tile'] or 0:.0f} det/tile",
+                flush=True,
+            )
     print()
-    print(f"{'case':<9} {'N':>6} {'peak RSS MB':>12} {'x smallest':>11} {'det/tile':>9} {'kept MB':>8} {'s':>7}"
-          "   (N: tiles; frames for pipeline)")
+    print(
+        f"{'case':<9} {'N':>6} {'peak RSS MB':>12} {'x smallest':>11} {'det/tile':>9} {'kept MB':>8} {'s':>7}"
+        "   (N: tiles; frames for pipeline)"
+    )
     for case in dict.fromkeys(r["case"] for r in rows):
         mine = [r for r in rows if r["case"] == case and "error" not in r]
         base = mine[0]["peak_rss_mb"] if mine else None
         for r in mine:
-            print(f"{case:<9} {r['tiles']:>6} {r['peak_rss_mb']:>12.0f} {r['peak_rss_mb'] / base:>11.2f} "
-                  f"{r['detections_per_tile'] or 0:>9.0f} {r.get('kept_mb', 0):>8.1f} {r['seconds']:>7.0f}")
+            print(
+                f"{case:<9} {r['tiles']:>6} {r['peak_rss_mb']:>12.0f} {r['peak_rss_mb'] / base:>11.2f} "
+                f"{r['detections_per_tile'] or 0:>9.0f} {r.get('kept_mb', 0):>8.1f} {r['seconds']:>7.0f}"
+            )
     if args.json_out:
         args.json_out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
 

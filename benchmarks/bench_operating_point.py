@@ -57,16 +57,30 @@ def plant_scene(kind: str, seed: int):  # noqa: ANN201 - plantlike's PlantScene
     rng = np.random.default_rng(seed)
     scene = random_plant_scene(rng, "light")
     scene = dataclasses.replace(
-        scene, r_out=float(650 + rng.uniform(-8, 8)), r_in=float(390 + rng.uniform(-5, 5)),
-        cx=float(1224 + rng.uniform(-150, 150)), cy=float(1024 + rng.uniform(-150, 150)),
-        n_pits=0, n_scratches=0, lint_across_bore=0,
+        scene,
+        r_out=float(650 + rng.uniform(-8, 8)),
+        r_in=float(390 + rng.uniform(-5, 5)),
+        cx=float(1224 + rng.uniform(-150, 150)),
+        cy=float(1024 + rng.uniform(-150, 150)),
+        n_pits=0,
+        n_scratches=0,
+        lint_across_bore=0,
     )
     if kind == "defect":
-        pits = [(float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0.1, 0.9)), float(rng.uniform(15, 45)))
-                for _ in range(int(rng.integers(0, 3)))]
-        bulges = [(float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(20, 40)), float(rng.uniform(20, 50)),
-                   str(rng.choice(["outer", "inner"])), float(rng.uniform(0.8, 1.0)))
-                  for _ in range(int(rng.integers(0 if pits else 1, 3)))]
+        pits = [
+            (float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0.1, 0.9)), float(rng.uniform(15, 45)))
+            for _ in range(int(rng.integers(0, 3)))
+        ]
+        bulges = [
+            (
+                float(rng.uniform(0, 2 * math.pi)),
+                float(rng.uniform(20, 40)),
+                float(rng.uniform(20, 50)),
+                str(rng.choice(["outer", "inner"])),
+                float(rng.uniform(0.8, 1.0)),
+            )
+            for _ in range(int(rng.integers(0 if pits else 1, 3)))
+        ]
         scene = dataclasses.replace(scene, labelled_pits=pits, labelled_bulges=bulges)
     return scene
 
@@ -79,7 +93,9 @@ def cached_frame_tiles(kind: str, seed: int, config: Config) -> list[TileRecord]
     if not index.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         frame = render_plant_frame(plant_scene(kind, seed), seed=seed).image
-        small = cv2.resize(frame, (frame.shape[1] // REDUCE, frame.shape[0] // REDUCE), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            frame, (frame.shape[1] // REDUCE, frame.shape[0] // REDUCE), interpolation=cv2.INTER_AREA
+        )
         cv2.imwrite(str(folder / "frame.png"), small)
         roi = find_ring(small, config.roi)
         tiles, _ = ring_tiles(small, roi, config) if roi.usable else ([], 0)
@@ -142,34 +158,53 @@ def main() -> None:
         good = np.array([v for k, v in test.items() if k.startswith("good")])
         bad = np.array([v for k, v in test.items() if k.startswith("defect")])
         row = {
-            "n_good_fit": len(frames), "n_val_old": len(val), "unseen_good": int(good.size), "unseen_defect": int(bad.size),
-            "old_threshold": old_thr, "old_flagged": float((good > old_thr).mean()), "old_recall": float((bad > old_thr).mean()),
+            "n_good_fit": len(frames),
+            "n_val_old": len(val),
+            "unseen_good": int(good.size),
+            "unseen_defect": int(bad.size),
+            "old_threshold": old_thr,
+            "old_flagged": float((good > old_thr).mean()),
+            "old_recall": float((bad > old_thr).mean()),
             "old_review": float(((good > 0.9 * old_thr) & (good <= old_thr)).mean()),
-            "new_threshold": new["threshold"], "new_flagged": float((good > new["threshold"]).mean()),
+            "new_threshold": new["threshold"],
+            "new_flagged": float((good > new["threshold"]).mean()),
             "new_recall": float((bad > new["threshold"]).mean()),
-            "new_review": (float(((good > new["marginal_threshold"]) & (good <= new["threshold"])).mean())
-                           if new["marginal_threshold"] is not None else 0.0),
-            "expected": new["expected_false_reject_rate"], "interval": new["expected_false_reject_interval"],
-            "expected_review": new.get("expected_review_rate"), "method": new["flag_fit"]["method"],
+            "new_review": (
+                float(((good > new["marginal_threshold"]) & (good <= new["threshold"])).mean())
+                if new["marginal_threshold"] is not None
+                else 0.0
+            ),
+            "expected": new["expected_false_reject_rate"],
+            "interval": new["expected_false_reject_interval"],
+            "expected_review": new.get("expected_review_rate"),
+            "method": new["flag_fit"]["method"],
             # The ranking limit, whatever the threshold: AUROC and the recall at the threshold
             # that flags at most 2 % of the unseen good frames.
-            "auroc": auroc(np.concatenate([good, bad]), np.r_[np.zeros(good.size), np.ones(bad.size)].astype(bool)),
-            "recall_at_2pct_unseen": recall_at_frr(np.concatenate([good, bad]),
-                                                   np.r_[np.zeros(good.size), np.ones(bad.size)].astype(bool), 0.02)[0],
-            "statement": new["statement"], "seconds": round(time.perf_counter() - t1, 1),
+            "auroc": auroc(
+                np.concatenate([good, bad]), np.r_[np.zeros(good.size), np.ones(bad.size)].astype(bool)
+            ),
+            "recall_at_2pct_unseen": recall_at_frr(
+                np.concatenate([good, bad]), np.r_[np.zeros(good.size), np.ones(bad.size)].astype(bool), 0.02
+            )[0],
+            "statement": new["statement"],
+            "seconds": round(time.perf_counter() - t1, 1),
             "fit_seconds": stats["fit_seconds"],
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| good frames fitted | old: unseen good flagged | old: recall | new: unseen good flagged | new: recall "
-          "| new: expected (90 % interval) | new: sent to review (expected) | frame AUROC | recall at 2 % unseen FRR |")
+    print(
+        "\n| good frames fitted | old: unseen good flagged | old: recall | new: unseen good flagged | new: recall "
+        "| new: expected (90 % interval) | new: sent to review (expected) | frame AUROC | recall at 2 % unseen FRR |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         lo, hi = r["interval"]
         rev = "-" if r["expected_review"] is None else f"{r['expected_review']:.1%}"
-        print(f"| {r['n_good_fit']} (old val: {r['n_val_old']}) | {r['old_flagged']:.1%} | {r['old_recall']:.3f} "
-              f"| **{r['new_flagged']:.1%}** | {r['new_recall']:.3f} | {r['expected']:.1%} ({lo:.1%}-{hi:.1%}) "
-              f"| {r['new_review']:.1%} ({rev}) | {r['auroc']:.3f} | {r['recall_at_2pct_unseen']:.3f} |")
+        print(
+            f"| {r['n_good_fit']} (old val: {r['n_val_old']}) | {r['old_flagged']:.1%} | {r['old_recall']:.3f} "
+            f"| **{r['new_flagged']:.1%}** | {r['new_recall']:.3f} | {r['expected']:.1%} ({lo:.1%}-{hi:.1%}) "
+            f"| {r['new_review']:.1%} ({rev}) | {r['auroc']:.3f} | {r['recall_at_2pct_unseen']:.3f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
 

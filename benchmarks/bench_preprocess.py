@@ -41,7 +41,13 @@ def make_frames(root: Path, n_frames: int, seed: int) -> Path:
     n_defect = max(1, n_frames // 3)
     t0 = time.perf_counter()
     synthesize_dataset(
-        root, Config(), types=("model1",), n_good=n_frames - n_defect, n_defect=n_defect, n_rework=0, seed=seed,
+        root,
+        Config(),
+        types=("model1",),
+        n_good=n_frames - n_defect,
+        n_defect=n_defect,
+        n_rework=0,
+        seed=seed,
         progress=False,
     )
     print(f"rendered {n_frames} synthetic frames in {time.perf_counter() - t0:.1f} s (not timed below)")
@@ -53,7 +59,9 @@ def stage_profile(config: Config, data_root: Path, model: str, n: int) -> dict[s
     does not inflate it), on the first ``n`` frames."""
     cv2.setNumThreads(1)
     jobs, _, _ = discover_frames(config, data_root, model)
-    jobs = [j for j in jobs if j.label_path is not None][: n // 2] + [j for j in jobs if j.label_path is None][: n // 2]
+    jobs = [j for j in jobs if j.label_path is not None][: n // 2] + [
+        j for j in jobs if j.label_path is None
+    ][: n // 2]
     stages: dict[str, list[float]] = {"read": [], "labels": [], "roi": [], "tiles": [], "clip": [], "png": []}
     ids = {c: i for i, c in enumerate(config.classes.names, start=1)}
     for job in jobs:
@@ -61,7 +69,9 @@ def stage_profile(config: Config, data_root: Path, model: str, n: int) -> dict[s
         frame = read_frame(job.image_path, config.frame)
         stages["read"].append(time.process_time() - t)
         t = time.process_time()
-        instances = load_instances(job.label_path, frame.image.shape, config.classes)[0] if job.label_path else []
+        instances = (
+            load_instances(job.label_path, frame.image.shape, config.classes)[0] if job.label_path else []
+        )
         stages["labels"].append(time.process_time() - t)
         t = time.process_time()
         roi = find_ring(frame.image, config.roi)
@@ -80,7 +90,9 @@ def stage_profile(config: Config, data_root: Path, model: str, n: int) -> dict[s
     return {k: statistics.median(v) for k, v in stages.items() if v}
 
 
-def timed_run(config: Config, data_root: Path, out_root: Path, model: str, workers: int) -> tuple[float, float, dict]:
+def timed_run(
+    config: Config, data_root: Path, out_root: Path, model: str, workers: int
+) -> tuple[float, float, dict]:
     """Wall seconds, this process's CPU seconds (all the work when workers == 1), summary."""
     shutil.rmtree(out_root / model, ignore_errors=True)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -89,10 +101,16 @@ def timed_run(config: Config, data_root: Path, out_root: Path, model: str, worke
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--frames", type=int, default=40, help="synthetic frames to render (default 40)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes for the measured run (default 2)")
-    parser.add_argument("--data", type=Path, default=None, help="a real data root instead of synthetic frames")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes for the measured run (default 2)"
+    )
+    parser.add_argument(
+        "--data", type=Path, default=None, help="a real data root instead of synthetic frames"
+    )
     parser.add_argument("--model", default="model1")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -105,7 +123,10 @@ def main() -> None:
 
         profile = stage_profile(config, data_root, args.model, n=8)
         total = sum(profile.values())
-        print("\none core, median CPU per frame:  " + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in profile.items()))
+        print(
+            "\none core, median CPU per frame:  "
+            + "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in profile.items())
+        )
         print(f"  sum {total * 1000:.0f} ms -> at most {1 / total:.2f} frames/s per core")
 
         base_s, base_cpu, summary = timed_run(config, data_root, out_root, args.model, workers=1)
@@ -115,13 +136,21 @@ def main() -> None:
 
     base_fps, fps = n / base_s, n / run_s
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\nmachine: {os.cpu_count()} cores, load average {load:.1f} at the end (other work slows the timings)")
+    print(
+        f"\nmachine: {os.cpu_count()} cores, load average {load:.1f} at the end (other work slows the timings)"
+    )
     print(f"\nframes: {n} ({summary['frames']['used']} used, {summary['tiles']['written']} tiles)")
-    print(f"baseline 1 worker : {base_s:6.1f} s  {base_fps:5.2f} frames/s  (CPU {base_cpu / n * 1000:.0f} ms/frame: "
-          f"{args.workers} idle cores would give ~{args.workers * n / base_cpu:.1f} frames/s)")
-    print(f"{args.workers} workers        : {run_s:6.1f} s  {fps:5.2f} frames/s  ({fps / base_fps:.2f}x the baseline)")
-    print(f"1,800 frames would take {1800 / fps / 60:.1f} min (target < 10 min = {TARGET_FPS:.1f} frames/s): "
-          f"{'PASS' if fps >= TARGET_FPS else 'FAIL'} ({fps / TARGET_FPS:.2f}x the target)")
+    print(
+        f"baseline 1 worker : {base_s:6.1f} s  {base_fps:5.2f} frames/s  (CPU {base_cpu / n * 1000:.0f} ms/frame: "
+        f"{args.workers} idle cores would give ~{args.workers * n / base_cpu:.1f} frames/s)"
+    )
+    print(
+        f"{args.workers} workers        : {run_s:6.1f} s  {fps:5.2f} frames/s  ({fps / base_fps:.2f}x the baseline)"
+    )
+    print(
+        f"1,800 frames would take {1800 / fps / 60:.1f} min (target < 10 min = {TARGET_FPS:.1f} frames/s): "
+        f"{'PASS' if fps >= TARGET_FPS else 'FAIL'} ({fps / TARGET_FPS:.2f}x the target)"
+    )
     print("(process start-up is included; it weighs less on a full data set)")
 
 

@@ -59,7 +59,9 @@ EXPECTED = {
 class Sample:
     kind: str  # good / offset / oval / flash
     gray: np.ndarray
-    truth: dict[str, Any]  # outer_radius, inner_radius, concentricity_px, ovality (ratio), flash_edge, flash_px
+    truth: dict[
+        str, Any
+    ]  # outer_radius, inner_radius, concentricity_px, ovality (ratio), flash_edge, flash_px
 
 
 @dataclass
@@ -131,7 +133,9 @@ def _measure(sample: Sample, config: Config, tally: Tally) -> dict[str, float] |
     tally.cpu_times.append(time.thread_time() - c0)
     t1, c1 = time.perf_counter(), time.thread_time()
     roi_b = find_ring(sample.gray, config.roi)
-    base = measure_ring(roi_b, None, sample.gray, ReworkConfig(**{**config.rework.model_dump(), "subpixel": False}))
+    base = measure_ring(
+        roi_b, None, sample.gray, ReworkConfig(**{**config.rework.model_dump(), "subpixel": False})
+    )
     tally.base_times.append(time.perf_counter() - t1)
     tally.base_cpu_times.append(time.thread_time() - c1)
     if sample.kind == "good":  # per-ray edge scatter about the fit: what sub-pixel edges buy
@@ -147,13 +151,17 @@ def _measure(sample: Sample, config: Config, tally: Tally) -> dict[str, float] |
     return v
 
 
-def run_source(name: str, make: Callable[[str, int, np.random.Generator], Iterator[Sample]], args: argparse.Namespace) -> dict[str, Any]:
+def run_source(
+    name: str, make: Callable[[str, int, np.random.Generator], Iterator[Sample]], args: argparse.Namespace
+) -> dict[str, Any]:
     config = Config()
     rng = np.random.default_rng(args.seed)
     tally = Tally()
     print(f"[{name}] measuring {args.train} training good frames ...", file=sys.stderr)
     train = [v for s in make("good", args.train, rng) if (v := _measure(s, config, tally)) is not None]
-    report = calibrate_from_values(train, config, "model1", rules_path=None, source=f"{name} training frames", write=False)
+    report = calibrate_from_values(
+        train, config, "model1", rules_path=None, source=f"{name} training frames", write=False
+    )
     checker = ReworkChecker(report.rules, config=config.rework)
     out: dict[str, Any] = {"rules": len(report.rules.rule)}
     for kind in ("good", *KINDS):
@@ -177,7 +185,13 @@ def run_source(name: str, make: Callable[[str, int, np.random.Generator], Iterat
                     genuine += 1
             elif any(f in EXPECTED[kind] for f in result.fired):
                 by_expected += 1
-        out[kind] = {"n": total, "flagged": flagged, "by_expected": by_expected, "fired_on_good": fired_on_good, "genuine": genuine}
+        out[kind] = {
+            "n": total,
+            "flagged": flagged,
+            "by_expected": by_expected,
+            "fired_on_good": fired_on_good,
+            "genuine": genuine,
+        }
     out["tally"] = tally
     return out
 
@@ -220,28 +234,44 @@ def print_report(name: str, res: dict[str, Any]) -> None:
         measured_rate = (r["flagged"] - r.get("genuine", 0)) / max(r["n"], 1)
         ok = measured_rate <= 0.02 if kind == "good" else rate >= 0.95
         exp = "" if kind == "good" else f"{r['by_expected'] / max(r['n'], 1):.3f}"
-        print(f"{kind:8s} {r['n']:6d} {r['flagged']:8d} {rate:6.3f}  {exp:>18s}   {target} {'OK' if ok else 'MISSED'}")
+        print(
+            f"{kind:8s} {r['n']:6d} {r['flagged']:8d} {rate:6.3f}  {exp:>18s}   {target} {'OK' if ok else 'MISSED'}"
+        )
     if res["good"]["fired_on_good"]:
         g = res["good"]
         print("  rules fired on good frames:", g["fired_on_good"])
-        print(f"  of the {g['flagged']} flagged good frames, {g['genuine']} have a true size outside the calibrated band "
-              f"(measurement-caused false rework: {(g['flagged'] - g['genuine']) / max(g['n'], 1):.3f})")
+        print(
+            f"  of the {g['flagged']} flagged good frames, {g['genuine']} have a true size outside the calibrated band "
+            f"(measurement-caused false rework: {(g['flagged'] - g['genuine']) / max(g['n'], 1):.3f})"
+        )
     print("accuracy (|measured - truth|):")
-    for key, limit in (("outer_radius", 1.0), ("inner_radius", 1.0), ("concentricity_px", None), ("ovality_pct", None), ("flash_px", 2.0)):
+    for key, limit in (
+        ("outer_radius", 1.0),
+        ("inner_radius", 1.0),
+        ("concentricity_px", None),
+        ("ovality_pct", None),
+        ("flash_px", 2.0),
+    ):
         vals = t.err.get(key, [])
         ok = "" if limit is None or not vals else ("OK" if np.max(np.abs(vals)) <= limit else "MISSED")
         lim = f"(target +/- {limit:g} px)" if limit else ""
         print(f"  {key:17s} {_stats(vals)}  {lim} {ok}")
     tm, tc = np.asarray(t.times), np.asarray(t.cpu_times)
     tb, tbc = np.asarray(t.base_times), np.asarray(t.base_cpu_times)
-    print(f"seconds per frame, ROI + measurement, 1 thread: CPU median {np.median(tc):.3f}  p95 {np.percentile(tc, 95):.3f}  "
-          f"max {tc.max():.3f}  (target <= 0.3) {'OK' if np.percentile(tc, 95) <= 0.3 else 'MISSED'}; "
-          f"wall median {np.median(tm):.3f} (wall inflates when the machine is shared)")
-    print(f"baseline (mask edges, no sub-pixel): CPU median {np.median(tbc):.3f} s; ratio sub-pixel/baseline "
-          f"{np.median(tc) / np.median(tbc):.2f} (CPU), {np.median(tm) / np.median(tb):.2f} (wall)")
+    print(
+        f"seconds per frame, ROI + measurement, 1 thread: CPU median {np.median(tc):.3f}  p95 {np.percentile(tc, 95):.3f}  "
+        f"max {tc.max():.3f}  (target <= 0.3) {'OK' if np.percentile(tc, 95) <= 0.3 else 'MISSED'}; "
+        f"wall median {np.median(tm):.3f} (wall inflates when the machine is shared)"
+    )
+    print(
+        f"baseline (mask edges, no sub-pixel): CPU median {np.median(tbc):.3f} s; ratio sub-pixel/baseline "
+        f"{np.median(tc) / np.median(tbc):.2f} (CPU), {np.median(tm) / np.median(tb):.2f} (wall)"
+    )
     if t.edge_noise:
         en, eb = float(np.median(t.edge_noise)), float(np.median(t.base_edge_noise))
-        print(f"per-ray edge scatter on good frames: sub-pixel {en:.3f} px, mask edges {eb:.3f} px (ratio {en / eb:.2f})")
+        print(
+            f"per-ray edge scatter on good frames: sub-pixel {en:.3f} px, mask edges {eb:.3f} px (ratio {en / eb:.2f})"
+        )
 
 
 # --- operating point (issue 11) ---------------------------------------------------------------------
@@ -266,7 +296,14 @@ def _plantlike_scene(kind: str, rng: np.random.Generator) -> Any:
         scene.ellipticity = float(rng.uniform(0.03, 0.08))
     elif kind == "flash":
         edge = "outer" if rng.random() < 0.5 else "inner"
-        scene.flash = [(float(rng.uniform(0, 2 * math.pi)), math.radians(rng.uniform(10, 90)), float(rng.uniform(6, 20)), edge)]
+        scene.flash = [
+            (
+                float(rng.uniform(0, 2 * math.pi)),
+                math.radians(rng.uniform(10, 90)),
+                float(rng.uniform(6, 20)),
+                edge,
+            )
+        ]
     return scene
 
 
@@ -276,8 +313,13 @@ def op_frames(source: str, kind: str, n: int, rng: np.random.Generator) -> Itera
 
         rework_kind = {"offset": "bore_offset", "oval": "ovality", "flash": "flash"}.get(kind)
         for _ in range(n):
-            frame = render_frame("good" if kind == "good" else "rework", rng, oring_type="model1",
-                                 color=bool(rng.random() < 0.2), rework_kind=rework_kind)
+            frame = render_frame(
+                "good" if kind == "good" else "rework",
+                rng,
+                oring_type="model1",
+                color=bool(rng.random() < 0.2),
+                rework_kind=rework_kind,
+            )
             yield _gray(frame.image)
     else:
         sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tests"))
@@ -304,14 +346,24 @@ def run_operating_point(source: str, args: argparse.Namespace) -> dict[str, Any]
         return out
 
     train = [v for v in measure("good", args.train) if v is not None]
-    unseen = {kind: measure(kind, args.good if kind == "good" else args.per_kind) for kind in ("good", *kinds)}
+    unseen = {
+        kind: measure(kind, args.good if kind == "good" else args.per_kind) for kind in ("good", *kinds)
+    }
     results: dict[str, Any] = {"source": source, "train": len(train)}
-    for name, cfg, target in (("old: k = 2.5 per rule", ReworkConfig(k_sigma=2.5), None),
-                              ("new: budgeted rule set (2 %)", ReworkConfig(), 0.02)):
+    for name, cfg, target in (
+        ("old: k = 2.5 per rule", ReworkConfig(k_sigma=2.5), None),
+        ("new: budgeted rule set (2 %)", ReworkConfig(), 0.02),
+    ):
         rules, rates = budgeted_limits(train, cfg, target)
         checker = ReworkChecker(RulesFile(rule=rules), config=config.rework)
-        row: dict[str, Any] = {"k": rates.k_sigma, "expected": rates.expected, "low": rates.low, "high": rates.high,
-                               "loo": rates.loo_flagged, "notes": rate_lines(rates)[2:]}
+        row: dict[str, Any] = {
+            "k": rates.k_sigma,
+            "expected": rates.expected,
+            "low": rates.low,
+            "high": rates.high,
+            "loo": rates.loo_flagged,
+            "notes": rate_lines(rates)[2:],
+        }
         fired: dict[str, int] = {}
         for kind, values in unseen.items():
             flagged = 0
@@ -344,24 +396,31 @@ def print_operating_point(res: dict[str, Any]) -> None:
         agrees = m_low <= row["expected"] <= m_high
         overlap = row["low"] <= m_high and m_low <= row["high"]
         ok = rate <= 0.025 and min(recalls.values()) >= 0.95
-        print(f"{name:30s} k={row['k']:.2f}  unseen good not passed {g}/{n} = {rate:.3f} (90% {m_low:.3f}-{m_high:.3f}; "
-              f"expected {row['expected']:.3f} {'inside' if agrees else 'OUTSIDE'}, stated interval "
-              f"{row['low']:.3f}-{row['high']:.3f} {'overlaps' if overlap else 'DISJOINT'}; held-out {row['loo']}/{res['train']})  "
-              + "  ".join(f"recall {k} {v:.2f}" for k, v in recalls.items())
-              + f"   target <=0.025 at recall >=0.95: {'OK' if ok else 'MISSED'}")
+        print(
+            f"{name:30s} k={row['k']:.2f}  unseen good not passed {g}/{n} = {rate:.3f} (90% {m_low:.3f}-{m_high:.3f}; "
+            f"expected {row['expected']:.3f} {'inside' if agrees else 'OUTSIDE'}, stated interval "
+            f"{row['low']:.3f}-{row['high']:.3f} {'overlaps' if overlap else 'DISJOINT'}; held-out {row['loo']}/{res['train']})  "
+            + "  ".join(f"recall {k} {v:.2f}" for k, v in recalls.items())
+            + f"   target <=0.025 at recall >=0.95: {'OK' if ok else 'MISSED'}"
+        )
         for note in row["notes"]:
             print(f"    note: {note}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--source", choices=("synth", "rings", "plantlike", "both"), default="both")
     parser.add_argument("--train", type=int, default=30, help="good frames to calibrate from")
     parser.add_argument("--good", type=int, default=60, help="held-out good frames (false rework)")
     parser.add_argument("--per-kind", type=int, default=20, help="frames per rework kind (recall)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--operating-point", action="store_true",
-                        help="old vs new calibration on unseen frames of both renderers (issue 11)")
+    parser.add_argument(
+        "--operating-point",
+        action="store_true",
+        help="old vs new calibration on unseen frames of both renderers (issue 11)",
+    )
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
     if args.operating_point:

@@ -46,8 +46,17 @@ def build_data(work: Path, n_good: int, n_defect: int, seed: int) -> Path:
         return out
     data = work / f"data_{n_good}_{n_defect}_{seed}"
     if not (data / "manifest.json").is_file():
-        synthesize_dataset(data, Config(), types=("model1",), n_good=n_good, n_defect=n_defect,
-                           n_rework=0, seed=seed, color_fraction=0.25, progress=True)
+        synthesize_dataset(
+            data,
+            Config(),
+            types=("model1",),
+            n_good=n_good,
+            n_defect=n_defect,
+            n_rework=0,
+            seed=seed,
+            color_fraction=0.25,
+            progress=True,
+        )
     preprocess_type(Config(), data, out, "model1", progress=True, workers=1)
     return out
 
@@ -85,7 +94,11 @@ def evaluate_variant(name: str, overrides: dict, train_out: Path, test_out: Path
         "s_per_frame": round(per_frame, 3),
         "fit_s": round(fit_s, 1),
         "bank": fit_stats["bank_size"],
-        "frames": {"train": len(group_frames(train)), "test_good": int((~fd).sum()), "test_defect": int(fd.sum())},
+        "frames": {
+            "train": len(group_frames(train)),
+            "test_good": int((~fd).sum()),
+            "test_defect": int(fd.sum()),
+        },
     }
 
 
@@ -107,14 +120,18 @@ def main() -> None:
         row = evaluate_variant(name, VARIANTS[name], train_out, test_out)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| variant | frame AUROC | tile AUROC | recall @<=2% FRR | few px | tens px | large | s/frame | fit s |")
+    print(
+        "\n| variant | frame AUROC | tile AUROC | recall @<=2% FRR | few px | tens px | large | s/frame | fit s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         sizes = [r["recall_by_size"][b][0] for b, _, _ in SIZE_BINS]
         rec = r["frame_recall@frr0.02"]
-        print(f"| {r['variant']} | {r['frame_auroc']:.3f} | {r['tile_auroc']:.3f} | {rec:.3f} | "
-              + " | ".join("-" if s is None else f"{s:.2f}" for s in sizes)
-              + f" | {r['s_per_frame']:.2f} | {r['fit_s']:.0f} |")
+        print(
+            f"| {r['variant']} | {r['frame_auroc']:.3f} | {r['tile_auroc']:.3f} | {rec:.3f} | "
+            + " | ".join("-" if s is None else f"{s:.2f}" for s in sizes)
+            + f" | {r['s_per_frame']:.2f} | {r['fit_s']:.0f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

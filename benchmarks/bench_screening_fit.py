@@ -39,7 +39,9 @@ def tile_pool(work: Path) -> np.ndarray:
     cfg, tiles = Config(), []
     for i in range(POOL_FRAMES):
         gray = render_frame("good", np.random.default_rng(100 + i), polarity="light").image
-        tiles += [t.image for t in ring_tiles(gray, find_ring(gray, cfg.roi), cfg)[0] if t.image.shape == (640, 640)]
+        tiles += [
+            t.image for t in ring_tiles(gray, find_ring(gray, cfg.roi), cfg)[0] if t.image.shape == (640, 640)
+        ]
     work.mkdir(parents=True, exist_ok=True)
     np.save(path, np.stack(tiles))
     return np.stack(tiles)
@@ -75,7 +77,9 @@ def child(args: argparse.Namespace) -> None:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
     if args.mode == "ours":
-        stats = fit_stream(model, tile_batches(pool, n_tiles, cfg.screening.batch_size), n_tiles, cfg, progress=False)
+        stats = fit_stream(
+            model, tile_batches(pool, n_tiles, cfg.screening.batch_size), n_tiles, cfg, progress=False
+        )
         bank_mb = stats["bank_size"] * model.memory_bank.shape[1] * 4 / 2**20
     else:
         from anomalib.models.components import KCenterGreedy
@@ -92,9 +96,20 @@ def child(args: argparse.Namespace) -> None:
         sampler.select_coreset_idxs()
         bank_mb = 0.0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"mode": args.mode, "backbone": args.backbone, "frames": args.n_frames, "tiles": n_tiles,
-                      "peak_rss_mb": round(peak), "fit_rss_mb": round(peak - base), "bank_mb": round(bank_mb, 1),
-                      "seconds": round(time.perf_counter() - t0, 1)}))
+    print(
+        json.dumps(
+            {
+                "mode": args.mode,
+                "backbone": args.backbone,
+                "frames": args.n_frames,
+                "tiles": n_tiles,
+                "peak_rss_mb": round(peak),
+                "fit_rss_mb": round(peak - base),
+                "bank_mb": round(bank_mb, 1),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -117,13 +132,27 @@ def main() -> None:
     runs += [("anomalib", int(n)) for n in args.anomalib_frames.split(",") if n]
     rows = []
     for mode, n in runs:
-        cmd = [sys.executable, __file__, "--child", mode, "--n-frames", str(n), "--work", str(args.work),
-               "--backbone", args.backbone, "--tiles-per-frame", str(args.tiles_per_frame)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            mode,
+            "--n-frames",
+            str(n),
+            "--work",
+            str(args.work),
+            "--backbone",
+            args.backbone,
+            "--tiles-per-frame",
+            str(args.tiles_per_frame),
+        ]
         if args.input_size:
             cmd += ["--input-size", str(args.input_size)]
         out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-        row = json.loads(line[-1]) if line else {"mode": mode, "frames": n, "error": out.stderr.strip()[-300:]}
+        row = (
+            json.loads(line[-1]) if line else {"mode": mode, "frames": n, "error": out.stderr.strip()[-300:]}
+        )
         rows.append(row)
         print(json.dumps(row), flush=True)
     ours = [r for r in rows if r.get("mode") == "ours" and "fit_rss_mb" in r]
@@ -131,9 +160,11 @@ def main() -> None:
         first = ours[0]
         print(f"\nours, {args.backbone}: fit RSS minus bank, ratio to {first['frames']} frames:")
         for r in ours:
-            print(f"  {r['frames']:>5} frames: {r['fit_rss_mb'] - r['bank_mb']:.0f} MB "
-                  f"(x{(r['fit_rss_mb'] - r['bank_mb']) / max(1, first['fit_rss_mb'] - first['bank_mb']):.2f}), "
-                  f"bank {r['bank_mb']} MB, {r['seconds']} s")
+            print(
+                f"  {r['frames']:>5} frames: {r['fit_rss_mb'] - r['bank_mb']:.0f} MB "
+                f"(x{(r['fit_rss_mb'] - r['bank_mb']) / max(1, first['fit_rss_mb'] - first['bank_mb']):.2f}), "
+                f"bank {r['bank_mb']} MB, {r['seconds']} s"
+            )
     for r in rows:
         if r.get("mode") == "anomalib" and "fit_rss_mb" in r:
             same = next((o for o in ours if o["frames"] == r["frames"]), None)

@@ -40,7 +40,11 @@ def bench_backbone(backbone: str, n_coreset_tiles: int, n_frames: int) -> dict:
     model = new_model(cfg, "model1")
     train = [t.image for s in range(3) for t in frame_tiles(200 + s)]
     fit_stream(model, (train[i : i + 8] for i in range(0, len(train), 8)), len(train), cfg, progress=False)
-    row: dict = {"backbone": backbone, "bank": int(model.memory_bank.shape[0]), "dim": int(model.memory_bank.shape[1])}
+    row: dict = {
+        "backbone": backbone,
+        "bank": int(model.memory_bank.shape[0]),
+        "dim": int(model.memory_bank.shape[1]),
+    }
 
     # 1. coreset on the same embeddings
     with torch.no_grad():
@@ -56,7 +60,12 @@ def bench_backbone(backbone: str, n_coreset_tiles: int, n_frames: int) -> dict:
     t0 = time.perf_counter()
     ref = KCenterGreedy(embedding=x, sampling_ratio=k / x.shape[0]).sample_coreset()
     t_ref = time.perf_counter() - t0
-    row["coreset"] = {"patches": int(x.shape[0]), "k": k, "anomalib_s": round(t_ref, 2), "anomalib_cover": coverage(ref)}
+    row["coreset"] = {
+        "patches": int(x.shape[0]),
+        "k": k,
+        "anomalib_s": round(t_ref, 2),
+        "anomalib_cover": coverage(ref),
+    }
     proj = x
     if x.shape[1] > 128:
         from oringscan.screening.coreset import gaussian_projection

@@ -65,7 +65,7 @@ def bench_tiles(threads: int, repeats: int, checkpoint: str | None) -> dict:
     tiles, _ = ring_tiles(gray, find_ring(gray), Config())
     tile = max(tiles, key=lambda t: t.ring_fraction).image
     out = {}
-    for backbone in ([None] if checkpoint else BACKBONES):
+    for backbone in [None] if checkpoint else BACKBONES:
         seg = _segmenter(backbone or "", checkpoint)
         seg.predict_arrays([tile])  # warm-up
         times = []
@@ -73,7 +73,10 @@ def bench_tiles(threads: int, repeats: int, checkpoint: str | None) -> dict:
             start = time.perf_counter()
             seg.predict_arrays([tile])
             times.append(time.perf_counter() - start)
-        out[seg.spec.backbone] = {"input_px": seg.spec.input_size, "ms_per_tile": 1000 * float(np.median(times))}
+        out[seg.spec.backbone] = {
+            "input_px": seg.spec.input_size,
+            "ms_per_tile": 1000 * float(np.median(times)),
+        }
     return out
 
 
@@ -93,7 +96,16 @@ def bench_stitch(repeats: int) -> dict:
         if k % 2:
             cv2.line(defect, (cx - 150, cy - 40), (cx + 150, cy + 40), 1, 4)
         else:
-            cv2.ellipse(defect, (cx, cy), (int(rng.integers(5, 80)), int(rng.integers(5, 40))), float(rng.uniform(0, 180)), 0, 360, 1, -1)
+            cv2.ellipse(
+                defect,
+                (cx, cy),
+                (int(rng.integers(5, 80)), int(rng.integers(5, 40))),
+                float(rng.uniform(0, 180)),
+                0,
+                360,
+                1,
+                -1,
+            )
         for box in boxes:
             crop = defect[box.slices()].astype(bool)
             if crop.any():
@@ -143,8 +155,17 @@ def _child_memory(backbone: str, threads: int, checkpoint: str | None, frame_pat
     prediction = seg.predict_frame(gray, Config())
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"backbone": seg.spec.backbone, "tiles": len(prediction.tiles), "frame_s": seconds,
-                      "rss_after_load_MB": before / 1024, "peak_rss_MB": peak / 1024}))
+    print(
+        json.dumps(
+            {
+                "backbone": seg.spec.backbone,
+                "tiles": len(prediction.tiles),
+                "frame_s": seconds,
+                "rss_after_load_MB": before / 1024,
+                "peak_rss_MB": peak / 1024,
+            }
+        )
+    )
 
 
 def bench_memory(threads: int, checkpoint: str | None) -> dict:
@@ -155,8 +176,17 @@ def bench_memory(threads: int, checkpoint: str | None) -> dict:
     out = {}
     frame_path = Path(tempfile.mkdtemp()) / "bench frame.bmp"
     write_frame(frame_path, _frame())
-    for backbone in ([BACKBONES[0]] if checkpoint else BACKBONES):
-        cmd = [sys.executable, __file__, "--child-memory", backbone, "--threads", str(threads), "--frame", str(frame_path)]
+    for backbone in [BACKBONES[0]] if checkpoint else BACKBONES:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child-memory",
+            backbone,
+            "--threads",
+            str(threads),
+            "--frame",
+            str(frame_path),
+        ]
         if checkpoint:
             cmd += ["--checkpoint", checkpoint]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}

@@ -69,7 +69,9 @@ def main() -> None:
         base = evaluate_segmentation(config, output, "model1", data, progress=False)
         results["untrained"] = _row(base)
     start = time.monotonic()
-    summary = train_segmentation(config, output, "model1", resume=args.resume, max_minutes=args.minutes, progress=False)
+    summary = train_segmentation(
+        config, output, "model1", resume=args.resume, max_minutes=args.minutes, progress=False
+    )
     spent = (time.monotonic() - start) / 60
     trained = evaluate_segmentation(config, output, "model1", data, progress=False)
     results["trained"] = {**_row(trained), "train_minutes": round(spent, 1), "epochs": summary["epochs_run"]}
@@ -77,7 +79,11 @@ def main() -> None:
         print(
             f"{name:<9} test tiles segm AP50 {row['segm_AP50']:.3f}  bbox AP50 {row['bbox_AP50']:.3f}  "
             f"frame defect recall {row['recall']:.2f}"
-            + (f"  after {row['train_minutes']} min, {row['epochs']} epoch(s)" if "train_minutes" in row else "")
+            + (
+                f"  after {row['train_minutes']} min, {row['epochs']} epoch(s)"
+                if "train_minutes" in row
+                else ""
+            )
         )
     (args.workdir / "learning.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
 

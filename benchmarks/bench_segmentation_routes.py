@@ -51,9 +51,15 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=448)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--results", type=Path, default=None, help="JSON of the rows (default <workdir>/routes.json)")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="budget in wall minutes (idle machine) or CPU minutes of the process (shared machine)")
+    parser.add_argument(
+        "--results", type=Path, default=None, help="JSON of the rows (default <workdir>/routes.json)"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="budget in wall minutes (idle machine) or CPU minutes of the process (shared machine)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -75,7 +81,9 @@ def main() -> None:
             results.append(row)
             results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
             _print_row(row)
-    print("\nroute            min  segmAP50 bboxAP50 recall small<100 goodFP  defect->defect good->defect  load1")
+    print(
+        "\nroute            min  segmAP50 bboxAP50 recall small<100 goodFP  defect->defect good->defect  load1"
+    )
     for row in results:
         _print_row(row)
 
@@ -112,7 +120,9 @@ def _prepare(args: argparse.Namespace, config: Any) -> tuple[Path, Path]:
     type_dir = shared / "model1"
     t0 = time.monotonic()
     if not (type_dir / "annotations" / "test.json").is_file():
-        synthesize_dataset(data, config, ("model1",), args.good, args.defect, 0, args.seed, progress=False, workers=1)
+        synthesize_dataset(
+            data, config, ("model1",), args.good, args.defect, 0, args.seed, progress=False, workers=1
+        )
         preprocess_type(config, data, shared, "model1", progress=False, workers=1)
     if not (type_dir / "screening" / "metadata.json").is_file():
         fit_screening(config, shared, "model1", progress=False)
@@ -121,14 +131,25 @@ def _prepare(args: argparse.Namespace, config: Any) -> tuple[Path, Path]:
         calibrate_rules(config, data, shared, "model1", frames=good, progress=False)
     line = args.workdir / "line"
     if not (line / "images").is_dir():
-        synthesize_dataset(line, config, ("model1",), args.line_good, args.line_defect, 0, args.seed + 1000,
-                           progress=False, workers=1)
+        synthesize_dataset(
+            line,
+            config,
+            ("model1",),
+            args.line_good,
+            args.line_defect,
+            0,
+            args.seed + 1000,
+            progress=False,
+            workers=1,
+        )
     (type_dir / "anomaly_maps").mkdir(exist_ok=True)
     print(f"data ready in {time.monotonic() - t0:.0f}s: {data}", flush=True)
     return data, shared
 
 
-def _run_route(args: argparse.Namespace, config: Any, data: Path, shared: Path, route: str, minutes: float) -> dict[str, Any]:
+def _run_route(
+    args: argparse.Namespace, config: Any, data: Path, shared: Path, route: str, minutes: float
+) -> dict[str, Any]:
     from oringscan.segmentation import train_segmentation
 
     out = args.workdir / f"out_{route}_{minutes:g}{'cpu' if args.clock == 'cpu' else ''}"
@@ -138,11 +159,18 @@ def _run_route(args: argparse.Namespace, config: Any, data: Path, shared: Path, 
         link = type_dir / name
         if not link.exists():
             link.symlink_to((shared / "model1" / name).resolve())
-    summary = train_segmentation(config, out, "model1", progress=False, max_minutes=minutes, echo=lambda _: None,
-                                 **ROUTES[route])
-    row: dict[str, Any] = {"route": route, "minutes": minutes, "clock": args.clock, "backbone": summary["backbone"],
-                           "anomaly_channel": summary["anomaly_channel"], "epochs": summary["epochs_run"],
-                           "load1": round(os.getloadavg()[0], 2)}
+    summary = train_segmentation(
+        config, out, "model1", progress=False, max_minutes=minutes, echo=lambda _: None, **ROUTES[route]
+    )
+    row: dict[str, Any] = {
+        "route": route,
+        "minutes": minutes,
+        "clock": args.clock,
+        "backbone": summary["backbone"],
+        "anomaly_channel": summary["anomaly_channel"],
+        "epochs": summary["epochs_run"],
+        "load1": round(os.getloadavg()[0], 2),
+    }
     row.update(_tile_metrics(config, out))
     row.update(_verdicts(config, out, args.workdir / "line"))
     return row
@@ -186,11 +214,14 @@ def _tile_metrics(config: Any, out: Path) -> dict[str, Any]:
         return float(((metrics.get(kind) or {}).get("AP50")) or 0.0)
 
     return {
-        "segm_AP50": ap50("segm"), "bbox_AP50": ap50("bbox"),
-        "recall": found["all"][0] / max(1, found["all"][1]), "defects": found["all"][1],
+        "segm_AP50": ap50("segm"),
+        "bbox_AP50": ap50("bbox"),
+        "recall": found["all"][0] / max(1, found["all"][1]),
+        "defects": found["all"][1],
         "small_recall": found["small"][0] / found["small"][1] if found["small"][1] else None,
         "small_defects": found["small"][1],
-        "good_tiles_flagged": good_flagged / max(1, good_tiles), "good_tiles": good_tiles,
+        "good_tiles_flagged": good_flagged / max(1, good_tiles),
+        "good_tiles": good_tiles,
     }
 
 
@@ -223,7 +254,9 @@ def _verdicts(config: Any, out: Path, line: Path) -> dict[str, Any]:
     for kind, folder in (("defect", kinds.defect_folder), ("good", kinds.good_folder)):
         tally: dict[str, int] = {}
         for path in sorted((line / "images" / folder).glob("*.bmp")):
-            verdict = str(inspector.inspect_array(read_frame(path, config.frame).image, path.name).verdict.value)
+            verdict = str(
+                inspector.inspect_array(read_frame(path, config.frame).image, path.name).verdict.value
+            )
             tally[verdict] = tally.get(verdict, 0) + 1
         counts[kind] = tally
     n_def, n_good = sum(counts["defect"].values()), sum(counts["good"].values())
@@ -235,7 +268,9 @@ def _verdicts(config: Any, out: Path, line: Path) -> dict[str, Any]:
 
 
 def _print_row(row: dict[str, Any]) -> None:
-    small = "  n/a " if row.get("small_recall") is None else f"{row['small_recall']:.2f}({row['small_defects']})"
+    small = (
+        "  n/a " if row.get("small_recall") is None else f"{row['small_recall']:.2f}({row['small_defects']})"
+    )
     print(
         f"{row['route']:<15} {row['minutes']:>4g}  {row['segm_AP50']:.3f}    {row['bbox_AP50']:.3f}    "
         f"{row['recall']:.2f}   {small:<9} {row['good_tiles_flagged']:.2f}    "

@@ -35,7 +35,9 @@ def _timed(fn, repeats: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--frames", type=int, default=12, help="frames per measurement")
     parser.add_argument("--threads", type=int, default=1, help="OpenCV threads")
     parser.add_argument("--workers", type=int, default=1, help="processes for the data-set measurement")
@@ -65,16 +67,31 @@ def main() -> None:
 
         start = time.perf_counter()
         per_kind = max(1, n // 3)
-        summary = synthesize_dataset(tmp_path / "ds", Config(), types=("model1",), n_good=per_kind, n_defect=per_kind,
-                                     n_rework=per_kind, seed=1, progress=False, workers=args.workers)
+        summary = synthesize_dataset(
+            tmp_path / "ds",
+            Config(),
+            types=("model1",),
+            n_good=per_kind,
+            n_defect=per_kind,
+            n_rework=per_kind,
+            seed=1,
+            progress=False,
+            workers=args.workers,
+        )
         dataset_s = (time.perf_counter() - start) / summary["frames"]
 
     print(f"bench_synth: {n} frames each, OpenCV threads {args.threads}, cpu count {os.cpu_count()}")
     print(f"{'measurement':<28}{'median s/frame':>16}{'max s':>10}{'frames/s':>10}{'x floor':>10}")
-    print(f"{'floor (grain + BMP write)':<28}{floor_s:>16.3f}{floor_s:>10.3f}{1 / floor_s:>10.2f}{1.0:>10.2f}")
+    print(
+        f"{'floor (grain + BMP write)':<28}{floor_s:>16.3f}{floor_s:>10.3f}{1 / floor_s:>10.2f}{1.0:>10.2f}"
+    )
     for label, median, worst in rows:
-        print(f"{'render ' + label:<28}{median:>16.3f}{worst:>10.3f}{1 / median:>10.2f}{median / floor_s:>10.2f}")
-    print(f"{'dataset (render+write+json)':<28}{dataset_s:>16.3f}{'':>10}{1 / dataset_s:>10.2f}{dataset_s / floor_s:>10.2f}")
+        print(
+            f"{'render ' + label:<28}{median:>16.3f}{worst:>10.3f}{1 / median:>10.2f}{median / floor_s:>10.2f}"
+        )
+    print(
+        f"{'dataset (render+write+json)':<28}{dataset_s:>16.3f}{'':>10}{1 / dataset_s:>10.2f}{dataset_s / floor_s:>10.2f}"
+    )
     worst_full = max(median for label, median, _ in rows if "binned" not in label)
     verdict = "OK" if worst_full < 1.0 else "TOO SLOW"
     print(f"target: < 1 s per full frame (aim 0.2 s): slowest median {worst_full:.3f} s -> {verdict}")

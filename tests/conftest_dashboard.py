@@ -35,8 +35,13 @@ class SampleDb:
 
 
 def _flagged(image: str) -> InspectionResult:
-    return InspectionResult(image=image, verdict=Verdict.SUSPECT, reasons=["screening flagged, nothing segmented"],
-                            oring_type="model1", timings_ms={"read": 5.0})
+    return InspectionResult(
+        image=image,
+        verdict=Verdict.SUSPECT,
+        reasons=["screening flagged, nothing segmented"],
+        oring_type="model1",
+        timings_ms={"read": 5.0},
+    )
 
 
 def make_sample_db(folder: Path, n_frames: int = 60, seed: int = 1, with_broken: bool = True) -> SampleDb:
@@ -45,8 +50,16 @@ def make_sample_db(folder: Path, n_frames: int = 60, seed: int = 1, with_broken:
     root.mkdir(parents=True)
     url = f"sqlite:///{(folder / 'inspections.db').as_posix()}"
     store = InspectionStore(url)
-    ids = fill_sample_database(store, root / "frames", n_frames, seed=seed, n_images=4, shape=SMALL_FRAME, days=5,
-                               verdict_shares=TEST_SHARES)
+    ids = fill_sample_database(
+        store,
+        root / "frames",
+        n_frames,
+        seed=seed,
+        n_images=4,
+        shape=SMALL_FRAME,
+        days=5,
+        verdict_shares=TEST_SHARES,
+    )
     if not with_broken:
         return SampleDb(url, root, store, ids, -1, -1, root)
     run_id = store.runs(limit=1)[0].id

@@ -50,7 +50,9 @@ class TinyModels:
     model: str = MODEL
 
 
-def build_tiny_models(root: Path, n_good: int = 8, n_defect: int = 4, n_rework: int = 2, seed: int = 0) -> TinyModels:
+def build_tiny_models(
+    root: Path, n_good: int = 8, n_defect: int = 4, n_rework: int = 2, seed: int = 0
+) -> TinyModels:
     """Synthesise, preprocess, fit screening, train segmentation briefly, calibrate rework."""
     from oringscan.config import config_to_toml
     from oringscan.preprocess import preprocess_type
@@ -63,8 +65,18 @@ def build_tiny_models(root: Path, n_good: int = 8, n_defect: int = 4, n_rework: 
     config = tiny_config()
     root = Path(root)
     data_root, output_root = root / "dataset", root / "output"
-    synthesize_dataset(data_root, config, types=(MODEL,), n_good=n_good, n_defect=n_defect, n_rework=n_rework,
-                       seed=seed, color_fraction=0.25, progress=False, size=SIZE)
+    synthesize_dataset(
+        data_root,
+        config,
+        types=(MODEL,),
+        n_good=n_good,
+        n_defect=n_defect,
+        n_rework=n_rework,
+        seed=seed,
+        color_fraction=0.25,
+        progress=False,
+        size=SIZE,
+    )
     preprocess_type(config, data_root, output_root, MODEL, progress=False, workers=1)
     fit_screening(config, output_root, MODEL, progress=False)
     train_segmentation(config, output_root, MODEL, progress=False, echo=lambda _line: None)

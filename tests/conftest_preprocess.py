@@ -24,7 +24,9 @@ CENTRE = (1224, 1024)
 R_OUT, R_IN = 650, 390
 
 
-def ring_frame(seed: int = 0, centre: tuple[int, int] = CENTRE, colour: bool = False, belt: int = 18) -> np.ndarray:
+def ring_frame(
+    seed: int = 0, centre: tuple[int, int] = CENTRE, colour: bool = False, belt: int = 18
+) -> np.ndarray:
     """A light mottled ring on a dark belt, like the plant's frames."""
     rng = np.random.default_rng(seed)
     small = rng.normal(0, 6, (H // 8, W // 8)).astype(np.float32)
@@ -111,12 +113,17 @@ def put_frame(root: Path, folder: str, name: str, image: np.ndarray) -> Path:
 def put_labels(root: Path, folder: str, name: str, shapes: list[dict[str, Any]], **kwargs: Any) -> Path:
     stem = Path(name).stem
     return write_labelme(
-        root / "labels" / folder / f"{stem}.json", shapes, image_path=f"../../images/{folder}/{name}", **kwargs
+        root / "labels" / folder / f"{stem}.json",
+        shapes,
+        image_path=f"../../images/{folder}/{name}",
+        **kwargs,
     )
 
 
 def draw_defects(image: np.ndarray, polygons: list[list[list[float]]], value: int = 60) -> np.ndarray:
     out = image.copy()
     for poly in polygons:
-        cv2.fillPoly(out, [np.round(np.array(poly)).astype(np.int32)], value if out.ndim == 2 else (value,) * 3)
+        cv2.fillPoly(
+            out, [np.round(np.array(poly)).astype(np.int32)], value if out.ndim == 2 else (value,) * 3
+        )
     return out

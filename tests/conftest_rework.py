@@ -22,8 +22,24 @@ from oringscan.roi import RingROI, find_ring
 _OV = math.sqrt(1.05)  # 5 % ovality
 SPECS: dict[str, RingSpec] = {
     "round": RingSpec(cx=1230.4, cy=1011.7, outer_a=650.3, outer_b=650.3, inner_a=390.6, inner_b=390.6),
-    "offset": RingSpec(cx=1180.2, cy=1050.9, outer_a=640.0, outer_b=640.0, inner_a=385.0, inner_b=385.0, bore_dx=12.0, bore_dy=-9.0),
-    "oval": RingSpec(outer_a=650 * _OV, outer_b=650 / _OV, outer_angle_deg=30, inner_a=390 * _OV, inner_b=390 / _OV, inner_angle_deg=30),
+    "offset": RingSpec(
+        cx=1180.2,
+        cy=1050.9,
+        outer_a=640.0,
+        outer_b=640.0,
+        inner_a=385.0,
+        inner_b=385.0,
+        bore_dx=12.0,
+        bore_dy=-9.0,
+    ),
+    "oval": RingSpec(
+        outer_a=650 * _OV,
+        outer_b=650 / _OV,
+        outer_angle_deg=30,
+        inner_a=390 * _OV,
+        inner_b=390 / _OV,
+        inner_angle_deg=30,
+    ),
     "flash_outer": RingSpec(arcs=[EdgeArc("outer", 100.0, 40.0, 8.0)]),
     "flash_inner_long": RingSpec(arcs=[EdgeArc("inner", 300.0, 85.0, 7.0)]),
     "bite": RingSpec(arcs=[EdgeArc("outer", 200.0, 6.0, -12.0)]),
@@ -63,8 +79,16 @@ def binned(image: np.ndarray) -> np.ndarray:
 def half_size(spec: RingSpec) -> RingSpec:
     """The same ring as a 2x2-binned camera sees it (half the size, 1224x1024 frame)."""
     return RingSpec(
-        spec.cx / 2, spec.cy / 2, spec.outer_a / 2, spec.outer_b / 2, spec.outer_angle_deg,
-        spec.inner_a / 2, spec.inner_b / 2, spec.inner_angle_deg, spec.bore_dx / 2, spec.bore_dy / 2,
+        spec.cx / 2,
+        spec.cy / 2,
+        spec.outer_a / 2,
+        spec.outer_b / 2,
+        spec.outer_angle_deg,
+        spec.inner_a / 2,
+        spec.inner_b / 2,
+        spec.inner_angle_deg,
+        spec.bore_dx / 2,
+        spec.bore_dy / 2,
         [EdgeArc(a.edge, a.start_deg, a.span_deg, a.height / 2) for a in spec.arcs],
     )
 

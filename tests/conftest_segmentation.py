@@ -64,7 +64,11 @@ def polygons(mask: np.ndarray) -> list[list[float]]:
 
 
 def write_tiny_coco(
-    output_root: Path, model: str = "model1", tile: int = 96, counts: dict[str, tuple[int, int]] | None = None, seed: int = 0
+    output_root: Path,
+    model: str = "model1",
+    tile: int = 96,
+    counts: dict[str, tuple[int, int]] | None = None,
+    seed: int = 0,
 ) -> Path:
     """output_root/model with COCO splits of ``(defect, good)`` tile counts per split."""
     counts = counts or {"train": (6, 3), "val": (3, 1), "test": (3, 1)}
@@ -81,9 +85,15 @@ def write_tiny_coco(
             name = f"{split}_{k:03d}.png"
             cv2.imwrite(str(img_dir / name), image)
             images.append(
-                {"id": image_id, "file_name": name, "width": tile, "height": tile,
-                 "source_image": f"images/{'model1defect' if masks else 'model1good'}/frame{k}.bmp",
-                 "tile_x": 0, "tile_y": 0}
+                {
+                    "id": image_id,
+                    "file_name": name,
+                    "width": tile,
+                    "height": tile,
+                    "source_image": f"images/{'model1defect' if masks else 'model1good'}/frame{k}.bmp",
+                    "tile_x": 0,
+                    "tile_y": 0,
+                }
             )
             for mask in masks:
                 polys = polygons(mask)
@@ -91,9 +101,20 @@ def write_tiny_coco(
                     continue
                 ys, xs = np.nonzero(mask)
                 annotations.append(
-                    {"id": ann_id, "image_id": image_id, "category_id": 1, "segmentation": polys,
-                     "area": float(mask.sum()), "iscrowd": 0,
-                     "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]}
+                    {
+                        "id": ann_id,
+                        "image_id": image_id,
+                        "category_id": 1,
+                        "segmentation": polys,
+                        "area": float(mask.sum()),
+                        "iscrowd": 0,
+                        "bbox": [
+                            float(xs.min()),
+                            float(ys.min()),
+                            float(xs.max() - xs.min() + 1),
+                            float(ys.max() - ys.min() + 1),
+                        ],
+                    }
                 )
                 ann_id += 1
             image_id += 1

@@ -62,10 +62,16 @@ def main() -> None:
             print(f"skipped {index}", flush=True)
             continue
         verdict = ("good", "defect", "suspect", "rework")[index % 4]
-        result = make_result(verdict, image=f"/plant/batch/frame {index:03d}.bmp", sha256=sha, n_tiles=TILES_PER_FRAME,
-                             score=1.5 if verdict != "good" else 0.4,
-                             defects=[("cut", 0.9), ("pit", 0.7)] if verdict == "defect" else None,
-                             fired=["ovality"] if verdict == "rework" else None, seed=index)
+        result = make_result(
+            verdict,
+            image=f"/plant/batch/frame {index:03d}.bmp",
+            sha256=sha,
+            n_tiles=TILES_PER_FRAME,
+            score=1.5 if verdict != "good" else 0.4,
+            defects=[("cut", 0.9), ("pit", 0.7)] if verdict == "defect" else None,
+            fired=["ovality"] if verdict == "rework" else None,
+            seed=index,
+        )
         try:
             store.record_frame(run_id, result, frame_shape=(2048, 2448))
         except AlreadyInspectedError:

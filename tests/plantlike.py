@@ -114,7 +114,9 @@ def _bulge_polygon(scene: PlantScene, angle: float, proud: float, half_width: fl
     return np.round(np.stack([xs, ys], 1)).astype(np.int32)
 
 
-def _pit_polygon(scene: PlantScene, angle: float, across: float, diameter: float, rng: np.random.Generator) -> np.ndarray:
+def _pit_polygon(
+    scene: PlantScene, angle: float, across: float, diameter: float, rng: np.random.Generator
+) -> np.ndarray:
     """An irregular small pit: 10 corners around a centre inside the wall (at least 3 px across)."""
     r = scene.r_in + 25 + across * (scene.r_out - scene.r_in - 50)
     cx = scene.cx + r * math.cos(angle) * (1 + scene.ellipticity)
@@ -125,8 +127,13 @@ def _pit_polygon(scene: PlantScene, angle: float, across: float, diameter: float
     return pts
 
 
-def value_noise(shape: tuple[int, int], rng: np.random.Generator, base_cells: int = 4, octaves: int = 5,
-                persistence: float = 0.55) -> np.ndarray:
+def value_noise(
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    base_cells: int = 4,
+    octaves: int = 5,
+    persistence: float = 0.55,
+) -> np.ndarray:
     """Multi-octave smooth noise in about [-1, 1] (random lattices upscaled bicubically).
 
     Summed at half resolution and upscaled once: the finest octave's cells are still >10 px.
@@ -154,7 +161,9 @@ def _lighting(scene: PlantScene, shape: tuple[int, int], rng: np.random.Generato
     light = np.ones((sh, sw), np.float32)
     if scene.gradient:
         along = (x - 0.5) * math.cos(scene.gradient_angle) + (y - 0.5) * math.sin(scene.gradient_angle)
-        light *= 1 + 2 * scene.gradient * along / max(abs(math.cos(scene.gradient_angle)) + abs(math.sin(scene.gradient_angle)), 1e-6)
+        light *= 1 + 2 * scene.gradient * along / max(
+            abs(math.cos(scene.gradient_angle)) + abs(math.sin(scene.gradient_angle)), 1e-6
+        )
     if scene.radial:
         lx, ly = scene.light_center
         d2 = ((x - lx) ** 2 + ((y - ly) * h / w) ** 2) / (1 + (h / w) ** 2)
@@ -177,12 +186,21 @@ def _polar(scene: PlantScene, shape: tuple[int, int], rx: float = 1.0) -> tuple[
 
 def _disc(mask_shape: tuple[int, int], center: tuple[float, float], radius: float) -> np.ndarray:
     out = np.zeros(mask_shape, np.uint8)
-    cv2.circle(out, (int(round(center[0] * 16)), int(round(center[1] * 16))), int(round(radius * 16)), 1, -1,
-               lineType=cv2.LINE_8, shift=4)
+    cv2.circle(
+        out,
+        (int(round(center[0] * 16)), int(round(center[1] * 16))),
+        int(round(radius * 16)),
+        1,
+        -1,
+        lineType=cv2.LINE_8,
+        shift=4,
+    )
     return out.astype(bool)
 
 
-def _random_strand(rng: np.random.Generator, start: tuple[float, float], heading: float, length: float) -> np.ndarray:
+def _random_strand(
+    rng: np.random.Generator, start: tuple[float, float], heading: float, length: float
+) -> np.ndarray:
     """A gently curving fibre as a polyline."""
     n = max(4, int(length / 12))
     turn = rng.normal(0, 0.12, n).cumsum()
@@ -241,8 +259,13 @@ def render_plant_frame(scene: PlantScene, seed: int = 0) -> PlantFrame:
         ring |= (d2 <= ro2) & (d2 > ri2)
     if scene.cut is not None:
         ang, width = scene.cut
-        perp = np.abs((np.arange(w)[None, :] - scene.cx) * math.sin(ang) - (np.arange(h)[:, None] - scene.cy) * math.cos(ang))
-        ahead = (np.arange(w)[None, :] - scene.cx) * math.cos(ang) + (np.arange(h)[:, None] - scene.cy) * math.sin(ang) > 0
+        perp = np.abs(
+            (np.arange(w)[None, :] - scene.cx) * math.sin(ang)
+            - (np.arange(h)[:, None] - scene.cy) * math.cos(ang)
+        )
+        ahead = (np.arange(w)[None, :] - scene.cx) * math.cos(ang) + (
+            np.arange(h)[:, None] - scene.cy
+        ) * math.sin(ang) > 0
         gap = (perp <= width / 2) & ahead
         ring &= ~gap
         bore |= gap & (dist <= scene.r_out + 2)  # the bore now opens to the belt: no closed bore
@@ -310,20 +333,27 @@ def render_plant_frame(scene: PlantScene, seed: int = 0) -> PlantFrame:
             pts = _random_strand(rng, start, aa + math.pi + rng.normal(0, 0.2), 2 * scene.r_in + 60)
         elif i - scene.lint_across_bore < scene.lint_touching:
             aa = rng.uniform(0, 2 * math.pi)
-            start = (scene.cx + (scene.r_out - 15) * math.cos(aa), scene.cy + (scene.r_out - 15) * math.sin(aa))
+            start = (
+                scene.cx + (scene.r_out - 15) * math.cos(aa),
+                scene.cy + (scene.r_out - 15) * math.sin(aa),
+            )
             pts = _random_strand(rng, start, aa + rng.normal(0, 0.6), rng.uniform(80, 260))
         else:
             start = (rng.uniform(0, w), rng.uniform(0, h))
             pts = _random_strand(rng, start, rng.uniform(0, 2 * math.pi), rng.uniform(60, 300))
         width = int(round(rng.uniform(*scene.lint_width)))
-        cv2.polylines(lint_canvas, [np.round(pts * 16).astype(np.int32)], False, 1, max(1, width), cv2.LINE_AA, shift=4)
+        cv2.polylines(
+            lint_canvas, [np.round(pts * 16).astype(np.int32)], False, 1, max(1, width), cv2.LINE_AA, shift=4
+        )
     lint_any = lint_canvas > 0
     if lint_any.any():
         shade = lint_level * (0.85 + 0.3 * rng.random())
         img[lint_any] = shade * (1 + 0.05 * rng.standard_normal(int(lint_any.sum()))).astype(np.float32)
     for _ in range(scene.n_dust):
         x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
-        level = rng.choice([scene.ring_level * 0.8, scene.belt_level * 0.4, (scene.ring_level + scene.belt_level) / 2])
+        level = rng.choice(
+            [scene.ring_level * 0.8, scene.belt_level * 0.4, (scene.ring_level + scene.belt_level) / 2]
+        )
         cv2.circle(img, (x, y), int(rng.integers(1, 4)), float(level), -1)
 
     img *= _lighting(scene, shape, rng)
@@ -345,12 +375,26 @@ def labelme_json(frame: PlantFrame, image_path: str) -> dict:
     """The frame's labelled defects as LabelMe 5.x writes them (float points, keys in LabelMe's order)."""
     h, w = frame.image.shape[:2]
     shapes = [
-        {"label": d.label, "points": [[float(x), float(y)] for x, y in d.points], "group_id": None,
-         "description": "", "shape_type": "polygon", "flags": {}, "mask": None}
+        {
+            "label": d.label,
+            "points": [[float(x), float(y)] for x, y in d.points],
+            "group_id": None,
+            "description": "",
+            "shape_type": "polygon",
+            "flags": {},
+            "mask": None,
+        }
         for d in frame.defects
     ]
-    return {"version": "5.5.0", "flags": {}, "shapes": shapes, "imagePath": image_path, "imageData": None,
-            "imageHeight": h, "imageWidth": w}
+    return {
+        "version": "5.5.0",
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": image_path,
+        "imageData": None,
+        "imageHeight": h,
+        "imageWidth": w,
+    }
 
 
 def _grow(mask: np.ndarray, px: int) -> np.ndarray:
@@ -384,19 +428,35 @@ def random_plant_scene(rng: np.random.Generator, variant: str = "any") -> PlantS
     angle = float(rng.uniform(0, 2 * math.pi))
     lighting = str(rng.choice(["linear", "radial", "both"]))
     return PlantScene(
-        cx=cx, cy=cy, r_out=r_out, r_in=r_in, ellipticity=float(rng.uniform(-0.01, 0.01)),
-        ring_level=ring_level, belt_level=belt_level, polarity=polarity,  # type: ignore[arg-type]
-        mottle=float(rng.uniform(0.06, 0.15)), belt_mottle=float(rng.uniform(0.05, 0.15)),
-        weave=float(rng.uniform(0.1, 0.25)), weave_period=float(rng.uniform(5, 10)),
+        cx=cx,
+        cy=cy,
+        r_out=r_out,
+        r_in=r_in,
+        ellipticity=float(rng.uniform(-0.01, 0.01)),
+        ring_level=ring_level,
+        belt_level=belt_level,
+        polarity=polarity,  # type: ignore[arg-type]
+        mottle=float(rng.uniform(0.06, 0.15)),
+        belt_mottle=float(rng.uniform(0.05, 0.15)),
+        weave=float(rng.uniform(0.1, 0.25)),
+        weave_period=float(rng.uniform(5, 10)),
         gradient=float(rng.uniform(0.15, 0.3)) if lighting in ("linear", "both") else 0.0,
         gradient_angle=float(rng.uniform(0, 2 * math.pi)),
         radial=float(rng.uniform(0.3, 0.5)) if lighting in ("radial", "both") else 0.0,
         light_center=(float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.2, 0.8))),
         vignette=float(rng.uniform(0.15, 0.35)),
-        face_shadow=float(rng.uniform(0.0, 0.25)), cast_shadow=float(rng.uniform(0.0, 0.4)), shadow_angle=angle,
-        n_lint=int(rng.integers(3, 9)), lint_touching=int(rng.integers(1, 3)), lint_across_bore=int(rng.integers(0, 2)),
-        n_dust=int(rng.integers(20, 80)), n_pits=int(rng.integers(0, 5)), n_scratches=int(rng.integers(0, 3)),
-        blur_sigma=float(rng.uniform(0.8, 1.8)), jpeg_quality=int(rng.integers(60, 92)), noise=float(rng.uniform(1.0, 3.0)),
+        face_shadow=float(rng.uniform(0.0, 0.25)),
+        cast_shadow=float(rng.uniform(0.0, 0.4)),
+        shadow_angle=angle,
+        n_lint=int(rng.integers(3, 9)),
+        lint_touching=int(rng.integers(1, 3)),
+        lint_across_bore=int(rng.integers(0, 2)),
+        n_dust=int(rng.integers(20, 80)),
+        n_pits=int(rng.integers(0, 5)),
+        n_scratches=int(rng.integers(0, 3)),
+        blur_sigma=float(rng.uniform(0.8, 1.8)),
+        jpeg_quality=int(rng.integers(60, 92)),
+        noise=float(rng.uniform(1.0, 3.0)),
     )
 
 
@@ -415,14 +475,48 @@ def hard_scenes() -> dict[str, PlantScene]:
         "low_contrast_90_on_40": _random("low_contrast_grey", 103, gradient=0.3, radial=0.5, vignette=0.35),
         "dark_ring_light_belt": _random("dark", 104, gradient=0.3, vignette=0.4, cast_shadow=0.4),
         "shadow_one_side_low_contrast": PlantScene(
-            ring_level=60, belt_level=18, face_shadow=0.4, cast_shadow=0.4, shadow_angle=1.0, gradient=0.3,
-            gradient_angle=4.0, vignette=0.3, n_lint=4, lint_touching=2, n_dust=50, n_pits=4),
+            ring_level=60,
+            belt_level=18,
+            face_shadow=0.4,
+            cast_shadow=0.4,
+            shadow_angle=1.0,
+            gradient=0.3,
+            gradient_angle=4.0,
+            vignette=0.3,
+            n_lint=4,
+            lint_touching=2,
+            n_dust=50,
+            n_pits=4,
+        ),
         "lint_across_bore_and_edge": PlantScene(
-            lint_across_bore=2, n_lint=6, lint_touching=4, lint_width=(3, 7), n_dust=60, n_pits=4, radial=0.4),
-        "largest_offset": PlantScene(cx=1224 + 200, cy=1024 - 200, r_out=800, r_in=500, ring_level=90, belt_level=40,
-                                     radial=0.5, light_center=(0.1, 0.9), n_lint=4, lint_touching=2, n_dust=40, n_pits=3),
-        "smallest_offset": PlantScene(cx=1224 - 200, cy=1024 + 200, r_out=500, r_in=300, gradient=0.3,
-                                      gradient_angle=2.5, n_lint=4, lint_touching=2, n_dust=40, n_pits=3),
+            lint_across_bore=2, n_lint=6, lint_touching=4, lint_width=(3, 7), n_dust=60, n_pits=4, radial=0.4
+        ),
+        "largest_offset": PlantScene(
+            cx=1224 + 200,
+            cy=1024 - 200,
+            r_out=800,
+            r_in=500,
+            ring_level=90,
+            belt_level=40,
+            radial=0.5,
+            light_center=(0.1, 0.9),
+            n_lint=4,
+            lint_touching=2,
+            n_dust=40,
+            n_pits=3,
+        ),
+        "smallest_offset": PlantScene(
+            cx=1224 - 200,
+            cy=1024 + 200,
+            r_out=500,
+            r_in=300,
+            gradient=0.3,
+            gradient_angle=2.5,
+            n_lint=4,
+            lint_touching=2,
+            n_dust=40,
+            n_pits=3,
+        ),
     }
 
 

@@ -53,10 +53,21 @@ print("PROBE" + json.dumps(report))
 
 
 def test_commands_that_need_no_model_import_no_torch(tmp_path: Path) -> None:
-    commands = [["db", "--help"], ["config", "show"], ["--help"], ["db", "frames", "--help"], ["synth", "--help"],
-                ["dashboard", "--help"], ["inspect", "--help"], ["train", "--help"], ["evaluate", "screening", "--help"]]
+    commands = [
+        ["db", "--help"],
+        ["config", "show"],
+        ["--help"],
+        ["db", "frames", "--help"],
+        ["synth", "--help"],
+        ["dashboard", "--help"],
+        ["inspect", "--help"],
+        ["train", "--help"],
+        ["evaluate", "screening", "--help"],
+    ]
     probe = _PROBE.format(heavy=HEAVY, commands=commands)
-    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout[run.stdout.index("PROBE") + 5 :])
     for name, entry in report.items():
@@ -71,7 +82,16 @@ def test_lazy_package_exports_all_resolve() -> None:
     """Every name a package lists in __all__ is importable (the lazy table and the modules agree)."""
     import importlib
 
-    for package in ("screening", "segmentation", "pipeline", "rework_rules", "preprocess", "synth", "db", "dashboard"):
+    for package in (
+        "screening",
+        "segmentation",
+        "pipeline",
+        "rework_rules",
+        "preprocess",
+        "synth",
+        "db",
+        "dashboard",
+    ):
         module = importlib.import_module(f"oringscan.{package}")
         for name in module.__all__:
             assert getattr(module, name) is not None, f"oringscan.{package}.{name}"
@@ -132,8 +152,13 @@ def small_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     frames.mkdir()
     write_frame(frames / "a_good.bmp", render_frame("good", np.random.default_rng(3), size=SIZE).image)
     (frames / "b_broken.bmp").write_bytes(b"BM not really a bitmap")
-    return {"config": config_path, "frames": frames, "good": frames / "a_good.bmp",
-            "broken": frames / "b_broken.bmp", "out": base / "no models here"}
+    return {
+        "config": config_path,
+        "frames": frames,
+        "good": frames / "a_good.bmp",
+        "broken": frames / "b_broken.bmp",
+        "out": base / "no models here",
+    }
 
 
 def _run(*args: str) -> tuple[int, str]:
@@ -142,8 +167,16 @@ def _run(*args: str) -> tuple[int, str]:
 
 
 def test_measure_exit_codes(small_setup: dict[str, Path]) -> None:
-    base = ["measure", "--config", str(small_setup["config"]), "--output", str(small_setup["out"]), "--model",
-            "model1", "--no-rules"]
+    base = [
+        "measure",
+        "--config",
+        str(small_setup["config"]),
+        "--output",
+        str(small_setup["out"]),
+        "--model",
+        "model1",
+        "--no-rules",
+    ]
     code, out = _run(*base, str(small_setup["good"]))
     assert code == 0, out
     code, out = _run(*base, str(small_setup["frames"]), "--json")
@@ -156,45 +189,82 @@ def test_measure_exit_codes(small_setup: dict[str, Path]) -> None:
     # Without --strict a missing path next to real ones counts as an input error; with it, usage.
     code, out = _run(*base, str(small_setup["good"]), str(small_setup["frames"] / "typo"), "--strict")
     assert code == 2, out
-    code, out = _run("measure", "--config", str(small_setup["config"]), "--output", str(small_setup["out"]),
-                     "--model", "model1", str(small_setup["good"]))
+    code, out = _run(
+        "measure",
+        "--config",
+        str(small_setup["config"]),
+        "--output",
+        str(small_setup["out"]),
+        "--model",
+        "model1",
+        str(small_setup["good"]),
+    )
     assert code == 1 and "rework_rules.toml" in out, out  # no rules file: the command failed
 
 
-@pytest.mark.parametrize("command", [
-    ["inspect", "{typo}"],
-    ["watch", "{typo}"],
-    ["screen", "--folder", "{typo}"],
-    ["screen", "--image", "{typo}"],
-    ["predict", "--folder", "{typo}"],
-    ["predict", "--full-image", "{typo}"],
-    ["measure", "{typo}"],
-    ["preprocess", "--data", "{typo}"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["inspect", "{typo}"],
+        ["watch", "{typo}"],
+        ["screen", "--folder", "{typo}"],
+        ["screen", "--image", "{typo}"],
+        ["predict", "--folder", "{typo}"],
+        ["predict", "--full-image", "{typo}"],
+        ["measure", "{typo}"],
+        ["preprocess", "--data", "{typo}"],
+    ],
+)
 def test_a_mistyped_path_is_a_usage_error(small_setup: dict[str, Path], command: list[str]) -> None:
     typo = str(small_setup["frames"].parent / "fraems")
     args = [a.replace("{typo}", typo) for a in command]
-    code, out = _run(*args[:1], "--config", str(small_setup["config"]), "--output", str(small_setup["out"]),
-                     *(["--model", "model1"] if args[0] != "preprocess" else []), *args[1:])
+    code, out = _run(
+        *args[:1],
+        "--config",
+        str(small_setup["config"]),
+        "--output",
+        str(small_setup["out"]),
+        *(["--model", "model1"] if args[0] != "preprocess" else []),
+        *args[1:],
+    )
     assert code == 2, out
     assert "fraems" in out
 
 
-@pytest.mark.parametrize("command", [["inspect", "{frames}"], ["screen", "--folder", "{frames}"],
-                                     ["predict", "--folder", "{frames}"]])
+@pytest.mark.parametrize(
+    "command",
+    [["inspect", "{frames}"], ["screen", "--folder", "{frames}"], ["predict", "--folder", "{frames}"]],
+)
 def test_a_missing_model_fails_the_command(small_setup: dict[str, Path], command: list[str]) -> None:
     args = [a.replace("{frames}", str(small_setup["frames"])) for a in command]
-    code, out = _run(args[0], "--config", str(small_setup["config"]), "--output", str(small_setup["out"]),
-                     "--model", "model1", *args[1:], *(["--db", "sqlite://"] if args[0] == "inspect" else []))
+    code, out = _run(
+        args[0],
+        "--config",
+        str(small_setup["config"]),
+        "--output",
+        str(small_setup["out"]),
+        "--model",
+        "model1",
+        *args[1:],
+        *(["--db", "sqlite://"] if args[0] == "inspect" else []),
+    )
     assert code == 1, out
     lines = out.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:") and "not found" in lines[0], out
 
 
 def test_exit_codes_are_in_every_batch_commands_help() -> None:
-    for command in (["--help"], ["inspect", "--help"], ["watch", "--help"], ["screen", "--help"],
-                    ["predict", "--help"], ["measure", "--help"], ["preprocess", "--help"],
-                    ["evaluate", "pipeline", "--help"], ["calibrate", "rework", "--help"]):
+    for command in (
+        ["--help"],
+        ["inspect", "--help"],
+        ["watch", "--help"],
+        ["screen", "--help"],
+        ["predict", "--help"],
+        ["measure", "--help"],
+        ["preprocess", "--help"],
+        ["evaluate", "pipeline", "--help"],
+        ["calibrate", "rework", "--help"],
+    ):
         code, out = _run(*command)
         assert code == 0 and "Exit codes" in out and "3  done, but some inputs were errors" in out, command
 
@@ -212,7 +282,14 @@ def test_broken_frame_exit_codes_with_models(tiny_models: TinyModels, tmp_path: 
     good = sorted((tiny_models.data_root / "images" / "model1good").glob("*.bmp"))[0]
     shutil.copy(good, folder / "a_good.bmp")
     (folder / "b_broken.bmp").write_bytes(b"BM not really a bitmap")
-    common = ["--config", str(tiny_models.config_path), "--output", str(tiny_models.output_root), "--model", "model1"]
+    common = [
+        "--config",
+        str(tiny_models.config_path),
+        "--output",
+        str(tiny_models.output_root),
+        "--model",
+        "model1",
+    ]
     db = ["--db", f"sqlite:///{(tmp_path / 'i.db').as_posix()}", "--no-progress", "--no-save-vis"]
 
     code, out = _run("inspect", *common, str(folder), *db, "--json")
@@ -239,8 +316,19 @@ def test_broken_frame_exit_codes_with_models(tiny_models: TinyModels, tmp_path: 
     assert code == 1 and "--strict" in out, out
 
     # watch: the broken frame already in the folder stops a --strict watcher (exit 1).
-    code, out = _run("watch", *common, str(folder), "--db", f"sqlite:///{(tmp_path / 'w.db').as_posix()}",
-                     "--poll", "0.05", "--stable-polls", "1", "--no-save-vis", "--strict")
+    code, out = _run(
+        "watch",
+        *common,
+        str(folder),
+        "--db",
+        f"sqlite:///{(tmp_path / 'w.db').as_posix()}",
+        "--poll",
+        "0.05",
+        "--stable-polls",
+        "1",
+        "--no-save-vis",
+        "--strict",
+    )
     assert code == 1 and "b_broken.bmp" in out, out
 
 
@@ -254,13 +342,19 @@ def test_save_vis_flag_decides_the_heatmaps_too(tiny_models: TinyModels, tmp_pat
     config.pipeline.save_overlays = False  # the config says no pictures; the flag says yes
     inspector = Inspector.load(config, tiny_models.output_root, tiny_models.model)
     defect = sorted((tiny_models.data_root / "images" / "model1defect").glob("*.bmp"))[0]
-    summary = inspect_paths(inspector, [defect], None, output_root=tmp_path, save_overlays=True, progress=False)
+    summary = inspect_paths(
+        inspector, [defect], None, output_root=tmp_path, save_overlays=True, progress=False
+    )
     (result,) = summary.results
     assert result.verdict != "good" and result.overlay_path, result
     overlay = Path(result.overlay_path)
     assert overlay.is_file() and overlay.with_name(overlay.stem + "_heat.png").is_file()
     assert result.screening is not None and result.screening.anomaly_maps is not None
 
-    summary = inspect_paths(inspector, [defect], None, output_root=tmp_path, save_overlays=False, progress=False)
+    summary = inspect_paths(
+        inspector, [defect], None, output_root=tmp_path, save_overlays=False, progress=False
+    )
     (result,) = summary.results
-    assert result.overlay_path is None and result.screening is not None and result.screening.anomaly_maps is None
+    assert (
+        result.overlay_path is None and result.screening is not None and result.screening.anomaly_maps is None
+    )

@@ -58,7 +58,9 @@ def test_dashboard_geometry_agrees_with_the_stored_measurement(tmp_path: Path) -
     for name in COMPARED:
         assert geometry.values[name] == pytest.approx(stored[name], abs=1e-4), name
     assert not any("differs" in note for note in geometry.notes), geometry.notes
-    canvas, notes = render_overlay(gray, [], OverlayLayers(masks=False, boxes=False, geometry=True), geometry=geometry)
+    canvas, notes = render_overlay(
+        gray, [], OverlayLayers(masks=False, boxes=False, geometry=True), geometry=geometry
+    )
     assert canvas.shape[:2] == gray.shape[:2] and not notes
 
     # With default settings (the old behaviour) the drawing is a different ring than the stored one.

@@ -49,11 +49,14 @@ def test_an_image_under_a_root_is_read(roots) -> None:
     assert image_roots.read(str(allowed / "ring 1.png"), color=True).shape == (20, 30, 3)
 
 
-@pytest.mark.parametrize("make_path", [
-    lambda allowed, outside: outside / "secret.png",
-    lambda allowed, outside: allowed / ".." / ".." / "private" / "secret.png",  # climbing out with ..
-    lambda allowed, outside: "/etc/passwd",
-])
+@pytest.mark.parametrize(
+    "make_path",
+    [
+        lambda allowed, outside: outside / "secret.png",
+        lambda allowed, outside: allowed / ".." / ".." / "private" / "secret.png",  # climbing out with ..
+        lambda allowed, outside: "/etc/passwd",
+    ],
+)
 def test_paths_outside_the_roots_are_refused(roots, make_path) -> None:
     image_roots, allowed, outside = roots
     with pytest.raises(ImageRefused, match="refused, not under a configured image root"):
@@ -115,7 +118,11 @@ def test_masks_from_rle_are_painted_where_the_defect_is(ring_frame) -> None:
     x, y, w, h = pit.bbox  # frame is shown at full size (1224 < display width)
     assert xs.min() >= x - 1 and xs.max() <= x + w and ys.min() >= y - 1 and ys.max() <= y + h
     assert changed[y + h // 2, x + w // 2]
-    assert np.allclose(painted[y + h // 2, x + w // 2], 0.45 * plain[y + h // 2, x + w // 2] + 0.55 * np.array(class_color("pit")), atol=2)
+    assert np.allclose(
+        painted[y + h // 2, x + w // 2],
+        0.45 * plain[y + h // 2, x + w // 2] + 0.55 * np.array(class_color("pit")),
+        atol=2,
+    )
 
 
 def test_boxes_carry_class_and_score(ring_frame) -> None:
@@ -137,7 +144,11 @@ def test_big_frames_are_drawn_at_display_size(ring_frame) -> None:
 def test_heat_from_tiles_is_the_worst_covering_tile_over_the_threshold() -> None:
     tiles = [TileHeat(0, 0, 100, 100, 0.5), TileHeat(50, 0, 100, 100, 2.0)]
     heat = heat_from_tiles((100, 150), tiles, threshold=1.0, scale=1.0)
-    assert heat[10, 10] == pytest.approx(0.5) and heat[10, 75] == pytest.approx(2.0) and heat[10, 140] == pytest.approx(2.0)
+    assert (
+        heat[10, 10] == pytest.approx(0.5)
+        and heat[10, 75] == pytest.approx(2.0)
+        and heat[10, 140] == pytest.approx(2.0)
+    )
 
 
 def test_heatmap_layer_from_tiles_or_a_saved_file(ring_frame, tmp_path) -> None:
@@ -152,7 +163,11 @@ def test_heatmap_layer_from_tiles_or_a_saved_file(ring_frame, tmp_path) -> None:
     saved[100:200, 100:200] = 255
     write_frame(tmp_path / "x_heat.png", saved)
     from_file, notes = render_overlay(gray, [], layers, heatmap_file=tmp_path / "x_heat.png")
-    assert notes == [] and np.any(from_file[300, 300] != none[300, 300]) and np.all(from_file[800, 800] == none[800, 800])
+    assert (
+        notes == []
+        and np.any(from_file[300, 300] != none[300, 300])
+        and np.all(from_file[800, 800] == none[800, 800])
+    )
 
 
 def test_ring_geometry_finds_both_edges(ring_frame) -> None:
@@ -160,7 +175,9 @@ def test_ring_geometry_finds_both_edges(ring_frame) -> None:
     geometry = ring_geometry(gray)
     assert geometry.outer.r == pytest.approx(325, abs=2) and geometry.inner.r == pytest.approx(195, abs=2)
     assert (geometry.inner.cx, geometry.inner.cy) == pytest.approx((615, 510), abs=1.5)
-    canvas, notes = render_overlay(gray, [], OverlayLayers(masks=False, boxes=False, geometry=True), geometry=geometry)
+    canvas, notes = render_overlay(
+        gray, [], OverlayLayers(masks=False, boxes=False, geometry=True), geometry=geometry
+    )
     assert notes == [] and np.any(canvas != cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
 
 

@@ -66,16 +66,23 @@ def test_users_have_hashed_passwords_and_roles(db: SampleDb) -> None:
 def test_users_add_from_the_command_line(tmp_path: Path) -> None:
     url = f"sqlite:///{(tmp_path / 'i.db').as_posix()}"
     runner = CliRunner()
-    added = runner.invoke(cli, ["users", "add", "anna", "--role", "operator", "--password-stdin", "--db", url],
-                          input=PASSWORD + "\n")
+    added = runner.invoke(
+        cli,
+        ["users", "add", "anna", "--role", "operator", "--password-stdin", "--db", url],
+        input=PASSWORD + "\n",
+    )
     assert added.exit_code == 0, added.output
-    prompted = runner.invoke(cli, ["users", "add", "eve", "--role", "engineer", "--db", url],
-                             input=f"{PASSWORD}\n{PASSWORD}\n")
+    prompted = runner.invoke(
+        cli, ["users", "add", "eve", "--role", "engineer", "--db", url], input=f"{PASSWORD}\n{PASSWORD}\n"
+    )
     assert prompted.exit_code == 0, prompted.output
     listing = runner.invoke(cli, ["users", "list", "--db", url])
     assert "anna\toperator" in listing.output and "eve\tengineer" in listing.output
-    again = runner.invoke(cli, ["users", "add", "anna", "--role", "operator", "--password-stdin", "--db", url],
-                          input=PASSWORD + "\n")
+    again = runner.invoke(
+        cli,
+        ["users", "add", "anna", "--role", "operator", "--password-stdin", "--db", url],
+        input=PASSWORD + "\n",
+    )
     assert again.exit_code != 0 and again.output.strip() == "Error: anna: a user of that name exists already"
 
 
@@ -92,9 +99,14 @@ def test_no_login_off_this_machine_and_no_login_without_users(db: SampleDb, tmp_
     # The command says it in one line and does not start.
     config = tmp_path / "open.toml"
     config.write_text("[dashboard]\nrequire_login = false\n", encoding="utf-8")
-    result = CliRunner().invoke(cli, ["dashboard", "--config", str(config), "--db", db.url, "--host", "0.0.0.0"])
+    result = CliRunner().invoke(
+        cli, ["dashboard", "--config", str(config), "--db", db.url, "--host", "0.0.0.0"]
+    )
     assert result.exit_code != 0
-    assert result.output.startswith("Error: dashboard on 0.0.0.0 without login") and result.output.count("\n") == 1
+    assert (
+        result.output.startswith("Error: dashboard on 0.0.0.0 without login")
+        and result.output.count("\n") == 1
+    )
 
 
 def test_pages_wait_for_a_login(db: SampleDb, monkeypatch) -> None:
@@ -137,13 +149,20 @@ def test_everything_shown_in_markdown_is_escaped(tmp_path: Path, monkeypatch) ->
     db = make_sample_db(tmp_path, n_frames=4, seed=2, with_broken=False)
     run_id = db.store.start_run(oring_type="model1", command="inspect `rm -rf` **now**")
     hostile_reason = "**FAKE: approved by QA** [click](http://evil.example) :red[alarm] $x$ <img src=x>"
-    result = InspectionResult(image=str(db.root / "frames" / "[x](http://a).png"), verdict=Verdict.SUSPECT,
-                              reasons=[hostile_reason], oring_type="model1", error=None)
+    result = InspectionResult(
+        image=str(db.root / "frames" / "[x](http://a).png"),
+        verdict=Verdict.SUSPECT,
+        reasons=[hostile_reason],
+        oring_type="model1",
+        error=None,
+    )
     frame_id = db.store.record_frame(run_id, result, frame_shape=(512, 612))
     db.store.add_review(frame_id, "**the boss** <script>", "defect", "see [here](http://evil.example)")
     at = app_test(db.settings(), monkeypatch, FRAME, frame=str(frame_id))
     assert_clean(at)
-    sources = " ".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [e.value for e in at.error])
+    sources = " ".join(
+        [m.value for m in at.markdown] + [c.value for c in at.caption] + [e.value for e in at.error]
+    )
     for raw in ("**FAKE", "[click](", ":red[", "$x$", "<img src=x>", "**the boss**", "<script>", "[x](http"):
         assert raw not in sources, raw
     assert "\\*\\*FAKE\\: approved by QA\\*\\*" in sources  # shown as typed, not as bold

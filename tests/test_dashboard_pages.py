@@ -13,7 +13,12 @@ from oringscan.dashboard.page_queue import QueueQuery, queue_csv
 from oringscan.dashboard.settings import DashboardSettings
 from oringscan.db import REVIEW_VERDICTS, InspectionStore
 
-QUEUE, FRAME, OVERVIEW, RUNS = "views/review_queue.py", "views/frame_view.py", "views/overview.py", "views/runs.py"
+QUEUE, FRAME, OVERVIEW, RUNS = (
+    "views/review_queue.py",
+    "views/frame_view.py",
+    "views/overview.py",
+    "views/runs.py",
+)
 
 
 def plain(markdown: str) -> str:
@@ -181,8 +186,10 @@ def test_frame_outside_the_image_roots_is_refused(sample: SampleDb, monkeypatch)
     assert not at.get("image")
 
 
-@pytest.mark.parametrize("value, message", [("abc", "not a frame number"), ("1 OR 1=1", "not a frame number"),
-                                            ("999999", "not in the database")])
+@pytest.mark.parametrize(
+    "value, message",
+    [("abc", "not a frame number"), ("1 OR 1=1", "not a frame number"), ("999999", "not in the database")],
+)
 def test_frame_view_bad_frame_numbers(sample: SampleDb, monkeypatch, value: str, message: str) -> None:
     at = app_test(sample.settings(), monkeypatch, FRAME, frame=value)
     assert_clean(at)
@@ -232,7 +239,9 @@ def test_overview_numbers_match_the_database(sample: SampleDb, monkeypatch) -> N
     assert len(at.get("vega_lite_chart")) >= 5  # yield, verdicts, classes, scores, reviews
     at.multiselect(key="o_types").select("model2").run()
     assert_clean(at)
-    assert {m.label: m.value for m in at.metric}["Frames"] == f"{sample.store.stats(oring_type='model2').n_frames:,}"
+    assert {m.label: m.value for m in at.metric}[
+        "Frames"
+    ] == f"{sample.store.stats(oring_type='model2').n_frames:,}"
 
 
 def test_runs_page_lists_runs_timings_and_models(sample: SampleDb, monkeypatch) -> None:
@@ -303,8 +312,16 @@ def test_every_page_on_postgresql(tmp_path, monkeypatch) -> None:
 
         store = InspectionStore(url)
         root = tmp_path / "pg frames"
-        fill_sample_database(store, root, 30, seed=2, n_images=3, shape=(512, 612), days=3,
-                             verdict_shares={"good": 0.4, "defect": 0.3, "suspect": 0.15, "rework": 0.15})
+        fill_sample_database(
+            store,
+            root,
+            30,
+            seed=2,
+            n_images=3,
+            shape=(512, 612),
+            days=3,
+            verdict_shares={"good": 0.4, "defect": 0.3, "suspect": 0.15, "rework": 0.15},
+        )
         settings = DashboardSettings(url, [root])
         at = app_test(settings, monkeypatch)
         assert_clean(at)

@@ -24,7 +24,10 @@ DAY1 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 def _counts(store: InspectionStore) -> dict[str, int]:
     with store.read_session() as s:
-        return {m.__tablename__: s.scalar(select(func.count()).select_from(m)) for m in (Frame, Tile, Defect, Measurement)}
+        return {
+            m.__tablename__: s.scalar(select(func.count()).select_from(m))
+            for m in (Frame, Tile, Defect, Measurement)
+        }
 
 
 def test_migrated_schema_equals_the_models(store: InspectionStore) -> None:
@@ -36,7 +39,11 @@ def test_migrated_schema_equals_the_models(store: InspectionStore) -> None:
     names = set(inspect(store.engine).get_table_names())
     assert {"runs", "frames", "tiles", "defects", "measurements", "reviews", "alembic_version"} <= names
     indexes = {ix["name"] for ix in inspect(store.engine).get_indexes("frames")}
-    assert {"ix_frames_verdict_inspected_at", "ix_frames_sha256_model_fingerprint", "ix_frames_run_id"} <= indexes
+    assert {
+        "ix_frames_verdict_inspected_at",
+        "ix_frames_sha256_model_fingerprint",
+        "ix_frames_run_id",
+    } <= indexes
 
 
 def test_downgrade_then_upgrade_round_trips(store: InspectionStore) -> None:
@@ -55,22 +62,42 @@ def test_downgrade_then_upgrade_round_trips(store: InspectionStore) -> None:
 
 
 def test_a_frame_round_trips_with_everything_it_found(store: InspectionStore) -> None:
-    run_id = store.start_run(oring_type="model1", model_fingerprint="fp-a", config={"tiling": {"tile_size": 640}},
-                             model_versions={"screening": "abc", "segmentation": "def"}, command="inspect")
-    result = make_result("defect", score=2.5, defects=[("cut", 0.93), ("pit", 0.61)], fired=["ovality"], seed=3)
+    run_id = store.start_run(
+        oring_type="model1",
+        model_fingerprint="fp-a",
+        config={"tiling": {"tile_size": 640}},
+        model_versions={"screening": "abc", "segmentation": "def"},
+        command="inspect",
+    )
+    result = make_result(
+        "defect", score=2.5, defects=[("cut", 0.93), ("pit", 0.61)], fired=["ovality"], seed=3
+    )
     result.overlay_path = "/out/model1/inspections/run-1/frame_0001.png"
-    frame_id = store.record_frame(run_id, result, frame_shape=(2048, 2448), station="cam 2", mm_per_px=0.05,
-                                  captured_at=DAY1)
+    frame_id = store.record_frame(
+        run_id, result, frame_shape=(2048, 2448), station="cam 2", mm_per_px=0.05, captured_at=DAY1
+    )
     detail = store.frame_detail(frame_id)
     assert detail is not None
     f = detail.frame
-    assert (f.image, f.verdict, f.run_id, f.station, f.oring_type) == (result.image, "defect", run_id, "cam 2", "model1")
+    assert (f.image, f.verdict, f.run_id, f.station, f.oring_type) == (
+        result.image,
+        "defect",
+        run_id,
+        "cam 2",
+        "model1",
+    )
     assert f.model_fingerprint == "fp-a"  # the run's, when the caller gives none
     assert f.sha256 == result.sha256 and f.captured_at == DAY1 and f.inspected_at.tzinfo is not None
-    assert f.screen_score == pytest.approx(2.5) and f.n_defects == 2 and f.max_defect_score == pytest.approx(0.93)
+    assert (
+        f.screen_score == pytest.approx(2.5)
+        and f.n_defects == 2
+        and f.max_defect_score == pytest.approx(0.93)
+    )
     assert f.overlay_path == result.overlay_path and f.total_ms == pytest.approx(203.0)
     assert detail.timings["screening"] == pytest.approx(123.0) and detail.frame_shape == (2048, 2448)
-    assert [(t.x, t.y, t.w, t.h) for t in detail.tiles] == [tuple(t.box.as_dict().values()) for t in result.screening.tiles]
+    assert [(t.x, t.y, t.w, t.h) for t in detail.tiles] == [
+        tuple(t.box.as_dict().values()) for t in result.screening.tiles
+    ]
     assert [m.metric for m in detail.measurements if m.fired] == ["ovality"]
     assert detail.run.model_fingerprint == "fp-a" and detail.run.oring_type == "model1"
     for stored, inst in zip(detail.defects, result.defects, strict=True):
@@ -115,7 +142,9 @@ def test_find_inspected_needs_same_content_and_models(store: InspectionStore) ->
     assert store.find_inspected("a" * 64, "fp-2") is None
     assert store.find_inspected("b" * 64, "fp-1") is None
     assert store.find_inspected(None, "fp-1") is None
-    second = store.record_frame(run_id, make_result(sha256="a" * 64), replace=True)  # --reinspect: a new record
+    second = store.record_frame(
+        run_id, make_result(sha256="a" * 64), replace=True
+    )  # --reinspect: a new record
     assert store.find_inspected("a" * 64, "fp-1") == second
 
 
@@ -126,7 +155,9 @@ def test_reviews_are_appended_never_overwritten(store: InspectionStore) -> None:
     second = store.add_review(frame_id, " ben ", "GOOD", "lint on the belt")
     history = store.reviews(frame_id)
     assert [(r.id, r.operator, r.decision, r.comment) for r in history] == [
-        (first, "anna", "defect", "looks like a cut"), (second, "ben", "good", "lint on the belt")]
+        (first, "anna", "defect", "looks like a cut"),
+        (second, "ben", "good", "lint on the belt"),
+    ]
     row = store.frames().items[0]
     assert (row.review_decision, row.review_operator) == ("good", "ben")
     for statement in ("UPDATE reviews SET decision = 'rework'", "DELETE FROM reviews"):
@@ -158,8 +189,15 @@ def _fill(store: InspectionStore) -> dict[str, int]:
         ("m2-error", run2, "error", 2, 0.0, None, None),
     ]
     for i, (name, run_id, verdict, day, score, defects, fired) in enumerate(plan):
-        result = make_result(verdict, image=f"/plant/{name}.bmp", score=score, defects=defects, fired=fired, seed=i,
-                             oring_type=None)  # the run's type
+        result = make_result(
+            verdict,
+            image=f"/plant/{name}.bmp",
+            score=score,
+            defects=defects,
+            fired=fired,
+            seed=i,
+            oring_type=None,
+        )  # the run's type
         ids[name] = store.record_frame(run_id, result, inspected_at=DAY1 + timedelta(days=day, minutes=i))
     store.finish_run(run1, n_skipped=3)
     store.add_review(ids["m1-defect"], "anna", "good", "false alarm")
@@ -175,13 +213,21 @@ def test_review_queue_pages_in_sql(store: InspectionStore) -> None:
     worst = store.review_queue(order="worst")
     assert [r.verdict for r in worst] == ["defect", "rework", "suspect"]
     store.add_review(ids["m2-defect"], "ben", "defect")
-    store.record_frame(store.frame_detail(ids["m1-suspect"]).frame.run_id,
-                       make_result("defect", score=5.0, defects=[("pit", 0.6)], seed=20), inspected_at=DAY1)
-    store.record_frame(store.frame_detail(ids["m1-suspect"]).frame.run_id,
-                       make_result("defect", score=4.0, defects=[("cut", 0.99)], seed=21), inspected_at=DAY1)
+    store.record_frame(
+        store.frame_detail(ids["m1-suspect"]).frame.run_id,
+        make_result("defect", score=5.0, defects=[("pit", 0.6)], seed=20),
+        inspected_at=DAY1,
+    )
+    store.record_frame(
+        store.frame_detail(ids["m1-suspect"]).frame.run_id,
+        make_result("defect", score=4.0, defects=[("cut", 0.99)], seed=21),
+        inspected_at=DAY1,
+    )
     worst = store.review_queue(order="worst")
-    assert [(r.verdict, r.max_defect_score) for r in worst][:2] == [("defect", pytest.approx(0.99)),
-                                                                    ("defect", pytest.approx(0.6))]
+    assert [(r.verdict, r.max_defect_score) for r in worst][:2] == [
+        ("defect", pytest.approx(0.99)),
+        ("defect", pytest.approx(0.6)),
+    ]
     assert worst.items[2].id == ids["m1-rework"]
     by_score = store.review_queue(order="score")
     assert [r.screen_score for r in by_score][:2] == [pytest.approx(5.0), pytest.approx(4.0)]
@@ -211,8 +257,12 @@ def test_listings_and_statistics(store: InspectionStore) -> None:
     assert counts == {"good": 3, "defect": 2, "rework": 1, "suspect": 1, "error": 1}
 
     days = {(r.day, r.oring_type): r for r in store.yield_by_day()}
-    assert set(days) == {("2026-03-02", "model1"), ("2026-03-03", "model1"), ("2026-03-03", "model2"),
-                         ("2026-03-04", "model2")}
+    assert set(days) == {
+        ("2026-03-02", "model1"),
+        ("2026-03-03", "model1"),
+        ("2026-03-03", "model2"),
+        ("2026-03-04", "model2"),
+    }
     assert (days["2026-03-02", "model1"].total, days["2026-03-02", "model1"].good) == (3, 2)
     assert days["2026-03-02", "model1"].yield_rate == pytest.approx(2 / 3)
     assert days["2026-03-04", "model2"].yield_rate == 0.0  # a defect and an error: 0 of 1 judged
@@ -233,7 +283,13 @@ def test_listings_and_statistics(store: InspectionStore) -> None:
     runs = store.runs()
     assert [r.oring_type for r in runs] == ["model2", "model1"]  # newest first
     model1 = runs[1]
-    assert (model1.status, model1.n_frames, model1.n_good, model1.n_defect, model1.n_skipped) == ("done", 5, 2, 1, 3)
+    assert (model1.status, model1.n_frames, model1.n_good, model1.n_defect, model1.n_skipped) == (
+        "done",
+        5,
+        2,
+        1,
+        3,
+    )
     assert model1.seconds is not None and model1.mean_ms == pytest.approx(202.0)
     assert runs[0].status == "running" and runs[0].n_frames == 3  # counted live before finish_run
     timings = store.run_timings(model1.id)
@@ -243,7 +299,9 @@ def test_listings_and_statistics(store: InspectionStore) -> None:
 def test_user_text_is_only_ever_a_bound_parameter(store: InspectionStore) -> None:
     hostile = "x'; DROP TABLE frames; --"
     run_id = store.start_run(oring_type=hostile)
-    frame_id = store.record_frame(run_id, make_result("suspect", image=f"/plant/{hostile}_100%.bmp", oring_type=hostile))
+    frame_id = store.record_frame(
+        run_id, make_result("suspect", image=f"/plant/{hostile}_100%.bmp", oring_type=hostile)
+    )
     store.add_review(frame_id, hostile, "good", hostile)
     store.record_frame(run_id, make_result("suspect", image="/plant/a100b.bmp", oring_type=hostile, seed=1))
     assert store.frames(oring_type=hostile).total == 2

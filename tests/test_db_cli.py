@@ -26,15 +26,30 @@ def filled(db_url: str) -> dict[str, int]:
     try:
         run1 = store.start_run(oring_type="model1", model_fingerprint="fp-1", started_at=DAY)
         ids = {}
-        for i, (verdict, defects) in enumerate([("good", None), ("defect", [("cut", 0.9), ("pit", 0.6)]),
-                                                 ("suspect", None), ("good", None), ("error", None)]):
-            result = make_result(verdict, image=f"/plant/line 1/frame {i}.bmp", score=2.0 if defects else 0.5,
-                                 defects=defects, seed=i)
+        for i, (verdict, defects) in enumerate(
+            [
+                ("good", None),
+                ("defect", [("cut", 0.9), ("pit", 0.6)]),
+                ("suspect", None),
+                ("good", None),
+                ("error", None),
+            ]
+        ):
+            result = make_result(
+                verdict,
+                image=f"/plant/line 1/frame {i}.bmp",
+                score=2.0 if defects else 0.5,
+                defects=defects,
+                seed=i,
+            )
             ids[f"{verdict}{i}"] = store.record_frame(run1, result, inspected_at=DAY + timedelta(days=i // 3))
         store.finish_run(run1, n_skipped=1)
         run2 = store.start_run(oring_type="model2", started_at=DAY + timedelta(days=2))
-        ids["m2"] = store.record_frame(run2, make_result("rework", oring_type="model2", fired=["ovality"], seed=9),
-                                       inspected_at=DAY + timedelta(days=2))
+        ids["m2"] = store.record_frame(
+            run2,
+            make_result("rework", oring_type="model2", fired=["ovality"], seed=9),
+            inspected_at=DAY + timedelta(days=2),
+        )
         ids["run1"], ids["run2"] = run1, run2
         return ids
     finally:
@@ -54,14 +69,32 @@ def test_frames_json_is_one_array_of_records(db_url: str, filled: dict[str, int]
     assert {r["image"] for r in rows} >= {"/plant/line 1/frame 1.bmp"}
     defect = next(r for r in rows if r["verdict"] == "defect")
     assert defect["run_id"] == filled["run1"] and defect["n_defects"] == 2
-    only = json.loads(invoke("db", "frames", "--db", db_url, "--json", "--verdict", "defect", "--verdict", "suspect",
-                             "--type", "model1"))
+    only = json.loads(
+        invoke(
+            "db",
+            "frames",
+            "--db",
+            db_url,
+            "--json",
+            "--verdict",
+            "defect",
+            "--verdict",
+            "suspect",
+            "--type",
+            "model1",
+        )
+    )
     assert sorted(r["verdict"] for r in only) == ["defect", "suspect"]
-    since = json.loads(invoke("db", "frames", "--db", db_url, "--json", "--since", "2026-03-03", "--until",
-                              "2026-03-04"))
+    since = json.loads(
+        invoke("db", "frames", "--db", db_url, "--json", "--since", "2026-03-03", "--until", "2026-03-04")
+    )
     assert sorted(r["verdict"] for r in since) == ["error", "good"]
-    assert json.loads(invoke("db", "frames", "--db", db_url, "--json", "--run", str(filled["run2"])))[0]["verdict"] \
+    assert (
+        json.loads(invoke("db", "frames", "--db", db_url, "--json", "--run", str(filled["run2"])))[0][
+            "verdict"
+        ]
         == "rework"
+    )
     assert len(json.loads(invoke("db", "frames", "--db", db_url, "--json", "--limit", "2"))) == 2
 
 
@@ -78,15 +111,32 @@ def test_tables_csv_and_stats(db_url: str, filled: dict[str, int]) -> None:
     assert all(d["image"] == "/plant/line 1/frame 1.bmp" and int(d["area_px"]) > 0 for d in defects)
     assert "cut" in invoke("db", "defects", "--db", db_url, "--label", "cut")
 
-    invoke("db", "review", str(filled["defect1"]), "--db", db_url, "--decision", "good", "--operator", "anna",
-           "--comment", "lint")
+    invoke(
+        "db",
+        "review",
+        str(filled["defect1"]),
+        "--db",
+        db_url,
+        "--decision",
+        "good",
+        "--operator",
+        "anna",
+        "--comment",
+        "lint",
+    )
     stats = json.loads(invoke("db", "stats", "--db", db_url, "--json"))
     assert stats["n_frames"] == 6 and stats["n_overridden"] == 1
     day1 = next(r for r in stats["yield_by_day"] if r["day"] == "2026-03-02")
-    assert (day1["oring_type"], day1["total"], day1["good"], day1["yield"]) == ("model1", 3, 1, pytest.approx(1 / 3))
+    assert (day1["oring_type"], day1["total"], day1["good"], day1["yield"]) == (
+        "model1",
+        3,
+        1,
+        pytest.approx(1 / 3),
+    )
     assert {(r["label"], r["defects"]) for r in stats["defects_by_class"]} == {("cut", 1), ("pit", 1)}
-    assert stats["review_overrides"] == [{"oring_type": "model1", "verdict": "defect", "decision": "good",
-                                          "frames": 1, "changed": True}]
+    assert stats["review_overrides"] == [
+        {"oring_type": "model1", "verdict": "defect", "decision": "good", "frames": 1, "changed": True}
+    ]
     text = invoke("db", "stats", "--db", db_url)
     assert "Yield per type per day" in text and "override" in text and "33.3%" in text
     yield_csv = list(csv.DictReader(io.StringIO(invoke("db", "stats", "--db", db_url, "--csv"))))
@@ -97,14 +147,18 @@ def test_review_and_show_keep_the_history(db_url: str, filled: dict[str, int]) -
     frame = str(filled["suspect2"])
     out = invoke("db", "review", frame, "--db", db_url, "--decision", "defect", "--operator", "anna")
     assert "1 review(s)" in out
-    out = invoke("db", "review", frame, "--db", db_url, "--decision", "good", "--operator", "ben", "--comment", "dust")
+    out = invoke(
+        "db", "review", frame, "--db", db_url, "--decision", "good", "--operator", "ben", "--comment", "dust"
+    )
     assert "2 review(s)" in out
     shown = invoke("db", "show", frame, "--db", db_url)
     assert "anna" in shown and "ben" in shown and "dust" in shown
     detail = json.loads(invoke("db", "show", frame, "--db", db_url, "--json"))
     assert [r["decision"] for r in detail["reviews"]] == ["defect", "good"]
     assert detail["frame"]["review_decision"] == "good" and len(detail["tiles"]) == 4
-    unreviewed = json.loads(invoke("db", "frames", "--db", db_url, "--json", "--unreviewed", "--verdict", "suspect"))
+    unreviewed = json.loads(
+        invoke("db", "frames", "--db", db_url, "--json", "--unreviewed", "--verdict", "suspect")
+    )
     assert unreviewed == []
 
 
@@ -116,7 +170,9 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     assert len(missing.output.strip().splitlines()) == 1
     url = f"sqlite:///{(tmp_path / 'i.db').as_posix()}"
     assert "schema at revision" in invoke("db", "migrate", "--db", url)
-    unknown = runner.invoke(cli, ["db", "review", "7", "--db", url, "--decision", "good", "--operator", "anna"])
+    unknown = runner.invoke(
+        cli, ["db", "review", "7", "--db", url, "--decision", "good", "--operator", "anna"]
+    )
     assert unknown.exit_code == 1 and "frame 7: not in the database" in unknown.output
     bad_time = runner.invoke(cli, ["db", "frames", "--db", url, "--since", "last tuesday"])
     assert bad_time.exit_code == 2 and "is not a time" in bad_time.output

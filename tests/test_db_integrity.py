@@ -33,10 +33,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _writer(url: str, n_frames: int, fingerprint: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(WRITER), url, str(n_frames), fingerprint, "--no-check"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, str(WRITER), url, str(n_frames), fingerprint, "--no-check"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _records(store: InspectionStore) -> dict[str, int]:
@@ -52,8 +60,19 @@ def test_the_schema_refuses_a_second_current_record(store: InspectionStore) -> N
     assert caught.value.frame_id == first
     # Not even a write that bypasses the application's check gets a duplicate in.
     with pytest.raises(DBAPIError), store.write_session() as s:
-        s.add(Frame(run_id=run_id, path="/x.bmp", sha256="a" * 64, frame_key="a" * 64, model_fingerprint="fp-1",
-                    inspected_at=datetime.now(UTC), verdict="good", reasons=[], timings={}))
+        s.add(
+            Frame(
+                run_id=run_id,
+                path="/x.bmp",
+                sha256="a" * 64,
+                frame_key="a" * 64,
+                model_fingerprint="fp-1",
+                inspected_at=datetime.now(UTC),
+                verdict="good",
+                reasons=[],
+                timings={},
+            )
+        )
     # Other models, other content: new records.
     store.record_frame(run_id, make_result(sha256="a" * 64), model_fingerprint="fp-2")
     store.record_frame(run_id, make_result(sha256="b" * 64))
@@ -135,18 +154,41 @@ def _fill_at_0001(url: str) -> dict[str, int]:
             command.upgrade(cfg, "0001")
         now = datetime.now(UTC)
         with engine.begin() as conn:
-            conn.execute(text("INSERT INTO runs (id, started_at, status, model_fingerprint, n_frames, n_good, n_defect, "
-                              "n_rework, n_suspect, n_error, n_skipped) VALUES (1, :t, 'running', 'fp', 0,0,0,0,0,0,0)"),
-                         {"t": now})
-            rows = [(1, "a" * 64, "defect"), (2, "a" * 64, "defect"), (3, "b" * 64, "good"), (4, None, "error"),
-                    (5, None, "error")]
+            conn.execute(
+                text(
+                    "INSERT INTO runs (id, started_at, status, model_fingerprint, n_frames, n_good, n_defect, "
+                    "n_rework, n_suspect, n_error, n_skipped) VALUES (1, :t, 'running', 'fp', 0,0,0,0,0,0,0)"
+                ),
+                {"t": now},
+            )
+            rows = [
+                (1, "a" * 64, "defect"),
+                (2, "a" * 64, "defect"),
+                (3, "b" * 64, "good"),
+                (4, None, "error"),
+                (5, None, "error"),
+            ]
             for frame_id, sha, verdict in rows:
-                conn.execute(text("INSERT INTO frames (id, run_id, path, sha256, inspected_at, verdict, reasons, timings, "
-                                  "n_defects, model_fingerprint) VALUES (:id, 1, :p, :sha, :t, :v, '[]', '{}', 0, 'fp')"),
-                             {"id": frame_id, "p": "/plant/fifo.bmp" if sha is None else f"/plant/{frame_id}.bmp",
-                              "sha": sha, "t": now, "v": verdict})
-            conn.execute(text("INSERT INTO reviews (frame_id, operator, decision, created_at) "
-                              "VALUES (1, 'anna', 'good', :t)"), {"t": now})
+                conn.execute(
+                    text(
+                        "INSERT INTO frames (id, run_id, path, sha256, inspected_at, verdict, reasons, timings, "
+                        "n_defects, model_fingerprint) VALUES (:id, 1, :p, :sha, :t, :v, '[]', '{}', 0, 'fp')"
+                    ),
+                    {
+                        "id": frame_id,
+                        "p": "/plant/fifo.bmp" if sha is None else f"/plant/{frame_id}.bmp",
+                        "sha": sha,
+                        "t": now,
+                        "v": verdict,
+                    },
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO reviews (frame_id, operator, decision, created_at) "
+                    "VALUES (1, 'anna', 'good', :t)"
+                ),
+                {"t": now},
+            )
     finally:
         engine.dispose()
     return {"frames": 5, "reviews": 1}

@@ -30,10 +30,14 @@ WRITER = Path(__file__).resolve().parent / "db_writer.py"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _writer(url: str, n_frames: int, fingerprint: str, slow_commit: float = 0.0,
-            stall_at: int | None = None) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+def _writer(
+    url: str, n_frames: int, fingerprint: str, slow_commit: float = 0.0, stall_at: int | None = None
+) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
     cmd = [sys.executable, str(WRITER), url, str(n_frames), fingerprint]
     if slow_commit:
         cmd += ["--slow-commit", str(slow_commit)]
@@ -46,17 +50,26 @@ def _frame_integrity(store: InspectionStore) -> list[tuple[str, int, int, int]]:
     """(sha256, records, tiles, defects) for every recorded frame content."""
     with store.read_session() as s:
         tiles = select(Tile.frame_id, func.count(Tile.id).label("n")).group_by(Tile.frame_id).subquery()
-        rows = s.execute(select(Frame.id, Frame.sha256, Frame.verdict, func.coalesce(tiles.c.n, 0))
-                         .outerjoin(tiles, tiles.c.frame_id == Frame.id)).all()
-        defects = dict(s.execute(select(Defect.frame_id, func.count(Defect.id)).group_by(Defect.frame_id)).all())
+        rows = s.execute(
+            select(Frame.id, Frame.sha256, Frame.verdict, func.coalesce(tiles.c.n, 0)).outerjoin(
+                tiles, tiles.c.frame_id == Frame.id
+            )
+        ).all()
+        defects = dict(
+            s.execute(select(Defect.frame_id, func.count(Defect.id)).group_by(Defect.frame_id)).all()
+        )
     by_sha: dict[str, list[tuple[int, int, int]]] = {}
     for frame_id, sha, verdict, n_tiles in rows:
-        by_sha.setdefault(sha, []).append((n_tiles, defects.get(frame_id, 0), 2 if verdict == "defect" else 0))
+        by_sha.setdefault(sha, []).append(
+            (n_tiles, defects.get(frame_id, 0), 2 if verdict == "defect" else 0)
+        )
     out = []
     for sha, records in by_sha.items():
         for n_tiles, n_defects, expected_defects in records:
             assert n_tiles == TILES_PER_FRAME, f"frame {sha[-4:]} has {n_tiles} of {TILES_PER_FRAME} tiles"
-            assert n_defects == expected_defects, f"frame {sha[-4:]} has {n_defects} of {expected_defects} defects"
+            assert n_defects == expected_defects, (
+                f"frame {sha[-4:]} has {n_defects} of {expected_defects} defects"
+            )
         out.append((sha, len(records), TILES_PER_FRAME, expected_defects))
     return out
 
@@ -73,8 +86,16 @@ def test_a_reader_reads_while_a_write_transaction_is_open(store: InspectionStore
     reader = InspectionStore(store.url)
     try:
         with store.write_session() as writing:
-            writing.add(Frame(run_id=run_id, path="/plant/half.bmp", inspected_at=datetime.now(UTC), verdict="defect",
-                              reasons=[], timings={}))
+            writing.add(
+                Frame(
+                    run_id=run_id,
+                    path="/plant/half.bmp",
+                    inspected_at=datetime.now(UTC),
+                    verdict="defect",
+                    reasons=[],
+                    timings={},
+                )
+            )
             writing.flush()  # rows written, transaction still open and holding the write lock
             start = time.perf_counter()
             page = reader.frames()

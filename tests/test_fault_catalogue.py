@@ -53,6 +53,7 @@ MARKER = "PWNED_BY_PICKLE"
 
 # -- shared material ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     return session_tiny_models(tmp_path_factory)
@@ -71,9 +72,13 @@ def _distinct(src: Path, k: int) -> np.ndarray:
 
 
 def _copy_models(tiny: TinyModels, out: Path) -> Path:
-    shutil.copytree(tiny.output_root / tiny.model, out / tiny.model,
-                    ignore=shutil.ignore_patterns("images", "annotations", "runs", "inspections", "evaluation",
-                                                  "inference_results", "measurements"))
+    shutil.copytree(
+        tiny.output_root / tiny.model,
+        out / tiny.model,
+        ignore=shutil.ignore_patterns(
+            "images", "annotations", "runs", "inspections", "evaluation", "inference_results", "measurements"
+        ),
+    )
     return out
 
 
@@ -91,8 +96,13 @@ def _png_header(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     chunk = b"IHDR" + ihdr
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-            + bytes(64))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + bytes(64)
+    )
 
 
 def _ring(size: tuple[int, int], centre: tuple[int, int], radius: int) -> np.ndarray:
@@ -130,13 +140,16 @@ def _frames_in(url: str) -> list[Any]:
 
 # -- file cases: one batch per backend -------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class FileCase:
     """One input file of the batch and what its record must say."""
 
     name: str
     build: Callable[[TinyModels, Path], Path]  # writes the input into the folder, returns its path
-    expect: str  # "inspected": a real verdict; "skipped": one record shared with identical content; else a reason
+    expect: (
+        str  # "inspected": a real verdict; "skipped": one record shared with identical content; else a reason
+    )
 
 
 def _copy(kind: str, index: int, name: str) -> Callable[[TinyModels, Path], Path]:
@@ -144,6 +157,7 @@ def _copy(kind: str, index: int, name: str) -> Callable[[TinyModels, Path], Path
         target = folder / name
         write_frame(target, _distinct(_frames(tiny, kind)[index], index))
         return target
+
     return build
 
 
@@ -151,6 +165,7 @@ def _write(name: str, data: bytes | Callable[[TinyModels], bytes]) -> Callable[[
     def build(tiny: TinyModels, folder: Path) -> Path:
         (folder / name).write_bytes(data(tiny) if callable(data) else data)
         return folder / name
+
     return build
 
 
@@ -158,6 +173,7 @@ def _image(name: str, make: Callable[[TinyModels], np.ndarray]) -> Callable[[Tin
     def build(tiny: TinyModels, folder: Path) -> Path:
         write_frame(folder / name, make(tiny))
         return folder / name
+
     return build
 
 
@@ -165,6 +181,7 @@ def _special(name: str, make: Callable[[Path], None]) -> Callable[[TinyModels, P
     def build(_tiny: TinyModels, folder: Path) -> Path:
         make(folder / name)
         return folder / name
+
     return build
 
 
@@ -219,33 +236,60 @@ FILE_CASES = [
     FileCase("2x2-binned frame", _image("e_binned.bmp", _binned), "inspected"),
     FileCase("file name not valid UTF-8", _non_utf8, "inspected"),
     FileCase("upper-case extension", _copy("model1good", 5, "f_UPPER.BMP"), "inspected"),
-    FileCase("markdown and unicode in the name", _copy("model1good", 6, "g_**bold** [x](y) ä.bmp"), "inspected"),
+    FileCase(
+        "markdown and unicode in the name", _copy("model1good", 6, "g_**bold** [x](y) ä.bmp"), "inspected"
+    ),
     FileCase("symlink to a frame", _symlink_to_frame, "inspected"),
     FileCase("same content twice", _duplicate_content, "skipped"),
     FileCase("zero-byte file", _write("h_zero.bmp", b""), "empty file (0 bytes)"),
     FileCase("truncated BMP", _write("i_truncated.bmp", _truncated), "truncated BMP"),
     FileCase("folder named x.bmp", _special("j_folder.bmp", lambda p: p.mkdir()), "is a directory"),
     FileCase("16-bit PNG", _image("k_16bit.png", _sixteen_bit), "16-bit frame"),
-    FileCase("wrong size", _image("l_wrong_size.bmp", lambda _t: np.zeros((600, 800), np.uint8)), "expected 612x512"),
-    FileCase("text file renamed .bmp", _write("m_text.bmp", b"camera log line, not a frame\n" * 20), "not a BMP file"),
-    FileCase("text file renamed .png", _write("n_text.png", b"another log line, not a frame\n" * 20), "cannot be decoded"),
+    FileCase(
+        "wrong size",
+        _image("l_wrong_size.bmp", lambda _t: np.zeros((600, 800), np.uint8)),
+        "expected 612x512",
+    ),
+    FileCase(
+        "text file renamed .bmp",
+        _write("m_text.bmp", b"camera log line, not a frame\n" * 20),
+        "not a BMP file",
+    ),
+    FileCase(
+        "text file renamed .png",
+        _write("n_text.png", b"another log line, not a frame\n" * 20),
+        "cannot be decoded",
+    ),
     FileCase("FIFO named x.bmp", _special("o_fifo.bmp", lambda p: os.mkfifo(p)), "is a FIFO"),
     FileCase("looping symlink", _special("p_loop.bmp", lambda p: p.symlink_to(p.name)), "symlink loop"),
-    FileCase("dangling symlink", _special("r_dangling.bmp", lambda p: p.symlink_to("gone.bmp")), "dangling symlink"),
-    FileCase("40000x40000 BMP header", _write("s_huge.bmp", _bmp_header(40000, 40000)),
-             "image header says 40000x40000, larger than"),
-    FileCase("40000x40000 PNG header", _write("t_huge.png", _png_header(40000, 40000)),
-             "image header says 40000x40000, larger than"),
+    FileCase(
+        "dangling symlink", _special("r_dangling.bmp", lambda p: p.symlink_to("gone.bmp")), "dangling symlink"
+    ),
+    FileCase(
+        "40000x40000 BMP header",
+        _write("s_huge.bmp", _bmp_header(40000, 40000)),
+        "image header says 40000x40000, larger than",
+    ),
+    FileCase(
+        "40000x40000 PNG header",
+        _write("t_huge.png", _png_header(40000, 40000)),
+        "image header says 40000x40000, larger than",
+    ),
     FileCase("BMP header with no pixels", _write("u_empty_header.bmp", _bmp_header(0, 512)), "no pixels"),
-    FileCase("blank frame (no ring)", _image("v_blank.bmp", lambda _t: np.full((512, 612), 18, np.uint8)), "ring"),
-    FileCase("ring cut by the frame edge", _image("w_edge.bmp", lambda _t: _ring(SIZE, (60, 256), 200)), "ring"),
+    FileCase(
+        "blank frame (no ring)", _image("v_blank.bmp", lambda _t: np.full((512, 612), 18, np.uint8)), "ring"
+    ),
+    FileCase(
+        "ring cut by the frame edge", _image("w_edge.bmp", lambda _t: _ring(SIZE, (60, 256), 200)), "ring"
+    ),
 ]
 assert len({c.name for c in FILE_CASES}) == len(FILE_CASES)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def backend_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                pg_database: str | None) -> Iterator[str]:
+def backend_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_database: str | None
+) -> Iterator[str]:
     """One database per backend for this module (the batch is shared by all file cases)."""
     if request.param == "sqlite":
         yield f"sqlite:///{(tmp_path_factory.mktemp('catalogue db') / 'inspections.db').as_posix()}"
@@ -257,8 +301,11 @@ def backend_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     with engine.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield make_url(pg_database).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False)
+        yield (
+            make_url(pg_database)
+            .update_query_dict({"options": f"-csearch_path={schema}"})
+            .render_as_string(hide_password=False)
+        )
     finally:
         with engine.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -284,14 +331,35 @@ def batch(tiny: TinyModels, backend_url: str, tmp_path_factory: pytest.TempPathF
     folder.mkdir()
     inputs = {case.name: case.build(tiny, folder) for case in FILE_CASES}
     out = _copy_models(tiny, root / "out")
-    args = ["inspect", "--config", str(tiny.config_path), "--output", str(out), "--model", tiny.model, str(folder),
-            "--db", backend_url, "--json", "--no-progress", "--no-save-vis"]
+    args = [
+        "inspect",
+        "--config",
+        str(tiny.config_path),
+        "--output",
+        str(out),
+        "--model",
+        tiny.model,
+        str(folder),
+        "--db",
+        backend_url,
+        "--json",
+        "--no-progress",
+        "--no-save-vis",
+    ]
     first = run_cli(*args)
     assert first.exit_code in (0, 3), first.output  # 3: some inputs were errors (they are, on purpose)
     records = _frames_in(backend_url)
     rerun = run_cli(*args)  # nothing new: every file is known, the FIFO and the links included
-    return BatchRun(backend_url, folder, inputs, json.loads(first.stdout), records, first.output, rerun.output,
-                    len(_frames_in(backend_url)))
+    return BatchRun(
+        backend_url,
+        folder,
+        inputs,
+        json.loads(first.stdout),
+        records,
+        first.output,
+        rerun.output,
+        len(_frames_in(backend_url)),
+    )
 
 
 @pytest.mark.slow
@@ -342,8 +410,20 @@ def test_reinspect_keeps_one_current_record(tiny: TinyModels, tmp_path: Path) ->
     os.mkfifo(folder / "fifo.bmp")
     url = f"sqlite:///{(tmp_path / 'i.db').as_posix()}"
     out = _copy_models(tiny, tmp_path / "out")
-    args = ["inspect", "--config", str(tiny.config_path), "--output", str(out), "--model", tiny.model, str(folder),
-            "--db", url, "--no-progress", "--no-save-vis"]
+    args = [
+        "inspect",
+        "--config",
+        str(tiny.config_path),
+        "--output",
+        str(out),
+        "--model",
+        tiny.model,
+        str(folder),
+        "--db",
+        url,
+        "--no-progress",
+        "--no-save-vis",
+    ]
     run_cli(*args)
     run_cli(*args, "--reinspect")
     store = InspectionStore(url)
@@ -358,6 +438,7 @@ def test_reinspect_keeps_one_current_record(tiny: TinyModels, tmp_path: Path) ->
 
 
 # -- command cases: one command each ----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CommandCase:
@@ -384,16 +465,20 @@ def _break(relative: str, data: bytes | None) -> Callable[[TinyModels, Path, Pat
         else:
             target.write_bytes(data)
         return [str(_good_folder(tiny, work))]
+
     return prepare
 
 
-def _edit_json(relative: str, change: Callable[[dict[str, Any]], None]) -> Callable[[TinyModels, Path, Path], list[str]]:
+def _edit_json(
+    relative: str, change: Callable[[dict[str, Any]], None]
+) -> Callable[[TinyModels, Path, Path], list[str]]:
     def prepare(tiny: TinyModels, out: Path, work: Path) -> list[str]:
         target = out / tiny.model / relative
         data = json.loads(target.read_text(encoding="utf-8"))
         change(data)
         target.write_text(json.dumps(data), encoding="utf-8")
         return [str(_good_folder(tiny, work))]
+
     return prepare
 
 
@@ -427,6 +512,7 @@ def _torch_pickle_checkpoint(tiny: TinyModels, out: Path, work: Path) -> list[st
 def _paths(*names: str) -> Callable[[TinyModels, Path, Path], list[str]]:
     def prepare(tiny: TinyModels, out: Path, work: Path) -> list[str]:
         return [str(work / n) if not n.startswith("--") else n for n in names]
+
     return prepare
 
 
@@ -459,25 +545,44 @@ COMMAND_CASES = [
     CommandCase("glob matching nothing", _paths("*.tif"), "no frames found"),
     CommandCase("empty folder", _empty_folder, "no frames found"),
     CommandCase("screening bank missing", _break("screening/memory_bank.safetensors", None), "memory_bank"),
-    CommandCase("screening bank truncated", _break("screening/memory_bank.safetensors", b"\x08\x00\x00\x00"),
-                "memory_bank"),
-    CommandCase("screening metadata not JSON", _break("screening/metadata.json", b"{not json"), "metadata.json"),
-    CommandCase("screening metadata of another type", _edit_json("screening/metadata.json",
-                                                                  lambda d: d.update(oring_type="model2")),
-                "metadata.json"),
-    CommandCase("segmentation checkpoint missing", _break("checkpoints/best_model.pth", None), "best_model.pth"),
-    CommandCase("segmentation checkpoint garbage", _break("checkpoints/best_model.pth", b"\x00garbage" * 100),
-                "best_model.pth"),
+    CommandCase(
+        "screening bank truncated",
+        _break("screening/memory_bank.safetensors", b"\x08\x00\x00\x00"),
+        "memory_bank",
+    ),
+    CommandCase(
+        "screening metadata not JSON", _break("screening/metadata.json", b"{not json"), "metadata.json"
+    ),
+    CommandCase(
+        "screening metadata of another type",
+        _edit_json("screening/metadata.json", lambda d: d.update(oring_type="model2")),
+        "metadata.json",
+    ),
+    CommandCase(
+        "segmentation checkpoint missing", _break("checkpoints/best_model.pth", None), "best_model.pth"
+    ),
+    CommandCase(
+        "segmentation checkpoint garbage",
+        _break("checkpoints/best_model.pth", b"\x00garbage" * 100),
+        "best_model.pth",
+    ),
     CommandCase("malicious pickle in the checkpoint", _malicious_checkpoint, "best_model.pth"),
     CommandCase("malicious torch.save checkpoint", _torch_pickle_checkpoint, "best_model.pth"),
     CommandCase("rules file missing", _break("rework_rules.toml", None), "rework_rules.toml"),
     CommandCase("rules file empty", _rules(""), "no [[rule]]"),
     CommandCase("rules file with only [meta]", _rules('[meta]\nmodel = "model1"\n'), "no [[rule]]"),
     CommandCase("rules file not TOML", _rules("[[rule]\nmetric = "), "not valid TOML"),
-    CommandCase("rules lower above upper", _rules('[[rule]]\nmetric = "outer_radius"\nlower = 700.0\nupper = 600.0\n'),
-                "above upper"),
-    CommandCase("rules unknown metric", _rules('[[rule]]\nmetric = "bore_colour"\nupper = 1.0\n'), "unknown metric"),
-    CommandCase("rules limit not finite", _rules('[[rule]]\nmetric = "outer_radius"\nupper = nan\n'), "finite"),
+    CommandCase(
+        "rules lower above upper",
+        _rules('[[rule]]\nmetric = "outer_radius"\nlower = 700.0\nupper = 600.0\n'),
+        "above upper",
+    ),
+    CommandCase(
+        "rules unknown metric", _rules('[[rule]]\nmetric = "bore_colour"\nupper = 1.0\n'), "unknown metric"
+    ),
+    CommandCase(
+        "rules limit not finite", _rules('[[rule]]\nmetric = "outer_radius"\nupper = nan\n'), "finite"
+    ),
     CommandCase("database file damaged", _corrupt_db, "not a SQLite database, or a damaged one"),
     CommandCase("database URL not a URL", _bad_url, "not a database URL"),
     CommandCase("unknown o-ring type", _unknown_model, "model9"),
@@ -491,7 +596,15 @@ def test_command_case(case: CommandCase, tiny: TinyModels, tmp_path: Path, db_ur
     work = tmp_path / "work"
     work.mkdir()
     extra = case.prepare(tiny, out, work)
-    args = ["inspect", "--config", str(tiny.config_path), "--output", str(out), "--no-progress", "--no-save-vis"]
+    args = [
+        "inspect",
+        "--config",
+        str(tiny.config_path),
+        "--output",
+        str(out),
+        "--no-progress",
+        "--no-save-vis",
+    ]
     if "--model" not in extra:
         args += ["--model", tiny.model]
     if "--db" not in extra:
@@ -508,10 +621,24 @@ def test_command_case(case: CommandCase, tiny: TinyModels, tmp_path: Path, db_ur
 @pytest.mark.slow
 def test_rework_switched_off_on_purpose_inspects(tiny: TinyModels, tmp_path: Path) -> None:
     out = _copy_models(tiny, tmp_path / "out")
-    (out / tiny.model / "rework_rules.toml").write_text("[settings]\nrework_disabled = true\n", encoding="utf-8")
+    (out / tiny.model / "rework_rules.toml").write_text(
+        "[settings]\nrework_disabled = true\n", encoding="utf-8"
+    )
     url = f"sqlite:///{(tmp_path / 'i.db').as_posix()}"
-    result = run_cli("inspect", "--config", str(tiny.config_path), "--output", str(out), "--model", tiny.model,
-                     str(_good_folder(tiny, tmp_path)), "--db", url, "--no-progress", "--no-save-vis")
+    result = run_cli(
+        "inspect",
+        "--config",
+        str(tiny.config_path),
+        "--output",
+        str(out),
+        "--model",
+        tiny.model,
+        str(_good_folder(tiny, tmp_path)),
+        "--db",
+        url,
+        "--no-progress",
+        "--no-save-vis",
+    )
     assert result.exit_code == 0, result.output
     assert [r.verdict != "error" for r in _frames_in(url)] == [True]
 
@@ -527,8 +654,14 @@ def test_a_missing_path_beside_real_frames(tiny: TinyModels, tmp_path: Path, db_
     inspector = Inspector.load(tiny.config, out, tiny.model)
     store = InspectionStore(db_url)
     try:
-        summary = inspect_paths(inspector, [folder, tmp_path / "fram3s"], store, output_root=out, progress=False,
-                                save_overlays=False)
+        summary = inspect_paths(
+            inspector,
+            [folder, tmp_path / "fram3s"],
+            store,
+            output_root=out,
+            progress=False,
+            save_overlays=False,
+        )
         assert summary.missing_inputs == [str(tmp_path / "fram3s")] and summary.n_errors == 1
         assert len(summary.results) == 1 and len(store.frames(limit=None).items) == 1
         assert store.runs()[0].status == "done"
@@ -538,9 +671,15 @@ def test_a_missing_path_beside_real_frames(tiny: TinyModels, tmp_path: Path, db_
 
 # -- processes: liveness, SIGTERM, two batches at once, the watcher ---------------------------------
 
+
 def _env() -> dict[str, str]:
-    return {**os.environ, "ORINGSCAN_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    return {
+        **os.environ,
+        "ORINGSCAN_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
 
 
 def test_a_run_whose_process_died_is_shown_interrupted(tmp_path: Path, db_url: str) -> None:
@@ -564,10 +703,26 @@ def test_sigterm_closes_the_run_as_interrupted(tiny: TinyModels, tmp_path: Path,
     for i, src in enumerate(_frames(tiny, "model1good")[:6]):
         write_frame(folder / f"{i:02d}.bmp", _distinct(src, 20 + i))
     out = _copy_models(tiny, tmp_path / "out")
-    args = ["inspect", "--config", str(tiny.config_path), "--output", str(out), "--model", tiny.model, str(folder),
-            "--db", db_url, "--no-progress", "--no-save-vis"]
-    proc = subprocess.Popen([sys.executable, "-m", "oringscan.cli.main", *args], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = [
+        "inspect",
+        "--config",
+        str(tiny.config_path),
+        "--output",
+        str(out),
+        "--model",
+        tiny.model,
+        str(folder),
+        "--db",
+        db_url,
+        "--no-progress",
+        "--no-save-vis",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oringscan.cli.main", *args],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
@@ -595,18 +750,38 @@ def test_sigterm_closes_the_run_as_interrupted(tiny: TinyModels, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_two_inspect_processes_on_the_same_frames_record_each_once(tiny: TinyModels, tmp_path: Path,
-                                                                    db_url: str) -> None:
+def test_two_inspect_processes_on_the_same_frames_record_each_once(
+    tiny: TinyModels, tmp_path: Path, db_url: str
+) -> None:
     folder = tmp_path / "frames"
     folder.mkdir()
     for i, src in enumerate(_frames(tiny, "model1good")[:3]):
         write_frame(folder / f"{i:02d}.bmp", _distinct(src, 40 + i))
     out = _copy_models(tiny, tmp_path / "out")
     InspectionStore(db_url).dispose()  # created and migrated once, before the race
-    args = ["inspect", "--config", str(tiny.config_path), "--output", str(out), "--model", tiny.model, str(folder),
-            "--db", db_url, "--no-progress", "--no-save-vis"]
-    procs = [subprocess.Popen([sys.executable, "-m", "oringscan.cli.main", *args], env=_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    args = [
+        "inspect",
+        "--config",
+        str(tiny.config_path),
+        "--output",
+        str(out),
+        "--model",
+        tiny.model,
+        str(folder),
+        "--db",
+        db_url,
+        "--no-progress",
+        "--no-save-vis",
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "oringscan.cli.main", *args],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
     errs = [p.communicate(timeout=300)[1].decode() for p in procs]
     for p, err in zip(procs, errs, strict=True):
         assert p.returncode == 0 and "Traceback" not in err, err[-2000:]
@@ -642,8 +817,9 @@ def test_the_watcher_records_a_non_utf8_name_and_keeps_watching(tiny: TinyModels
     timer = threading.Timer(120, stop.set)
     timer.start()
     try:
-        summary = watch_folder(recorder, folder, poll_s=0.05, stable_polls=1, give_up_s=0.0, stop=stop,
-                               on_result=on_result)
+        summary = watch_folder(
+            recorder, folder, poll_s=0.05, stable_polls=1, give_up_s=0.0, stop=stop, on_result=on_result
+        )
     finally:
         timer.cancel()
     names = sorted(Path(r.image).name for r in summary.results)
@@ -670,7 +846,9 @@ def test_a_rules_file_turns_rework_off_only_when_it_says_so(tmp_path: Path) -> N
     assert off.rule == [] and off.settings.rework_disabled
     path.write_text(dump_rules(off), encoding="utf-8")  # written back, it still says so
     assert load_rules(path).settings.rework_disabled
-    path.write_text('[settings]\nrework_disabled = true\n[[rule]]\nmetric = "outer_radius"\nupper = 700.0\n',
-                    encoding="utf-8")
+    path.write_text(
+        '[settings]\nrework_disabled = true\n[[rule]]\nmetric = "outer_radius"\nupper = 700.0\n',
+        encoding="utf-8",
+    )
     with pytest.raises(RulesFileError, match="remove one or the other"):
         load_rules(path)

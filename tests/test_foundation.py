@@ -39,7 +39,14 @@ def test_defaults_reproduce_the_seed():
     assert (cfg.tiling.tile_size, cfg.tiling.overlap) == (640, 100)
     assert (cfg.split.train, cfg.split.val, cfg.split.test, cfg.split.seed) == (0.70, 0.15, 0.15, 42)
     t = cfg.training
-    assert (t.batch_size, t.epochs, t.patience, t.lr, t.trainable_backbone_layers, t.amp) == (4, 50, 10, 0.005, 3, True)
+    assert (t.batch_size, t.epochs, t.patience, t.lr, t.trainable_backbone_layers, t.amp) == (
+        4,
+        50,
+        10,
+        0.005,
+        3,
+        True,
+    )
 
 
 def test_config_file_overrides_and_third_type(tmp_path: Path):
@@ -119,7 +126,9 @@ def test_read_gray_colour_and_binned(tmp_path: Path):
     assert binned.image.shape == (H, W) and binned.scale == 2.0
 
 
-@pytest.mark.parametrize("case", ["empty", "truncated", "directory", "missing", "text", "sixteen_bit", "odd_size", "garbage"])
+@pytest.mark.parametrize(
+    "case", ["empty", "truncated", "directory", "missing", "text", "sixteen_bit", "odd_size", "garbage"]
+)
 def test_bad_frames_give_one_line(tmp_path: Path, case: str):
     path = tmp_path / "frame.bmp"
     if case == "empty":
@@ -264,6 +273,8 @@ def test_ring_tiles_skip_empty_and_are_deterministic():
     assert all(t.ring_fraction > 0 for t in tiles)
     again, _ = ring_tiles(img, roi, cfg)
     assert [t.box for t in tiles] == [t.box for t in again]
-    small_tiles, skipped_small = ring_tiles(img, roi, cfg.model_copy(update={"tiling": TilingConfig(tile_size=256, overlap=32)}))
+    small_tiles, skipped_small = ring_tiles(
+        img, roi, cfg.model_copy(update={"tiling": TilingConfig(tile_size=256, overlap=32)})
+    )
     assert skipped_small > 0  # the bore's centre tile has no ring
     assert skipped >= 0

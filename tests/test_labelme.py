@@ -41,7 +41,12 @@ def test_every_shape_type_as_labelme_writes_it(tmp_path: Path, with_image_data: 
         shape("scratch", [[100, 100], [180, 104], [178, 112], [99, 108]]),
         shape("bite", [[300.5, 400.25], [340.5, 430.25]], "rectangle"),
         shape("pit", [[600, 600], [610, 600]], "circle"),
-        shape("particle", [[800, 900], [800 + blob.shape[1] - 1, 900 + blob.shape[0] - 1]], "mask", mask=mask_b64(blob)),
+        shape(
+            "particle",
+            [[800, 900], [800 + blob.shape[1] - 1, 900 + blob.shape[0] - 1]],
+            "mask",
+            mask=mask_b64(blob),
+        ),
         shape("bulge", [[1000, 1000], [1040, 1000], [1040, 1030], [1000, 1030]], "oriented_rectangle"),
         shape("scratch", [[10, 10], [50, 50]], "line"),
         shape("scratch", [[10, 10], [50, 50], [90, 10]], "linestrip"),
@@ -55,10 +60,19 @@ def test_every_shape_type_as_labelme_writes_it(tmp_path: Path, with_image_data: 
     assert [i.label for i in instances] == ["scratch", "bite", "pit", "particle", "bulge"]
     assert all(i.class_name == "defect" for i in instances)
     polygon, rect, circle, mask, oriented = instances
-    assert polygon.area == pytest.approx(0.5 * abs(sum(
-        x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(
-            [(100, 100), (180, 104), (178, 112), (99, 108)],
-            [(180, 104), (178, 112), (99, 108), (100, 100)], strict=True))))
+    assert polygon.area == pytest.approx(
+        0.5
+        * abs(
+            sum(
+                x0 * y1 - x1 * y0
+                for (x0, y0), (x1, y1) in zip(
+                    [(100, 100), (180, 104), (178, 112), (99, 108)],
+                    [(180, 104), (178, 112), (99, 108), (100, 100)],
+                    strict=True,
+                )
+            )
+        )
+    )
     assert rect.bbox == pytest.approx((300.5, 400.25, 40, 30)) and rect.area == pytest.approx(1200)
     assert circle.area == pytest.approx(math.pi * 100, rel=0.01)
     assert oriented.area == pytest.approx(1200)
@@ -78,7 +92,9 @@ def test_every_shape_type_as_labelme_writes_it(tmp_path: Path, with_image_data: 
 
 def test_mask_with_newlines_base64_and_mask_geometry_is_pixel_exact(tmp_path: Path):
     blob = donut_mask()
-    path = write_labelme(tmp_path / "m.json", [shape("pit", [[5, 7], [57, 47]], "mask", mask=mask_b64(blob, True))])
+    path = write_labelme(
+        tmp_path / "m.json", [shape("pit", [[5, 7], [57, 47]], "mask", mask=mask_b64(blob, True))]
+    )
     (inst,), warnings = load_instances(path, SHAPE, CLASSES)
     assert warnings == [] and inst.area == blob.sum()
     geometry = mask_to_geometry(blob)
@@ -117,7 +133,9 @@ def test_group_with_conflicting_classes_warns(tmp_path: Path):
 
 
 def test_label_map_and_unmapped_labels(tmp_path: Path):
-    classes = ClassesConfig(names=["hole", "scratch"], label_map={"Pit": "hole", "cut": "scratch"}, default_class=None)
+    classes = ClassesConfig(
+        names=["hole", "scratch"], label_map={"Pit": "hole", "cut": "scratch"}, default_class=None
+    )
     shapes = [
         shape("PIT ", [[0, 0], [4, 0], [4, 4]]),
         shape("cut", [[10, 0], [40, 0], [40, 10]]),
@@ -143,7 +161,10 @@ def test_points_outside_the_image_are_clipped(tmp_path: Path):
     assert len(instances) == 2
     assert instances[0].geometry.bounds == pytest.approx((W - 20, 100, W, 140))
     assert instances[0].area == pytest.approx(20 * 40)
-    assert all(x0 >= 0 and y0 >= 0 and x1 <= W and y1 <= H for x0, y0, x1, y1 in (i.geometry.bounds for i in instances))
+    assert all(
+        x0 >= 0 and y0 >= 0 and x1 <= W and y1 <= H
+        for x0, y0, x1, y1 in (i.geometry.bounds for i in instances)
+    )
     assert "shape 0 ('bite', polygon): 2 point(s) outside the 2448x2048 image; clipped" in warnings[0]
     assert "shape 2" in warnings[2] and "lies outside" in warnings[2] and "skipped" in warnings[2]
 
@@ -183,8 +204,12 @@ def test_labels_of_a_binned_image_are_scaled_by_two(tmp_path: Path):
 
 
 def test_labels_for_another_size_are_refused(tmp_path: Path):
-    path = write_labelme(tmp_path / "size.json", [shape("pit", [[0, 0], [4, 0], [4, 4]])], width=1920, height=1080)
-    with pytest.raises(LabelError, match=r"says the image is 1920x1080 but images/x/size.bmp is 2448x2048") as info:
+    path = write_labelme(
+        tmp_path / "size.json", [shape("pit", [[0, 0], [4, 0], [4, 4]])], width=1920, height=1080
+    )
+    with pytest.raises(
+        LabelError, match=r"says the image is 1920x1080 but images/x/size.bmp is 2448x2048"
+    ) as info:
         load_instances(path, SHAPE, CLASSES, image_name="images/x/size.bmp")
     assert str(path) in str(info.value)
 
@@ -219,7 +244,12 @@ def test_bad_shapes_inside_a_good_file(tmp_path: Path):
         shape("pit", [[5, 5], [5, 9]], "rectangle"),
         {"label": "pit", "points": [[0, 0], [40, 0], [40, 4]]},  # no shape_type: LabelMe reads polygon
         shape("pit", [[0, 0], [4, 4]], "mask", mask="!!notbase64png"),
-        shape("pit", [[0, 0], [199, 199]], "mask", mask=mask_b64(np.random.default_rng(0).random((200, 200)) < 0.5)),
+        shape(
+            "pit",
+            [[0, 0], [199, 199]],
+            "mask",
+            mask=mask_b64(np.random.default_rng(0).random((200, 200)) < 0.5),
+        ),
     ]
     path = write_labelme(tmp_path / "odd.json", shapes)
     instances, warnings = load_instances(path, SHAPE, CLASSES)
@@ -229,10 +259,18 @@ def test_bad_shapes_inside_a_good_file(tmp_path: Path):
 
 
 def test_bom_and_imagedata_are_read_fine(tmp_path: Path):
-    path = write_labelme(tmp_path / "bom.json", [shape("pit", [[0, 0], [4, 0], [4, 4]])], image_data=image_b64(ring_frame()[:64, :64]))
+    path = write_labelme(
+        tmp_path / "bom.json",
+        [shape("pit", [[0, 0], [4, 0], [4, 4]])],
+        image_data=image_b64(ring_frame()[:64, :64]),
+    )
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     instances, warnings = load_instances(path, SHAPE, CLASSES)
-    assert len(instances) == 1 and len(warnings) == 1 and "it is ignored and the image file is used" in warnings[0]
+    assert (
+        len(instances) == 1
+        and len(warnings) == 1
+        and "it is ignored and the image file is used" in warnings[0]
+    )
 
 
 def test_image_path_naming_another_frame_is_reported(tmp_path: Path):
@@ -266,7 +304,12 @@ def test_instance_pixels_are_the_labelling_tools_fill(tmp_path: Path):
     shapes = [
         shape("pit", tri),
         shape("bite", rect, "rectangle"),
-        shape("particle", [[60, 20], [60 + blob.shape[1] - 1, 20 + blob.shape[0] - 1]], "mask", mask=mask_b64(blob)),
+        shape(
+            "particle",
+            [[60, 20], [60 + blob.shape[1] - 1, 20 + blob.shape[0] - 1]],
+            "mask",
+            mask=mask_b64(blob),
+        ),
         shape("scratch", [[130, 5], [150, 5], [150, 8]], group_id=4),
         shape("scratch", [[150, 5], [170, 9], [150, 9]], group_id=4),
         shape("lint", [[W - 5, 100], [W + 30, 100], [W + 30, 110], [W - 5, 110]]),  # half outside the frame
@@ -277,12 +320,16 @@ def test_instance_pixels_are_the_labelling_tools_fill(tmp_path: Path):
     assert np.array_equal(_on_canvas(pit.pixels(), *small), _fill(tri, *small))
     assert pit.pixels()[0].sum() > rasterize(pit.geometry, *small).sum()  # more than pycocotools keeps
     (x0, y0), (x1, y1) = rect
-    assert np.array_equal(_on_canvas(bite.pixels(), *small), _fill([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], *small))
+    assert np.array_equal(
+        _on_canvas(bite.pixels(), *small), _fill([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], *small)
+    )
     expected = np.zeros(small, bool)
     expected[20 : 20 + blob.shape[0], 60 : 60 + blob.shape[1]] = blob
     assert np.array_equal(_on_canvas(particle.pixels(), *small), expected)  # exact: no boundary added
-    assert np.array_equal(_on_canvas(scratch.pixels(), *small),
-                          _fill([[130, 5], [150, 5], [150, 8]], *small) | _fill([[150, 5], [170, 9], [150, 9]], *small))
+    assert np.array_equal(
+        _on_canvas(scratch.pixels(), *small),
+        _fill([[130, 5], [150, 5], [150, 8]], *small) | _fill([[150, 5], [170, 9], [150, 9]], *small),
+    )
     pixels, x, y = lint.pixels()
     assert (x, y, pixels.shape) == (W - 5, 100, (11, 5)) and pixels.all()  # clipped at the frame's edge
     binned = write_labelme(tmp_path / "bin.json", [shape("pit", tri)], width=W // 2, height=H // 2)

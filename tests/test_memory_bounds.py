@@ -44,7 +44,9 @@ TILES = 200
 BATCH = 4
 CLASSES = ["scratch", "pit"]
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads peak RSS from /proc/self/status")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads peak RSS from /proc/self/status"
+)
 
 
 def max_detection_model(seed: int = 0, channels: int = 3) -> MaskRCNN:
@@ -84,12 +86,23 @@ def write_split(root: Path, tiles: int) -> Path:
         if i % 4 == 0:
             x, y = (int(v) for v in rng.integers(10, 80, 2))
             poly = [x, y, x + 30, y, x + 30, y + 20, x, y + 20]
-            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1 + i % 2,
-                                "segmentation": [poly], "area": 600.0, "bbox": [x, y, 30, 20], "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i,
+                    "category_id": 1 + i % 2,
+                    "segmentation": [poly],
+                    "area": 600.0,
+                    "bbox": [x, y, 30, 20],
+                    "iscrowd": 0,
+                }
+            )
     ann = root / "annotations" / "val.json"
     ann.parent.mkdir(parents=True)
     categories = [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)]
-    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}), encoding="utf-8")
+    ann.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories}), encoding="utf-8"
+    )
     return ann
 
 
@@ -129,7 +142,9 @@ def test_evaluating_many_max_detection_tiles_keeps_memory_bounded(tmp_path) -> N
 
     # The model really emits the maximum, and what is kept per tile is RLE, not masks.
     assert all(len(p) == MAX_DETECTIONS for p in predictions.values())
-    assert all(isinstance(p, TilePrediction) and isinstance(p.rles[0]["counts"], bytes) for p in predictions.values())
+    assert all(
+        isinstance(p, TilePrediction) and isinstance(p.rles[0]["counts"], bytes) for p in predictions.values()
+    )
     kept_mb = sum(p.nbytes for p in predictions.values()) / 2**20
     dense_mb = TILES * MAX_DETECTIONS * TILE * TILE * 4 / 2**20  # what keeping the masks would cost
     assert metrics is not None and metrics["segm"]["AP"] is not None
@@ -138,9 +153,13 @@ def test_evaluating_many_max_detection_tiles_keeps_memory_bounded(tmp_path) -> N
     # (~1.5 KB per detection) for the whole split, plus allocator slack. Measured on one CPU
     # thread: one batch ~50 MB, 200 tiles ~56 MB, bound ~180 MB, dense masks 1,250 MB.
     bound = 1.5 * one_batch + 4 * kept_mb + TILES * MAX_DETECTIONS * 1.5 / 1024 + 48
-    print(f"one batch {one_batch:.1f} MB, {TILES} tiles {many:.1f} MB, RLE {kept_mb:.1f} MB, bound {bound:.0f} MB")
+    print(
+        f"one batch {one_batch:.1f} MB, {TILES} tiles {many:.1f} MB, RLE {kept_mb:.1f} MB, bound {bound:.0f} MB"
+    )
     assert bound < dense_mb / 4, "the bound must be able to catch dense masks being kept"
-    assert many <= bound, f"evaluating {TILES} tiles raised peak RSS by {many:.0f} MB (one batch: {one_batch:.0f} MB, bound {bound:.0f} MB)"
+    assert many <= bound, (
+        f"evaluating {TILES} tiles raised peak RSS by {many:.0f} MB (one batch: {one_batch:.0f} MB, bound {bound:.0f} MB)"
+    )
 
 
 def test_streamed_masks_equal_torchvision_postprocess() -> None:
@@ -155,7 +174,11 @@ def test_streamed_masks_equal_torchvision_postprocess() -> None:
     streamed = predict_compact(model, images, device, 0.5)
     for ref, got in zip(reference, streamed, strict=True):
         assert len(got) == len(ref) == MAX_DETECTIONS
-        assert (got.labels == ref.labels).all() and np.allclose(got.scores, ref.scores) and np.allclose(got.boxes, ref.boxes)
+        assert (
+            (got.labels == ref.labels).all()
+            and np.allclose(got.scores, ref.scores)
+            and np.allclose(got.boxes, ref.boxes)
+        )
         assert [r["counts"] for r in got.rles] == [r["counts"] for r in ref.rles]
         assert got.rles[0]["size"] == [96, 112]
     # Instances decoded from the RLEs are the ones the raw output gives (training's picture grid,
@@ -173,7 +196,9 @@ def test_streamed_masks_equal_torchvision_postprocess() -> None:
 
 def max_detection_segmenter(seed: int = 0, anomaly_channel: bool = False) -> Segmenter:
     """The inspection wrapper around :func:`max_detection_model`, reporting every detection (score >= 0)."""
-    spec = ModelSpec("tiny", len(CLASSES) + 1, 64, None, False, 0, anomaly_channel, 2.0 if anomaly_channel else None)
+    spec = ModelSpec(
+        "tiny", len(CLASSES) + 1, 64, None, False, 0, anomaly_channel, 2.0 if anomaly_channel else None
+    )
     training = TrainingConfig(score_threshold=0.0, mask_threshold=0.5, min_mask_area=1)
     model = max_detection_model(seed, channels=4 if anomaly_channel else 3)
     return Segmenter(model, spec, list(CLASSES), "model1", training, torch.device("cpu"))
@@ -193,13 +218,17 @@ def test_inspection_instances_equal_the_dense_path(anomaly_channel: bool) -> Non
     # The old path: the model's own outputs, every mask pasted at tile size, then cropped.
     scaled = [scale_anomaly(m, 2.0) for m in maps] if maps is not None else [None] * len(images)
     inputs = [to_model_input(i, a) for i, a in zip(images, scaled, strict=True)]
-    outputs = [o for start in (0, 2) for o in run_model(segmenter.model, inputs[start : start + 2], segmenter.device)]
+    outputs = [
+        o for start in (0, 2) for o in run_model(segmenter.model, inputs[start : start + 2], segmenter.device)
+    ]
     assert all(len(o["scores"]) == MAX_DETECTIONS for o in outputs)
     for output, offset, instances in zip(outputs, offsets, got, strict=True):
         expected = output_to_instances(output, CLASSES, offset, 0.0, 0.5, 1)
         assert len(instances) == len(expected) > MAX_DETECTIONS // 2
         for g, e in zip(instances, expected, strict=True):
-            assert (g.label, g.score, g.offset) == (e.label, e.score, e.offset) and np.array_equal(g.mask, e.mask)
+            assert (g.label, g.score, g.offset) == (e.label, e.score, e.offset) and np.array_equal(
+                g.mask, e.mask
+            )
     if anomaly_channel:  # the maps really reach the model
         hot = segmenter.predict_arrays(images[:1], anomaly_maps=[np.full((96, 112), 9.0, np.float32)])[0]
         assert [i.score for i in hot] != [i.score for i in got[0]]
@@ -220,6 +249,10 @@ def test_inspecting_max_detection_tiles_keeps_memory_bounded() -> None:
     # torchvision's postprocess holds a batch's masks as float at tile size, twice while stacking.
     dense_mb = 2 * BATCH * MAX_DETECTIONS * size * size * 4 / 2**20
     bound = 2 * kept_mb + 64  # measured on one CPU thread: ~38 MB (the old dense path: ~280 MB)
-    print(f"{tiles} tiles at {size} px: peak +{growth:.1f} MB, crops {kept_mb:.1f} MB, bound {bound:.0f} MB, dense {dense_mb:.0f} MB")
+    print(
+        f"{tiles} tiles at {size} px: peak +{growth:.1f} MB, crops {kept_mb:.1f} MB, bound {bound:.0f} MB, dense {dense_mb:.0f} MB"
+    )
     assert bound < dense_mb / 4, "the bound must be able to catch dense masks per batch"
-    assert growth <= bound, f"inspecting {tiles} max-detection tiles raised peak RSS by {growth:.0f} MB (bound {bound:.0f} MB)"
+    assert growth <= bound, (
+        f"inspecting {tiles} max-detection tiles raised peak RSS by {growth:.0f} MB (bound {bound:.0f} MB)"
+    )

@@ -39,7 +39,9 @@ def _records(n_defect: int, n_good: int, classes: int = 1) -> list[TileRecord]:
     return out
 
 
-def _output(boxes: list[tuple[int, int, int, int]], scores: list[float], labels: list[int] | None = None) -> dict:
+def _output(
+    boxes: list[tuple[int, int, int, int]], scores: list[float], labels: list[int] | None = None
+) -> dict:
     masks = torch.zeros((len(boxes), 1, TILE, TILE))
     for k, (x0, y0, x1, y1) in enumerate(boxes):
         masks[k, 0, y0:y1, x0:x1] = 0.9
@@ -63,7 +65,9 @@ def test_a_model_that_learned_gets_the_score_of_its_precision_target():
             outputs[r.image_id] = _output([ON_DEFECT], [0.80 + 0.005 * r.image_id])
         else:  # a false alarm on some good tiles, at lower scores
             outputs[r.image_id] = _output([ELSEWHERE], [0.30 + 0.05 * (r.image_id - 21)])  # 0.30 .. 0.75
-    calibration = calibrate_from_outputs(records, outputs, ["defect"], SegmentationConfig(defect_precision=0.9))
+    calibration = calibrate_from_outputs(
+        records, outputs, ["defect"], SegmentationConfig(defect_precision=0.9)
+    )
     assert calibration.qualified, calibration.reason
     assert calibration.ap50 is not None and calibration.ap50 > 0.9
     # All 20 true detections (0.805-0.90) and 2 of the false ones (0.70, 0.75) at or above it: 20/22.
@@ -77,31 +81,45 @@ def test_a_model_that_did_not_learn_is_not_qualified():
     """The issue's untrained model: everything scores about 0.5, nowhere near the defects."""
     rng = np.random.default_rng(0)
     records = _records(12, 12)
-    outputs = {r.image_id: _output([ELSEWHERE, (0, 40, 20, 60)], list(0.50 + 0.02 * rng.random(2))) for r in records}
+    outputs = {
+        r.image_id: _output([ELSEWHERE, (0, 40, 20, 60)], list(0.50 + 0.02 * rng.random(2))) for r in records
+    }
     calibration = calibrate_from_outputs(records, outputs, ["defect"], SegmentationConfig())
     assert not calibration.qualified and calibration.threshold is None
     assert calibration.reason == "val AP50 0.00 < 0.30"
     assert calibration.summary == "segmentation model not qualified: val AP50 0.00 < 0.30"
     # A model that finds defects but never at the precision asked is not qualified either.
-    outputs = {r.image_id: _output([ON_DEFECT, ELSEWHERE], [0.7, 0.9]) if r.is_defect else _output([ELSEWHERE], [0.95])
-               for r in records}
+    outputs = {
+        r.image_id: _output([ON_DEFECT, ELSEWHERE], [0.7, 0.9])
+        if r.is_defect
+        else _output([ELSEWHERE], [0.95])
+        for r in records
+    }
     calibration = calibrate_from_outputs(records, outputs, ["defect"], SegmentationConfig(min_ap50=0.1))
     assert not calibration.qualified and "no score reaches precision 0.90" in calibration.reason
     # No labelled defect in val: nothing shows it can find one.
-    calibration = calibrate_from_outputs(_records(0, 5), {i: _output([], []) for i in range(1, 6)}, ["defect"],
-                                         SegmentationConfig())
+    calibration = calibrate_from_outputs(
+        _records(0, 5), {i: _output([], []) for i in range(1, 6)}, ["defect"], SegmentationConfig()
+    )
     assert not calibration.qualified and "no labelled defects" in calibration.reason
 
 
 def test_classes_with_few_val_defects_use_the_global_score():
     records = _records(24, 6, classes=2)  # 12 val defects of each class
-    outputs = {r.image_id: _output([ON_DEFECT], [0.9], [r.annotations[0].class_index]) if r.is_defect
-               else _output([ELSEWHERE], [0.6]) for r in records}
+    outputs = {
+        r.image_id: _output([ON_DEFECT], [0.9], [r.annotations[0].class_index])
+        if r.is_defect
+        else _output([ELSEWHERE], [0.6])
+        for r in records
+    }
     settings = SegmentationConfig(min_class_defects=20)
     calibration = calibrate_from_outputs(records, outputs, ["hole", "scratch"], settings)
     assert calibration.qualified and calibration.per_class == {}
     settings = SegmentationConfig(min_class_defects=10)
-    assert set(calibrate_from_outputs(records, outputs, ["hole", "scratch"], settings).per_class) == {"hole", "scratch"}
+    assert set(calibrate_from_outputs(records, outputs, ["hole", "scratch"], settings).per_class) == {
+        "hole",
+        "scratch",
+    }
 
 
 def test_calibration_file_belongs_to_its_checkpoint(tmp_path: Path):
@@ -110,8 +128,9 @@ def test_calibration_file_belongs_to_its_checkpoint(tmp_path: Path):
     ckpt.write_bytes(b"weights one")
     from oringscan.segmentation.calibration import file_sha256
 
-    calibration = SegmentationCalibration(True, "", 0.7, {}, ap50=0.6, precision=0.92, recall=0.8,
-                                          checkpoint_sha256=file_sha256(ckpt))
+    calibration = SegmentationCalibration(
+        True, "", 0.7, {}, ap50=0.6, precision=0.92, recall=0.8, checkpoint_sha256=file_sha256(ckpt)
+    )
     path = save_calibration(calibration, ckpt)
     assert path == calibration_path(ckpt) == tmp_path / "checkpoints" / "segmentation_calibration.json"
     assert load_calibration(ckpt) == calibration
@@ -155,9 +174,14 @@ def test_an_untrained_segmenter_never_calls_a_good_part_defect(tiny_models: Tiny
     from oringscan.screening import ScreeningModel
     from oringscan.synth import render_frame
 
-    rework = ReworkChecker.load(tiny_models.output_root / "model1" / "rework_rules.toml", config=tiny_models.config.rework,
-                                roi_config=tiny_models.config.roi)
-    screening = ScreeningModel.load(tiny_models.output_root / "model1" / "screening", expected_type="model1", device="cpu")
+    rework = ReworkChecker.load(
+        tiny_models.output_root / "model1" / "rework_rules.toml",
+        config=tiny_models.config.rework,
+        roi_config=tiny_models.config.roi,
+    )
+    screening = ScreeningModel.load(
+        tiny_models.output_root / "model1" / "screening", expected_type="model1", device="cpu"
+    )
     screening.meta.threshold = 0.0  # every tile flagged: segmentation sees all of every good frame
     segmenter = _untrained_segmenter(tiny_models.config)
     assert segmenter.calibration is None
@@ -221,13 +245,31 @@ def test_training_writes_the_calibration_into_the_fingerprint(tiny_models: TinyM
     from oringscan.cli.main import cli
 
     copied.segmentation_calibration.unlink()
-    run = CliRunner().invoke(cli, ["calibrate", "segmentation", "--model", "model1", "--config", str(tiny_models.config_path),
-                                   "--data", str(tiny_models.data_root), "--output", str(copy), "--device", "cpu"])
+    run = CliRunner().invoke(
+        cli,
+        [
+            "calibrate",
+            "segmentation",
+            "--model",
+            "model1",
+            "--config",
+            str(tiny_models.config_path),
+            "--data",
+            str(tiny_models.data_root),
+            "--output",
+            str(copy),
+            "--device",
+            "cpu",
+        ],
+    )
     assert run.exit_code == 0, run.output
     assert calibration.summary in run.output and "segmentation_calibration.json" in run.output
     redone = load_calibration(copied.segmentation_checkpoint)
     assert redone is not None and (redone.qualified, redone.reason, redone.threshold) == (
-        calibration.qualified, calibration.reason, calibration.threshold)
+        calibration.qualified,
+        calibration.reason,
+        calibration.threshold,
+    )
 
 
 def test_the_dashboard_says_why_segmentation_called_nothing():
@@ -235,9 +277,17 @@ def test_the_dashboard_says_why_segmentation_called_nothing():
 
     from oringscan.dashboard.page_frame import segmentation_notice
 
-    run = SimpleNamespace(model_versions={"segmentation": {"qualified": False,
-                                                           "decides": "segmentation model not qualified: val AP50 0.02 < 0.30"}})
-    assert segmentation_notice(SimpleNamespace(run=run)).startswith("segmentation model not qualified: val AP50 0.02 < 0.30")
+    run = SimpleNamespace(
+        model_versions={
+            "segmentation": {
+                "qualified": False,
+                "decides": "segmentation model not qualified: val AP50 0.02 < 0.30",
+            }
+        }
+    )
+    assert segmentation_notice(SimpleNamespace(run=run)).startswith(
+        "segmentation model not qualified: val AP50 0.02 < 0.30"
+    )
     run.model_versions["segmentation"]["qualified"] = True
     assert segmentation_notice(SimpleNamespace(run=run)) == ""
     assert segmentation_notice(SimpleNamespace(run=SimpleNamespace(model_versions=None))) == ""
@@ -259,7 +309,9 @@ def test_evaluate_reports_expected_against_measured_per_stage(tiny_models: TinyM
         geometry = ReworkResult(ReworkVerdict.REWORK if rework else ReworkVerdict.PASS, [])
         return InspectionResult("frame", verdict, screening=screen, rework=geometry)
 
-    good = [part(flagged=True), part(marginal=True), part(marginal=True), part(rework=True)] + [part() for _ in range(46)]
+    good = [part(flagged=True), part(marginal=True), part(marginal=True), part(rework=True)] + [
+        part() for _ in range(46)
+    ]
     results = [("good", r) for r in good] + [("defect", part(flagged=True)) for _ in range(5)]
     report = false_reject_report(inspector, results)
     stages = report["stages"]
@@ -270,7 +322,9 @@ def test_evaluate_reports_expected_against_measured_per_stage(tiny_models: TinyM
     assert low < 0.04 < high
     # The budget shares come from [pipeline] false_reject_budget; the rework stage's expectation from
     # its rules file (calibrated for rework's share), checked against what these parts show.
-    assert sum(stages[s]["budget"] for s in ("screening", "review", "rework")) == pytest.approx(stages["line"]["budget"])
+    assert sum(stages[s]["budget"] for s in ("screening", "review", "rework")) == pytest.approx(
+        stages["line"]["budget"]
+    )
     rules_meta = inspector.rework.rules.meta
     assert stages["rework"]["expected"] == rules_meta.expected_rate
     assert rules_meta.expected_rate is not None

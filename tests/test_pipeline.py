@@ -76,7 +76,9 @@ def test_inspect_array_gives_one_result_with_stage_timings(tiny_inspector: Inspe
         (np.zeros((SIZE[1], SIZE[0], 2), np.uint8), "channel"),
     ],
 )
-def test_inspect_array_never_raises_for_a_bad_frame(tiny_inspector: Inspector, array: np.ndarray, needle: str):
+def test_inspect_array_never_raises_for_a_bad_frame(
+    tiny_inspector: Inspector, array: np.ndarray, needle: str
+):
     result = tiny_inspector.inspect_array(array, "bad")
     assert result.verdict is Verdict.ERROR
     assert needle in result.error and needle in " ".join(result.reasons)
@@ -131,10 +133,25 @@ def test_batch_records_every_frame_and_goes_on_after_broken_files(
 ):
     url = db_url
     out = tmp_path / "out dir"
-    shutil.copytree(tiny_models.output_root / "model1", out / "model1",
-                    ignore=shutil.ignore_patterns("images", "annotations", "runs", "inspections"))
-    args = ["inspect", "--config", str(tiny_models.config_path), "--output", str(out), "--model", "model1",
-            str(messy_batch["folder"]), "--db", url, "--json", "--no-progress"]
+    shutil.copytree(
+        tiny_models.output_root / "model1",
+        out / "model1",
+        ignore=shutil.ignore_patterns("images", "annotations", "runs", "inspections"),
+    )
+    args = [
+        "inspect",
+        "--config",
+        str(tiny_models.config_path),
+        "--output",
+        str(out),
+        "--model",
+        "model1",
+        str(messy_batch["folder"]),
+        "--db",
+        url,
+        "--json",
+        "--no-progress",
+    ]
     run = CliRunner().invoke(cli, args)
     assert run.exit_code == 3, run.output  # some inputs were errors: each recorded, the rest inspected
     results = {Path(r["image"]).name: r for r in json.loads(run.stdout)}
@@ -180,31 +197,78 @@ def test_batch_records_every_frame_and_goes_on_after_broken_files(
     assert "skipped" in rerun.stderr
     assert len(store.frames(limit=None)) == 9
     # --reinspect records a file again.
-    forced = CliRunner().invoke(cli, [*args[:7], str(messy_batch["good"]), "--db", url, "--json", "--no-progress",
-                                      "--reinspect", "--no-save-vis"])
+    forced = CliRunner().invoke(
+        cli,
+        [
+            *args[:7],
+            str(messy_batch["good"]),
+            "--db",
+            url,
+            "--json",
+            "--no-progress",
+            "--reinspect",
+            "--no-save-vis",
+        ],
+    )
     assert forced.exit_code == 0, forced.output
     assert len(json.loads(forced.stdout)) == 1
-    assert len(store.frames(FrameFilter(sha256=results[messy_batch["good"].name].get("sha256") or None),
-                            limit=None)) >= 1
+    assert (
+        len(
+            store.frames(
+                FrameFilter(sha256=results[messy_batch["good"].name].get("sha256") or None), limit=None
+            )
+        )
+        >= 1
+    )
     assert len(store.frames(limit=None)) == 10
     store.dispose()
 
 
-def test_missing_model_is_one_clear_line(tiny_models: TinyModels, messy_batch: dict[str, Path], tmp_path: Path):
-    run = CliRunner().invoke(cli, ["inspect", "--config", str(tiny_models.config_path), "--output", str(tmp_path),
-                                   "--model", "model1", str(messy_batch["good"]), "--db",
-                                   f"sqlite:///{(tmp_path / 'x.db').as_posix()}"])
+def test_missing_model_is_one_clear_line(
+    tiny_models: TinyModels, messy_batch: dict[str, Path], tmp_path: Path
+):
+    run = CliRunner().invoke(
+        cli,
+        [
+            "inspect",
+            "--config",
+            str(tiny_models.config_path),
+            "--output",
+            str(tmp_path),
+            "--model",
+            "model1",
+            str(messy_batch["good"]),
+            "--db",
+            f"sqlite:///{(tmp_path / 'x.db').as_posix()}",
+        ],
+    )
     assert run.exit_code == 1
     lines = run.output.strip().splitlines()
     assert len(lines) == 1 and "model file not found" in lines[0] and "oringscan train screening" in lines[0]
     empty = tmp_path / "no frames here"
     empty.mkdir()
-    run = CliRunner().invoke(cli, ["inspect", "--config", str(tiny_models.config_path), "--output",
-                                   str(tiny_models.output_root), "--model", "model1", str(empty), "--db",
-                                   f"sqlite:///{(tmp_path / 'y.db').as_posix()}"])
-    assert run.exit_code == 1 and "no frames found" in run.output and len(run.output.strip().splitlines()) == 1
-    run = CliRunner().invoke(cli, ["inspect", "--config", str(tiny_models.config_path), "--model", "model3",
-                                   str(messy_batch["good"])])
+    run = CliRunner().invoke(
+        cli,
+        [
+            "inspect",
+            "--config",
+            str(tiny_models.config_path),
+            "--output",
+            str(tiny_models.output_root),
+            "--model",
+            "model1",
+            str(empty),
+            "--db",
+            f"sqlite:///{(tmp_path / 'y.db').as_posix()}",
+        ],
+    )
+    assert (
+        run.exit_code == 1 and "no frames found" in run.output and len(run.output.strip().splitlines()) == 1
+    )
+    run = CliRunner().invoke(
+        cli,
+        ["inspect", "--config", str(tiny_models.config_path), "--model", "model3", str(messy_batch["good"])],
+    )
     assert run.exit_code == 1 and "unknown o-ring type 'model3'" in run.output
 
 
@@ -238,8 +302,9 @@ def test_prefetcher_reads_ahead_in_order_and_keeps_problems(tiny_models: TinyMod
 # --- watching a camera folder ------------------------------------------------------------------
 
 
-def test_watch_takes_each_file_once_when_it_is_complete(tiny_models: TinyModels, tiny_inspector: Inspector,
-                                                       tmp_path: Path):
+def test_watch_takes_each_file_once_when_it_is_complete(
+    tiny_models: TinyModels, tiny_inspector: Inspector, tmp_path: Path
+):
     url = f"sqlite:///{(tmp_path / 'watch.db').as_posix()}"
     store = InspectionStore(url)
     camera = tmp_path / "camera out"
@@ -250,8 +315,15 @@ def test_watch_takes_each_file_once_when_it_is_complete(tiny_models: TinyModels,
     seen = []
     thread = threading.Thread(
         target=watch_folder,
-        kwargs={"recorder": recorder, "folder": camera, "poll_s": 0.05, "stable_polls": 2, "give_up_s": 1.0,
-                "stop": stop, "on_result": seen.append},
+        kwargs={
+            "recorder": recorder,
+            "folder": camera,
+            "poll_s": 0.05,
+            "stable_polls": 2,
+            "give_up_s": 1.0,
+            "stop": stop,
+            "on_result": seen.append,
+        },
     )
     thread.start()
     try:
@@ -285,8 +357,21 @@ def test_watch_takes_each_file_once_when_it_is_complete(tiny_models: TinyModels,
 
 
 def test_evaluate_pipeline_confusion_matrix_and_plots(tiny_models: TinyModels, tmp_path: Path):
-    args = ["evaluate", "pipeline", "--config", str(tiny_models.config_path), "--data", str(tiny_models.data_root),
-            "--output", str(tiny_models.output_root), "--model", "model1", "--out", str(tmp_path / "eval"), "--json"]
+    args = [
+        "evaluate",
+        "pipeline",
+        "--config",
+        str(tiny_models.config_path),
+        "--data",
+        str(tiny_models.data_root),
+        "--output",
+        str(tiny_models.output_root),
+        "--model",
+        "model1",
+        "--out",
+        str(tmp_path / "eval"),
+        "--json",
+    ]
     run = CliRunner().invoke(cli, args)
     assert run.exit_code == 0, run.output
     report = json.loads(run.stdout)

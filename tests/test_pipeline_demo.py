@@ -13,9 +13,22 @@ from oringscan.pipeline.demo import DemoPlan, run_demo
 
 
 @pytest.mark.slow
-def test_demo_fills_a_database_and_prints_the_dashboard_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    plan = DemoPlan(n_good=5, n_defect=2, n_rework=1, line_good=3, line_defect=1, line_rework=0, size=(612, 512),
-                    tile_size=160, overlap=20, input_size=None, workers=1)
+def test_demo_fills_a_database_and_prints_the_dashboard_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    plan = DemoPlan(
+        n_good=5,
+        n_defect=2,
+        n_rework=1,
+        line_good=3,
+        line_defect=1,
+        line_rework=0,
+        size=(612, 512),
+        tile_size=160,
+        overlap=20,
+        input_size=None,
+        workers=1,
+    )
     workdir = tmp_path / "demo dir"
     out = run_demo(workdir, minutes=0.05, seed=3, plan=plan, progress=False)
     assert sum(out["counts"].values()) == 4
@@ -26,7 +39,9 @@ def test_demo_fills_a_database_and_prints_the_dashboard_command(tmp_path: Path, 
     assert store.run(out["run_id"]).status == "done"
     store.dispose()
     printed = capsys.readouterr().out
-    assert "oringscan dashboard --config" in printed and "--db sqlite:///" in printed and "frames/s" in printed
+    assert (
+        "oringscan dashboard --config" in printed and "--db sqlite:///" in printed and "frames/s" in printed
+    )
     assert (workdir / "demo.toml").is_file()
     # The printed dashboard command starts as printed: its config switches login off on loopback only.
     from oringscan.config import load_config
@@ -34,7 +49,9 @@ def test_demo_fills_a_database_and_prints_the_dashboard_command(tmp_path: Path, 
     from oringscan.dashboard.settings import DashboardSettings
     from oringscan.errors import ConfigError
 
-    demo_settings = DashboardSettings.from_config(load_config(workdir / "demo.toml"), out["db_url"], workdir, workdir)
+    demo_settings = DashboardSettings.from_config(
+        load_config(workdir / "demo.toml"), out["db_url"], workdir, workdir
+    )
     check_login_setup(demo_settings, "127.0.0.1")
     with pytest.raises(ConfigError, match="without login"):
         check_login_setup(demo_settings, "0.0.0.0")

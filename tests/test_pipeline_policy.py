@@ -24,13 +24,25 @@ def roi(status: RoiStatus = RoiStatus.OK, reason: str = "") -> RingROI:
     mask = np.zeros((64, 64), bool)
     mask[8:56, 8:56] = True
     usable = status in (RoiStatus.OK, RoiStatus.BROKEN, RoiStatus.TOUCHES_EDGE)
-    return RingROI(status, reason, "light", 100.0, mask if usable else None, None, None, (8, 8, 48, 48) if usable else None)
+    return RingROI(
+        status,
+        reason,
+        "light",
+        100.0,
+        mask if usable else None,
+        None,
+        None,
+        (8, 8, 48, 48) if usable else None,
+    )
 
 
 def screening(score: float, threshold: float = 1.0, marginal_from: float = 0.9) -> ScreeningResult:
     flagged = score > threshold
     return ScreeningResult(
-        score=score, threshold=threshold, flagged=flagged, marginal=(not flagged) and score > marginal_from,
+        score=score,
+        threshold=threshold,
+        flagged=flagged,
+        marginal=(not flagged) and score > marginal_from,
         tiles=[TileScore(TileBox(0, 0, 32, 32), score, flagged)],
     )
 
@@ -41,8 +53,11 @@ def defect(score: float = 0.9, label: str = "defect") -> Instance:
 
 def rework(verdict: ReworkVerdict, reason: str = "wall_ratio 1.4 > 1.2") -> ReworkResult:
     fired = verdict in (ReworkVerdict.REWORK, ReworkVerdict.DEFECT)
-    return ReworkResult(verdict, [reason] if verdict is not ReworkVerdict.PASS else [],
-                        [MetricCheck("wall_ratio", 1.4, None, 1.2, fired, str(verdict))])
+    return ReworkResult(
+        verdict,
+        [reason] if verdict is not ReworkVerdict.PASS else [],
+        [MetricCheck("wall_ratio", 1.4, None, 1.2, fired, str(verdict))],
+    )
 
 
 PASS = ReworkResult(ReworkVerdict.PASS, [], [MetricCheck("wall_ratio", 1.05, None, 1.2)])
@@ -53,7 +68,9 @@ def test_clean_part_is_good_without_reasons():
 
 
 def test_confirmed_defect_names_label_score_and_place():
-    verdict, reasons = decide_verdict(roi(), screening(2.0), [defect(0.87, "scratch")], PASS, PipelineConfig())
+    verdict, reasons = decide_verdict(
+        roi(), screening(2.0), [defect(0.87, "scratch")], PASS, PipelineConfig()
+    )
     assert verdict is Verdict.DEFECT
     assert "scratch 0.87 at (10, 20)" in reasons[0]
 
@@ -61,14 +78,19 @@ def test_confirmed_defect_names_label_score_and_place():
 def test_unconfirmed_flag_is_suspect_or_good_as_configured():
     verdict, reasons = decide_verdict(roi(), screening(2.0), [], PASS, PipelineConfig())
     assert verdict is Verdict.SUSPECT and "segmentation found no defect" in reasons[0]
-    verdict, reasons = decide_verdict(roi(), screening(2.0), [], PASS, PipelineConfig(unconfirmed_flag="good"))
+    verdict, reasons = decide_verdict(
+        roi(), screening(2.0), [], PASS, PipelineConfig(unconfirmed_flag="good")
+    )
     assert verdict is Verdict.GOOD and reasons  # the note stays for the record
 
 
 def test_marginal_band():
     verdict, reasons = decide_verdict(roi(), screening(0.95), [], PASS, PipelineConfig())
     assert verdict is Verdict.SUSPECT and "marginal" in reasons[0]
-    assert decide_verdict(roi(), screening(0.95), [], PASS, PipelineConfig(marginal_verdict="good"))[0] is Verdict.GOOD
+    assert (
+        decide_verdict(roi(), screening(0.95), [], PASS, PipelineConfig(marginal_verdict="good"))[0]
+        is Verdict.GOOD
+    )
 
 
 def test_defect_beats_rework_unless_configured():
@@ -79,12 +101,20 @@ def test_defect_beats_rework_unless_configured():
 
 
 def test_rework_beats_suspect_and_good():
-    assert decide_verdict(roi(), screening(0.2), [], rework(ReworkVerdict.REWORK), PipelineConfig())[0] is Verdict.REWORK
-    assert decide_verdict(roi(), screening(2.0), [], rework(ReworkVerdict.REWORK), PipelineConfig())[0] is Verdict.REWORK
+    assert (
+        decide_verdict(roi(), screening(0.2), [], rework(ReworkVerdict.REWORK), PipelineConfig())[0]
+        is Verdict.REWORK
+    )
+    assert (
+        decide_verdict(roi(), screening(2.0), [], rework(ReworkVerdict.REWORK), PipelineConfig())[0]
+        is Verdict.REWORK
+    )
 
 
 def test_geometry_defect_is_a_defect():
-    verdict, reasons = decide_verdict(roi(), screening(0.2), [], rework(ReworkVerdict.DEFECT, "bite 9 px"), PipelineConfig())
+    verdict, reasons = decide_verdict(
+        roi(), screening(0.2), [], rework(ReworkVerdict.DEFECT, "bite 9 px"), PipelineConfig()
+    )
     assert verdict is Verdict.DEFECT and reasons == ["geometry: bite 9 px"]
 
 
@@ -96,8 +126,9 @@ def test_no_usable_ring_is_an_error(status: RoiStatus):
 
 def test_broken_ring_is_a_defect_once():
     broken = roi(RoiStatus.BROKEN, "no closed bore")
-    verdict, reasons = decide_verdict(broken, screening(0.2), [], rework(ReworkVerdict.DEFECT, "ring broken through"),
-                                      PipelineConfig())
+    verdict, reasons = decide_verdict(
+        broken, screening(0.2), [], rework(ReworkVerdict.DEFECT, "ring broken through"), PipelineConfig()
+    )
     assert verdict is Verdict.DEFECT and len(reasons) == 1
     assert decide_verdict(broken, screening(0.2), [], None, PipelineConfig())[0] is Verdict.DEFECT
 
@@ -122,10 +153,13 @@ def test_low_score_instances_do_not_count():
 class Calibration:
     """What segmentation/calibration.py stores (the policy reads only these fields)."""
 
-    def __init__(self, qualified: bool, threshold: float | None = None, per_class: dict | None = None,
-                 reason: str = "") -> None:
+    def __init__(
+        self, qualified: bool, threshold: float | None = None, per_class: dict | None = None, reason: str = ""
+    ) -> None:
         self.qualified, self.threshold, self.per_class = qualified, threshold, per_class or {}
-        self.summary = f"segmentation model not qualified: {reason}" if not qualified else "segmentation qualified"
+        self.summary = (
+            f"segmentation model not qualified: {reason}" if not qualified else "segmentation qualified"
+        )
 
 
 NOT_LEARNED = Calibration(False, reason="val AP50 0.02 < 0.30")
@@ -145,7 +179,10 @@ def test_an_unqualified_or_uncalibrated_segmenter_counts_no_defect():
 def test_calibrated_scores_per_class_and_the_explicit_override():
     gate = DefectGate.from_calibration(LEARNED, PipelineConfig())
     found = [defect(0.72, "hole"), defect(0.69, "hole"), defect(0.8, "scratch"), defect(0.86, "scratch")]
-    assert [(d.label, d.score) for d in confident_defects(found, PipelineConfig(), gate)] == [("hole", 0.72), ("scratch", 0.86)]
+    assert [(d.label, d.score) for d in confident_defects(found, PipelineConfig(), gate)] == [
+        ("hole", 0.72),
+        ("scratch", 0.86),
+    ]
     assert gate.lowest == 0.7
     override = DefectGate.from_calibration(NOT_LEARNED, PipelineConfig(defect_min_score=0.5))
     assert override.qualified and override.min_score == 0.5 and "overrides" in override.reason
@@ -159,7 +196,13 @@ UNQUALIFIED = DefectGate.from_calibration(NOT_LEARNED, PipelineConfig())
     ("screen", "rework_result", "policy", "expected", "words"),
     [
         # flagged: nobody confirmed or cleared it -> a person looks, whatever unconfirmed_flag says
-        (2.0, PASS, PipelineConfig(), Verdict.SUSPECT, "segmentation model not qualified: val AP50 0.02 < 0.30"),
+        (
+            2.0,
+            PASS,
+            PipelineConfig(),
+            Verdict.SUSPECT,
+            "segmentation model not qualified: val AP50 0.02 < 0.30",
+        ),
         (2.0, PASS, PipelineConfig(unconfirmed_flag="good"), Verdict.SUSPECT, "not qualified"),
         # marginal and clean parts: screening's call, as configured
         (0.95, PASS, PipelineConfig(), Verdict.SUSPECT, "marginal"),
@@ -167,7 +210,13 @@ UNQUALIFIED = DefectGate.from_calibration(NOT_LEARNED, PipelineConfig())
         (0.5, PASS, PipelineConfig(), Verdict.GOOD, None),
         # geometry still decides rework and bites
         (2.0, rework(ReworkVerdict.REWORK), PipelineConfig(), Verdict.REWORK, "wall_ratio"),
-        (0.5, rework(ReworkVerdict.DEFECT, "bite 9 px"), PipelineConfig(), Verdict.DEFECT, "geometry: bite 9 px"),
+        (
+            0.5,
+            rework(ReworkVerdict.DEFECT, "bite 9 px"),
+            PipelineConfig(),
+            Verdict.DEFECT,
+            "geometry: bite 9 px",
+        ),
     ],
 )
 def test_policy_with_an_unqualified_segmenter(screen, rework_result, policy, expected, words):

@@ -33,7 +33,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX only")
-def test_sigkill_halfway_then_rerun_leaves_one_record_per_frame(tiny_models: TinyModels, tmp_path: Path, db_url: str):
+def test_sigkill_halfway_then_rerun_leaves_one_record_per_frame(
+    tiny_models: TinyModels, tmp_path: Path, db_url: str
+):
     batch = tmp_path / "frames"
     batch.mkdir()
     sources = sorted((tiny_models.data_root / "images").rglob("*.bmp"))[:N_FRAMES]
@@ -43,11 +45,27 @@ def test_sigkill_halfway_then_rerun_leaves_one_record_per_frame(tiny_models: Tin
     shas = {sha256_of(p) for p in batch.iterdir()}
     assert len(shas) == N_FRAMES
     url = db_url
-    args = ["inspect", "--config", str(tiny_models.config_path), "--output", str(tiny_models.output_root),
-            "--model", "model1", str(batch), "--db", url, "--no-progress", "--no-save-vis"]
+    args = [
+        "inspect",
+        "--config",
+        str(tiny_models.config_path),
+        "--output",
+        str(tiny_models.output_root),
+        "--model",
+        "model1",
+        str(batch),
+        "--db",
+        url,
+        "--no-progress",
+        "--no-save-vis",
+    ]
     env = {**os.environ, "ORINGSCAN_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "oringscan.cli.main", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oringscan.cli.main", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     reader: InspectionStore | None = None
     seen_counts: list[int] = []
     try:
@@ -70,7 +88,9 @@ def test_sigkill_halfway_then_rerun_leaves_one_record_per_frame(tiny_models: Tin
             reader.verdict_counts()
             if len(frames) >= 2:
                 break
-        assert proc.poll() is None, f"the batch ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        assert proc.poll() is None, (
+            f"the batch ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -79,10 +79,16 @@ def defect_placements() -> dict[str, list[list[float]]]:
     for b in boxes:
         for y0 in range(b.y, b.y2 - 30, 10):
             x0, x1, y1 = b.x2 - 1, b.x2 + 26, y0 + 10  # filled: 1 column x 11 rows (< 16 px) in tile b
-            whole = [o for o in overlapping(x0, y0, x1, y1) if o.x <= x0 and x1 <= o.x2 and o.y <= y0 and y1 <= o.y2]
+            whole = [
+                o
+                for o in overlapping(x0, y0, x1, y1)
+                if o.x <= x0 and x1 <= o.x2 and o.y <= y0 and y1 <= o.y2
+            ]
             if _on_ring(x0, y0, x1, y1) and whole and "sliver" not in found:
                 found["sliver"] = [[x0, y0], [x1, y1]]
-    assert set(found) == {"two", "four", "sliver"}, f"no placement for {set(found) ^ {'two', 'four', 'sliver'}}"
+    assert set(found) == {"two", "four", "sliver"}, (
+        f"no placement for {set(found) ^ {'two', 'four', 'sliver'}}"
+    )
     return found
 
 
@@ -105,7 +111,7 @@ def build_dataset(root: Path) -> Path:
     put_labels(root, GOOD, "g1.bmp", [])  # a good frame's JSON with no shapes
     put_frame(root, GOOD, "g_blank.bmp", blank_frame())
     truncated = put_frame(root, GOOD, "g_cut.bmp", ring_frame(seed=40))
-    truncated.write_bytes(truncated.read_bytes()[: 3_000_000])  # a copy that broke off half way
+    truncated.write_bytes(truncated.read_bytes()[:3_000_000])  # a copy that broke off half way
     put_frame(root, GOOD, "g_labelled.bmp", ring_frame(seed=41))  # mis-filed: it has a defect label
     put_labels(root, GOOD, "g_labelled.bmp", [shape("pit", [[1224, 500], [1234, 500], [1234, 510]])])
     put_frame(root, "model1_rework", "r0.bmp", ring_frame(seed=42))
@@ -144,12 +150,23 @@ def build_dataset(root: Path) -> Path:
     )
     binned = cv2.resize(ring_frame(seed=13), (W // 2, H // 2), interpolation=cv2.INTER_AREA)
     put_frame(root, DEFECT, "d3.bmp", binned)
-    put_labels(root, DEFECT, "d3.bmp", [shape("pit", [[612, 250], [622, 250], [622, 260], [612, 260]])], width=W // 2, height=H // 2)
+    put_labels(
+        root,
+        DEFECT,
+        "d3.bmp",
+        [shape("pit", [[612, 250], [622, 250], [622, 260], [612, 260]])],
+        width=W // 2,
+        height=H // 2,
+    )
     for i in (4, 5):
         put_frame(root, DEFECT, f"d{i}.bmp", ring_frame(seed=20 + i))
-        put_labels(root, DEFECT, f"d{i}.bmp", [shape("bulge", [[1224 - 30, 1580], [1224 + 30, 1580], [1224, 1640]])])
+        put_labels(
+            root, DEFECT, f"d{i}.bmp", [shape("bulge", [[1224 - 30, 1580], [1224 + 30, 1580], [1224, 1640]])]
+        )
     put_frame(root, DEFECT, "d_badjson.bmp", ring_frame(seed=30))
-    (root / "labels" / DEFECT / "d_badjson.json").write_text('{"version": "5.5.0", "shapes": [{"label": "pit",')
+    (root / "labels" / DEFECT / "d_badjson.json").write_text(
+        '{"version": "5.5.0", "shapes": [{"label": "pit",'
+    )
     put_frame(root, DEFECT, "d_size.bmp", ring_frame(seed=31))
     put_labels(root, DEFECT, "d_size.bmp", [shape("pit", [[0, 0], [4, 0], [4, 4]])], width=1920, height=1080)
     put_frame(root, DEFECT, "d_nolabel.bmp", ring_frame(seed=32))
@@ -204,7 +221,12 @@ def test_pycocotools_loads_every_file_and_records_are_complete(converted):
             assert isinstance(ann["segmentation"]["counts"], str)
             mask = coco.annToMask(ann).astype(bool)
             ys, xs = np.nonzero(mask)
-            assert ann["area"] == mask.sum() and ann["bbox"] == [xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1]
+            assert ann["area"] == mask.sum() and ann["bbox"] == [
+                xs.min(),
+                ys.min(),
+                np.ptp(xs) + 1,
+                np.ptp(ys) + 1,
+            ]
     assert seen_good_tile
     assert summary["tiles"]["written"] == sum(len(_coco(out, s).dataset["images"]) for s in SPLITS)
 
@@ -242,8 +264,12 @@ def test_round_trip_union_of_tile_masks_equals_the_frame_mask(converted):
         full = _frame_pixels(inst, H, W)
         union = np.zeros((H, W), bool)
         for im, ann in per_instance[k]:
-            part = mask_utils.decode({"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()})
-            union[im["tile_y"] : im["tile_y"] + im["height"], im["tile_x"] : im["tile_x"] + im["width"]] |= part.astype(bool)
+            part = mask_utils.decode(
+                {"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()}
+            )
+            union[im["tile_y"] : im["tile_y"] + im["height"], im["tile_x"] : im["tile_x"] + im["width"]] |= (
+                part.astype(bool)
+            )
         # Exact, pixel for pixel (the sliver's column dropped in one tile is whole in another).
         assert (union == full).all(), f"instance {k} ({inst.label}): {int((union ^ full).sum())} px differ"
 
@@ -311,8 +337,17 @@ def test_summary_reports_every_bad_case_by_file(converted):
 def test_binned_frame_labels_land_on_the_full_size_tiles(converted):
     _, out, _ = converted
     (parts,) = _instance_tiles(out, f"images/{DEFECT}/d3.bmp").values()
-    boxes = [(im["tile_x"] + x, im["tile_y"] + y, im["tile_x"] + x + w, im["tile_y"] + y + h) for im, ann in parts for x, y, w, h in [ann["bbox"]]]
-    frame_box = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    boxes = [
+        (im["tile_x"] + x, im["tile_y"] + y, im["tile_x"] + x + w, im["tile_y"] + y + h)
+        for im, ann in parts
+        for x, y, w, h in [ann["bbox"]]
+    ]
+    frame_box = (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
     # drawn at (612, 250)-(622, 260) on the binned frame: x2 = 2 x 622 = 1244, filled inclusively
     assert frame_box == (1224, 500, 1245, 521)
 
@@ -325,12 +360,26 @@ def test_rerun_through_the_cli_is_idempotent(converted):
     (out / "model1" / "checkpoints").mkdir()
     (out / "model1" / "checkpoints" / "best_model.pth").write_bytes(b"keep me")
     result = CliRunner().invoke(
-        cli, ["preprocess", "--model", "model1", "--data", str(data), "--output", str(out), "--workers", "1", "--no-progress"]
+        cli,
+        [
+            "preprocess",
+            "--model",
+            "model1",
+            "--data",
+            str(data),
+            "--output",
+            str(out),
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
     )
     assert result.exit_code == 3, result.output  # done, but some inputs were errors (each listed)
     assert "model1" in result.output and "13/19" in result.output and "8 skipped" in result.output
     assert {s: (out / "model1" / "annotations" / f"{s}.json").read_bytes() for s in SPLITS} == before
-    assert sorted(p.relative_to(out).as_posix() for p in (out / "model1" / "images").rglob("*")) == files_before
+    assert (
+        sorted(p.relative_to(out).as_posix() for p in (out / "model1" / "images").rglob("*")) == files_before
+    )
     assert (out / "model1" / "checkpoints" / "best_model.pth").read_bytes() == b"keep me"
     assert not (out / "model1" / ".preprocess-staging").exists()
     assert json.loads((out / "model1" / "dataset_summary.json").read_text())["frames"] == summary["frames"]
@@ -339,7 +388,9 @@ def test_rerun_through_the_cli_is_idempotent(converted):
 def test_missing_folders_give_one_line_errors(tmp_path: Path):
     empty = tmp_path / "empty data"
     empty.mkdir()
-    result = CliRunner().invoke(cli, ["preprocess", "--data", str(empty), "--output", str(tmp_path / "o"), "--no-progress"])
+    result = CliRunner().invoke(
+        cli, ["preprocess", "--data", str(empty), "--output", str(tmp_path / "o"), "--no-progress"]
+    )
     assert result.exit_code == 1
     assert "neither images/model1good nor images/model1defect exists" in result.output
     assert "neither images/good nor images/notok exists" in result.output
@@ -356,7 +407,9 @@ def test_missing_folders_give_one_line_errors(tmp_path: Path):
 
 
 def test_split_frames_is_seeded_stratified_and_order_free():
-    strata = {f"images/g/{i:03d}.bmp": "good" for i in range(150)} | {f"images/d/{i:03d}.bmp": "defect" for i in range(50)}
+    strata = {f"images/g/{i:03d}.bmp": "good" for i in range(150)} | {
+        f"images/d/{i:03d}.bmp": "defect" for i in range(50)
+    }
     cfg = SplitConfig()
     first = split_frames(strata, cfg)
     assert set(first) == set(strata)
@@ -385,7 +438,9 @@ NON_UTF8 = os.fsdecode(b"caf\xe9 frame.bmp")  # Latin-1 bytes: not valid UTF-8 (
 
 def _fault_dataset(root: Path) -> Path:
     put_frame(root, GOOD, "g_ok.bmp", ring_frame(seed=50))
-    put_frame(root, DEFECT, "d_ok.bmp", draw_defects(ring_frame(seed=51), [[[1224, 460], [1240, 460], [1240, 476]]]))
+    put_frame(
+        root, DEFECT, "d_ok.bmp", draw_defects(ring_frame(seed=51), [[[1224, 460], [1240, 460], [1240, 476]]])
+    )
     put_labels(root, DEFECT, "d_ok.bmp", [shape("pit", [[1224, 460], [1240, 460], [1240, 476]])])
     good = root / "images" / GOOD
     write_frame(good / NON_UTF8, ring_frame(seed=52))
@@ -433,9 +488,13 @@ _ROWS = [
     ("label file is a folder", f"labels/{DEFECT}/d_dir.json", "label file: a folder named like a .json file"),
 ]
 FAULTS = [pytest.param(*row, id=row[0]) for row in _ROWS] + [
-    pytest.param("unreadable frame", f"images/{GOOD}/locked.bmp", "cannot be read (Permission denied)",
-                 id="unreadable frame (no permission)",
-                 marks=pytest.mark.skipif(AS_ROOT, reason="root reads a file without permissions")),
+    pytest.param(
+        "unreadable frame",
+        f"images/{GOOD}/locked.bmp",
+        "cannot be read (Permission denied)",
+        id="unreadable frame (no permission)",
+        marks=pytest.mark.skipif(AS_ROOT, reason="root reads a file without permissions"),
+    ),
 ]
 
 
@@ -464,8 +523,20 @@ def test_faults_leave_the_rest_converted_and_the_summary_written(faults):
 def test_fault_catalogue_through_the_cli_prints_every_name(faults, tmp_path: Path):
     data, _, summary = faults
     result = CliRunner().invoke(
-        cli, ["preprocess", "--model", "model1", "--data", str(data), "--output", str(tmp_path / "o"), "--no-progress"]
+        cli,
+        [
+            "preprocess",
+            "--model",
+            "model1",
+            "--data",
+            str(data),
+            "--output",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ],
     )
     assert result.exit_code == 3, result.output  # done, with input errors listed
     assert "Traceback" not in result.output and "d_nested.json: JSON nested too deeply" in result.output
-    assert json.loads((tmp_path / "o" / "model1" / "dataset_summary.json").read_text(encoding="utf-8"))["skipped"]
+    assert json.loads((tmp_path / "o" / "model1" / "dataset_summary.json").read_text(encoding="utf-8"))[
+        "skipped"
+    ]

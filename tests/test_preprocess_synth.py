@@ -71,7 +71,9 @@ def test_synthetic_dataset_converts_without_loss(small_dataset_both_types: Path,
                     union[y : y + im["height"], x : x + im["width"]] |= mask_utils.decode(
                         {"size": seg["size"], "counts": seg["counts"].encode()}
                     ).astype(bool)
-                assert (union == full).all(), f"{source} instance {k} ({inst.label}): {int((union ^ full).sum())} px differ"
+                assert (union == full).all(), (
+                    f"{source} instance {k} ({inst.label}): {int((union ^ full).sum())} px differ"
+                )
 
 
 # --- every labelled pixel: coverage of the LabelMe fill by the re-assembled tile annotations ---------
@@ -79,9 +81,15 @@ def test_synthetic_dataset_converts_without_loss(small_dataset_both_types: Path,
 # Bulges (angle, proud px, half width px, edge, shade): the first stands 70 px proud at the ring's far
 # right (where the tile grid ends), the second is shaded (gray ~86 on ring 170 / belt 18: below the
 # ring threshold), the third is a narrow finger, the fourth sits on the bore's edge.
-PLANT_BULGES = [(0.0, 70.0, 60.0, "outer", 1.0), (math.pi / 2, 70.0, 50.0, "outer", 0.45),
-                (2.5, 70.0, 16.0, "outer", 1.0), (4.6, 30.0, 40.0, "inner", 1.0)]
-PLANT_PITS = [(0.4 * j + 0.2, 0.2 + 0.06 * j, float(d)) for j, d in enumerate((3, 4, 5, 6, 8, 10, 12, 14, 17, 20))]
+PLANT_BULGES = [
+    (0.0, 70.0, 60.0, "outer", 1.0),
+    (math.pi / 2, 70.0, 50.0, "outer", 0.45),
+    (2.5, 70.0, 16.0, "outer", 1.0),
+    (4.6, 30.0, 40.0, "inner", 1.0),
+]
+PLANT_PITS = [
+    (0.4 * j + 0.2, 0.2 + 0.06 * j, float(d)) for j, d in enumerate((3, 4, 5, 6, 8, 10, 12, 14, 17, 20))
+]
 SYNTH_SEEDS = (1015, 1007)  # a 134 px deep bite, a large bulge, a hole; a 37 px pit
 
 
@@ -104,12 +112,23 @@ def two_renderers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path,
     root = tmp_path_factory.mktemp("coverage") / "data"
     images, labels = root / "images" / "model1defect", root / "labels" / "model1defect"
     labels.mkdir(parents=True)
-    plant = render_plant_frame(PlantScene(labelled_bulges=PLANT_BULGES, labelled_pits=PLANT_PITS, n_lint=5,
-                                          lint_touching=2, n_dust=40, radial=0.3), seed=5)
+    plant = render_plant_frame(
+        PlantScene(
+            labelled_bulges=PLANT_BULGES,
+            labelled_pits=PLANT_PITS,
+            n_lint=5,
+            lint_touching=2,
+            n_dust=40,
+            radial=0.3,
+        ),
+        seed=5,
+    )
     write_frame(images / "plant.bmp", plant.image)
     (labels / "plant.json").write_text(json.dumps(labelme_json(plant, "../../images/model1defect/plant.bmp")))
     for seed in SYNTH_SEEDS:
-        synth = render_frame("defect", np.random.default_rng(seed), image_path=f"../../images/model1defect/s{seed}.bmp")
+        synth = render_frame(
+            "defect", np.random.default_rng(seed), image_path=f"../../images/model1defect/s{seed}.bmp"
+        )
         write_frame(images / f"s{seed}.bmp", synth.image)
         (labels / f"s{seed}.json").write_text(json.dumps(synth.labelme))
     out = root.parent / "out"
@@ -132,7 +151,9 @@ def test_tile_annotations_cover_every_labelled_pixel_on_both_renderers(two_rende
             coverage = frames.coverage(src, truth)
             assert coverage >= 0.98, f"{lp.stem}: {label} of {truth.sum()} px: {coverage:.3f} covered"
             total, covered = total + truth.sum(), covered + got.sum()
-            proud += label in ("bulge", "bite") and beyond_ring[truth].max() > Config().roi.background_margin_px
+            proud += (
+                label in ("bulge", "bite") and beyond_ring[truth].max() > Config().roi.background_margin_px
+            )
             pits += label in ("pit", "hole") and truth.sum() <= 20 * 20
     assert covered / total >= 0.98
     # The hard cases are really there: labelled pixels beyond the ring mask + margin that tiles used to

@@ -23,7 +23,9 @@ def _rules() -> RulesFile:
             Rule(metric="outer_ovality", upper=1.02),
             Rule(metric="outer_protrusion_px", upper=3.0, message="excess flash on the outer edge"),
             Rule(metric="inner_protrusion_px", upper=3.0),
-            Rule(metric="outer_indentation_px", upper=3.0, verdict="defect", message="bite in the outer edge"),
+            Rule(
+                metric="outer_indentation_px", upper=3.0, verdict="defect", message="bite in the outer edge"
+            ),
             Rule(metric="wall_min", lower=250.0),
         ]
     )
@@ -56,7 +58,9 @@ def test_good_ring_passes_and_lists_every_metric(checker: ReworkChecker) -> None
         ("bite", {"outer_indentation_px"}, ReworkVerdict.DEFECT),
     ],
 )
-def test_rework_and_defect_geometry_fires_its_rule(checker: ReworkChecker, spec: str, expected_fired: set[str], verdict: ReworkVerdict) -> None:
+def test_rework_and_defect_geometry_fires_its_rule(
+    checker: ReworkChecker, spec: str, expected_fired: set[str], verdict: ReworkVerdict
+) -> None:
     roi, m = measured(spec)
     result = checker.judge(m)
     assert result.verdict is verdict
@@ -72,8 +76,13 @@ def test_defect_beats_rework_and_reasons_say_why(checker: ReworkChecker) -> None
     m2 = type(m)(values, m.origin, m.angles, m.outer, m.inner, m.wall)
     result = checker.judge(m2)
     assert result.verdict is ReworkVerdict.DEFECT
-    assert any(r.startswith("bite in the outer edge: outer_indentation_px = ") and "> upper limit 3" in r for r in result.reasons)
-    assert any(r.startswith("bore off-centre: concentricity_px = 9 px > upper limit 5") for r in result.reasons)
+    assert any(
+        r.startswith("bite in the outer edge: outer_indentation_px = ") and "> upper limit 3" in r
+        for r in result.reasons
+    )
+    assert any(
+        r.startswith("bore off-centre: concentricity_px = 9 px > upper limit 5") for r in result.reasons
+    )
 
 
 def test_check_accepts_a_found_roi_and_colour_frames(checker: ReworkChecker) -> None:
@@ -115,7 +124,9 @@ def _broken() -> np.ndarray:
     ],
     ids=["blank", "two-rings", "edge", "broken", "float", "empty"],
 )
-def test_unmeasurable_frames_get_a_verdict_not_an_exception(checker: ReworkChecker, make, verdict: ReworkVerdict, words: str) -> None:  # noqa: ANN001
+def test_unmeasurable_frames_get_a_verdict_not_an_exception(
+    checker: ReworkChecker, make, verdict: ReworkVerdict, words: str
+) -> None:  # noqa: ANN001
     report = checker.inspect(make())
     assert report.result.verdict is verdict
     assert len(report.result.reasons) == 1 and words in report.result.reasons[0]

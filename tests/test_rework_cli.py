@@ -24,7 +24,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     frames.mkdir()
     write_frame(frames / "good.bmp", binned_frame(SPECS["round"], SCENES["plant"], seed=3))
     flash = RingSpec(arcs=[EdgeArc("outer", 30.0, 50.0, 12.0)])
-    write_frame(frames / "flash.bmp", cv2.cvtColor(binned_frame(flash, SCENES["plain"], seed=4), cv2.COLOR_GRAY2BGR))
+    write_frame(
+        frames / "flash.bmp", cv2.cvtColor(binned_frame(flash, SCENES["plain"], seed=4), cv2.COLOR_GRAY2BGR)
+    )
     write_frame(frames / "offset.bmp", binned_frame(SPECS["offset"], SCENES["plain"], seed=5))
     whole = (frames / "good.bmp").read_bytes()
     (frames / "corrupt.bmp").write_bytes(whole[: len(whole) // 2])  # a transfer cut short
@@ -70,7 +72,15 @@ def test_calibrate_measure_and_recalibrate(workspace: dict[str, Path]) -> None:
     assert items["no ring.bmp"]["verdict"] == "error" and "no ring" in items["no ring.bmp"]["reasons"][0]
 
     # Table and pictures.
-    code, out = _run("measure", "--model", "model1", *common, "--save-vis", str(frames / "flash.bmp"), str(frames / "good.bmp"))
+    code, out = _run(
+        "measure",
+        "--model",
+        "model1",
+        *common,
+        "--save-vis",
+        str(frames / "flash.bmp"),
+        str(frames / "good.bmp"),
+    )
     assert code == 0, out
     assert "flash.bmp: REWORK" in out and "good.bmp: PASS" in out and "excess flash on the outer edge" in out
     assert "Summary: 1 pass, 1 rework" in out
@@ -94,7 +104,9 @@ def test_calibrate_measure_and_recalibrate(workspace: dict[str, Path]) -> None:
 def test_broken_rules_file_and_unknown_model_are_one_line(workspace: dict[str, Path], tmp_path: Path) -> None:
     bad = tmp_path / "rules.toml"
     bad.write_text('[[rule]]\nmetric = "outer_radius"\nlower = 700.0\nupper = 600.0\n', encoding="utf-8")
-    code, out = _run("measure", "--model", "model1", "--rules", str(bad), str(workspace["frames"] / "good.bmp"))
+    code, out = _run(
+        "measure", "--model", "model1", "--rules", str(bad), str(workspace["frames"] / "good.bmp")
+    )
     assert code != 0 and out.strip().count("\n") == 0 and "rule 1 (outer_radius)" in out and str(bad) in out
     code, out = _run("measure", "--model", "nosuch", "--no-rules", str(workspace["frames"] / "good.bmp"))
     assert code != 0 and "unknown o-ring type 'nosuch'" in out

@@ -45,7 +45,9 @@ def test_off_centre_bore() -> None:
     spec, v = SPECS["offset"], m.values
     offset = math.hypot(spec.bore_dx, spec.bore_dy)  # 15 px
     assert v["concentricity_px"] == pytest.approx(offset, abs=0.3)
-    assert v["concentricity_pct"] == pytest.approx(100 * offset / ((spec.outer_a + spec.inner_a) / 2), abs=0.06)
+    assert v["concentricity_pct"] == pytest.approx(
+        100 * offset / ((spec.outer_a + spec.inner_a) / 2), abs=0.06
+    )
     wall = spec.outer_a - spec.inner_a
     assert v["wall_min"] == pytest.approx(wall - offset, abs=0.7)
     assert v["wall_max"] == pytest.approx(wall + offset, abs=0.7)
@@ -72,7 +74,9 @@ def test_outer_flash_height_and_arc() -> None:
     spec, v = SPECS["flash_outer"], m.values
     arc = spec.arcs[0]
     assert v["outer_protrusion_px"] == pytest.approx(arc.height, abs=1.0)
-    assert v["outer_protrusion_arc"] == pytest.approx(math.radians(arc.span_deg) * (spec.outer_a + arc.height), rel=0.1)
+    assert v["outer_protrusion_arc"] == pytest.approx(
+        math.radians(arc.span_deg) * (spec.outer_a + arc.height), rel=0.1
+    )
     assert v["inner_protrusion_px"] < 1.2
     # The flash does not drag the fitted body of the edge.
     assert v["outer_radius"] == pytest.approx(spec.outer_a, abs=0.3)
@@ -94,7 +98,9 @@ def test_bite_is_an_indentation() -> None:
     _, m = measured("bite")
     spec, v = SPECS["bite"], m.values
     assert v["outer_indentation_px"] == pytest.approx(-spec.arcs[0].height, abs=1.5)
-    assert v["outer_indentation_arc"] == pytest.approx(math.radians(spec.arcs[0].span_deg) * spec.outer_a, rel=0.35)
+    assert v["outer_indentation_arc"] == pytest.approx(
+        math.radians(spec.arcs[0].span_deg) * spec.outer_a, rel=0.35
+    )
     assert v["outer_protrusion_px"] < 1.2
     assert v["wall_min"] == pytest.approx(spec.outer_a - spec.inner_a - 12, abs=1.5)
 
@@ -106,7 +112,10 @@ def test_lint_touching_the_edge_is_not_flash() -> None:
     for angle in (20.0, 140.0, 250.0):
         t = math.radians(angle)
         p0 = (spec.cx + (spec.outer_a - 15) * math.cos(t), spec.cy + (spec.outer_a - 15) * math.sin(t))
-        p1 = (spec.cx + (spec.outer_a + 30) * math.cos(t + 0.01), spec.cy + (spec.outer_a + 30) * math.sin(t + 0.01))
+        p1 = (
+            spec.cx + (spec.outer_a + 30) * math.cos(t + 0.01),
+            spec.cy + (spec.outer_a + 30) * math.sin(t + 0.01),
+        )
         cv2.line(image, tuple(round(c) for c in p0), tuple(round(c) for c in p1), 170, 2, cv2.LINE_AA)
     roi = find_ring(image)
     m = measure_ring(roi, None, image)
@@ -183,7 +192,9 @@ def test_unmeasurable_rings_raise_measurement_error() -> None:
 
 def test_small_ring_on_small_frame() -> None:
     """Nothing assumes the plant's size: a 200 px ring on a 800x600 frame measures too."""
-    spec = RingSpec(cx=400.2, cy=300.6, outer_a=200.0, outer_b=200.0, inner_a=120.0, inner_b=120.0, bore_dx=3.0)
+    spec = RingSpec(
+        cx=400.2, cy=300.6, outer_a=200.0, outer_b=200.0, inner_a=120.0, inner_b=120.0, bore_dx=3.0
+    )
     image = draw_ring(spec, Scene(width=800, height=600, lint=0))
     m = measure_ring(find_ring(image), None, image)
     assert m.values["outer_radius"] == pytest.approx(200.0, abs=0.3)

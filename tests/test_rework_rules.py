@@ -33,8 +33,14 @@ from oringscan.rework_rules.rules import CalibrationRecord
 def test_rules_round_trip_with_comments(tmp_path: Path) -> None:
     rules = RulesFile(
         rule=[
-            Rule(metric="outer_radius", lower=640.5, upper=660.25, message='too "big" or small', source="calibrated",
-                 calibrated=CalibrationRecord(lower=640.5, upper=660.25, mean=650.0, std=4.0, n=30)),
+            Rule(
+                metric="outer_radius",
+                lower=640.5,
+                upper=660.25,
+                message='too "big" or small',
+                source="calibrated",
+                calibrated=CalibrationRecord(lower=640.5, upper=660.25, mean=650.0, std=4.0, n=30),
+            ),
             Rule(metric="outer_protrusion_px", upper=3.0, verdict="rework"),
         ]
     )
@@ -53,7 +59,10 @@ def test_rules_round_trip_with_comments(tmp_path: Path) -> None:
         ('[[rule]]\nmetric = "bogus"\nupper = 1.0\n', "rule 1 (bogus): unknown metric 'bogus'"),
         ('[[rule]]\nmetric = "outer_radius"\nlower = 5.0\nupper = 1.0\n', "lower 5.0 is above upper 1.0"),
         ('[[rule]]\nmetric = "outer_radius"\n', "neither lower nor upper"),
-        ('[[rule]]\nmetric = "outer_radius"\nupper = 1.0\nverdict = "scrap"\n', "rule 1 (outer_radius) field verdict"),
+        (
+            '[[rule]]\nmetric = "outer_radius"\nupper = 1.0\nverdict = "scrap"\n',
+            "rule 1 (outer_radius) field verdict",
+        ),
         ('[[rule]]\nmetric = "outer_radius"\nuper = 1.0\n', "field uper"),
         ('[[rule]]\nmetric = "outer_radius"\nupper = "big"\n', "field upper"),
         ('[[rule]]\nmetric = "outer_radius"\nupper = nan\n', "finite"),
@@ -84,9 +93,15 @@ def _values(n: int = 40, seed: int = 0) -> list[dict[str, float]]:
     out = []
     for _ in range(n):
         v = {name: 1.0 for name in METRICS}
-        v.update(outer_radius=rng.normal(650, 4), inner_radius=rng.normal(390, 3), mean_radius=520.0,
-                 concentricity_px=abs(rng.normal(1.0, 0.5)), outer_protrusion_px=abs(rng.normal(0.3, 0.05)),
-                 outer_ovality=1 + abs(rng.normal(0, 0.00001)), outer_circularity=rng.normal(0.9999, 0.0001))
+        v.update(
+            outer_radius=rng.normal(650, 4),
+            inner_radius=rng.normal(390, 3),
+            mean_radius=520.0,
+            concentricity_px=abs(rng.normal(1.0, 0.5)),
+            outer_protrusion_px=abs(rng.normal(0.3, 0.05)),
+            outer_ovality=1 + abs(rng.normal(0, 0.00001)),
+            outer_circularity=rng.normal(0.9999, 0.0001),
+        )
         out.append(v)
     return out
 
@@ -144,27 +159,44 @@ def _calibrated(metric: str, lower: float | None, upper: float | None, verdict: 
 
 
 def test_merge_keeps_hand_edits_and_manual_rules_and_says_so() -> None:
-    previous = RulesFile(rule=[
-        _calibrated("outer_radius", 640.0, 660.0),  # untouched: recalibrated
-        _calibrated("inner_radius", 380.0, 400.0).model_copy(update={"upper": 405.0}),  # hand-edited
-        Rule(metric="wall_min", lower=200.0, message="plant spec", source="manual"),  # manual, same metric
-        Rule(metric="outer_protrusion_px", upper=10.0, verdict="defect", source="manual"),  # manual, other verdict
-        _calibrated("inner_ovality", None, 1.01),  # no longer calibrated
-        _calibrated("concentricity_px", None, 3.0),  # unchanged
-    ])
-    new = [_calibrated("outer_radius", 641.0, 659.0), _calibrated("inner_radius", 381.0, 399.0),
-           _calibrated("wall_min", 240.0, 280.0), _calibrated("outer_protrusion_px", None, 2.5),
-           _calibrated("concentricity_px", None, 3.0), _calibrated("outer_ovality", None, 1.01)]
+    previous = RulesFile(
+        rule=[
+            _calibrated("outer_radius", 640.0, 660.0),  # untouched: recalibrated
+            _calibrated("inner_radius", 380.0, 400.0).model_copy(update={"upper": 405.0}),  # hand-edited
+            Rule(
+                metric="wall_min", lower=200.0, message="plant spec", source="manual"
+            ),  # manual, same metric
+            Rule(
+                metric="outer_protrusion_px", upper=10.0, verdict="defect", source="manual"
+            ),  # manual, other verdict
+            _calibrated("inner_ovality", None, 1.01),  # no longer calibrated
+            _calibrated("concentricity_px", None, 3.0),  # unchanged
+        ]
+    )
+    new = [
+        _calibrated("outer_radius", 641.0, 659.0),
+        _calibrated("inner_radius", 381.0, 399.0),
+        _calibrated("wall_min", 240.0, 280.0),
+        _calibrated("outer_protrusion_px", None, 2.5),
+        _calibrated("concentricity_px", None, 3.0),
+        _calibrated("outer_ovality", None, 1.01),
+    ]
     merged, changes = merge_rules(previous, new)
     by = {(r.metric, r.verdict): r for r in merged}
     change = {(c.metric, c.verdict): c for c in changes}
-    assert by[("outer_radius", "rework")].lower == 641.0 and change[("outer_radius", "rework")].change == "updated"
+    assert (
+        by[("outer_radius", "rework")].lower == 641.0
+        and change[("outer_radius", "rework")].change == "updated"
+    )
     kept = by[("inner_radius", "rework")]
     assert (kept.lower, kept.upper, kept.source) == (380.0, 405.0, "manual")
     c = change[("inner_radius", "rework")]
     assert c.change == "kept-hand-edited" and "hand-edited" in c.note and "381 .. 399" in c.note
     assert by[("wall_min", "rework")].lower == 200.0 and by[("wall_min", "rework")].message == "plant spec"
-    assert change[("wall_min", "rework")].change == "kept-manual" and "240 .. 280" in change[("wall_min", "rework")].note
+    assert (
+        change[("wall_min", "rework")].change == "kept-manual"
+        and "240 .. 280" in change[("wall_min", "rework")].note
+    )
     # A manual rule with another verdict does not block the calibrated one.
     assert by[("outer_protrusion_px", "defect")].upper == 10.0
     assert by[("outer_protrusion_px", "rework")].upper == 2.5
@@ -218,7 +250,11 @@ def test_calibrate_reads_the_training_split(data_root: Path, tmp_path: Path) -> 
     output = tmp_path / "output"
     good = sorted((data_root / "images" / "model1good").glob("good *.bmp"))
     images = [
-        {"id": 1, "file_name": "t1.png", "source_image": str(good[0].relative_to(data_root))},  # relative to data root
+        {
+            "id": 1,
+            "file_name": "t1.png",
+            "source_image": str(good[0].relative_to(data_root)),
+        },  # relative to data root
         {"id": 2, "file_name": "t2.png", "source_image": str(good[1])},  # absolute
         {"id": 3, "file_name": "t3.png", "source_image": str(good[1])},  # tiles of one frame
         {"id": 4, "file_name": "t4.png", "source_image": "images/model1good/" + good[2].name},
@@ -226,7 +262,9 @@ def test_calibrate_reads_the_training_split(data_root: Path, tmp_path: Path) -> 
     ]
     ann = output / "model1" / "annotations"
     ann.mkdir(parents=True)
-    (ann / "train.json").write_text(json.dumps({"images": images, "annotations": [], "categories": []}), encoding="utf-8")
+    (ann / "train.json").write_text(
+        json.dumps({"images": images, "annotations": [], "categories": []}), encoding="utf-8"
+    )
     frames, source = training_good_frames(Config(), data_root, output, "model1")
     assert sorted(f.name for f in frames) == sorted(g.name for g in good[:3])
     assert "training split" in source and "3 good frames" in source
@@ -256,7 +294,10 @@ def test_calibration_errors_are_one_line(tmp_path: Path) -> None:
 def test_rules_file_from_config_and_mm_names(tmp_path: Path) -> None:
     config = Config()
     config.types["model1"] = OringType(good_folder="model1good", defect_folder="model1defect", mm_per_px=0.02)
-    values = [{**{k: 1.0 + 0.01 * i for k in METRICS}, **{mm_name(k): 0.02 + 0.0001 * i for k in METRICS}} for i in range(5)]
+    values = [
+        {**{k: 1.0 + 0.01 * i for k in METRICS}, **{mm_name(k): 0.02 + 0.0001 * i for k in METRICS}}
+        for i in range(5)
+    ]
     report = calibrate_from_values(values, config, "model1", tmp_path / "r.toml", source="test")
     names = {r.metric for r in report.rules.rule}
     assert "outer_radius_mm" in names and "outer_radius" not in names
@@ -289,13 +330,24 @@ def _good_parts(n: int, rng: np.random.Generator) -> list[dict[str, float]]:
         walls = outer - inner + rng.normal(0, 0.3, 3)
         off = abs(complex(rng.normal(0, 0.8), rng.normal(0, 0.8)))
         v = {name: 0.0 for name in METRICS}
-        v.update(outer_radius=outer, inner_radius=inner, mean_radius=(outer + inner) / 2, wall_mean=float(walls.mean()),
-                 wall_min=float(walls.min()) - 1.5, wall_max=float(walls.max()) + 1.5, annular_area=math.pi * (outer**2 - inner**2),
-                 concentricity_px=off, concentricity_pct=100 * off / ((outer + inner) / 2),
-                 outer_ovality=1 + abs(rng.normal(0, 0.002)), inner_ovality=1 + abs(rng.normal(0, 0.002)),
-                 outer_circularity=1 - abs(rng.normal(0, 0.0005)),
-                 outer_protrusion_px=abs(rng.normal(0.3, 0.2)), inner_protrusion_px=abs(rng.normal(0.3, 0.2)),
-                 outer_indentation_px=abs(rng.normal(0.3, 0.2)), inner_indentation_px=abs(rng.normal(0.3, 0.2)))
+        v.update(
+            outer_radius=outer,
+            inner_radius=inner,
+            mean_radius=(outer + inner) / 2,
+            wall_mean=float(walls.mean()),
+            wall_min=float(walls.min()) - 1.5,
+            wall_max=float(walls.max()) + 1.5,
+            annular_area=math.pi * (outer**2 - inner**2),
+            concentricity_px=off,
+            concentricity_pct=100 * off / ((outer + inner) / 2),
+            outer_ovality=1 + abs(rng.normal(0, 0.002)),
+            inner_ovality=1 + abs(rng.normal(0, 0.002)),
+            outer_circularity=1 - abs(rng.normal(0, 0.0005)),
+            outer_protrusion_px=abs(rng.normal(0.3, 0.2)),
+            inner_protrusion_px=abs(rng.normal(0.3, 0.2)),
+            outer_indentation_px=abs(rng.normal(0.3, 0.2)),
+            inner_indentation_px=abs(rng.normal(0.3, 0.2)),
+        )
         v["wall_range"] = v["wall_max"] - v["wall_min"]
         v["wall_ratio"] = v["wall_max"] / v["wall_min"]
         out.append(v)
@@ -333,15 +385,24 @@ def test_budgeted_rule_set_meets_its_target_on_unseen_good_parts() -> None:
 def test_too_few_frames_for_the_target_is_said_plainly(tmp_path: Path) -> None:
     config = Config()
     config.rework.false_reject_rate = 0.01
-    report = calibrate_from_values(_good_parts(12, np.random.default_rng(3)), config, "model1", tmp_path / "r.toml")
+    report = calibrate_from_values(
+        _good_parts(12, np.random.default_rng(3)), config, "model1", tmp_path / "r.toml"
+    )
     rates = report.rates
     assert rates is not None and not rates.supported
-    assert any("12 good frames support a false-rework target of about 8.3%; asked 1.0%" in note for note in rates.notes)
+    assert any(
+        "12 good frames support a false-rework target of about 8.3%; asked 1.0%" in note
+        for note in rates.notes
+    )
     text = (tmp_path / "r.toml").read_text(encoding="utf-8")
     assert "support a false-rework target of about 8.3%" in text  # the file says it too
     meta = load_rules(tmp_path / "r.toml").meta
     assert meta.false_reject_target == 0.01 and meta.n_frames == 12
-    assert meta.rate_low is not None and meta.rate_high is not None and meta.rate_low <= meta.expected_rate <= meta.rate_high
+    assert (
+        meta.rate_low is not None
+        and meta.rate_high is not None
+        and meta.rate_low <= meta.expected_rate <= meta.rate_high
+    )
 
 
 def test_one_outlier_frame_is_named_and_left_out() -> None:

@@ -46,7 +46,9 @@ def checker() -> ReworkChecker:
 def test_held_out_good_frames_pass(checker: ReworkChecker) -> None:
     rng = np.random.default_rng(200)
     for i in range(6):
-        frame = render_frame("good", rng, oring_type=("model1", "model2")[i % 2], polarity="dark" if i == 5 else None)
+        frame = render_frame(
+            "good", rng, oring_type=("model1", "model2")[i % 2], polarity="dark" if i == 5 else None
+        )
         report = checker.inspect(_gray(frame.image))
         assert report.result.verdict is ReworkVerdict.PASS, report.result.reasons
         truth, v = frame.truth, report.measurement.values

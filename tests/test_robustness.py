@@ -64,7 +64,9 @@ def test_ring_found_with_the_true_mask(name: str):
     assert roi.raw_mask.sum() <= roi.ring_mask.sum()
     x, y, w, h = roi.bbox
     tx, ty, tw, th = cv2.boundingRect(fr.ring.astype(np.uint8))
-    assert max(abs(x - tx), abs(y - ty), abs(x + w - tx - tw), abs(y + h - ty - th)) <= 20  # lint stubs at most
+    assert (
+        max(abs(x - tx), abs(y - ty), abs(x + w - tx - tw), abs(y + h - ty - th)) <= 20
+    )  # lint stubs at most
     assert roi.contrast is not None and (roi.contrast > 0) == (fr.scene.polarity == "light")
 
 
@@ -77,7 +79,14 @@ def test_lint_bridge_across_the_bore_does_not_split_it():
 
 def test_edge_defects_do_not_break_the_roi():
     scene = PlantScene(
-        ring_level=90, belt_level=40, gradient=0.25, vignette=0.3, n_lint=3, lint_touching=1, n_dust=30, n_pits=3,
+        ring_level=90,
+        belt_level=40,
+        gradient=0.25,
+        vignette=0.3,
+        n_lint=3,
+        lint_touching=1,
+        n_dust=30,
+        n_pits=3,
         bites=[(0.3, 35.0, "outer"), (2.0, 60.0, "outer"), (4.0, 25.0, "inner"), (5.2, 45.0, "inner")],
         bulges=[(1.1, 30.0, "outer"), (3.1, 18.0, "outer"), (2.6, 28.0, "inner")],
         flash=[(4.4, 0.5, 12.0, "outer"), (0.8, 0.4, 6.0, "inner")],
@@ -141,7 +150,9 @@ def test_bmp_variants_decode_to_the_same_gray(tmp_path: Path, variant: str):
     path = tmp_path / f"{variant}.bmp"
     if variant == "palette":
         Image.fromarray(gray, "L").convert("P").save(path)
-    elif variant == "inverted_palette":  # index i shows gray 255 - i: the palette, not the index, is the image
+    elif (
+        variant == "inverted_palette"
+    ):  # index i shows gray 255 - i: the palette, not the index, is the image
         indexed = Image.fromarray(255 - gray, "P")
         indexed.putpalette([level for i in range(256) for level in (255 - i,) * 3])
         indexed.save(path)
@@ -170,18 +181,57 @@ def test_truncated_binned_colour_bmp_is_refused(tmp_path: Path):
 
 
 FAILURES: dict[str, tuple[PlantScene, RoiStatus]] = {
-    "bare_belt_gradient": (PlantScene(no_ring=True, belt_level=40, ring_level=90, gradient=0.3, radial=0.5,
-                                      light_center=(0.2, 0.2), vignette=0.35, n_lint=8, n_dust=80, belt_mottle=0.15),
-                           RoiStatus.NO_RING),
-    "bare_light_belt": (PlantScene(no_ring=True, belt_level=190, ring_level=55, gradient=0.3, vignette=0.35,
-                                   n_lint=8, n_dust=80, belt_mottle=0.15), RoiStatus.NO_RING),
-    "two_rings": (PlantScene(cx=700, r_out=520, r_in=320, second_ring=(1760, 1024, 520, 320), gradient=0.25,
-                             n_lint=3, n_dust=30), RoiStatus.TWO_RINGS),
+    "bare_belt_gradient": (
+        PlantScene(
+            no_ring=True,
+            belt_level=40,
+            ring_level=90,
+            gradient=0.3,
+            radial=0.5,
+            light_center=(0.2, 0.2),
+            vignette=0.35,
+            n_lint=8,
+            n_dust=80,
+            belt_mottle=0.15,
+        ),
+        RoiStatus.NO_RING,
+    ),
+    "bare_light_belt": (
+        PlantScene(
+            no_ring=True,
+            belt_level=190,
+            ring_level=55,
+            gradient=0.3,
+            vignette=0.35,
+            n_lint=8,
+            n_dust=80,
+            belt_mottle=0.15,
+        ),
+        RoiStatus.NO_RING,
+    ),
+    "two_rings": (
+        PlantScene(
+            cx=700,
+            r_out=520,
+            r_in=320,
+            second_ring=(1760, 1024, 520, 320),
+            gradient=0.25,
+            n_lint=3,
+            n_dust=30,
+        ),
+        RoiStatus.TWO_RINGS,
+    ),
     "touches_edge": (PlantScene(cx=500, gradient=0.25, n_lint=3, n_dust=30), RoiStatus.TOUCHES_EDGE),
-    "cut_through": (PlantScene(cut=(0.8, 10), ring_level=60, belt_level=18, gradient=0.25, n_lint=3, n_dust=30),
-                    RoiStatus.BROKEN),
-    "cut_through_dark": (PlantScene(cut=(2.5, 8), ring_level=55, belt_level=190, polarity="dark", gradient=0.25,
-                                    n_lint=3, n_dust=30), RoiStatus.BROKEN),
+    "cut_through": (
+        PlantScene(cut=(0.8, 10), ring_level=60, belt_level=18, gradient=0.25, n_lint=3, n_dust=30),
+        RoiStatus.BROKEN,
+    ),
+    "cut_through_dark": (
+        PlantScene(
+            cut=(2.5, 8), ring_level=55, belt_level=190, polarity="dark", gradient=0.25, n_lint=3, n_dust=30
+        ),
+        RoiStatus.BROKEN,
+    ),
 }
 
 
@@ -207,8 +257,16 @@ def test_find_ring_is_deterministic_and_leaves_the_frame_alone():
 def test_ring_roi_fields_stay_compatible():
     fr, roi = frame("light_random"), roi_of("light_random")
     # Positional order used by other parts (status, reason, polarity, threshold, ring, raw, bore, bbox).
-    rebuilt = RingROI(roi.status, roi.reason, roi.polarity, roi.threshold, roi.ring_mask, roi.raw_mask,
-                      roi.bore_mask, roi.bbox)
+    rebuilt = RingROI(
+        roi.status,
+        roi.reason,
+        roi.polarity,
+        roi.threshold,
+        roi.ring_mask,
+        roi.raw_mask,
+        roi.bore_mask,
+        roi.bbox,
+    )
     assert rebuilt.ok and rebuilt.usable and rebuilt.contrast is None
     assert roi.ring_mask.dtype == bool and roi.ring_mask.shape == fr.image.shape
     assert not (roi.ring_mask & roi.bore_mask).any()
@@ -232,6 +290,7 @@ def test_small_frames_of_other_sizes_work():
 
 
 # -- files that are not frames: one reason each, never opened when opening could block ---------------
+
 
 def _huge_bmp(width: int, height: int) -> bytes:
     import struct

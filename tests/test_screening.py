@@ -49,8 +49,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     config = Config()
     preprocess_type(config, data, out, "model1", progress=False, workers=1)
     result = CliRunner().invoke(
-        cli, ["train", "screening", "--model", "model1", "--output", str(out), "--config", str(config_path),
-              "--no-progress", "--threads", "1"],
+        cli,
+        [
+            "train",
+            "screening",
+            "--model",
+            "model1",
+            "--output",
+            str(out),
+            "--config",
+            str(config_path),
+            "--no-progress",
+            "--threads",
+            "1",
+        ],
     )
     assert result.exit_code == 0, result.output
     return {"data": data, "out": out, "config_path": config_path, "train_output": result.output}
@@ -65,9 +77,20 @@ def test_train_writes_bank_and_metadata(trained: dict, model: ScreeningModel) ->
     assert "threshold" in trained["train_output"]
     d = screening_dir(trained["out"], "model1")
     meta = json.loads((d / META_FILE).read_text())
-    for key in ("backbone", "layers", "input_size", "threshold", "train_fingerprint", "pretrained", "versions", "oring_type"):
+    for key in (
+        "backbone",
+        "layers",
+        "input_size",
+        "threshold",
+        "train_fingerprint",
+        "pretrained",
+        "versions",
+        "oring_type",
+    ):
         assert key in meta
-    assert meta["oring_type"] == "model1" and meta["pretrained"] is False and meta["backbone"] == "ringtexture"
+    assert (
+        meta["oring_type"] == "model1" and meta["pretrained"] is False and meta["backbone"] == "ringtexture"
+    )
     assert meta["versions"]["anomalib"].startswith("2.7")
     assert 0 < meta["bank_size"] <= 2048 and len(meta["train_fingerprint"]) == 16
     cal = meta["calibration"]
@@ -153,8 +176,21 @@ def test_cli_screen_json_frames_tiles_and_a_broken_file(trained: dict, tmp_path:
     (folder / "broken.bmp").write_bytes(b"BM not really")
     heat = tmp_path / "heat"
     result = CliRunner().invoke(
-        cli, ["screen", "--model", "model1", "--output", str(trained["out"]), "--folder", str(folder), "--json",
-              "--heatmaps", str(heat), "--threads", "1"],
+        cli,
+        [
+            "screen",
+            "--model",
+            "model1",
+            "--output",
+            str(trained["out"]),
+            "--folder",
+            str(folder),
+            "--json",
+            "--heatmaps",
+            str(heat),
+            "--threads",
+            "1",
+        ],
     )
     assert result.exit_code == 3, result.output  # broken.bmp is an error; the rest were screened
     rows = json.loads(result.stdout[result.stdout.index("[") :])
@@ -177,14 +213,28 @@ def test_cli_screen_needs_one_input_and_a_model(trained: dict, tmp_path: Path) -
     assert r.exit_code != 0 and "--image" in r.output
     image = tmp_path / "x.bmp"  # exists: the missing model2 screen is what fails
     image.write_bytes(b"BM")
-    r = runner.invoke(cli, ["screen", "--model", "model2", "--output", str(trained["out"]), "--image", str(image)])
+    r = runner.invoke(
+        cli, ["screen", "--model", "model2", "--output", str(trained["out"]), "--image", str(image)]
+    )
     assert r.exit_code == 1 and "not found" in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_cli_evaluate(trained: dict) -> None:
     r = CliRunner().invoke(
-        cli, ["evaluate", "screening", "--model", "model1", "--output", str(trained["out"]), "--split", "val",
-              "--no-progress", "--threads", "1"],
+        cli,
+        [
+            "evaluate",
+            "screening",
+            "--model",
+            "model1",
+            "--output",
+            str(trained["out"]),
+            "--split",
+            "val",
+            "--no-progress",
+            "--threads",
+            "1",
+        ],
     )
     assert r.exit_code == 0, r.output
     ev = screening_dir(trained["out"], "model1") / "evaluation"
@@ -266,7 +316,9 @@ def test_streaming_coreset_bounded_and_reaches_target() -> None:
     assert bank.shape == (500, 32) and peak <= 4000 + 500
 
 
-def test_pretrained_weights_from_cache_and_bad_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+def test_pretrained_weights_from_cache_and_bad_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
     import timm
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

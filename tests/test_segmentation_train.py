@@ -44,7 +44,9 @@ def test_training_writes_finite_losses_history_tensorboard_and_weights_only_chec
     history = json.loads((type_dir / "training_history.json").read_text())
     (epoch,) = history["epochs"]
     losses = {k: v for k, v in epoch.items() if k.startswith("loss_")}
-    assert {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"} <= set(losses)
+    assert {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"} <= set(
+        losses
+    )
     assert all(math.isfinite(v) for v in losses.values())
     assert epoch["val"]["segm"]["AP"] is not None
     for name in ("best_model.pth", "latest.pth"):
@@ -79,7 +81,9 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(trained, tmp_path) -
 
 def test_segmenter_predicts_tiles_in_frame_coordinates(trained) -> None:
     root, _ = trained
-    segmenter = Segmenter.load(root / "model1/checkpoints/best_model.pth", device="cpu", expected_type="model1")
+    segmenter = Segmenter.load(
+        root / "model1/checkpoints/best_model.pth", device="cpu", expected_type="model1"
+    )
     segmenter.training = segmenter.training.model_copy(update={"score_threshold": 0.0, "min_mask_area": 1})
     from oringscan.segmentation.dataset import read_gray
 
@@ -105,7 +109,17 @@ def test_predict_full_image_writes_overlay_labelme_and_json(trained, tmp_path) -
     root, config_path = trained
     path = _frame(tmp_path)
     vis = tmp_path / "vis"
-    args = ["predict", "--config", str(config_path), "--output", str(root), "--model", "model1", "--device", "cpu"]
+    args = [
+        "predict",
+        "--config",
+        str(config_path),
+        "--output",
+        str(root),
+        "--model",
+        "model1",
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(cli, [*args, "--full-image", str(path), "--json", "--vis-dir", str(vis)])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout[result.stdout.index("[") :])
@@ -125,7 +139,9 @@ def test_predict_full_image_writes_overlay_labelme_and_json(trained, tmp_path) -
     config = load_config(config_path)
     gray = read_frame(path).image
     tiles, _ = ring_tiles(gray, find_ring(gray, config.roi), config)
-    segmenter = Segmenter.load(root / "model1/checkpoints/best_model.pth", device="cpu", expected_type="model1", config=config)
+    segmenter = Segmenter.load(
+        root / "model1/checkpoints/best_model.pth", device="cpu", expected_type="model1", config=config
+    )
     found = segmenter.predict_tiles(tiles)
     assert len(found) == len(entry["instances"])
     assert all(inst.mask.shape != gray.shape for inst in found)
@@ -139,9 +155,21 @@ def test_predict_folder_records_broken_files_and_goes_on(trained, tmp_path) -> N
         (folder / src.name).write_bytes(src.read_bytes())
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     (folder / "readme.txt").write_text("ignored: not an image type")
-    args = ["predict", "--config", str(config_path), "--output", str(root), "--model", "model1", "--device", "cpu"]
+    args = [
+        "predict",
+        "--config",
+        str(config_path),
+        "--output",
+        str(root),
+        "--model",
+        "model1",
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(cli, [*args, "--folder", str(folder), "--json", "--save-vis"])
-    assert result.exit_code == 3  # one broken file: recorded, the rest predicted (exit 3: some inputs were errors)
+    assert (
+        result.exit_code == 3
+    )  # one broken file: recorded, the rest predicted (exit 3: some inputs were errors)
     payload = json.loads(result.stdout[result.stdout.index("[") :])
     assert len(payload) == 3
     broken = next(e for e in payload if e["image"].endswith("broken.png"))
@@ -163,19 +191,31 @@ def test_bad_inputs_give_one_clear_line(trained, tmp_path) -> None:
             assert needle in lines[0], lines[0]
 
     tile = next((root / "model1/images/test").glob("*.png"))
-    one_line(["--output", str(tmp_path), "--model", "model1", "--image", str(tile)], "best_model.pth", "checkpoint not found")
+    one_line(
+        ["--output", str(tmp_path), "--model", "model1", "--image", str(tile)],
+        "best_model.pth",
+        "checkpoint not found",
+    )
     other = root / "model1/checkpoints/best_model.pth"
-    one_line(["--output", str(root), "--model", "model2", "--checkpoint", str(other), "--image", str(tile)],
-             "trained for o-ring type 'model1', not 'model2'")
+    one_line(
+        ["--output", str(root), "--model", "model2", "--checkpoint", str(other), "--image", str(tile)],
+        "trained for o-ring type 'model1', not 'model2'",
+    )
     empty = tmp_path / "empty folder"
     empty.mkdir()
-    one_line(["--output", str(root), "--model", "model1", "--folder", str(empty)], "empty folder", "no image files")
+    one_line(
+        ["--output", str(root), "--model", "model1", "--folder", str(empty)], "empty folder", "no image files"
+    )
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
-    one_line(["--output", str(root), "--model", "model1", "--image", str(notes)], "notes.txt", "not an image file")
+    one_line(
+        ["--output", str(root), "--model", "model1", "--image", str(notes)], "notes.txt", "not an image file"
+    )
     fake = tmp_path / "fake.png"
     fake.write_text("hello")
-    one_line(["--output", str(root), "--model", "model1", "--image", str(fake)], "fake.png", "cannot be decoded")
+    one_line(
+        ["--output", str(root), "--model", "model1", "--image", str(fake)], "fake.png", "cannot be decoded"
+    )
     one_line(["--output", str(root), "--model", "model1", "--full-image", str(tile)], "expected 2448x2048")
     result = runner.invoke(cli, [*base, "--output", str(root), "--model", "model1"])
     assert result.exit_code == 2 and "exactly one of" in result.output
@@ -183,7 +223,18 @@ def test_bad_inputs_give_one_clear_line(trained, tmp_path) -> None:
 
 def test_evaluate_writes_metrics_and_plots(trained) -> None:
     root, config_path = trained
-    args = ["predict", "--config", str(config_path), "--output", str(root), "--model", "model1", "--device", "cpu", "--evaluate"]
+    args = [
+        "predict",
+        "--config",
+        str(config_path),
+        "--output",
+        str(root),
+        "--model",
+        "model1",
+        "--device",
+        "cpu",
+        "--evaluate",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "segm AP" in result.output and "defects found" in result.output

@@ -67,8 +67,12 @@ def test_same_seed_same_bytes_and_different_seed_differs():
 @pytest.mark.parametrize("seed", range(6))
 def test_polygons_cover_exactly_what_was_drawn(seed: int):
     """Outside the polygons (grown by the 1-px optical blur) not one pixel differs from the defect-free scene."""
-    frame, reference = render_with_reference("defect", rng(100 + seed), oring_type=("model1", "model2")[seed % 2],
-                                             polarity="dark" if seed == 3 else None)
+    frame, reference = render_with_reference(
+        "defect",
+        rng(100 + seed),
+        oring_type=("model1", "model2")[seed % 2],
+        polarity="dark" if seed == 3 else None,
+    )
     diff = np.abs(frame.image.astype(np.int16) - reference.astype(np.int16))
     shapes = frame.labelme["shapes"]
     assert shapes and len(frame.truth["defects"]) >= 1
@@ -229,8 +233,15 @@ def test_bad_arguments_are_refused_clearly():
 
 
 def test_dataset_layout_labels_and_truth(tmp_path: Path):
-    root = make_small_dataset(tmp_path / "with space", n_good=4, n_defect=2, n_rework=3, types=("model1", "model2"),
-                              color_fraction=0.5, size=BINNED)
+    root = make_small_dataset(
+        tmp_path / "with space",
+        n_good=4,
+        n_defect=2,
+        n_rework=3,
+        types=("model1", "model2"),
+        color_fraction=0.5,
+        size=BINNED,
+    )
     manifest = load_manifest(root)
     entries = manifest["entries"]
     assert len(entries) == 2 * (4 + 2 + 3) and manifest["types"]["model2"]["folders"]["good"] == "good"
@@ -264,7 +275,9 @@ def test_dataset_layout_labels_and_truth(tmp_path: Path):
 def test_dataset_is_deterministic_and_frames_do_not_depend_on_counts(tmp_path: Path):
     small = make_small_dataset(tmp_path / "a", n_good=1, n_defect=1, n_rework=1, seed=9, size=BINNED)
     big = make_small_dataset(tmp_path / "b", n_good=2, n_defect=2, n_rework=1, seed=9, size=BINNED)
-    files = sorted(p.relative_to(small) for p in small.rglob("*") if p.is_file() and p.name != "manifest.json")
+    files = sorted(
+        p.relative_to(small) for p in small.rglob("*") if p.is_file() and p.name != "manifest.json"
+    )
     assert len(files) >= 5
     for rel in files:
         assert (small / rel).read_bytes() == (big / rel).read_bytes(), rel
@@ -284,20 +297,42 @@ def test_two_workers_write_the_same_files(tmp_path: Path):
 def test_configured_rework_folder_and_third_type(tmp_path: Path):
     config = Config()
     config.types = {"model3": OringType(good_folder="m3 ok", defect_folder="m3 nok", rework_folder="m3 rw")}
-    summary = synthesize_dataset(tmp_path, config, types=("model3",), n_good=1, n_defect=1, n_rework=1,
-                                 progress=False, size=BINNED)
+    summary = synthesize_dataset(
+        tmp_path, config, types=("model3",), n_good=1, n_defect=1, n_rework=1, progress=False, size=BINNED
+    )
     assert summary["types"]["model3"]["rework_folder_is_default"] is False
     assert len(list((tmp_path / "labels" / "m3 rw").glob("*.truth.json"))) == 1
     assert len(list((tmp_path / "images" / "m3 nok").glob("*.bmp"))) == 1
     with pytest.raises(ConfigError, match="model1"):
-        synthesize_dataset(tmp_path, config, types=("model1",), n_good=1, n_defect=0, n_rework=0, progress=False)
+        synthesize_dataset(
+            tmp_path, config, types=("model1",), n_good=1, n_defect=0, n_rework=0, progress=False
+        )
 
 
 def test_cli_writes_frames_and_prints_a_summary(tmp_path: Path):
     out = tmp_path / "synth out"
     runner = CliRunner()
-    result = runner.invoke(cli, ["synth", str(out), "--types", "model2", "--good", "1", "--defect", "1",
-                                 "--rework", "1", "--seed", "3", "--binned", "--quiet", "--color-fraction", "1"])
+    result = runner.invoke(
+        cli,
+        [
+            "synth",
+            str(out),
+            "--types",
+            "model2",
+            "--good",
+            "1",
+            "--defect",
+            "1",
+            "--rework",
+            "1",
+            "--seed",
+            "3",
+            "--binned",
+            "--quiet",
+            "--color-fraction",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "wrote 3 frames" in result.output and "model2_rework/ (default name" in result.output
     assert len(list(out.rglob("*.bmp"))) == 3 and (out / "manifest.json").is_file()
@@ -318,8 +353,24 @@ def test_snapping_keeps_thin_shapes_valid():
 def test_cli_defaults_to_the_data_root_and_refuses_a_file_as_out(tmp_path: Path):
     runner = CliRunner()
     data = tmp_path / "plant data"
-    result = runner.invoke(cli, ["synth", "--data", str(data), "--types", "model1", "--good", "1", "--defect", "0",
-                                 "--rework", "0", "--binned", "--quiet"])
+    result = runner.invoke(
+        cli,
+        [
+            "synth",
+            "--data",
+            str(data),
+            "--types",
+            "model1",
+            "--good",
+            "1",
+            "--defect",
+            "0",
+            "--rework",
+            "0",
+            "--binned",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (data / "images" / "model1good" / "model1_good_0000.bmp").is_file()
     blocker = tmp_path / "a file"

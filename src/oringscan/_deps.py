@@ -22,6 +22,7 @@ def anomalib_import() -> Iterator[None]:
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"Importing from timm\.models\.layers is deprecated", FutureWarning)
-        warnings.filterwarnings("ignore", r"The anomalib\.models\.components\.dinov2 package is deprecated",
-                                FutureWarning)
+        warnings.filterwarnings(
+            "ignore", r"The anomalib\.models\.components\.dinov2 package is deprecated", FutureWarning
+        )
         yield

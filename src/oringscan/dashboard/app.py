@@ -15,8 +15,16 @@ if not auth.gate():  # login required and nobody logged in yet: the form is all 
     st.stop()
 navigation = st.navigation(
     [
-        st.Page(VIEWS / "review_queue.py", title="Review queue", icon=":material/checklist:", url_path="queue", default=True),
-        st.Page(VIEWS / "frame_view.py", title="Frame view", icon=":material/image_search:", url_path="frame"),
+        st.Page(
+            VIEWS / "review_queue.py",
+            title="Review queue",
+            icon=":material/checklist:",
+            url_path="queue",
+            default=True,
+        ),
+        st.Page(
+            VIEWS / "frame_view.py", title="Frame view", icon=":material/image_search:", url_path="frame"
+        ),
         st.Page(VIEWS / "overview.py", title="Overview", icon=":material/monitoring:", url_path="overview"),
         st.Page(VIEWS / "runs.py", title="Runs", icon=":material/history:", url_path="runs"),
     ]

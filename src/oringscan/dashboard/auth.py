@@ -82,13 +82,17 @@ def gate() -> bool:
     from oringscan.db.users import count_users
 
     if count_users(store) == 0:
-        st.error("No dashboard users yet: an engineer adds them with `oringscan users add NAME --role "
-                 "operator|engineer` (same database).")
+        st.error(
+            "No dashboard users yet: an engineer adds them with `oringscan users add NAME --role "
+            "operator|engineer` (same database)."
+        )
         return False
     with st.form("login", border=True):
         st.text_input("Name", key="login_name", max_chars=128)
         st.text_input("Password", type="password", key="login_password")
-        st.form_submit_button("Log in", type="primary", on_click=_log_in, args=(store,), icon=":material/login:")
+        st.form_submit_button(
+            "Log in", type="primary", on_click=_log_in, args=(store,), icon=":material/login:"
+        )
     message = st.session_state.get("_login_message")
     if message:
         st.error(message)

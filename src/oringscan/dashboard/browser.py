@@ -57,12 +57,33 @@ def free_port() -> int:
 
 
 @contextmanager
-def served_dashboard(db_url: str, data_root: Path, output_root: Path, *, port: int | None = None,
-                     startup_timeout: float = 60.0, config: Path | None = None) -> Iterator[str]:
+def served_dashboard(
+    db_url: str,
+    data_root: Path,
+    output_root: Path,
+    *,
+    port: int | None = None,
+    startup_timeout: float = 60.0,
+    config: Path | None = None,
+) -> Iterator[str]:
     """Run ``oringscan dashboard`` as a subprocess on a free loopback port; yields its base URL."""
     port = port or free_port()
-    command = [sys.executable, "-m", "oringscan.cli.main", "dashboard", "--db", db_url, "--data", str(data_root),
-               "--output", str(output_root), "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "oringscan.cli.main",
+        "dashboard",
+        "--db",
+        db_url,
+        "--data",
+        str(data_root),
+        "--output",
+        str(output_root),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     if config is not None:
         command += ["--config", str(config)]
     errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty server can never block on it
@@ -73,13 +94,17 @@ def served_dashboard(db_url: str, data_root: Path, output_root: Path, *, port: i
             if process.poll() is not None:
                 errors.seek(0)
                 lines = errors.read().decode(errors="replace").strip().splitlines()
-                raise BrowserError(f"oringscan dashboard exited with {process.returncode}: {lines[-1] if lines else ''}")
+                raise BrowserError(
+                    f"oringscan dashboard exited with {process.returncode}: {lines[-1] if lines else ''}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise BrowserError(f"oringscan dashboard did not listen on 127.0.0.1:{port} within {startup_timeout:.0f} s") from None
+                    raise BrowserError(
+                        f"oringscan dashboard did not listen on 127.0.0.1:{port} within {startup_timeout:.0f} s"
+                    ) from None
                 time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -101,7 +126,9 @@ def chromium(executable: Path | None = None) -> Iterator[Any]:
     if executable is None:
         raise BrowserError(f"no chromium binary: install Debian's chromium or set {CHROMIUM_ENV}")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS, headless=True)
+        browser = playwright.chromium.launch(
+            executable_path=str(executable), args=CHROMIUM_ARGS, headless=True
+        )
         try:
             yield browser
         finally:
@@ -129,14 +156,17 @@ def wait_for_page(page: Any, heading: str, timeout_ms: int = 60_000) -> None:
     page.wait_for_timeout(700)
 
 
-def screenshot_pages(base_url: str, out_dir: Path, frame_id: int | None, executable: Path | None = None,
-                     width: int = 1500) -> list[Path]:
+def screenshot_pages(
+    base_url: str, out_dir: Path, frame_id: int | None, executable: Path | None = None, width: int = 1500
+) -> list[Path]:
     """One PNG per page (queue, frame, overview, runs) for the README."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    shots = [("dashboard_queue.png", "/", "Review queue", 1450),
-             ("dashboard_frame.png", f"/frame?frame={frame_id}" if frame_id else "/frame", "Frame", 2000),
-             ("dashboard_overview.png", "/overview", "Overview", 1500),
-             ("dashboard_runs.png", "/runs", "Runs", 1150)]
+    shots = [
+        ("dashboard_queue.png", "/", "Review queue", 1450),
+        ("dashboard_frame.png", f"/frame?frame={frame_id}" if frame_id else "/frame", "Frame", 2000),
+        ("dashboard_overview.png", "/overview", "Overview", 1500),
+        ("dashboard_runs.png", "/runs", "Runs", 1150),
+    ]
     written = []
     with chromium(executable) as browser:
         for name, path, heading, height in shots:
@@ -154,8 +184,16 @@ def screenshot_pages(base_url: str, out_dir: Path, frame_id: int | None, executa
 @click.option("--db", "db_url", required=True, help="Database URL to show.")
 @click.option("--data", "data_root", type=click.Path(path_type=Path, file_okay=False), required=True)
 @click.option("--output", "output_root", type=click.Path(path_type=Path, file_okay=False), required=True)
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("docs/img"), show_default=True)
-@click.option("--frame", "frame_id", type=int, default=None, help="Frame for the frame view (default: worst waiting).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("docs/img"),
+    show_default=True,
+)
+@click.option(
+    "--frame", "frame_id", type=int, default=None, help="Frame for the frame view (default: worst waiting)."
+)
 def main(db_url: str, data_root: Path, output_root: Path, out_dir: Path, frame_id: int | None) -> None:
     """Screenshots of every dashboard page, taken in headless Chromium."""
     from oringscan.db import InspectionStore

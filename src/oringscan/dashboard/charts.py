@@ -81,13 +81,19 @@ def score_histogram(bins: pd.DataFrame, marginal_fraction: float | None = None) 
             x2="bin_end:Q",
             y=alt.Y("frames:Q", title="frames", stack="zero"),
             color=alt.Color("verdict:N", scale=_verdict_scale(), title="verdict"),
-            tooltip=[alt.Tooltip("bin_start:Q", format=".2f", title="from"), alt.Tooltip("bin_end:Q", format=".2f", title="to"),
-                     "verdict:N", "frames:Q"],
+            tooltip=[
+                alt.Tooltip("bin_start:Q", format=".2f", title="from"),
+                alt.Tooltip("bin_end:Q", format=".2f", title="to"),
+                "verdict:N",
+                "frames:Q",
+            ],
         )
     )
     lines = pd.DataFrame({"at": [1.0], "what": ["threshold"]})
     if marginal_fraction:
-        lines = pd.concat([lines, pd.DataFrame({"at": [marginal_fraction], "what": ["marginal"]})], ignore_index=True)
+        lines = pd.concat(
+            [lines, pd.DataFrame({"at": [marginal_fraction], "what": ["marginal"]})], ignore_index=True
+        )
     rules = (
         alt.Chart(lines)
         .mark_rule(strokeDash=[6, 3], size=2, color="#333333")
@@ -96,8 +102,12 @@ def score_histogram(bins: pd.DataFrame, marginal_fraction: float | None = None) 
     # "marginal" sits just left of "threshold": write it leftwards so the two never overlap.
     text = alt.Chart(lines).encode(x="at:Q", y=alt.value(10), text="what:N")
     labels = alt.layer(
-        text.transform_filter(alt.datum.what == "threshold").mark_text(align="left", dx=4, dy=-6, color="#333333"),
-        text.transform_filter(alt.datum.what == "marginal").mark_text(align="right", dx=-4, dy=-6, color="#333333"),
+        text.transform_filter(alt.datum.what == "threshold").mark_text(
+            align="left", dx=4, dy=-6, color="#333333"
+        ),
+        text.transform_filter(alt.datum.what == "marginal").mark_text(
+            align="right", dx=-4, dy=-6, color="#333333"
+        ),
     )
     return alt.layer(bars, rules, labels).properties(title="Screening scores (dashed: threshold)", height=260)
 
@@ -111,9 +121,14 @@ def override_matrix(df: pd.DataFrame) -> alt.Chart:
             x=alt.X("verdict:N", title="machine said", axis=alt.Axis(labelAngle=0)),
             xOffset=alt.XOffset("decision:N"),
             y=alt.Y("frames:Q", title="frames"),
-            color=alt.Color("decision:N", title="person decided",
-                            scale=alt.Scale(domain=["good", "defect", "rework"],
-                                            range=[VERDICT_COLORS["good"], VERDICT_COLORS["defect"], VERDICT_COLORS["rework"]])),
+            color=alt.Color(
+                "decision:N",
+                title="person decided",
+                scale=alt.Scale(
+                    domain=["good", "defect", "rework"],
+                    range=[VERDICT_COLORS["good"], VERDICT_COLORS["defect"], VERDICT_COLORS["rework"]],
+                ),
+            ),
             tooltip=["verdict:N", "decision:N", "frames:Q"],
         )
         .properties(height=240)

@@ -9,9 +9,22 @@ from oringscan.cli.common import AppContext, common_options
 
 @click.command("dashboard")
 @common_options
-@click.option("--db", "db_url", default=None, metavar="URL", help="Database URL (default: db.url, else sqlite:///<output>/inspections.db).")
-@click.option("--host", default=None, metavar="ADDRESS", help="Address to bind (default: dashboard.host, 127.0.0.1 = this machine only).")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: dashboard.port, 8501).")
+@click.option(
+    "--db",
+    "db_url",
+    default=None,
+    metavar="URL",
+    help="Database URL (default: db.url, else sqlite:///<output>/inspections.db).",
+)
+@click.option(
+    "--host",
+    default=None,
+    metavar="ADDRESS",
+    help="Address to bind (default: dashboard.host, 127.0.0.1 = this machine only).",
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Port (default: dashboard.port, 8501)."
+)
 def dashboard_command(app: AppContext, db_url: str | None, host: str | None, port: int | None) -> None:
     """Review flagged parts, record decisions, and watch the line's statistics.
 
@@ -41,7 +54,9 @@ def dashboard_command(app: AppContext, db_url: str | None, host: str | None, por
     port = port or app.config.dashboard.port
     check_database_url(settings.db_url)
     check_login_setup(settings, host)
-    click.echo(f"oringscan dashboard: http://{host}:{port}  (database {safe_url(settings.db_url)}; Ctrl+C stops)")
+    click.echo(
+        f"oringscan dashboard: http://{host}:{port}  (database {safe_url(settings.db_url)}; Ctrl+C stops)"
+    )
     launch(settings, host=host, port=port)
 
 

@@ -60,7 +60,10 @@ class DefectMark:
         size = self.rle.get("size")
         if counts is None or size is None:
             return None
-        rle = {"size": [int(size[0]), int(size[1])], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        rle = {
+            "size": [int(size[0]), int(size[1])],
+            "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+        }
         try:
             if isinstance(rle["counts"], list):  # uncompressed RLE
                 rle = mask_utils.frPyObjects(rle, rle["size"][0], rle["size"][1])
@@ -116,7 +119,9 @@ class GeometrySettings:
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_run_config(cls, run_config: dict[str, Any] | None, oring_type: str | None = None) -> GeometrySettings:
+    def from_run_config(
+        cls, run_config: dict[str, Any] | None, oring_type: str | None = None
+    ) -> GeometrySettings:
         """From the config stored with the run; a section that no longer validates falls back to
         the defaults with a note (the drawing may then disagree with the stored numbers)."""
         from pydantic import ValidationError
@@ -130,8 +135,10 @@ class GeometrySettings:
             try:
                 setattr(settings, name, model.model_validate(run_config.get(name) or {}))
             except ValidationError as exc:
-                settings.notes.append(f"the run's [{name}] settings are not readable by this version "
-                                      f"({exc.error_count()} problem(s)): drawn with defaults")
+                settings.notes.append(
+                    f"the run's [{name}] settings are not readable by this version "
+                    f"({exc.error_count()} problem(s)): drawn with defaults"
+                )
         types = run_config.get("types") or {}
         entry = types.get(oring_type) if oring_type and isinstance(types, dict) else None
         if isinstance(entry, dict) and entry.get("mm_per_px") is not None:
@@ -149,7 +156,11 @@ def _to_bgr(gray: np.ndarray) -> np.ndarray:
 
 def _label(canvas: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int]) -> None:
     # Sized for a frame shown about 800-1000 px wide in the browser.
-    font, size, thick = cv2.FONT_HERSHEY_SIMPLEX, max(0.5, canvas.shape[1] / 1600), max(1, canvas.shape[1] // 900)
+    font, size, thick = (
+        cv2.FONT_HERSHEY_SIMPLEX,
+        max(0.5, canvas.shape[1] / 1600),
+        max(1, canvas.shape[1] // 900),
+    )
     (tw, th), base = cv2.getTextSize(text, font, size, thick)
     y_top = y - th - base - 4
     if y_top < 0:  # no room above the box: write inside it
@@ -175,7 +186,9 @@ def _draw_masks(canvas: np.ndarray, defects: list[DefectMark], scale: float) -> 
         dx0, dy0 = int(x0 * scale), int(y0 * scale)
         dw = max(1, int(round((x1 - x0) * scale)))
         dh = max(1, int(round((y1 - y0) * scale)))
-        small = cv2.resize(crop, (dw, dh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST) > 0
+        small = (
+            cv2.resize(crop, (dw, dh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST) > 0
+        )
         region = canvas[dy0 : dy0 + dh, dx0 : dx0 + dw]
         small = small[: region.shape[0], : region.shape[1]]
         color = np.array(class_color(d.label), dtype=np.float32)
@@ -195,13 +208,16 @@ def _draw_boxes(canvas: np.ndarray, defects: list[DefectMark], scale: float) -> 
         _label(canvas, f"{d.label} {d.score:.2f}", p0[0], p0[1], color)
 
 
-def heat_from_tiles(shape: tuple[int, int], tiles: list[TileHeat], threshold: float | None, scale: float) -> np.ndarray:
+def heat_from_tiles(
+    shape: tuple[int, int], tiles: list[TileHeat], threshold: float | None, scale: float
+) -> np.ndarray:
     """Display-size float map: each pixel the worst (score / threshold) of the tiles covering it."""
     from oringscan.screening.heatmap import frame_heatmap
 
     norm = threshold if threshold and threshold > 0 else max((t.score for t in tiles), default=1.0) or 1.0
-    return frame_heatmap(shape, [(t.x, t.y, t.w, t.h) for t in tiles], [t.score for t in tiles], threshold=norm,
-                         scale=scale)
+    return frame_heatmap(
+        shape, [(t.x, t.y, t.w, t.h) for t in tiles], [t.score for t in tiles], threshold=norm, scale=scale
+    )
 
 
 def heat_from_file(path: Path, out_shape: tuple[int, int]) -> np.ndarray | None:
@@ -223,7 +239,9 @@ def heat_from_file(path: Path, out_shape: tuple[int, int]) -> np.ndarray | None:
     return cv2.resize(data, (out_shape[1], out_shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def _draw_heat(canvas: np.ndarray, heat: np.ndarray, tiles: list[TileHeat], threshold: float | None, scale: float) -> None:
+def _draw_heat(
+    canvas: np.ndarray, heat: np.ndarray, tiles: list[TileHeat], threshold: float | None, scale: float
+) -> None:
     clipped = np.clip(heat, 0.0, 1.5) / 1.5
     colored = cv2.applyColorMap((clipped * 255).astype(np.uint8), cv2.COLORMAP_INFERNO).astype(np.float32)
     # Opacity grows with the score: quiet areas stay readable, hot ones (>= threshold) stand out.
@@ -288,7 +306,10 @@ def ring_geometry(
         geometry.values = {k: float(v) for k, v in measured.values.items()}
         geometry.outer_contour = measured.edge_points("outer")
         geometry.inner_contour = measured.edge_points("inner")
-        geometry.outer, geometry.inner = _fit_circle(geometry.outer_contour), _fit_circle(geometry.inner_contour)
+        geometry.outer, geometry.inner = (
+            _fit_circle(geometry.outer_contour),
+            _fit_circle(geometry.inner_contour),
+        )
         _compare_with_stored(geometry)
         return geometry
     except Exception as exc:  # not measurable (or the rules part unavailable): use the mask's edges
@@ -297,7 +318,9 @@ def ring_geometry(
     contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return geometry
-    outer_idx = max(range(len(contours)), key=lambda i: cv2.contourArea(contours[i]) if hierarchy[0][i][3] < 0 else -1)
+    outer_idx = max(
+        range(len(contours)), key=lambda i: cv2.contourArea(contours[i]) if hierarchy[0][i][3] < 0 else -1
+    )
     holes = [i for i in range(len(contours)) if hierarchy[0][i][3] == outer_idx]
     geometry.outer_contour = contours[outer_idx].reshape(-1, 2)
     geometry.outer = _fit_circle(geometry.outer_contour)
@@ -310,10 +333,13 @@ def ring_geometry(
 
 def _compare_with_stored(geometry: RingGeometry) -> None:
     """Say when the redrawn ring is not the one whose numbers were stored."""
-    off = [f"{name} stored {geometry.stored[name]:.2f} px, drawn {geometry.values[name]:.2f} px"
-           for name in ("outer_radius", "inner_radius")
-           if name in geometry.stored and name in geometry.values
-           and abs(geometry.stored[name] - geometry.values[name]) > GEOMETRY_AGREEMENT_PX]
+    off = [
+        f"{name} stored {geometry.stored[name]:.2f} px, drawn {geometry.values[name]:.2f} px"
+        for name in ("outer_radius", "inner_radius")
+        if name in geometry.stored
+        and name in geometry.values
+        and abs(geometry.stored[name] - geometry.values[name]) > GEOMETRY_AGREEMENT_PX
+    ]
     if off:
         geometry.notes.append("the drawing differs from the stored measurement (" + "; ".join(off) + ")")
 
@@ -332,7 +358,13 @@ def _draw_geometry(canvas: np.ndarray, geometry: RingGeometry, scale: float) -> 
         cv2.drawMarker(canvas, c, GEOMETRY_COLOR, cv2.MARKER_CROSS, 14, 2)
         centers.append(c)
         radius = geometry.stored.get(f"{name}_radius", circle.r)  # the recorded number, as in the table
-        _label(canvas, f"{name} r={radius:.1f}px", c[0] + int(circle.r * scale * 0.71), c[1] - int(circle.r * scale * 0.71), (150, 110, 0))
+        _label(
+            canvas,
+            f"{name} r={radius:.1f}px",
+            c[0] + int(circle.r * scale * 0.71),
+            c[1] - int(circle.r * scale * 0.71),
+            (150, 110, 0),
+        )
     if len(centers) == 2:
         cv2.line(canvas, centers[0], centers[1], (0, 0, 255), 2, cv2.LINE_AA)
 
@@ -371,7 +403,10 @@ def render_overlay(
             _draw_heat(canvas, heat, tiles or [], threshold, scale)
     if layers.geometry:
         if geometry is None or (geometry.outer is None and geometry.inner is None):
-            notes.append("ring geometry could not be found in this frame" + (f" ({'; '.join(geometry.notes)})" if geometry and geometry.notes else ""))
+            notes.append(
+                "ring geometry could not be found in this frame"
+                + (f" ({'; '.join(geometry.notes)})" if geometry and geometry.notes else "")
+            )
         else:
             _draw_geometry(canvas, geometry, scale)
     if layers.masks:
@@ -381,7 +416,9 @@ def render_overlay(
     return canvas, notes
 
 
-def defect_crop(gray: np.ndarray, defect: DefectMark, *, size: int = 240, margin: float = 0.6, min_side: int = 48) -> np.ndarray:
+def defect_crop(
+    gray: np.ndarray, defect: DefectMark, *, size: int = 240, margin: float = 0.6, min_side: int = 48
+) -> np.ndarray:
     """A zoomed view of one defect with its outline, so a pit of a few pixels is visible."""
     x, y, w, h = (float(v) for v in defect.bbox)
     side = max(min_side, w * (1 + 2 * margin), h * (1 + 2 * margin))

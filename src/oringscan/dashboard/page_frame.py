@@ -42,7 +42,10 @@ def frame_id_from_query() -> int | None:
 
 
 def defect_marks(detail: FrameDetail) -> list[DefectMark]:
-    return [DefectMark(d.label, float(d.score), (d.x, d.y, d.w, d.h), d.mask_rle, d.polygon) for d in detail.defects]
+    return [
+        DefectMark(d.label, float(d.score), (d.x, d.y, d.w, d.h), d.mask_rle, d.polygon)
+        for d in detail.defects
+    ]
 
 
 def heatmap_file(detail: FrameDetail, roots: ImageRoots) -> Path | None:
@@ -61,7 +64,9 @@ def heatmap_file(detail: FrameDetail, roots: ImageRoots) -> Path | None:
 @st.cache_data(show_spinner=False, max_entries=8)
 def _geometry(image_key: str, mtime: float, frame_id: int, _gray: np.ndarray, _detail: FrameDetail) -> Any:
     # The run's own [roi]/[rework] settings and the stored numbers: the drawing is the measurement.
-    settings = GeometrySettings.from_run_config(ui.store().run_config(_detail.frame.run_id), _detail.frame.oring_type)
+    settings = GeometrySettings.from_run_config(
+        ui.store().run_config(_detail.frame.run_id), _detail.frame.oring_type
+    )
     return ring_geometry(_gray, settings=settings, stored={m.metric: m.value for m in _detail.measurements})
 
 
@@ -98,9 +103,14 @@ def _picture(detail: FrameDetail, gray: np.ndarray, roots: ImageRoots) -> None:
         heatmap_file=heatmap_file(detail, roots) if layers.heatmap else None,
         geometry=geometry,
     )
-    st.image(encode_jpeg(canvas), width="stretch",
-             caption=ui.md(f"{PurePath(detail.frame.image).name}  ({gray.shape[1]}x{gray.shape[0]} px, "
-                           f"shown at {canvas.shape[1]} px wide)"))
+    st.image(
+        encode_jpeg(canvas),
+        width="stretch",
+        caption=ui.md(
+            f"{PurePath(detail.frame.image).name}  ({gray.shape[1]}x{gray.shape[0]} px, "
+            f"shown at {canvas.shape[1]} px wide)"
+        ),
+    )
     for note in notes:
         st.caption(f":material/info: {ui.md(note)}")
 
@@ -124,9 +134,16 @@ def _crops(detail: FrameDetail, gray: np.ndarray | None) -> None:
     if gray is not None:
         for start in range(0, len(marks), CROPS_PER_ROW):
             cols = st.columns(CROPS_PER_ROW)
-            for col, mark, row in zip(cols, marks[start : start + CROPS_PER_ROW], detail.defects[start:], strict=False):
+            for col, mark, row in zip(
+                cols, marks[start : start + CROPS_PER_ROW], detail.defects[start:], strict=False
+            ):
                 crop = defect_crop(gray, mark)
-                col.image(encode_jpeg(crop, 92), caption=ui.md(f"{mark.label} {mark.score:.2f} · {row.area_px} px² · at ({row.x}, {row.y})"))
+                col.image(
+                    encode_jpeg(crop, 92),
+                    caption=ui.md(
+                        f"{mark.label} {mark.score:.2f} · {row.area_px} px² · at ({row.x}, {row.y})"
+                    ),
+                )
     table = pd.DataFrame(
         {
             "class": [d.label for d in detail.defects],
@@ -139,9 +156,17 @@ def _crops(detail: FrameDetail, gray: np.ndarray | None) -> None:
             "area mm²": [None if d.area_mm2 is None else round(d.area_mm2, 4) for d in detail.defects],
         }
     )
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={"class": st.column_config.TextColumn(help="colours: " + ", ".join(
-                     f"{lbl} {class_color_hex(lbl)}" for lbl in sorted(set(table["class"]))))})
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "class": st.column_config.TextColumn(
+                help="colours: "
+                + ", ".join(f"{lbl} {class_color_hex(lbl)}" for lbl in sorted(set(table["class"])))
+            )
+        },
+    )
 
 
 def measurement_table(detail: FrameDetail) -> pd.DataFrame:
@@ -166,7 +191,9 @@ def _measurements(detail: FrameDetail) -> None:
         return
     table = measurement_table(detail)
     fired = table["fired"] == "FIRED"
-    styled = table.style.apply(lambda row: ["background-color: #ffe3c2" if fired[row.name] else "" for _ in row], axis=1)
+    styled = table.style.apply(
+        lambda row: ["background-color: #ffe3c2" if fired[row.name] else "" for _ in row], axis=1
+    )
     styled = styled.format({"value": "{:.4g}", "lower limit": "{:.4g}", "upper limit": "{:.4g}"}, na_rep="")
     st.dataframe(styled, hide_index=True, width="stretch")
     names = [m.metric for m in detail.measurements if m.fired]
@@ -187,8 +214,10 @@ def _summary(detail: FrameDetail) -> None:
     f = detail.frame
     st.markdown(f"### {ui.verdict_badge(f.verdict)}  machine verdict")
     if f.review_decision:
-        st.markdown(f"Current decision: {ui.verdict_badge(f.review_decision)} by **{ui.md(f.review_operator)}** "
-                    f"({ui.utc_text(f.reviewed_at)} UTC)")
+        st.markdown(
+            f"Current decision: {ui.verdict_badge(f.review_decision)} by **{ui.md(f.review_operator)}** "
+            f"({ui.utc_text(f.reviewed_at)} UTC)"
+        )
     st.markdown("**Reasons**")
     for reason in f.reasons or ["(none recorded)"]:
         st.markdown(f"- {ui.md(reason)}")
@@ -199,10 +228,15 @@ def _summary(detail: FrameDetail) -> None:
         st.error(ui.md(f.error))
     if f.screen_score is not None:
         ratio = f.screen_score / f.screen_threshold if f.screen_threshold else None
-        flags = [x for x, on in (("flagged", detail.screen_flagged), ("marginal", detail.screen_marginal)) if on]
-        st.metric("Screening score", f"{f.screen_score:.4g}",
-                  delta=None if ratio is None else f"{ratio:.2f} x threshold {f.screen_threshold:.4g}",
-                  delta_color="inverse" if ratio is not None and ratio >= 1 else "off")
+        flags = [
+            x for x, on in (("flagged", detail.screen_flagged), ("marginal", detail.screen_marginal)) if on
+        ]
+        st.metric(
+            "Screening score",
+            f"{f.screen_score:.4g}",
+            delta=None if ratio is None else f"{ratio:.2f} x threshold {f.screen_threshold:.4g}",
+            delta_color="inverse" if ratio is not None and ratio >= 1 else "off",
+        )
         if flags:
             st.caption("screening: " + ", ".join(flags))
     facts = {
@@ -215,8 +249,11 @@ def _summary(detail: FrameDetail) -> None:
         "image": f.image,
         "sha256": f.sha256,
     }
-    st.dataframe(pd.DataFrame({"": list(facts), "value": ["" if v is None else str(v) for v in facts.values()]}),
-                 hide_index=True, width="stretch")
+    st.dataframe(
+        pd.DataFrame({"": list(facts), "value": ["" if v is None else str(v) for v in facts.values()]}),
+        hide_index=True,
+        width="stretch",
+    )
 
 
 def _default_decision(verdict: str) -> str:
@@ -233,7 +270,11 @@ def _record_decision(store: Any, frame_id: int) -> None:
     user = auth.current_user()
     if auth.login_required():
         if user is None or not user.may("review"):
-            state["_decision_message"] = (frame_id, "error", "Log in as an operator or engineer to record decisions.")
+            state["_decision_message"] = (
+                frame_id,
+                "error",
+                "Log in as an operator or engineer to record decisions.",
+            )
             return
         operator, user_id = user.name, user.id
     else:
@@ -251,7 +292,11 @@ def _record_decision(store: Any, frame_id: int) -> None:
     state["_operator"] = operator
     state[f"f_comment_{frame_id}"] = ""
     label = ui.DECISION_LABELS.get(decision, decision)
-    state["_decision_message"] = (frame_id, "success", f"Recorded: {label} by {ui.md(operator)} (review #{review_id}).")
+    state["_decision_message"] = (
+        frame_id,
+        "success",
+        f"Recorded: {label} by {ui.md(operator)} (review #{review_id}).",
+    )
 
 
 def _decision_form(store: Any, detail: FrameDetail) -> None:
@@ -265,15 +310,26 @@ def _decision_form(store: Any, detail: FrameDetail) -> None:
         st.session_state["f_operator"] = st.session_state.get("_operator", "")
     with st.form("decision", clear_on_submit=False, border=True):
         options = list(REVIEW_DECISIONS)
-        st.radio("Decision", options, index=options.index(_default_decision(f.verdict)),
-                 format_func=ui.DECISION_LABELS.get, horizontal=True, key=f"f_decision_{f.id}")
+        st.radio(
+            "Decision",
+            options,
+            index=options.index(_default_decision(f.verdict)),
+            format_func=ui.DECISION_LABELS.get,
+            horizontal=True,
+            key=f"f_decision_{f.id}",
+        )
         if user is not None:
             st.caption(f"Recorded as **{ui.md(user.name)}** ({user.role})")
         else:
             st.text_input("Operator name", max_chars=128, key="f_operator")
         st.text_area("Comment", key=f"f_comment_{f.id}", height=80, placeholder="what you saw (optional)")
-        st.form_submit_button("Record decision", type="primary", icon=":material/gavel:",
-                              on_click=_record_decision, args=(store, f.id))
+        st.form_submit_button(
+            "Record decision",
+            type="primary",
+            icon=":material/gavel:",
+            on_click=_record_decision,
+            args=(store, f.id),
+        )
     message = st.session_state.get("_decision_message")
     if message and message[0] == f.id:
         (st.success if message[1] == "success" else st.error)(message[2])  # escaped when composed
@@ -311,8 +367,12 @@ def _navigation(store: Any, frame_id: int) -> None:
     back.page_link(QUEUE_PAGE, label="Back to the review queue", icon=":material/arrow_back:")
     following = _next_in_queue(store, frame_id)
     if following is not None:
-        nxt.page_link(FRAME_PAGE, label=f"Next waiting frame #{following}", icon=":material/arrow_forward:",
-                      query_params={"frame": str(following)})
+        nxt.page_link(
+            FRAME_PAGE,
+            label=f"Next waiting frame #{following}",
+            icon=":material/arrow_forward:",
+            query_params={"frame": str(following)},
+        )
 
 
 def _pick_frame(store: Any) -> None:
@@ -323,7 +383,9 @@ def _pick_frame(store: Any) -> None:
         st.rerun()
     first = _next_in_queue(store, -1)
     if first is not None:
-        st.page_link(FRAME_PAGE, label=f"Open the newest waiting frame (#{first})", query_params={"frame": str(first)})
+        st.page_link(
+            FRAME_PAGE, label=f"Open the newest waiting frame (#{first})", query_params={"frame": str(first)}
+        )
 
 
 def render() -> None:
@@ -340,7 +402,9 @@ def render() -> None:
         _pick_frame(store)
         return
     f = detail.frame
-    ui.header(f"Frame #{f.id}: {f.verdict}", f"{f.image}  ·  {f.oring_type or 'unknown type'}  ·  run #{f.run_id}")
+    ui.header(
+        f"Frame #{f.id}: {f.verdict}", f"{f.image}  ·  {f.oring_type or 'unknown type'}  ·  run #{f.run_id}"
+    )
     _navigation(store, frame_id)
     roots = ui.image_roots()
     left, right = st.columns([3, 1.3])
@@ -356,8 +420,14 @@ def render() -> None:
     with lower_left:
         _measurements(detail)
         if detail.timings:
-            st.caption(ui.md("Stage times (ms): " + ", ".join(
-                f"{k} {v:.0f}" for k, v in detail.timings.items() if isinstance(v, int | float))))
+            st.caption(
+                ui.md(
+                    "Stage times (ms): "
+                    + ", ".join(
+                        f"{k} {v:.0f}" for k, v in detail.timings.items() if isinstance(v, int | float)
+                    )
+                )
+            )
     with lower_right:
         _decision_form(store, detail)
         _history(detail)

@@ -44,7 +44,9 @@ class QueueQuery:
 
 def fetch_page(store: Any, query: QueueQuery, page: int, page_size: int) -> Any:
     """One page of the queue (LIMIT/OFFSET in SQL) and the total."""
-    return store.frames(query.frame_filter(), order=query.order, limit=page_size, offset=(page - 1) * page_size)
+    return store.frames(
+        query.frame_filter(), order=query.order, limit=page_size, offset=(page - 1) * page_size
+    )
 
 
 def rows_frame(rows: list[FrameRow]) -> pd.DataFrame:
@@ -58,7 +60,9 @@ def rows_frame(rows: list[FrameRow]) -> pd.DataFrame:
             "defects": [r.n_defects for r in rows],
             "worst defect score": [r.max_defect_score for r in rows],
             "screening / threshold": [
-                None if r.screen_score is None or not r.screen_threshold else r.screen_score / r.screen_threshold
+                None
+                if r.screen_score is None or not r.screen_threshold
+                else r.screen_score / r.screen_threshold
                 for r in rows
             ],
             "reasons": ["; ".join(str(x) for x in r.reasons) for r in rows],
@@ -88,7 +92,9 @@ def _run_label(run: Any) -> str:
 
 
 def render() -> None:
-    ui.header("Review queue", "Frames the machine flagged (defect, suspect, rework) that nobody has decided yet.")
+    ui.header(
+        "Review queue", "Frames the machine flagged (defect, suspect, rework) that nobody has decided yet."
+    )
     store = ui.store()
     settings = ui.settings()
     with store.read_session() as session:
@@ -100,18 +106,34 @@ def render() -> None:
     ui.keep_widget_state(*FILTER_KEYS)
     c1, c2, c3, c4, c5 = st.columns([1.2, 1.4, 1.6, 1.6, 1.0])
     chosen_types = c1.multiselect("Type", types, key="q_types", placeholder="all types")
-    chosen_verdicts = c2.multiselect("Verdict", list(REVIEW_VERDICTS), key="q_verdicts", placeholder="defect, suspect, rework")
-    chosen_runs = c3.multiselect("Run", list(run_labels), format_func=lambda i: run_labels.get(i, f"#{i}"), key="q_runs",
-                                 placeholder="all runs")
-    empty_range = {} if "q_dates" in st.session_state else {"value": ()}  # a kept value must not meet a default
-    dates: Any = c4.date_input("Inspected (UTC days)", key="q_dates", min_value=span[0] if span else None,
-                               max_value=span[1] if span else None, **empty_range)
+    chosen_verdicts = c2.multiselect(
+        "Verdict", list(REVIEW_VERDICTS), key="q_verdicts", placeholder="defect, suspect, rework"
+    )
+    chosen_runs = c3.multiselect(
+        "Run",
+        list(run_labels),
+        format_func=lambda i: run_labels.get(i, f"#{i}"),
+        key="q_runs",
+        placeholder="all runs",
+    )
+    empty_range = (
+        {} if "q_dates" in st.session_state else {"value": ()}
+    )  # a kept value must not meet a default
+    dates: Any = c4.date_input(
+        "Inspected (UTC days)",
+        key="q_dates",
+        min_value=span[0] if span else None,
+        max_value=span[1] if span else None,
+        **empty_range,
+    )
     order = c5.radio("Order", list(ORDERS), format_func=ORDERS.get, key="q_order", horizontal=False)
     include_reviewed = st.toggle("Show reviewed frames too", key="q_reviewed")
     since = until = None
     if isinstance(dates, tuple | list) and dates:
         since, until = dates[0], dates[-1]
-    query = QueueQuery(chosen_types, chosen_verdicts, chosen_runs, since, until, order or "newest", include_reviewed)
+    query = QueueQuery(
+        chosen_types, chosen_verdicts, chosen_runs, since, until, order or "newest", include_reviewed
+    )
 
     page_size = settings.page_size
     signature = repr(query)
@@ -130,13 +152,22 @@ def render() -> None:
     top[1].number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key="q_page")
     with top[2]:
         st.write("")
-        st.download_button("Export CSV of this filter", data=lambda: queue_csv(store, query), file_name="review_queue.csv",
-                           mime="text/csv", on_click="ignore", icon=":material/download:", disabled=total == 0)
+        st.download_button(
+            "Export CSV of this filter",
+            data=lambda: queue_csv(store, query),
+            file_name="review_queue.csv",
+            mime="text/csv",
+            on_click="ignore",
+            icon=":material/download:",
+            disabled=total == 0,
+        )
     ui.remember_widget_state(*FILTER_KEYS)
 
     if total == 0:
         if span is None:
-            st.info("The database has no inspections yet. Run `oringscan inspect` (or `oringscan demo`) to fill it.")
+            st.info(
+                "The database has no inspections yet. Run `oringscan inspect` (or `oringscan demo`) to fill it."
+            )
         else:
             st.success("Nothing waiting: every flagged frame matching this filter has been reviewed.")
         return
@@ -151,22 +182,36 @@ def render() -> None:
         selection_mode="single-row",
         key="queue_table",
         column_config={
-            "frame": st.column_config.NumberColumn("frame", format="%d", help="Select a row to open the frame"),
-            "worst defect score": st.column_config.ProgressColumn("worst defect score", min_value=0.0, max_value=1.0, format="%.2f"),
-            "screening / threshold": st.column_config.NumberColumn(format="%.2f", help="1.00 = at the screening threshold"),
+            "frame": st.column_config.NumberColumn(
+                "frame", format="%d", help="Select a row to open the frame"
+            ),
+            "worst defect score": st.column_config.ProgressColumn(
+                "worst defect score", min_value=0.0, max_value=1.0, format="%.2f"
+            ),
+            "screening / threshold": st.column_config.NumberColumn(
+                format="%.2f", help="1.00 = at the screening threshold"
+            ),
             "run": st.column_config.NumberColumn(format="#%d"),
         },
     )
-    st.caption(f"Frames {result.offset + 1}-{result.offset + len(result.items)} of {total:,}. Select a row to open it.")
+    st.caption(
+        f"Frames {result.offset + 1}-{result.offset + len(result.items)} of {total:,}. Select a row to open it."
+    )
     selected = list(getattr(getattr(event, "selection", None), "rows", []) or [])
     if selected:
         st.switch_page(FRAME_PAGE, query_params={"frame": str(int(table.iloc[selected[0]]["frame"]))})
 
     ids = table["frame"].tolist()
     pick, go = st.columns([3, 1])
-    chosen = pick.selectbox("Open frame", ids, key="q_open",
-                            format_func=lambda i: f"#{i}  {table.loc[table['frame'] == i, 'verdict'].iat[0]}  "
-                            f"{table.loc[table['frame'] == i, 'image'].iat[0]}")
+    chosen = pick.selectbox(
+        "Open frame",
+        ids,
+        key="q_open",
+        format_func=lambda i: (
+            f"#{i}  {table.loc[table['frame'] == i, 'verdict'].iat[0]}  "
+            f"{table.loc[table['frame'] == i, 'image'].iat[0]}"
+        ),
+    )
     with go:
         st.write("")
         if st.button("Open frame", key="q_open_button", type="primary", icon=":material/open_in_new:"):

@@ -50,9 +50,16 @@ def timings_table(store: Any, runs: list[RunRow]) -> pd.DataFrame:
     rows = []
     for run in runs:
         for stage, numbers in store.run_timings(run.id).items():
-            rows.append({"run": f"#{run.id} {run.oring_type or ''}".strip(), "stage": stage,
-                         "frames": int(numbers["n"]), "mean_ms": round(numbers["mean_ms"], 1),
-                         "median_ms": round(numbers["median_ms"], 1), "p95_ms": round(numbers["p95_ms"], 1)})
+            rows.append(
+                {
+                    "run": f"#{run.id} {run.oring_type or ''}".strip(),
+                    "stage": stage,
+                    "frames": int(numbers["n"]),
+                    "mean_ms": round(numbers["mean_ms"], 1),
+                    "median_ms": round(numbers["median_ms"], 1),
+                    "p95_ms": round(numbers["p95_ms"], 1),
+                }
+            )
     return pd.DataFrame(rows, columns=["run", "stage", "frames", "mean_ms", "median_ms", "p95_ms"])
 
 
@@ -63,15 +70,24 @@ def render() -> None:
     if not runs:
         st.info("No runs recorded yet. Run `oringscan inspect` (or `oringscan demo`) to fill the database.")
         return
-    st.dataframe(runs_table(runs), hide_index=True, width="stretch",
-                 column_config={"run": st.column_config.NumberColumn(format="#%d")})
+    st.dataframe(
+        runs_table(runs),
+        hide_index=True,
+        width="stretch",
+        column_config={"run": st.column_config.NumberColumn(format="#%d")},
+    )
     if len(runs) == RUNS_SHOWN:
         st.caption(f"The newest {RUNS_SHOWN} runs.")
     st.altair_chart(charts.run_counts(counts_long(runs)), width="stretch")
 
     labels = {r.id: f"#{r.id} {r.oring_type or ''} {ui.utc_text(r.started_at)[:16]}" for r in runs}
-    chosen = st.multiselect("Runs to compare", list(labels), default=list(labels)[: min(4, len(labels))],
-                            format_func=labels.get, key="r_runs")
+    chosen = st.multiselect(
+        "Runs to compare",
+        list(labels),
+        default=list(labels)[: min(4, len(labels))],
+        format_func=labels.get,
+        key="r_runs",
+    )
     picked = [r for r in runs if r.id in chosen]
     if not picked:
         return
@@ -87,12 +103,21 @@ def render() -> None:
     for run in picked:
         with st.expander(ui.md(f"{labels[run.id]}  ·  {run.status}"), expanded=len(picked) == 1):
             # Everything from the database is escaped (a command line may hold any characters).
-            st.markdown(f"**Command:** {ui.md(run.command or '(not recorded)')}  \n**Host:** {ui.md(run.host or '?')}  \n"
-                        f"**Model fingerprint:** {ui.md(run.model_fingerprint or '?')}  \n"
-                        f"**Config fingerprint:** {ui.md(run.config_fingerprint or '?')}")
+            st.markdown(
+                f"**Command:** {ui.md(run.command or '(not recorded)')}  \n**Host:** {ui.md(run.host or '?')}  \n"
+                f"**Model fingerprint:** {ui.md(run.model_fingerprint or '?')}  \n"
+                f"**Config fingerprint:** {ui.md(run.config_fingerprint or '?')}"
+            )
             if run.model_versions:
-                st.dataframe(pd.DataFrame({"part": list(run.model_versions),
-                                           "version": [str(v) for v in run.model_versions.values()]}),
-                             hide_index=True, width="stretch")
+                st.dataframe(
+                    pd.DataFrame(
+                        {
+                            "part": list(run.model_versions),
+                            "version": [str(v) for v in run.model_versions.values()],
+                        }
+                    ),
+                    hide_index=True,
+                    width="stretch",
+                )
             else:
                 st.caption("No model versions recorded.")

@@ -47,7 +47,11 @@ def overrides_by_day(session: Session, filters: FrameFilter | None = None) -> li
     day = func.date(Review.created_at).label("day")
     changed = and_(Frame.verdict != "suspect", Review.decision != Frame.verdict)
     stmt = (
-        select(day, func.count(Review.id).label("reviews"), func.sum(case((changed, 1), else_=0)).label("overrides"))
+        select(
+            day,
+            func.count(Review.id).label("reviews"),
+            func.sum(case((changed, 1), else_=0)).label("overrides"),
+        )
         .join(Frame, Frame.id == Review.frame_id)
         .where(Review.id.in_(newest))
         .group_by(day)

@@ -94,7 +94,9 @@ def launch(settings: DashboardSettings, host: str = "127.0.0.1", port: int = 850
     check_database_url(settings.db_url)
     check_login_setup(settings, host)
     if not is_loopback(host):
-        log.warning("dashboard bound to %s: reachable from the network on port %d (login required)", host, port)
+        log.warning(
+            "dashboard bound to %s: reachable from the network on port %d (login required)", host, port
+        )
     settings.export()
     options = streamlit_options(host, port)
     st_config._main_script_path = str(APP_SCRIPT)

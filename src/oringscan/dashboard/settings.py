@@ -31,7 +31,9 @@ class DashboardSettings:
     require_login: bool = False
 
     @classmethod
-    def from_config(cls, config: Config, db_url: str, data_root: Path, output_root: Path) -> DashboardSettings:
+    def from_config(
+        cls, config: Config, db_url: str, data_root: Path, output_root: Path
+    ) -> DashboardSettings:
         roots = [*config.dashboard.image_roots, data_root, output_root]
         return cls(
             db_url=db_url,
@@ -60,7 +62,9 @@ class DashboardSettings:
                 db_url=str(data["db_url"]),
                 image_roots=[Path(p) for p in data.get("image_roots", [])],
                 page_size=int(data.get("page_size", 25)),
-                marginal_fraction=None if data.get("marginal_fraction") is None else float(data["marginal_fraction"]),
+                marginal_fraction=None
+                if data.get("marginal_fraction") is None
+                else float(data["marginal_fraction"]),
                 require_login=bool(data.get("require_login", True)),
             )
         except (ValueError, KeyError, TypeError) as exc:

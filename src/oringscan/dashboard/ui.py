@@ -51,7 +51,9 @@ def store() -> Any:
     except OringscanError as exc:
         st.error(md(exc))
     except Exception as exc:  # a database that cannot be opened: say which and why, in one line
-        st.error(md(f"{safe_url(url)}: cannot open the database: {type(exc).__name__}: {str(exc).splitlines()[0]}"))
+        st.error(
+            md(f"{safe_url(url)}: cannot open the database: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        )
     st.stop()
     raise AssertionError("unreachable")
 
@@ -125,4 +127,6 @@ def guarded(render: Any) -> None:
         st.error(md(exc))
     except SQLAlchemyError as exc:
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        st.error(md(f"{safe_url(settings().db_url)}: database error: {first[0] if first else type(exc).__name__}"))
+        st.error(
+            md(f"{safe_url(settings().db_url)}: database error: {first[0] if first else type(exc).__name__}")
+        )

@@ -53,7 +53,13 @@ else:
         return _to_jsonable(value)
 
 
-_VERDICT_STYLE = {"good": "green", "defect": "red", "rework": "dark_orange", "suspect": "yellow", "error": "magenta"}
+_VERDICT_STYLE = {
+    "good": "green",
+    "defect": "red",
+    "rework": "dark_orange",
+    "suspect": "yellow",
+    "error": "magenta",
+}
 _RELATIVE = re.compile(r"^(\d+)\s*([dhm])$")
 TABLE_LIMIT = 50
 
@@ -82,8 +88,11 @@ class When(click.ParamType):
         try:
             parsed = datetime.fromisoformat(str(value).strip())
         except ValueError:
-            self.fail(f"{value!r} is not a time (use 2026-03-01, 2026-03-01T14:00, today, yesterday, 7d, 12h)",
-                      param, ctx)
+            self.fail(
+                f"{value!r} is not a time (use 2026-03-01, 2026-03-01T14:00, today, yesterday, 7d, 12h)",
+                param,
+                ctx,
+            )
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
@@ -94,22 +103,38 @@ def _open(app: AppContext, db_url: str | None, *, must_exist: bool = True) -> In
     url = db_url or app.db_url
     sqlite_file = sqlite_path(url)
     if must_exist and sqlite_file is not None and not sqlite_file.is_file():
-        raise StoreError(f"{sqlite_file}: no inspection database here yet (run `oringscan inspect` or pass --db URL)")
+        raise StoreError(
+            f"{sqlite_file}: no inspection database here yet (run `oringscan inspect` or pass --db URL)"
+        )
     return InspectionStore(url)
 
 
 def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--db", "db_url", default=None, metavar="URL",
-                        help="SQLAlchemy URL [default: config db.url, else sqlite:///<output>/inspections.db].")(func)
+    return click.option(
+        "--db",
+        "db_url",
+        default=None,
+        metavar="URL",
+        help="SQLAlchemy URL [default: config db.url, else sqlite:///<output>/inspections.db].",
+    )(func)
 
 
 def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--verdict", "verdicts", multiple=True, type=click.Choice(VERDICTS, case_sensitive=False),
-                     help="Only these verdicts (repeatable)."),
-        click.option("--type", "oring_type", default=None, metavar="NAME", help="Only this o-ring type (model1, ...)."),
+        click.option(
+            "--verdict",
+            "verdicts",
+            multiple=True,
+            type=click.Choice(VERDICTS, case_sensitive=False),
+            help="Only these verdicts (repeatable).",
+        ),
+        click.option(
+            "--type", "oring_type", default=None, metavar="NAME", help="Only this o-ring type (model1, ...)."
+        ),
         click.option("--run", "run_id", type=int, default=None, metavar="ID", help="Only this run."),
-        click.option("--since", type=WHEN, default=None, help="Inspected at or after (UTC; 2026-03-01, today, 7d)."),
+        click.option(
+            "--since", type=WHEN, default=None, help="Inspected at or after (UTC; 2026-03-01, today, 7d)."
+        ),
         click.option("--until", type=WHEN, default=None, help="Inspected before (UTC)."),
     ]
     for option in reversed(options):
@@ -118,11 +143,24 @@ def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout (every matching row unless --limit).")(func)
-    func = click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout (every matching row unless --limit).")(func)
-    func = click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many rows (paging).")(func)
-    return click.option("--limit", type=click.IntRange(min=0), default=None,
-                        help=f"At most this many rows [default: {TABLE_LIMIT} in tables, all for --json/--csv; 0: all].")(func)
+    func = click.option(
+        "--csv", "as_csv", is_flag=True, help="CSV on stdout (every matching row unless --limit)."
+    )(func)
+    func = click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="One JSON array on stdout (every matching row unless --limit).",
+    )(func)
+    func = click.option(
+        "--offset", type=click.IntRange(min=0), default=0, help="Skip this many rows (paging)."
+    )(func)
+    return click.option(
+        "--limit",
+        type=click.IntRange(min=0),
+        default=None,
+        help=f"At most this many rows [default: {TABLE_LIMIT} in tables, all for --json/--csv; 0: all].",
+    )(func)
 
 
 def _limit(limit: int | None, machine: bool) -> int | None:
@@ -138,10 +176,20 @@ def _check_format(as_json: bool, as_csv: bool) -> None:
         raise click.UsageError("choose one of --json and --csv")
 
 
-def _filters(verdicts: tuple[str, ...], oring_type: str | None, run_id: int | None, since: datetime | None,
-             until: datetime | None) -> FrameFilter:
-    return FrameFilter(oring_type=oring_type, verdict=[v.lower() for v in verdicts] or None, run_id=run_id,
-                       since=since, until=until)
+def _filters(
+    verdicts: tuple[str, ...],
+    oring_type: str | None,
+    run_id: int | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> FrameFilter:
+    return FrameFilter(
+        oring_type=oring_type,
+        verdict=[v.lower() for v in verdicts] or None,
+        run_id=run_id,
+        since=since,
+        until=until,
+    )
 
 
 def _console() -> Console:
@@ -163,7 +211,9 @@ def _emit_csv(rows: Iterable[dict[str, Any]], columns: list[str] | None = None) 
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in to_jsonable(row).items()})
+        writer.writerow(
+            {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in to_jsonable(row).items()}
+        )
     click.echo(buffer.getvalue(), nl=False)
 
 
@@ -181,8 +231,10 @@ def _verdict(value: str) -> str:
 
 def _footer(console: Console, shown: int, total: int, offset: int) -> None:
     if total > shown:
-        console.print(f"[dim]rows {offset + 1}-{offset + shown} of {total}; more with --offset {offset + shown} "
-                      f"or --limit 0[/]")
+        console.print(
+            f"[dim]rows {offset + 1}-{offset + shown} of {total}; more with --offset {offset + shown} "
+            f"or --limit 0[/]"
+        )
 
 
 @click.group("db", cls=OneLineErrors)
@@ -209,27 +261,69 @@ def db_group() -> None:
 @click.option("--until", type=WHEN, default=None, help="Started before (UTC).")
 @output_options
 @common_options
-def runs_command(app: AppContext, db_url: str | None, oring_type: str | None, since: datetime | None,
-                 until: datetime | None, limit: int | None, offset: int, as_json: bool, as_csv: bool) -> None:
+def runs_command(
+    app: AppContext,
+    db_url: str | None,
+    oring_type: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int | None,
+    offset: int,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
     """Inspection runs, newest first: when, where, which models, verdict counts, time per frame."""
     _check_format(as_json, as_csv)
     store = _open(app, db_url)
-    rows = store.runs(oring_type=oring_type, since=since, until=until, limit=_limit(limit, as_json or as_csv),
-                      offset=offset)
+    rows = store.runs(
+        oring_type=oring_type, since=since, until=until, limit=_limit(limit, as_json or as_csv), offset=offset
+    )
     if as_json:
         return _emit_json([{**r.to_dict(), "seconds": r.seconds} for r in rows])
     if as_csv:
         return _emit_csv([{**r.to_dict(), "seconds": r.seconds} for r in rows])
     table = Table(title=f"Runs in {safe_url(store.url)}", box=box.SIMPLE_HEAVY)
-    for col in ("run", "started (UTC)", "type", "status", "frames", "good", "defect", "rework", "suspect", "error",
-                "skipped", "ms/frame", "host", "models"):
-        table.add_column(col, justify="right" if col not in ("started (UTC)", "type", "status", "host", "models") else "left",
-                         no_wrap=True)
+    for col in (
+        "run",
+        "started (UTC)",
+        "type",
+        "status",
+        "frames",
+        "good",
+        "defect",
+        "rework",
+        "suspect",
+        "error",
+        "skipped",
+        "ms/frame",
+        "host",
+        "models",
+    ):
+        table.add_column(
+            col,
+            justify="right" if col not in ("started (UTC)", "type", "status", "host", "models") else "left",
+            no_wrap=True,
+        )
     for r in rows:
-        status = {"done": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}.get(r.status, "white")
-        table.add_row(str(r.id), _when(r.started_at), r.oring_type or "", f"[{status}]{r.status}[/]", str(r.n_frames),
-                      str(r.n_good), str(r.n_defect), str(r.n_rework), str(r.n_suspect), str(r.n_error),
-                      str(r.n_skipped), _num(r.mean_ms, 0), r.host or "", (r.model_fingerprint or "")[:12])
+        status = {"done": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}.get(
+            r.status, "white"
+        )
+        table.add_row(
+            str(r.id),
+            _when(r.started_at),
+            r.oring_type or "",
+            f"[{status}]{r.status}[/]",
+            str(r.n_frames),
+            str(r.n_good),
+            str(r.n_defect),
+            str(r.n_rework),
+            str(r.n_suspect),
+            str(r.n_error),
+            str(r.n_skipped),
+            _num(r.mean_ms, 0),
+            r.host or "",
+            (r.model_fingerprint or "")[:12],
+        )
     console = _console()
     console.print(table if rows else "[dim]no runs recorded[/]")
 
@@ -238,13 +332,30 @@ def runs_command(app: AppContext, db_url: str | None, oring_type: str | None, si
 @db_option
 @filter_options
 @click.option("--unreviewed", is_flag=True, help="Only frames nobody has reviewed yet.")
-@click.option("--order", type=click.Choice(FRAME_ORDERS), default="newest", show_default=True,
-              help="worst: defects first, then rework, suspect; by defect score and screening score.")
+@click.option(
+    "--order",
+    type=click.Choice(FRAME_ORDERS),
+    default="newest",
+    show_default=True,
+    help="worst: defects first, then rework, suspect; by defect score and screening score.",
+)
 @output_options
 @common_options
-def frames_command(app: AppContext, db_url: str | None, verdicts: tuple[str, ...], oring_type: str | None,
-                   run_id: int | None, since: datetime | None, until: datetime | None, unreviewed: bool, order: str,
-                   limit: int | None, offset: int, as_json: bool, as_csv: bool) -> None:
+def frames_command(
+    app: AppContext,
+    db_url: str | None,
+    verdicts: tuple[str, ...],
+    oring_type: str | None,
+    run_id: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    unreviewed: bool,
+    order: str,
+    limit: int | None,
+    offset: int,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
     """Frame records: image, verdict, screening score, defects, time, newest review."""
     _check_format(as_json, as_csv)
     store = _open(app, db_url)
@@ -257,16 +368,38 @@ def frames_command(app: AppContext, db_url: str | None, verdicts: tuple[str, ...
     if as_csv:
         return _emit_csv([r.to_dict() for r in page])
     table = Table(title=f"Frames ({page.total} matching)", box=box.SIMPLE_HEAVY)
-    for col, justify in (("id", "right"), ("run", "right"), ("inspected (UTC)", "left"), ("type", "left"),
-                         ("verdict", "left"), ("score/thr", "right"), ("defects", "right"), ("ms", "right"),
-                         ("review", "left"), ("image", "left"), ("reasons", "left")):
+    for col, justify in (
+        ("id", "right"),
+        ("run", "right"),
+        ("inspected (UTC)", "left"),
+        ("type", "left"),
+        ("verdict", "left"),
+        ("score/thr", "right"),
+        ("defects", "right"),
+        ("ms", "right"),
+        ("review", "left"),
+        ("image", "left"),
+        ("reasons", "left"),
+    ):
         table.add_column(col, justify=justify, overflow="fold", no_wrap=col not in ("image", "reasons"))
     for r in page:
-        ratio = None if r.screen_score is None or not r.screen_threshold else r.screen_score / r.screen_threshold
+        ratio = (
+            None if r.screen_score is None or not r.screen_threshold else r.screen_score / r.screen_threshold
+        )
         review = "" if r.review_decision is None else f"{r.review_decision} ({r.review_operator})"
-        table.add_row(str(r.id), str(r.run_id), _when(r.inspected_at), r.oring_type or "", _verdict(r.verdict),
-                      _num(ratio, 2), str(r.n_defects), _num(r.total_ms, 0), review, r.image,
-                      r.error or "; ".join(str(x) for x in r.reasons))
+        table.add_row(
+            str(r.id),
+            str(r.run_id),
+            _when(r.inspected_at),
+            r.oring_type or "",
+            _verdict(r.verdict),
+            _num(ratio, 2),
+            str(r.n_defects),
+            _num(r.total_ms, 0),
+            review,
+            r.image,
+            r.error or "; ".join(str(x) for x in r.reasons),
+        )
     console = _console()
     console.print(table if page.items else "[dim]no frames match[/]")
     _footer(console, len(page.items), page.total, offset)
@@ -278,26 +411,75 @@ def frames_command(app: AppContext, db_url: str | None, verdicts: tuple[str, ...
 @click.option("--label", default=None, metavar="CLASS", help="Only this defect class.")
 @output_options
 @common_options
-def defects_command(app: AppContext, db_url: str | None, verdicts: tuple[str, ...], oring_type: str | None,
-                    run_id: int | None, since: datetime | None, until: datetime | None, label: str | None,
-                    limit: int | None, offset: int, as_json: bool, as_csv: bool) -> None:
+def defects_command(
+    app: AppContext,
+    db_url: str | None,
+    verdicts: tuple[str, ...],
+    oring_type: str | None,
+    run_id: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    label: str | None,
+    limit: int | None,
+    offset: int,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
     """Every segmented defect: class, score, box and area, with its frame."""
     _check_format(as_json, as_csv)
     store = _open(app, db_url)
-    page = store.defects(_filters(verdicts, oring_type, run_id, since, until), label=label,
-                         limit=_limit(limit, as_json or as_csv), offset=offset)
-    columns = ["id", "frame_id", "run_id", "image", "oring_type", "verdict", "inspected_at", "label", "score",
-               "x", "y", "w", "h", "area_px", "area_mm2"]
+    page = store.defects(
+        _filters(verdicts, oring_type, run_id, since, until),
+        label=label,
+        limit=_limit(limit, as_json or as_csv),
+        offset=offset,
+    )
+    columns = [
+        "id",
+        "frame_id",
+        "run_id",
+        "image",
+        "oring_type",
+        "verdict",
+        "inspected_at",
+        "label",
+        "score",
+        "x",
+        "y",
+        "w",
+        "h",
+        "area_px",
+        "area_mm2",
+    ]
     if as_json:
         return _emit_json([{k: r.to_dict()[k] for k in columns} for r in page])
     if as_csv:
         return _emit_csv([r.to_dict() for r in page], columns)
     table = Table(title=f"Defects ({page.total} matching)", box=box.SIMPLE_HEAVY)
-    for col in ("frame", "inspected (UTC)", "type", "class", "score", "box x,y,w,h", "area px", "area mm²", "image"):
+    for col in (
+        "frame",
+        "inspected (UTC)",
+        "type",
+        "class",
+        "score",
+        "box x,y,w,h",
+        "area px",
+        "area mm²",
+        "image",
+    ):
         table.add_column(col, overflow="fold", no_wrap=col != "image")
     for r in page:
-        table.add_row(str(r.frame_id), _when(r.inspected_at), r.oring_type or "", r.label, _num(r.score, 2),
-                      f"{r.x},{r.y},{r.w},{r.h}", str(r.area_px), _num(r.area_mm2, 3), r.image or "")
+        table.add_row(
+            str(r.frame_id),
+            _when(r.inspected_at),
+            r.oring_type or "",
+            r.label,
+            _num(r.score, 2),
+            f"{r.x},{r.y},{r.w},{r.h}",
+            str(r.area_px),
+            _num(r.area_mm2, 3),
+            r.image or "",
+        )
     console = _console()
     console.print(table if page.items else "[dim]no defects match[/]")
     _footer(console, len(page.items), page.total, offset)
@@ -309,9 +491,17 @@ def defects_command(app: AppContext, db_url: str | None, verdicts: tuple[str, ..
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @click.option("--csv", "as_csv", is_flag=True, help="Yield per type per day as CSV on stdout.")
 @common_options
-def stats_command(app: AppContext, db_url: str | None, verdicts: tuple[str, ...], oring_type: str | None,
-                  run_id: int | None, since: datetime | None, until: datetime | None, as_json: bool,
-                  as_csv: bool) -> None:
+def stats_command(
+    app: AppContext,
+    db_url: str | None,
+    verdicts: tuple[str, ...],
+    oring_type: str | None,
+    run_id: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
     """Yield per type per day, defects per class, and how often reviewers overrode the machine."""
     _check_format(as_json, as_csv)
     store = _open(app, db_url)
@@ -319,8 +509,10 @@ def stats_command(app: AppContext, db_url: str | None, verdicts: tuple[str, ...]
     if as_json:
         return _emit_json(stats.to_dict())
     if as_csv:
-        return _emit_csv([r.to_dict() for r in stats.yield_by_day],
-                         ["day", "oring_type", "total", "good", "defect", "rework", "suspect", "error", "yield"])
+        return _emit_csv(
+            [r.to_dict() for r in stats.yield_by_day],
+            ["day", "oring_type", "total", "good", "defect", "rework", "suspect", "error", "yield"],
+        )
     _print_stats(stats)
 
 
@@ -330,15 +522,28 @@ def _print_stats(stats: Stats) -> None:
         console.print("[dim]no frames match[/]")
         return
     parts = ", ".join(f"{_verdict(v)} {n}" for v, n in stats.verdicts.items() if n)
-    console.print(f"[bold]{stats.n_frames}[/] frames: {parts}; {stats.n_reviewed} reviewed, "
-                  f"{stats.n_overridden} machine verdicts overridden")
-    table = Table(title="Yield per type per day (UTC; yield = good / frames with a verdict)", box=box.SIMPLE_HEAVY)
+    console.print(
+        f"[bold]{stats.n_frames}[/] frames: {parts}; {stats.n_reviewed} reviewed, "
+        f"{stats.n_overridden} machine verdicts overridden"
+    )
+    table = Table(
+        title="Yield per type per day (UTC; yield = good / frames with a verdict)", box=box.SIMPLE_HEAVY
+    )
     for col in ("day", "type", "frames", "good", "defect", "rework", "suspect", "error", "yield"):
         table.add_column(col, justify="left" if col in ("day", "type") else "right")
     for r in stats.yield_by_day:
         rate = "" if r.yield_rate is None else f"{100 * r.yield_rate:.1f}%"
-        table.add_row(r.day, r.oring_type or "", str(r.total), str(r.good), str(r.defect), str(r.rework),
-                      str(r.suspect), str(r.error), rate)
+        table.add_row(
+            r.day,
+            r.oring_type or "",
+            str(r.total),
+            str(r.good),
+            str(r.defect),
+            str(r.rework),
+            str(r.suspect),
+            str(r.error),
+            rate,
+        )
     console.print(table)
     per_class: dict[tuple[str | None, str], list[int]] = {}
     for r in stats.defects_by_class:
@@ -349,7 +554,9 @@ def _print_stats(stats: Stats) -> None:
         table = Table(title="Defects per class", box=box.SIMPLE_HEAVY)
         for col in ("type", "class", "defects", "frames"):
             table.add_column(col, justify="left" if col in ("type", "class") else "right")
-        for (oring_type, label), (n, frames) in sorted(per_class.items(), key=lambda kv: (str(kv[0][0]), -kv[1][0])):
+        for (oring_type, label), (n, frames) in sorted(
+            per_class.items(), key=lambda kv: (str(kv[0][0]), -kv[1][0])
+        ):
             table.add_row(oring_type or "", label, str(n), str(frames))
         console.print(table)
     if stats.review_overrides:
@@ -377,9 +584,13 @@ def show_command(app: AppContext, db_url: str | None, frame_id: int, as_json: bo
         return _emit_json(detail.to_dict())
     f = detail.frame
     console = _console()
-    console.print(f"[bold]frame {f.id}[/] (run {f.run_id}, {f.oring_type or '?'}) {_verdict(f.verdict)}  {f.image}")
-    console.print(f"inspected {_when(f.inspected_at)} UTC; screening {_num(f.screen_score, 4)} "
-                  f"(threshold {_num(f.screen_threshold, 4)}); reasons: {'; '.join(map(str, f.reasons)) or '-'}")
+    console.print(
+        f"[bold]frame {f.id}[/] (run {f.run_id}, {f.oring_type or '?'}) {_verdict(f.verdict)}  {f.image}"
+    )
+    console.print(
+        f"inspected {_when(f.inspected_at)} UTC; screening {_num(f.screen_score, 4)} "
+        f"(threshold {_num(f.screen_threshold, 4)}); reasons: {'; '.join(map(str, f.reasons)) or '-'}"
+    )
     if f.error:
         console.print(f"[magenta]error:[/] {f.error}")
     if f.overlay_path:
@@ -389,19 +600,29 @@ def show_command(app: AppContext, db_url: str | None, frame_id: int, as_json: bo
         for col in ("class", "score", "box x,y,w,h", "area px", "area mm²"):
             table.add_column(col)
         for d in detail.defects:
-            table.add_row(d.label, _num(d.score, 2), f"{d.x},{d.y},{d.w},{d.h}", str(d.area_px), _num(d.area_mm2))
+            table.add_row(
+                d.label, _num(d.score, 2), f"{d.x},{d.y},{d.w},{d.h}", str(d.area_px), _num(d.area_mm2)
+            )
         console.print(table)
     if detail.measurements:
         table = Table(title="Rework measurements", box=box.SIMPLE_HEAVY)
         for col in ("metric", "value", "lower", "upper", "unit", "fired"):
             table.add_column(col)
         for m in detail.measurements:
-            table.add_row(m.metric, _num(m.value, 4), _num(m.lower, 4), _num(m.upper, 4), m.unit or "",
-                          "[red]yes[/]" if m.fired else "")
+            table.add_row(
+                m.metric,
+                _num(m.value, 4),
+                _num(m.lower, 4),
+                _num(m.upper, 4),
+                m.unit or "",
+                "[red]yes[/]" if m.fired else "",
+            )
         console.print(table)
     if detail.timings:
-        console.print("timings ms: " + ", ".join(f"{k} {v:.0f}" for k, v in detail.timings.items()
-                                                   if isinstance(v, int | float)))
+        console.print(
+            "timings ms: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in detail.timings.items() if isinstance(v, int | float))
+        )
     if detail.reviews:
         table = Table(title="Reviews (oldest first)", box=box.SIMPLE_HEAVY)
         for col in ("when (UTC)", "operator", "decision", "comment"):
@@ -416,19 +637,28 @@ def show_command(app: AppContext, db_url: str | None, frame_id: int, as_json: bo
 @db_group.command("review")
 @db_option
 @click.argument("frame_id", type=int)
-@click.option("--decision", required=True, type=click.Choice(REVIEW_DECISIONS, case_sensitive=False),
-              help="What the part really is.")
-@click.option("--operator", required=True, envvar="ORINGSCAN_OPERATOR", help="Who decided. Env: ORINGSCAN_OPERATOR.")
+@click.option(
+    "--decision",
+    required=True,
+    type=click.Choice(REVIEW_DECISIONS, case_sensitive=False),
+    help="What the part really is.",
+)
+@click.option(
+    "--operator", required=True, envvar="ORINGSCAN_OPERATOR", help="Who decided. Env: ORINGSCAN_OPERATOR."
+)
 @click.option("--comment", default=None, help="Why (optional).")
 @common_options
-def review_command(app: AppContext, db_url: str | None, frame_id: int, decision: str, operator: str,
-                   comment: str | None) -> None:
+def review_command(
+    app: AppContext, db_url: str | None, frame_id: int, decision: str, operator: str, comment: str | None
+) -> None:
     """Record an operator's decision about a frame (earlier reviews are kept as history)."""
     store = _open(app, db_url)
     review_id = store.add_review(frame_id, operator, decision, comment)
     history = store.reviews(frame_id)
-    click.echo(f"review {review_id}: frame {frame_id} -> {decision.lower()} by {operator.strip()} "
-               f"({len(history)} review(s) of this frame)")
+    click.echo(
+        f"review {review_id}: frame {frame_id} -> {decision.lower()} by {operator.strip()} "
+        f"({len(history)} review(s) of this frame)"
+    )
 
 
 @db_group.command("migrate")

@@ -140,14 +140,18 @@ class Frame(Base):
     superseded_at: Mapped[datetime | None]
 
     run: Mapped[Run] = relationship(back_populates="frames")
-    tiles: Mapped[list[Tile]] = relationship(back_populates="frame", cascade="all, delete-orphan",
-                                             passive_deletes=True, order_by="Tile.id")
-    defects: Mapped[list[Defect]] = relationship(back_populates="frame", cascade="all, delete-orphan",
-                                                 passive_deletes=True, order_by="Defect.id")
-    measurements: Mapped[list[Measurement]] = relationship(back_populates="frame", cascade="all, delete-orphan",
-                                                           passive_deletes=True, order_by="Measurement.id")
-    reviews: Mapped[list[Review]] = relationship(back_populates="frame", order_by="Review.id",
-                                                 passive_deletes=True)
+    tiles: Mapped[list[Tile]] = relationship(
+        back_populates="frame", cascade="all, delete-orphan", passive_deletes=True, order_by="Tile.id"
+    )
+    defects: Mapped[list[Defect]] = relationship(
+        back_populates="frame", cascade="all, delete-orphan", passive_deletes=True, order_by="Defect.id"
+    )
+    measurements: Mapped[list[Measurement]] = relationship(
+        back_populates="frame", cascade="all, delete-orphan", passive_deletes=True, order_by="Measurement.id"
+    )
+    reviews: Mapped[list[Review]] = relationship(
+        back_populates="frame", order_by="Review.id", passive_deletes=True
+    )
 
     __table_args__ = (
         CheckConstraint(f"verdict IN ({_in(VERDICTS)})", name="verdict"),
@@ -156,8 +160,14 @@ class Frame(Base):
         Index("ix_frames_inspected_at", "inspected_at"),
         Index("ix_frames_verdict_inspected_at", "verdict", "inspected_at"),
         Index("ix_frames_oring_type_inspected_at", "oring_type", "inspected_at"),
-        Index("uq_frames_current_frame_key", "frame_key", "model_fingerprint", unique=True,
-              sqlite_where=text("superseded_at IS NULL"), postgresql_where=text("superseded_at IS NULL")),
+        Index(
+            "uq_frames_current_frame_key",
+            "frame_key",
+            "model_fingerprint",
+            unique=True,
+            sqlite_where=text("superseded_at IS NULL"),
+            postgresql_where=text("superseded_at IS NULL"),
+        ),
     )
 
 

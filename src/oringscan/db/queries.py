@@ -361,10 +361,17 @@ def _paged(stmt: Select[Any], limit: int | None, offset: int) -> Select[Any]:
 def run_row(run: Run, live: dict[str, Any] | None = None) -> RunRow:
     counts = live or {}
     row = RunRow(
-        id=run.id, started_at=_as_utc(run.started_at), finished_at=_as_utc(run.finished_at), host=run.host,
-        oring_type=run.oring_type, command=run.command, status=run.status,
-        config_fingerprint=run.config_fingerprint, model_fingerprint=run.model_fingerprint,
-        model_versions=run.model_versions, n_skipped=run.n_skipped or 0,
+        id=run.id,
+        started_at=_as_utc(run.started_at),
+        finished_at=_as_utc(run.finished_at),
+        host=run.host,
+        oring_type=run.oring_type,
+        command=run.command,
+        status=run.status,
+        config_fingerprint=run.config_fingerprint,
+        model_fingerprint=run.model_fingerprint,
+        model_versions=run.model_versions,
+        n_skipped=run.n_skipped or 0,
     )
     row.n_frames = counts.get("n_frames", run.n_frames or 0)
     for verdict in VERDICTS:
@@ -384,15 +391,24 @@ def _run_counts(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str,
         run_id: {"n_frames": 0, "mean_ms": None, **{f"n_{v}": 0 for v in VERDICTS}} for run_id in run_ids
     }
     for row in session.execute(stmt):
-        out[row.run_id] = {"n_frames": int(row.n_frames),
-                           "mean_ms": None if row.mean_ms is None else float(row.mean_ms),
-                           **{f"n_{v}": int(getattr(row, f"n_{v}") or 0) for v in VERDICTS}}
+        out[row.run_id] = {
+            "n_frames": int(row.n_frames),
+            "mean_ms": None if row.mean_ms is None else float(row.mean_ms),
+            **{f"n_{v}": int(getattr(row, f"n_{v}") or 0) for v in VERDICTS},
+        }
     return out
 
 
-def list_runs(session: Session, *, oring_type: str | None = None, since: datetime | None = None,
-              until: datetime | None = None, status: str | None = None, limit: int | None = 100,
-              offset: int = 0) -> list[RunRow]:
+def list_runs(
+    session: Session,
+    *,
+    oring_type: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    status: str | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+) -> list[RunRow]:
     """Runs, newest first, with verdict counts and mean time per frame counted live from the frames."""
     stmt = select(Run)
     if oring_type:
@@ -423,19 +439,36 @@ def _frame_order(order: str) -> list[Any]:
         return [ratio.desc().nulls_last(), Frame.id.desc()]
     if order == "worst":
         rank = case(*[(Frame.verdict == v, r) for v, r in _VERDICT_RANK.items()], else_=9)
-        return [rank.asc(), Frame.max_defect_score.desc().nulls_last(), ratio.desc().nulls_last(),
-                Frame.inspected_at.desc(), Frame.id.desc()]
+        return [
+            rank.asc(),
+            Frame.max_defect_score.desc().nulls_last(),
+            ratio.desc().nulls_last(),
+            Frame.inspected_at.desc(),
+            Frame.id.desc(),
+        ]
     raise StoreError(f"unknown order {order!r}; expected one of {', '.join(FRAME_ORDERS)}")
 
 
 def _frame_row(frame: Frame, review: Review | None = None) -> FrameRow:
     return FrameRow(
-        id=frame.id, run_id=frame.run_id, image=frame.path, sha256=frame.sha256, oring_type=frame.oring_type,
-        station=frame.station, captured_at=_as_utc(frame.captured_at), inspected_at=_as_utc(frame.inspected_at),
-        verdict=frame.verdict, reasons=list(frame.reasons or []), screen_score=frame.screen_score,
-        screen_threshold=frame.screen_threshold, n_defects=frame.n_defects or 0,
-        max_defect_score=frame.max_defect_score, total_ms=frame.total_ms, error=frame.error,
-        overlay_path=frame.overlay_path, model_fingerprint=frame.model_fingerprint,
+        id=frame.id,
+        run_id=frame.run_id,
+        image=frame.path,
+        sha256=frame.sha256,
+        oring_type=frame.oring_type,
+        station=frame.station,
+        captured_at=_as_utc(frame.captured_at),
+        inspected_at=_as_utc(frame.inspected_at),
+        verdict=frame.verdict,
+        reasons=list(frame.reasons or []),
+        screen_score=frame.screen_score,
+        screen_threshold=frame.screen_threshold,
+        n_defects=frame.n_defects or 0,
+        max_defect_score=frame.max_defect_score,
+        total_ms=frame.total_ms,
+        error=frame.error,
+        overlay_path=frame.overlay_path,
+        model_fingerprint=frame.model_fingerprint,
         review_decision=None if review is None else review.decision,
         review_operator=None if review is None else review.operator,
         reviewed_at=None if review is None else _as_utc(review.created_at),
@@ -446,12 +479,18 @@ def _latest_reviews(session: Session, frame_ids: Sequence[int]) -> dict[int, Rev
     """The newest review of each of these frames (one query for a whole page)."""
     if not frame_ids:
         return {}
-    newest = (select(func.max(Review.id)).where(Review.frame_id.in_(list(frame_ids)))
-              .group_by(Review.frame_id).scalar_subquery())
+    newest = (
+        select(func.max(Review.id))
+        .where(Review.frame_id.in_(list(frame_ids)))
+        .group_by(Review.frame_id)
+        .scalar_subquery()
+    )
     return {r.frame_id: r for r in session.scalars(select(Review).where(Review.id.in_(newest)))}
 
 
-def _frame_page(session: Session, conds: list[Any], order: str, limit: int | None, offset: int) -> Page[FrameRow]:
+def _frame_page(
+    session: Session, conds: list[Any], order: str, limit: int | None, offset: int
+) -> Page[FrameRow]:
     order_by = _frame_order(order)
     where = and_(*conds) if conds else None
     stmt = select(Frame)
@@ -464,13 +503,25 @@ def _frame_page(session: Session, conds: list[Any], order: str, limit: int | Non
     return Page([_frame_row(f, reviews.get(f.id)) for f in frames], total, limit, offset)
 
 
-def list_frames(session: Session, filters: FrameFilter | None = None, *, order: str = "newest",
-                limit: int | None = 100, offset: int = 0) -> Page[FrameRow]:
+def list_frames(
+    session: Session,
+    filters: FrameFilter | None = None,
+    *,
+    order: str = "newest",
+    limit: int | None = 100,
+    offset: int = 0,
+) -> Page[FrameRow]:
     return _frame_page(session, (filters or FrameFilter()).conditions(), order, limit, offset)
 
 
-def review_queue(session: Session, filters: FrameFilter | None = None, *, order: str = "newest",
-                 limit: int | None = 25, offset: int = 0) -> Page[FrameRow]:
+def review_queue(
+    session: Session,
+    filters: FrameFilter | None = None,
+    *,
+    order: str = "newest",
+    limit: int | None = 25,
+    offset: int = 0,
+) -> Page[FrameRow]:
     """Unreviewed frames a person must look at: verdict defect / suspect / rework (or the filter's subset).
 
     Only current records: one superseded by --reinspect is history, not work.
@@ -494,7 +545,9 @@ def frame_detail(session: Session, frame_id: int) -> FrameDetail | None:
     assert run is not None  # foreign key
     tiles = session.scalars(select(Tile).where(Tile.frame_id == frame_id).order_by(Tile.id))
     defects = session.scalars(select(Defect).where(Defect.frame_id == frame_id).order_by(Defect.id))
-    measurements = session.scalars(select(Measurement).where(Measurement.frame_id == frame_id).order_by(Measurement.id))
+    measurements = session.scalars(
+        select(Measurement).where(Measurement.frame_id == frame_id).order_by(Measurement.id)
+    )
     shape = (frame.frame_height, frame.frame_width) if frame.frame_height and frame.frame_width else None
     return FrameDetail(
         frame=_frame_row(frame, reviews[-1] if reviews else None),
@@ -506,22 +559,39 @@ def frame_detail(session: Session, frame_id: int) -> FrameDetail | None:
         rework_verdict=frame.rework_verdict,
         tiles=[TileRow(t.x, t.y, t.w, t.h, t.score, bool(t.flagged)) for t in tiles],
         defects=[_defect_row(d, with_mask=True) for d in defects],
-        measurements=[MeasurementRow(m.metric, m.value, m.lower, m.upper, bool(m.fired), m.verdict, m.message, m.unit)
-                      for m in measurements],
+        measurements=[
+            MeasurementRow(m.metric, m.value, m.lower, m.upper, bool(m.fired), m.verdict, m.message, m.unit)
+            for m in measurements
+        ],
         reviews=[_review_row(r) for r in reviews],
     )
 
 
 def _review_row(review: Review) -> ReviewRow:
-    return ReviewRow(review.id, review.frame_id, review.operator, review.decision, review.comment,
-                     _as_utc(review.created_at))
+    return ReviewRow(
+        review.id,
+        review.frame_id,
+        review.operator,
+        review.decision,
+        review.comment,
+        _as_utc(review.created_at),
+    )
 
 
 def _defect_row(defect: Defect, frame: Frame | None = None, with_mask: bool = False) -> DefectRow:
     row = DefectRow(
-        id=defect.id, frame_id=defect.frame_id, label=defect.label, score=defect.score, x=defect.x, y=defect.y,
-        w=defect.w, h=defect.h, area_px=defect.area_px, area_mm2=defect.area_mm2,
-        mask_rle=defect.mask_rle if with_mask else None, polygon=defect.polygon if with_mask else None,
+        id=defect.id,
+        frame_id=defect.frame_id,
+        label=defect.label,
+        score=defect.score,
+        x=defect.x,
+        y=defect.y,
+        w=defect.w,
+        h=defect.h,
+        area_px=defect.area_px,
+        area_mm2=defect.area_mm2,
+        mask_rle=defect.mask_rle if with_mask else None,
+        polygon=defect.polygon if with_mask else None,
     )
     if frame is not None:
         row.image, row.run_id, row.oring_type = frame.path, frame.run_id, frame.oring_type
@@ -529,8 +599,9 @@ def _defect_row(defect: Defect, frame: Frame | None = None, with_mask: bool = Fa
     return row
 
 
-def list_reviews(session: Session, frame_id: int | None = None, *, limit: int | None = 100,
-                 offset: int = 0) -> list[ReviewRow]:
+def list_reviews(
+    session: Session, frame_id: int | None = None, *, limit: int | None = 100, offset: int = 0
+) -> list[ReviewRow]:
     """Review history: of one frame oldest first, else of all frames newest first."""
     stmt = select(Review)
     if frame_id is not None:
@@ -540,8 +611,14 @@ def list_reviews(session: Session, frame_id: int | None = None, *, limit: int | 
     return [_review_row(r) for r in session.scalars(_paged(stmt, limit, offset))]
 
 
-def list_defects(session: Session, filters: FrameFilter | None = None, *, label: str | None = None,
-                 limit: int | None = 100, offset: int = 0) -> Page[DefectRow]:
+def list_defects(
+    session: Session,
+    filters: FrameFilter | None = None,
+    *,
+    label: str | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+) -> Page[DefectRow]:
     """Defects (newest frames first) of the frames matching ``filters``, optionally of one class."""
     conds = (filters or FrameFilter()).conditions()
     if label:
@@ -589,12 +666,18 @@ def yield_by_day(session: Session, filters: FrameFilter | None = None) -> list[Y
     ]
 
 
-def defects_by_class(session: Session, filters: FrameFilter | None = None, *, by_day: bool = True) -> list[DefectClassRow]:
+def defects_by_class(
+    session: Session, filters: FrameFilter | None = None, *, by_day: bool = True
+) -> list[DefectClassRow]:
     """Defects and defective frames per class (and per UTC day), per o-ring type."""
     day = _day(Frame.inspected_at).label("day")
     keys = ([day] if by_day else []) + [Frame.oring_type, Defect.label]
-    stmt = (select(*keys, func.count(Defect.id).label("n"), func.count(distinct(Frame.id)).label("frames"))
-            .join(Frame, Frame.id == Defect.frame_id).group_by(*keys).order_by(*keys))
+    stmt = (
+        select(*keys, func.count(Defect.id).label("n"), func.count(distinct(Frame.id)).label("frames"))
+        .join(Frame, Frame.id == Defect.frame_id)
+        .group_by(*keys)
+        .order_by(*keys)
+    )
     conds = (filters or FrameFilter()).conditions()
     if conds:
         stmt = stmt.where(*conds)
@@ -607,25 +690,32 @@ def defects_by_class(session: Session, filters: FrameFilter | None = None, *, by
 def review_overrides(session: Session, filters: FrameFilter | None = None) -> list[OverrideRow]:
     """Machine verdict against the newest operator decision, counted per type (reviewed frames only)."""
     newest = select(func.max(Review.id)).group_by(Review.frame_id).scalar_subquery()
-    stmt = (select(Frame.oring_type, Frame.verdict, Review.decision, func.count(Frame.id).label("n"))
-            .join(Review, Review.frame_id == Frame.id).where(Review.id.in_(newest))
-            .group_by(Frame.oring_type, Frame.verdict, Review.decision)
-            .order_by(Frame.oring_type, Frame.verdict, Review.decision))
+    stmt = (
+        select(Frame.oring_type, Frame.verdict, Review.decision, func.count(Frame.id).label("n"))
+        .join(Review, Review.frame_id == Frame.id)
+        .where(Review.id.in_(newest))
+        .group_by(Frame.oring_type, Frame.verdict, Review.decision)
+        .order_by(Frame.oring_type, Frame.verdict, Review.decision)
+    )
     conds = (filters or FrameFilter()).conditions()
     if conds:
         stmt = stmt.where(*conds)
     return [OverrideRow(r.oring_type, r.verdict, r.decision, int(r.n)) for r in session.execute(stmt)]
 
 
-def score_histogram(session: Session, filters: FrameFilter | None = None, *, bins: int = 30,
-                    normalized: bool = True) -> ScoreHistogram:
+def score_histogram(
+    session: Session, filters: FrameFilter | None = None, *, bins: int = 30, normalized: bool = True
+) -> ScoreHistogram:
     """Screening scores per verdict on shared bins; normalized scores (score / threshold) compare types."""
     import numpy as np
 
     if bins < 1:
         raise StoreError(f"bins must be at least 1 (got {bins})")
-    stmt = (select(Frame.oring_type, Frame.verdict, Frame.screen_score, Frame.screen_threshold)
-            .where(Frame.screen_score.is_not(None)).order_by(Frame.id))
+    stmt = (
+        select(Frame.oring_type, Frame.verdict, Frame.screen_score, Frame.screen_threshold)
+        .where(Frame.screen_score.is_not(None))
+        .order_by(Frame.id)
+    )
     conds = (filters or FrameFilter()).conditions()
     if conds:
         stmt = stmt.where(*conds)
@@ -664,8 +754,12 @@ def run_timings(session: Session, run_id: int) -> dict[str, dict[str, float]]:
     for stage, values in per_stage.items():
         ordered = sorted(values)
         p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-        out[stage] = {"n": len(values), "mean_ms": statistics.fmean(values), "median_ms": statistics.median(values),
-                      "p95_ms": p95}
+        out[stage] = {
+            "n": len(values),
+            "mean_ms": statistics.fmean(values),
+            "median_ms": statistics.median(values),
+            "p95_ms": p95,
+        }
     return out
 
 

@@ -194,13 +194,17 @@ class InspectionStore:
         try:
             parsed = make_url(self.url)
         except ArgumentError:
-            raise StoreError(f"{self.url!r}: not a database URL (e.g. sqlite:///output/inspections.db)") from None
+            raise StoreError(
+                f"{self.url!r}: not a database URL (e.g. sqlite:///output/inspections.db)"
+            ) from None
         sqlite_file = sqlite_path(self.url)
         if sqlite_file is not None:
             try:
                 sqlite_file.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StoreError(f"{sqlite_file}: cannot create the database folder ({exc.strerror})") from None
+                raise StoreError(
+                    f"{sqlite_file}: cannot create the database folder ({exc.strerror})"
+                ) from None
         kwargs: dict[str, Any] = {"echo": echo}
         if parsed.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
@@ -221,7 +225,9 @@ class InspectionStore:
         if self.dialect == "postgresql":
             read_engine = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self._read = sessionmaker(read_engine, expire_on_commit=False)
-        self._write = sessionmaker(self.engine.execution_options(oringscan_write=True), expire_on_commit=False)
+        self._write = sessionmaker(
+            self.engine.execution_options(oringscan_write=True), expire_on_commit=False
+        )
         if migrate:
             try:
                 self.migrate()
@@ -237,10 +243,15 @@ class InspectionStore:
 
     def _open_problem(self, exc: SQLAlchemyError) -> str:
         text = _first_line(exc)
-        if self.dialect == "sqlite" and isinstance(exc, DatabaseError) and (
-                "not a database" in text or "malformed" in text or "corrupt" in text):
-            return (f"{safe_url(self.url)}: not a SQLite database, or a damaged one ({text}); restore it from "
-                    "a backup or move it away to start a new one")
+        if (
+            self.dialect == "sqlite"
+            and isinstance(exc, DatabaseError)
+            and ("not a database" in text or "malformed" in text or "corrupt" in text)
+        ):
+            return (
+                f"{safe_url(self.url)}: not a SQLite database, or a damaged one ({text}); restore it from "
+                "a backup or move it away to start a new one"
+            )
         return f"{safe_url(self.url)}: cannot open the database: {text}"
 
     def __repr__(self) -> str:
@@ -265,8 +276,10 @@ class InspectionStore:
         if current == head:
             return head
         if current is not None and not known_revision(current):
-            raise StoreError(f"{safe_url(self.url)}: the database schema (revision {current}) is newer than this "
-                             f"oringscan knows (head {head}); upgrade oringscan")
+            raise StoreError(
+                f"{safe_url(self.url)}: the database schema (revision {current}) is newer than this "
+                f"oringscan knows (head {head}); upgrade oringscan"
+            )
         cfg = alembic_config(self.url)
         with self.engine.connect().execution_options(oringscan_write=True) as conn:
             with conn.begin():
@@ -323,7 +336,9 @@ class InspectionStore:
         """A new run record (status ``running``); returns its id. ``model`` is an alias of ``oring_type``."""
         config_json = None
         if config is not None:
-            config_json = _jsonable(config.model_dump(mode="json") if hasattr(config, "model_dump") else config)
+            config_json = _jsonable(
+                config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+            )
         started = utc(started_at) or now_utc()
         run = Run(
             started_at=started,
@@ -367,8 +382,17 @@ class InspectionStore:
         "the same frame" means; with a current record of the same key and model fingerprint this
         raises :class:`AlreadyInspectedError`, unless ``replace`` (--reinspect) supersedes it.
         """
-        frame = self._frame_from_result(result, path, sha256, model_fingerprint, frame_shape, station,
-                                        captured_at, inspected_at, mm_per_px)
+        frame = self._frame_from_result(
+            result,
+            path,
+            sha256,
+            model_fingerprint,
+            frame_shape,
+            station,
+            captured_at,
+            inspected_at,
+            mm_per_px,
+        )
         frame.frame_key = frame_key or frame.sha256
         try:
             with self.write_session() as session:
@@ -381,8 +405,11 @@ class InspectionStore:
                 if frame.oring_type is None:
                     frame.oring_type = run.oring_type
                 if replace and frame.frame_key is not None:
-                    session.execute(update(Frame).where(*self._current(frame.frame_key, frame.model_fingerprint))
-                                    .values(superseded_at=now_utc()))
+                    session.execute(
+                        update(Frame)
+                        .where(*self._current(frame.frame_key, frame.model_fingerprint))
+                        .values(superseded_at=now_utc())
+                    )
                 run.heartbeat_at = now_utc()
                 session.add(frame)
                 session.flush()
@@ -390,17 +417,26 @@ class InspectionStore:
         except IntegrityError as exc:  # rolled back as a whole; a lost race is "already inspected"
             existing = self.find_inspected(frame.frame_key, frame.model_fingerprint)
             if existing is not None:
-                raise AlreadyInspectedError(f"{frame.path}: already inspected with these models (frame {existing})",
-                                            existing) from None
-            raise StoreError(f"{frame.path}: not recorded in {safe_url(self.url)}: {_first_line(exc)}") from exc
+                raise AlreadyInspectedError(
+                    f"{frame.path}: already inspected with these models (frame {existing})", existing
+                ) from None
+            raise StoreError(
+                f"{frame.path}: not recorded in {safe_url(self.url)}: {_first_line(exc)}"
+            ) from exc
         except SQLAlchemyError as exc:  # rolled back as a whole: nothing of this frame was written
-            raise StoreError(f"{frame.path}: not recorded in {safe_url(self.url)}: {_first_line(exc)}") from exc
+            raise StoreError(
+                f"{frame.path}: not recorded in {safe_url(self.url)}: {_first_line(exc)}"
+            ) from exc
 
     @staticmethod
     def _current(key: str, model_fingerprint: str | None) -> list[Any]:
-        return [Frame.frame_key == key, Frame.superseded_at.is_(None),
-                Frame.model_fingerprint.is_(None) if model_fingerprint is None
-                else Frame.model_fingerprint == model_fingerprint]
+        return [
+            Frame.frame_key == key,
+            Frame.superseded_at.is_(None),
+            Frame.model_fingerprint.is_(None)
+            if model_fingerprint is None
+            else Frame.model_fingerprint == model_fingerprint,
+        ]
 
     def _frame_from_result(
         self,
@@ -416,7 +452,9 @@ class InspectionStore:
     ) -> Frame:
         verdict = str(result.verdict)
         if verdict not in VERDICTS:
-            raise StoreError(f"{result.image}: unknown verdict {verdict!r} (expected one of {', '.join(VERDICTS)})")
+            raise StoreError(
+                f"{result.image}: unknown verdict {verdict!r} (expected one of {', '.join(VERDICTS)})"
+            )
         height, width = frame_shape or DEFAULT_FRAME_SHAPE
         timings = _jsonable(dict(result.timings_ms))
         total_ms = timings.get("total")
@@ -449,16 +487,29 @@ class InspectionStore:
         )
         if screening is not None:
             frame.tiles = [
-                Tile(x=t.box.x, y=t.box.y, w=t.box.w, h=t.box.h, score=_clean_float(t.score) or 0.0,
-                     flagged=bool(t.flagged))
+                Tile(
+                    x=t.box.x,
+                    y=t.box.y,
+                    w=t.box.w,
+                    h=t.box.h,
+                    score=_clean_float(t.score) or 0.0,
+                    flagged=bool(t.flagged),
+                )
                 for t in screening.tiles
             ]
         frame.defects = [self._defect(inst, height, width, mm_per_px) for inst in result.defects]
         if result.rework is not None:
             frame.measurements = [
-                Measurement(metric=c.name, value=_clean_float(c.value), lower=_clean_float(c.lower),
-                            upper=_clean_float(c.upper), fired=bool(c.fired), verdict=c.verdict,
-                            message=c.message or None, unit=c.unit)
+                Measurement(
+                    metric=c.name,
+                    value=_clean_float(c.value),
+                    lower=_clean_float(c.lower),
+                    upper=_clean_float(c.upper),
+                    fired=bool(c.fired),
+                    verdict=c.verdict,
+                    message=c.message or None,
+                    unit=c.unit,
+                )
                 for c in result.rework.checks
             ]
         return frame
@@ -475,7 +526,10 @@ class InspectionStore:
         return Defect(
             label=str(inst.label),
             score=_clean_float(inst.score) or 0.0,
-            x=int(x), y=int(y), w=int(w), h=int(h),
+            x=int(x),
+            y=int(y),
+            w=int(w),
+            h=int(h),
             area_px=int(area),
             area_mm2=None if mm_per_px is None else float(area) * float(mm_per_px) ** 2,
             mask_rle=mask_rle(inst.mask, inst.offset, height, width) if area else None,
@@ -499,7 +553,9 @@ class InspectionStore:
             with self.write_session() as session:
                 session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now_utc()))
         except SQLAlchemyError as exc:
-            raise StoreError(f"run {run_id}: heartbeat not written to {safe_url(self.url)}: {_first_line(exc)}") from None
+            raise StoreError(
+                f"run {run_id}: heartbeat not written to {safe_url(self.url)}: {_first_line(exc)}"
+            ) from None
 
     def mark_dead_runs(self, *, now: datetime | None = None, stale: timedelta = STALE_RUN) -> list[int]:
         """Close as ``interrupted`` every ``running`` run whose process is gone; returns their ids.
@@ -511,7 +567,9 @@ class InspectionStore:
         host = socket.gethostname()
         with self.read_session() as session:
             running = session.execute(
-                select(Run.id, Run.host, Run.pid, Run.heartbeat_at, Run.started_at).where(Run.status == "running")
+                select(Run.id, Run.host, Run.pid, Run.heartbeat_at, Run.started_at).where(
+                    Run.status == "running"
+                )
             ).all()
         dead = []
         for run_id, run_host, pid, beat, started in running:
@@ -541,7 +599,9 @@ class InspectionStore:
     ) -> RunRow:
         """Close a run: end time, status, and its verdict counts taken from the frame records."""
         if status not in RUN_STATUSES:
-            raise StoreError(f"run {run_id}: unknown status {status!r} (expected one of {', '.join(RUN_STATUSES)})")
+            raise StoreError(
+                f"run {run_id}: unknown status {status!r} (expected one of {', '.join(RUN_STATUSES)})"
+            )
         with self.write_session() as session:
             run = session.get(Run, run_id)
             if run is None:
@@ -553,9 +613,11 @@ class InspectionStore:
 
     @staticmethod
     def _close(session: Session, run: Run, status: str, n_skipped: int | None, finished_at: datetime) -> None:
-        counts = dict(session.execute(
-            select(Frame.verdict, func.count()).where(Frame.run_id == run.id).group_by(Frame.verdict)
-        ).all())
+        counts = dict(
+            session.execute(
+                select(Frame.verdict, func.count()).where(Frame.run_id == run.id).group_by(Frame.verdict)
+            ).all()
+        )
         run.finished_at = finished_at
         run.status = status
         run.n_frames = sum(counts.values())
@@ -565,8 +627,16 @@ class InspectionStore:
             run.n_skipped = int(n_skipped)
         session.flush()
 
-    def add_review(self, frame_id: int, operator: str, decision: str, comment: str | None = None,
-                   *, created_at: datetime | None = None, user_id: int | None = None) -> int:
+    def add_review(
+        self,
+        frame_id: int,
+        operator: str,
+        decision: str,
+        comment: str | None = None,
+        *,
+        created_at: datetime | None = None,
+        user_id: int | None = None,
+    ) -> int:
         """Append an operator's decision (good / defect / rework) about a frame; returns the review id.
 
         Earlier reviews stay as they were: the newest one is the frame's current decision.
@@ -574,7 +644,9 @@ class InspectionStore:
         """
         decision = (decision or "").strip().lower()
         if decision not in REVIEW_DECISIONS:
-            raise StoreError(f"frame {frame_id}: decision must be one of {', '.join(REVIEW_DECISIONS)} (got {decision!r})")
+            raise StoreError(
+                f"frame {frame_id}: decision must be one of {', '.join(REVIEW_DECISIONS)} (got {decision!r})"
+            )
         operator = (operator or "").strip()
         if not operator:
             raise StoreError(f"frame {frame_id}: a review needs the operator's name")
@@ -582,24 +654,39 @@ class InspectionStore:
         with self.write_session() as session:
             if session.get(Frame, frame_id) is None:
                 raise StoreError(f"frame {frame_id}: not in the database {safe_url(self.url)}")
-            review = Review(frame_id=frame_id, operator=operator, decision=decision, comment=comment or None,
-                            created_at=utc(created_at) or now_utc(), user_id=user_id)
+            review = Review(
+                frame_id=frame_id,
+                operator=operator,
+                decision=decision,
+                comment=comment or None,
+                created_at=utc(created_at) or now_utc(),
+                user_id=user_id,
+            )
             session.add(review)
             session.flush()
             return review.id
 
     # -- reading (thin wrappers over oringscan.db.queries, each in one snapshot) ----------------
 
-    def runs(self, *, oring_type: str | None = None, since: datetime | None = None, until: datetime | None = None,
-             status: str | None = None, limit: int | None = 100, offset: int = 0) -> list[RunRow]:
+    def runs(
+        self,
+        *,
+        oring_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        status: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[RunRow]:
         """Runs, newest first; runs whose process died are closed ``interrupted`` first."""
         try:
             self.mark_dead_runs()
         except (SQLAlchemyError, StoreError) as exc:  # read-only user: show them as recorded
             log.info("runs not checked for liveness (%s)", exc)
         with self.read_session() as s:
-            return queries.list_runs(s, oring_type=oring_type, since=since, until=until, status=status,
-                                     limit=limit, offset=offset)
+            return queries.list_runs(
+                s, oring_type=oring_type, since=since, until=until, status=status, limit=limit, offset=offset
+            )
 
     def run(self, run_id: int) -> RunRow | None:
         with self.read_session() as s:
@@ -615,52 +702,94 @@ class InspectionStore:
             run = s.get(Run, run_id)
             return None if run is None or not isinstance(run.config, dict) else run.config
 
-    def frames(self, filters: FrameFilter | None = None, *, order: str = "newest", limit: int | None = 100,
-               offset: int = 0, **filter_kwargs: Any) -> Page[FrameRow]:
+    def frames(
+        self,
+        filters: FrameFilter | None = None,
+        *,
+        order: str = "newest",
+        limit: int | None = 100,
+        offset: int = 0,
+        **filter_kwargs: Any,
+    ) -> Page[FrameRow]:
         """Frame records matching ``filters`` (or the same fields as keywords), one page and the total."""
         with self.read_session() as s:
-            return queries.list_frames(s, _filters(filters, filter_kwargs), order=order, limit=limit, offset=offset)
+            return queries.list_frames(
+                s, _filters(filters, filter_kwargs), order=order, limit=limit, offset=offset
+            )
 
-    def review_queue(self, filters: FrameFilter | None = None, *, order: str = "newest", limit: int = 25,
-                     offset: int = 0, **filter_kwargs: Any) -> Page[FrameRow]:
+    def review_queue(
+        self,
+        filters: FrameFilter | None = None,
+        *,
+        order: str = "newest",
+        limit: int = 25,
+        offset: int = 0,
+        **filter_kwargs: Any,
+    ) -> Page[FrameRow]:
         """Frames a person must look at (defect / suspect / rework) and nobody reviewed yet."""
         with self.read_session() as s:
-            return queries.review_queue(s, _filters(filters, filter_kwargs), order=order, limit=limit, offset=offset)
+            return queries.review_queue(
+                s, _filters(filters, filter_kwargs), order=order, limit=limit, offset=offset
+            )
 
     def frame_detail(self, frame_id: int) -> FrameDetail | None:
         with self.read_session() as s:
             return queries.frame_detail(s, frame_id)
 
-    def reviews(self, frame_id: int | None = None, *, limit: int | None = 100, offset: int = 0) -> list[ReviewRow]:
+    def reviews(
+        self, frame_id: int | None = None, *, limit: int | None = 100, offset: int = 0
+    ) -> list[ReviewRow]:
         with self.read_session() as s:
             return queries.list_reviews(s, frame_id, limit=limit, offset=offset)
 
-    def defects(self, filters: FrameFilter | None = None, *, label: str | None = None, limit: int | None = 100,
-                offset: int = 0, **filter_kwargs: Any) -> Page[DefectRow]:
+    def defects(
+        self,
+        filters: FrameFilter | None = None,
+        *,
+        label: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+        **filter_kwargs: Any,
+    ) -> Page[DefectRow]:
         with self.read_session() as s:
-            return queries.list_defects(s, _filters(filters, filter_kwargs), label=label, limit=limit, offset=offset)
+            return queries.list_defects(
+                s, _filters(filters, filter_kwargs), label=label, limit=limit, offset=offset
+            )
 
     def verdict_counts(self, filters: FrameFilter | None = None, **filter_kwargs: Any) -> dict[str, int]:
         with self.read_session() as s:
             return queries.verdict_counts(s, _filters(filters, filter_kwargs))
 
-    def yield_by_day(self, filters: FrameFilter | None = None, **filter_kwargs: Any) -> list[queries.YieldRow]:
+    def yield_by_day(
+        self, filters: FrameFilter | None = None, **filter_kwargs: Any
+    ) -> list[queries.YieldRow]:
         with self.read_session() as s:
             return queries.yield_by_day(s, _filters(filters, filter_kwargs))
 
-    def defects_by_class(self, filters: FrameFilter | None = None, *, by_day: bool = True,
-                         **filter_kwargs: Any) -> list[queries.DefectClassRow]:
+    def defects_by_class(
+        self, filters: FrameFilter | None = None, *, by_day: bool = True, **filter_kwargs: Any
+    ) -> list[queries.DefectClassRow]:
         with self.read_session() as s:
             return queries.defects_by_class(s, _filters(filters, filter_kwargs), by_day=by_day)
 
-    def review_overrides(self, filters: FrameFilter | None = None, **filter_kwargs: Any) -> list[queries.OverrideRow]:
+    def review_overrides(
+        self, filters: FrameFilter | None = None, **filter_kwargs: Any
+    ) -> list[queries.OverrideRow]:
         with self.read_session() as s:
             return queries.review_overrides(s, _filters(filters, filter_kwargs))
 
-    def score_histogram(self, filters: FrameFilter | None = None, *, bins: int = 30, normalized: bool = True,
-                        **filter_kwargs: Any) -> ScoreHistogram:
+    def score_histogram(
+        self,
+        filters: FrameFilter | None = None,
+        *,
+        bins: int = 30,
+        normalized: bool = True,
+        **filter_kwargs: Any,
+    ) -> ScoreHistogram:
         with self.read_session() as s:
-            return queries.score_histogram(s, _filters(filters, filter_kwargs), bins=bins, normalized=normalized)
+            return queries.score_histogram(
+                s, _filters(filters, filter_kwargs), bins=bins, normalized=normalized
+            )
 
     def run_timings(self, run_id: int) -> dict[str, dict[str, float]]:
         with self.read_session() as s:
@@ -707,7 +836,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("oringscan_write") else "BEGIN")
+        conn.exec_driver_sql(
+            "BEGIN IMMEDIATE" if conn.get_execution_options().get("oringscan_write") else "BEGIN"
+        )
 
 
 def _configure_postgresql(engine: Engine) -> None:

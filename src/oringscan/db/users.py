@@ -70,7 +70,9 @@ def add_user(store: Any, name: str, role: str, password: str) -> UserRow:
         raise StoreError(f"{name}: role must be one of {', '.join(USER_ROLES)} (got {role!r})")
     if len(password or "") < MIN_PASSWORD_LENGTH:
         raise StoreError(f"{name}: the password needs at least {MIN_PASSWORD_LENGTH} characters")
-    user = User(name=name, role=role, password_hash=_hasher().hash(password), created_at=now_utc(), disabled=False)
+    user = User(
+        name=name, role=role, password_hash=_hasher().hash(password), created_at=now_utc(), disabled=False
+    )
     try:
         with store.write_session() as session:
             session.add(user)

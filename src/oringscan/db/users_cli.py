@@ -24,14 +24,21 @@ def _password(password_stdin: bool) -> str:
     if password_stdin:
         line = sys.stdin.readline()
         if not line:
-            raise OringscanError("--password-stdin: nothing on stdin (pipe the password in: echo ... | oringscan users add)")
+            raise OringscanError(
+                "--password-stdin: nothing on stdin (pipe the password in: echo ... | oringscan users add)"
+            )
         return line.rstrip("\r\n")
     return click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
 def _db_option(func: Any) -> Any:
-    return click.option("--db", "db_url", default=None, metavar="URL",
-                        help="SQLAlchemy URL [default: config db.url, else sqlite:///<output>/inspections.db].")(func)
+    return click.option(
+        "--db",
+        "db_url",
+        default=None,
+        metavar="URL",
+        help="SQLAlchemy URL [default: config db.url, else sqlite:///<output>/inspections.db].",
+    )(func)
 
 
 @click.group("users", cls=OneLineErrors)
@@ -49,8 +56,15 @@ def users_group() -> None:
 @users_group.command("add")
 @_db_option
 @click.argument("name")
-@click.option("--role", type=click.Choice(ROLES), required=True, help="operator (review) or engineer (review + settings).")
-@click.option("--password-stdin", is_flag=True, help="Read the password from stdin's first line (for scripts).")
+@click.option(
+    "--role",
+    type=click.Choice(ROLES),
+    required=True,
+    help="operator (review) or engineer (review + settings).",
+)
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from stdin's first line (for scripts)."
+)
 @common_options
 def add_command(app: AppContext, db_url: str | None, name: str, role: str, password_stdin: bool) -> None:
     """Create a user who can log in to the dashboard."""
@@ -64,7 +78,9 @@ def add_command(app: AppContext, db_url: str | None, name: str, role: str, passw
 @users_group.command("passwd")
 @_db_option
 @click.argument("name")
-@click.option("--password-stdin", is_flag=True, help="Read the password from stdin's first line (for scripts).")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from stdin's first line (for scripts)."
+)
 @common_options
 def passwd_command(app: AppContext, db_url: str | None, name: str, password_stdin: bool) -> None:
     """Set a user's password."""

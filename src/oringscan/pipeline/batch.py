@@ -206,7 +206,9 @@ class FrameRecorder:
         self.store = store
         self.run_id = run_id
         self.reinspect = reinspect
-        self.save_overlays = inspector.config.pipeline.save_overlays if save_overlays is None else save_overlays
+        self.save_overlays = (
+            inspector.config.pipeline.save_overlays if save_overlays is None else save_overlays
+        )
         # Heatmaps are computed for the overlays only: --save-vis/--no-save-vis decides both.
         inspector.with_maps = self.save_overlays
         self.overlay_dir = overlay_dir
@@ -239,15 +241,25 @@ class FrameRecorder:
         """
         name = path_text(item.path.absolute())
         if item.frame is None:
-            result = error_result(name, item.problem or "unreadable", {"read": item.read_ms, "total": item.read_ms},
-                                  oring_type=self.inspector.model, sha256=item.sha256)
+            result = error_result(
+                name,
+                item.problem or "unreadable",
+                {"read": item.read_ms, "total": item.read_ms},
+                oring_type=self.inspector.model,
+                sha256=item.sha256,
+            )
             inspection = FrameInspection(result)
         else:
-            inspection = self.inspector.inspect_loaded(item.frame, name, sha256=item.sha256,
-                                                       timings={"read": item.read_ms})
+            inspection = self.inspector.inspect_loaded(
+                item.frame, name, sha256=item.sha256, timings={"read": item.read_ms}
+            )
         result = inspection.result
-        if self.save_overlays and self.overlay_dir is not None and result.verdict is not Verdict.GOOD \
-                and inspection.gray is not None:
+        if (
+            self.save_overlays
+            and self.overlay_dir is not None
+            and result.verdict is not Verdict.GOOD
+            and inspection.gray is not None
+        ):
             start = time.perf_counter()
             try:
                 from oringscan.pipeline.overlays import save_overlay
@@ -261,8 +273,16 @@ class FrameRecorder:
         if self.store is not None:
             start = time.perf_counter()
             shape = None if inspection.gray is None else tuple(inspection.gray.shape[:2])
-            frame_id = record_result(self.store, self.run_id, result, self.inspector, shape, self.station,  # type: ignore[arg-type]
-                                     key=item.key, replace=self.reinspect)
+            frame_id = record_result(
+                self.store,
+                self.run_id,
+                result,
+                self.inspector,
+                shape,
+                self.station,  # type: ignore[arg-type]
+                key=item.key,
+                replace=self.reinspect,
+            )
             result.timings_ms["db"] = (time.perf_counter() - start) * 1000.0
             self._last_beat = time.monotonic()  # recording a frame refreshes the heartbeat
             if frame_id is None:
@@ -312,7 +332,9 @@ def record_result(
         return None
 
 
-def start_run(store: Any | None, inspector: Inspector, *, kind: str = "inspect", note: str | None = None) -> Any:
+def start_run(
+    store: Any | None, inspector: Inspector, *, kind: str = "inspect", note: str | None = None
+) -> Any:
     """A run record for this batch (None without a store): config and model fingerprints, host, start."""
     if store is None:
         return None
@@ -355,15 +377,25 @@ def inspect_paths(
         if missing:
             raise InputNotFoundError(missing)
         where = ", ".join(path_text(p) for p in given) or "(no paths given)"
-        raise OringscanError(f"{where}: no frames found (looked for {', '.join(inspector.config.frame.extensions)})")
+        raise OringscanError(
+            f"{where}: no frames found (looked for {', '.join(inspector.config.frame.extensions)})"
+        )
     for name in missing:
         log.error("%s: no such file or folder (nothing recorded for it)", name)
     run_id = start_run(store, inspector)
     overlay_dir = Path(output_root) / inspector.model / "inspections" / run_folder_name(run_id)
-    recorder = FrameRecorder(inspector, store, run_id, reinspect=reinspect, save_overlays=save_overlays,
-                             overlay_dir=overlay_dir, station=station)
-    summary = BatchSummary(run_id, inspector.model, inspector.fingerprint, overlay_dir=overlay_dir,
-                           missing_inputs=missing)
+    recorder = FrameRecorder(
+        inspector,
+        store,
+        run_id,
+        reinspect=reinspect,
+        save_overlays=save_overlays,
+        overlay_dir=overlay_dir,
+        station=station,
+    )
+    summary = BatchSummary(
+        run_id, inspector.model, inspector.fingerprint, overlay_dir=overlay_dir, missing_inputs=missing
+    )
     start = time.perf_counter()
     bar = _progress_bar(len(files), f"inspect {inspector.model}", enabled=progress)
     reader = Prefetcher(files, inspector.config.frame, depth=prefetch)

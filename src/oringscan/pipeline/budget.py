@@ -44,7 +44,12 @@ class FalseRejectBudget:
         return self.screening + self.review + self.rework
 
     def as_dict(self) -> dict[str, float]:
-        return {"screening": self.screening, "review": self.review, "rework": self.rework, "total": self.total}
+        return {
+            "screening": self.screening,
+            "review": self.review,
+            "rework": self.rework,
+            "total": self.total,
+        }
 
 
 def _explicit(config: Any, stage: str) -> float | None:
@@ -75,12 +80,12 @@ def split_budget(budget: float, explicit: dict[str, float | None]) -> FalseRejec
     weight = sum(DEFAULT_SHARES[s] for s in free)
     rest = budget - used
     # Rounded so 5 % x 0.2 reads 0.01, not 0.010000000000000002, in configs and reports.
-    shares = {s: round(fixed.get(s, rest * DEFAULT_SHARES[s] / weight if weight else 0.0), 12) for s in STAGES}
+    shares = {
+        s: round(fixed.get(s, rest * DEFAULT_SHARES[s] / weight if weight else 0.0), 12) for s in STAGES
+    }
     return FalseRejectBudget(**shares)
 
 
 def split_false_reject_budget(config: Any) -> FalseRejectBudget:
     """The stages' shares of ``config.pipeline.false_reject_budget`` (explicit stage settings win)."""
-    return split_budget(
-        float(config.pipeline.false_reject_budget), {s: _explicit(config, s) for s in STAGES}
-    )
+    return split_budget(float(config.pipeline.false_reject_budget), {s: _explicit(config, s) for s in STAGES})

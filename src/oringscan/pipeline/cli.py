@@ -34,20 +34,41 @@ def open_store(url: str) -> Any:
 @common_options
 @model_option()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--db", "db_url", default=None, metavar="URL",
-              help="SQLAlchemy URL of the inspection database [default: sqlite:///<output>/inspections.db].")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON array (one object per frame) on stdout.")
-@click.option("--save-vis/--no-save-vis", "save_vis", default=None,
-              help="Overlay pictures of every non-good frame under <output>/<model>/inspections/run-<id>_<time>/ "
-                   "[default: pipeline.save_overlays, on].")
-@click.option("--reinspect", is_flag=True, help="Inspect frames again even if the database has them with these models.")
+@click.option(
+    "--db",
+    "db_url",
+    default=None,
+    metavar="URL",
+    help="SQLAlchemy URL of the inspection database [default: sqlite:///<output>/inspections.db].",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON array (one object per frame) on stdout."
+)
+@click.option(
+    "--save-vis/--no-save-vis",
+    "save_vis",
+    default=None,
+    help="Overlay pictures of every non-good frame under <output>/<model>/inspections/run-<id>_<time>/ "
+    "[default: pipeline.save_overlays, on].",
+)
+@click.option(
+    "--reinspect", is_flag=True, help="Inspect frames again even if the database has them with these models."
+)
 @click.option("--station", default=None, help="Station name stored with every frame.")
 @click.option("--device", default=None, help="auto, cpu or cuda [default: from the config].")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs, CI).")
 @strict_option
 def inspect_command(
-    app: AppContext, model: str, paths: tuple[Path, ...], db_url: str | None, as_json: bool,
-    save_vis: bool | None, reinspect: bool, station: str | None, device: str | None, no_progress: bool,
+    app: AppContext,
+    model: str,
+    paths: tuple[Path, ...],
+    db_url: str | None,
+    as_json: bool,
+    save_vis: bool | None,
+    reinspect: bool,
+    station: str | None,
+    device: str | None,
+    no_progress: bool,
     strict: bool = False,
 ) -> None:
     """Inspect frames (files, folders, globs) and record one verdict per frame.
@@ -80,14 +101,25 @@ def inspect_command(
     url = db_url or app.db_url
     inspector = Inspector.load(app.config, app.output_root, model, device=device)
     store = open_store(url)
-    summary = inspect_paths(inspector, list(paths), store, output_root=app.output_root, reinspect=reinspect,
-                            save_overlays=save_vis, progress=not no_progress, station=station,
-                            on_result=_stop_at_error if strict else None)
+    summary = inspect_paths(
+        inspector,
+        list(paths),
+        store,
+        output_root=app.output_root,
+        reinspect=reinspect,
+        save_overlays=save_vis,
+        progress=not no_progress,
+        station=station,
+        on_result=_stop_at_error if strict else None,
+    )
     console = Console(stderr=as_json)
     print_summary(summary, console, db_url=url)
     if inspector.segmentation_notice:  # why no part was called defect by segmentation
-        console.print(f"note: {inspector.segmentation_notice}: flagged parts went to suspect", markup=False,
-                      soft_wrap=True)
+        console.print(
+            f"note: {inspector.segmentation_notice}: flagged parts went to suspect",
+            markup=False,
+            soft_wrap=True,
+        )
     if as_json:
         click.echo(results_json(summary.results))
     exit_for_input_errors(summary.n_errors, len(summary.results) + len(summary.missing_inputs))
@@ -103,19 +135,43 @@ def _stop_at_error(result: Any) -> None:
 @common_options
 @model_option()
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False, exists=True))
-@click.option("--db", "db_url", default=None, metavar="URL", help="SQLAlchemy URL [default: <output>/inspections.db].")
-@click.option("--poll", "poll_s", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
-              help="Seconds between folder scans.")
-@click.option("--stable-polls", type=click.IntRange(min=1), default=2, show_default=True,
-              help="A file is complete when its size did not change for this many scans (and it decodes).")
-@click.option("--save-vis/--no-save-vis", "save_vis", default=None, help="Overlays of non-good frames [default: on].")
+@click.option(
+    "--db", "db_url", default=None, metavar="URL", help="SQLAlchemy URL [default: <output>/inspections.db]."
+)
+@click.option(
+    "--poll",
+    "poll_s",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="Seconds between folder scans.",
+)
+@click.option(
+    "--stable-polls",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="A file is complete when its size did not change for this many scans (and it decodes).",
+)
+@click.option(
+    "--save-vis/--no-save-vis", "save_vis", default=None, help="Overlays of non-good frames [default: on]."
+)
 @click.option("--reinspect", is_flag=True, help="Inspect files already in the database again.")
 @click.option("--station", default=None, help="Station name stored with every frame.")
 @click.option("--device", default=None, help="auto, cpu or cuda [default: from the config].")
 @strict_option
 def watch_command(
-    app: AppContext, model: str, folder: Path, db_url: str | None, poll_s: float, stable_polls: int,
-    save_vis: bool | None, reinspect: bool, station: str | None, device: str | None, strict: bool = False,
+    app: AppContext,
+    model: str,
+    folder: Path,
+    db_url: str | None,
+    poll_s: float,
+    stable_polls: int,
+    save_vis: bool | None,
+    reinspect: bool,
+    station: str | None,
+    device: str | None,
+    strict: bool = False,
 ) -> None:
     """Inspect frames as the camera software writes them into FOLDER, until Ctrl-C.
 
@@ -139,8 +195,15 @@ def watch_command(
     store = open_store(url)
     run_id = start_run(store, inspector, kind="watch", note=str(folder))
     overlay_dir = app.output_root / model / "inspections" / run_folder_name(run_id)
-    recorder = FrameRecorder(inspector, store, run_id, reinspect=reinspect, save_overlays=save_vis,
-                             overlay_dir=overlay_dir, station=station)
+    recorder = FrameRecorder(
+        inspector,
+        store,
+        run_id,
+        reinspect=reinspect,
+        save_overlays=save_vis,
+        overlay_dir=overlay_dir,
+        station=station,
+    )
     click.echo(f"watching {folder} for {model} frames (Ctrl-C to stop); records go to {url}", err=True)
     stop = threading.Event()
     # A service manager stops the watcher with SIGTERM: finish the current frame, close the run.
@@ -153,8 +216,9 @@ def watch_command(
             first_error.append(f"{result.image}: {result.error or '; '.join(result.reasons) or 'error'}")
             stop.set()  # --strict: finish this frame, close the run, exit 1
 
-    summary = watch_folder(recorder, folder, poll_s=poll_s, stable_polls=stable_polls, stop=stop,
-                           on_result=on_result)
+    summary = watch_folder(
+        recorder, folder, poll_s=poll_s, stable_polls=stable_polls, stop=stop, on_result=on_result
+    )
     finish_run(store, run_id, summary)
     print_summary(summary, db_url=url)
     if first_error:
@@ -163,10 +227,20 @@ def watch_command(
 
 
 @click.command("demo")
-@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=Path("oringscan-demo"),
-              show_default=True, help="Where the synthetic data, models and database go.")
-@click.option("--minutes", type=click.FloatRange(min=0.2), default=3.0, show_default=True,
-              help="Training time budget of the light segmentation model.")
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("oringscan-demo"),
+    show_default=True,
+    help="Where the synthetic data, models and database go.",
+)
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0.2),
+    default=3.0,
+    show_default=True,
+    help="Training time budget of the light segmentation model.",
+)
 @click.option("--seed", type=int, default=42, show_default=True)
 def demo_command(workdir: Path, minutes: float, seed: int) -> None:
     """The whole job end to end on synthetic frames, in under 10 minutes on 2 CPU cores.
@@ -185,14 +259,29 @@ def demo_command(workdir: Path, minutes: float, seed: int) -> None:
 @click.command("pipeline", epilog=EXIT_CODES_HELP)
 @common_options
 @model_option()
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
-              help="Which preprocess split's frames to inspect (plus every rework frame).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Where the report and plots go [default: <output>/<model>/evaluation/pipeline].")
+@click.option(
+    "--split",
+    type=click.Choice(["test", "val", "train"]),
+    default="test",
+    show_default=True,
+    help="Which preprocess split's frames to inspect (plus every rework frame).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the report and plots go [default: <output>/<model>/evaluation/pipeline].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--device", default=None, help="auto, cpu or cuda.")
 def evaluate_pipeline_command(
-    app: AppContext, model: str, split: str, out_dir: Path | None, as_json: bool, device: str | None,
+    app: AppContext,
+    model: str,
+    split: str,
+    out_dir: Path | None,
+    as_json: bool,
+    device: str | None,
 ) -> None:
     """Part-level confusion matrix good / defect / rework of the whole pipeline on the test split.
 
@@ -214,8 +303,10 @@ def evaluate_pipeline_command(
     else:
         print_evaluation(report)
     confusion = report.get("confusion", {})
-    exit_for_input_errors(sum(row.get("error", 0) for row in confusion.values()),
-                          sum(sum(row.values()) for row in confusion.values()))
+    exit_for_input_errors(
+        sum(row.get("error", 0) for row in confusion.values()),
+        sum(sum(row.values()) for row in confusion.values()),
+    )
 
 
 def register(root: click.Group) -> None:

@@ -101,15 +101,29 @@ def build_demo_models(
     def mark(name: str, since: float) -> None:
         timings[name] = round(time.perf_counter() - since, 1)
 
-    _step(f"1/6 synthesising {plan.n_good} good, {plan.n_defect} defect, {plan.n_rework} rework frames of {DEMO_MODEL}")
+    _step(
+        f"1/6 synthesising {plan.n_good} good, {plan.n_defect} defect, {plan.n_rework} rework frames of {DEMO_MODEL}"
+    )
     t = time.perf_counter()
-    synthesize_dataset(data_root, config, types=(DEMO_MODEL,), n_good=plan.n_good, n_defect=plan.n_defect,
-                       n_rework=plan.n_rework, seed=seed, progress=progress, workers=plan.workers, size=plan.size)
+    synthesize_dataset(
+        data_root,
+        config,
+        types=(DEMO_MODEL,),
+        n_good=plan.n_good,
+        n_defect=plan.n_defect,
+        n_rework=plan.n_rework,
+        seed=seed,
+        progress=progress,
+        workers=plan.workers,
+        size=plan.size,
+    )
     mark("synth", t)
 
     _step(f"2/6 preprocessing: ring ROI, {plan.tile_size} px tiles, COCO split by frame")
     t = time.perf_counter()
-    prep = preprocess_type(config, data_root, output_root, DEMO_MODEL, progress=progress, workers=plan.workers)
+    prep = preprocess_type(
+        config, data_root, output_root, DEMO_MODEL, progress=progress, workers=plan.workers
+    )
     mark("preprocess", t)
     tiles = prep.get("tiles", {}).get("written")
     if tiles is not None:
@@ -119,12 +133,20 @@ def build_demo_models(
     t = time.perf_counter()
     screen = fit_screening(config, output_root, DEMO_MODEL, progress=progress)
     mark("screening", t)
-    click.echo(f"   threshold {screen.threshold:.4g} ({screen.meta.calibration.get('statement', '')})", err=True)
+    click.echo(
+        f"   threshold {screen.threshold:.4g} ({screen.meta.calibration.get('statement', '')})", err=True
+    )
 
     _step(f"4/6 training the segmentation model ({plan.backbone}: {_recipe(config)}) for {minutes:g} min")
     t = time.perf_counter()
-    seg = train_segmentation(config, output_root, DEMO_MODEL, progress=progress, max_minutes=minutes,
-                             echo=lambda line: click.echo(f"   {line}", err=True))
+    seg = train_segmentation(
+        config,
+        output_root,
+        DEMO_MODEL,
+        progress=progress,
+        max_minutes=minutes,
+        echo=lambda line: click.echo(f"   {line}", err=True),
+    )
     mark("segmentation", t)
 
     _step("5/6 calibrating the rework rules on the good frames")
@@ -133,7 +155,9 @@ def build_demo_models(
     good_frames = sorted((data_root / "images" / config.oring_type(DEMO_MODEL).good_folder).glob("*.bmp"))
     calib = calibrate_rules(config, data_root, output_root, DEMO_MODEL, frames=good_frames, progress=progress)
     mark("rework", t)
-    click.echo(f"   {len(calib.rules.rule)} rules from {calib.frames_used} frames -> {calib.rules_path}", err=True)
+    click.echo(
+        f"   {len(calib.rules.rule)} rules from {calib.frames_used} frames -> {calib.rules_path}", err=True
+    )
     return config, data_root, output_root, seg
 
 
@@ -162,15 +186,33 @@ def run_demo(
     db_url = f"sqlite:///{(output_root / 'inspections.db').absolute().as_posix()}"
     timings = plan.timings_s
 
-    _step(f"6/6 inspecting a fresh line batch ({plan.line_good} good, {plan.line_defect} defect, "
-          f"{plan.line_rework} rework) into {db_url}")
+    _step(
+        f"6/6 inspecting a fresh line batch ({plan.line_good} good, {plan.line_defect} defect, "
+        f"{plan.line_rework} rework) into {db_url}"
+    )
     t = time.perf_counter()
-    synthesize_dataset(line_root, config, types=(DEMO_MODEL,), n_good=plan.line_good, n_defect=plan.line_defect,
-                       n_rework=plan.line_rework, seed=seed + 1, progress=False, size=plan.size)
+    synthesize_dataset(
+        line_root,
+        config,
+        types=(DEMO_MODEL,),
+        n_good=plan.line_good,
+        n_defect=plan.line_defect,
+        n_rework=plan.line_rework,
+        seed=seed + 1,
+        progress=False,
+        size=plan.size,
+    )
     inspector = Inspector.load(config, output_root, DEMO_MODEL)
     store = InspectionStore(db_url)
-    summary = inspect_paths(inspector, [line_root / "images"], store, output_root=output_root, reinspect=True,
-                            progress=progress, station="demo")
+    summary = inspect_paths(
+        inspector,
+        [line_root / "images"],
+        store,
+        output_root=output_root,
+        reinspect=True,
+        progress=progress,
+        station="demo",
+    )
     store.dispose()
     timings["inspect"] = round(time.perf_counter() - t, 1)
     timings["total"] = round(time.perf_counter() - started, 1)
@@ -183,10 +225,15 @@ def run_demo(
     console.print(
         f"  oringscan dashboard --config {_quote(config_path)} --db {db_url} --data {_quote(line_root)} "
         f"--output {_quote(output_root)}",
-        soft_wrap=True, markup=False,
+        soft_wrap=True,
+        markup=False,
     )
-    console.print(f"Inspect more frames with:\n  oringscan inspect --config {_quote(config_path)} "
-                  f"--output {_quote(output_root)} --model {DEMO_MODEL} FRAMES...", soft_wrap=True, markup=False)
+    console.print(
+        f"Inspect more frames with:\n  oringscan inspect --config {_quote(config_path)} "
+        f"--output {_quote(output_root)} --model {DEMO_MODEL} FRAMES...",
+        soft_wrap=True,
+        markup=False,
+    )
     return {
         "workdir": str(workdir),
         "db_url": db_url,

@@ -31,7 +31,9 @@ class EvaluationError(OringscanError):
     pass
 
 
-def split_frames(config: Config, data_root: Path, output_root: Path, model: str, split: str) -> list[tuple[Path, str]]:
+def split_frames(
+    config: Config, data_root: Path, output_root: Path, model: str, split: str
+) -> list[tuple[Path, str]]:
     """(frame path, truth) for the split's source frames plus the type's rework frames."""
     ann = Path(output_root) / model / "annotations" / f"{split}.json"
     if not ann.is_file():
@@ -48,7 +50,9 @@ def split_frames(config: Config, data_root: Path, output_root: Path, model: str,
         if not source:
             continue
         path = Path(data_root) / source
-        truth = folders.get(path.parent.name) or ("defect" if record.get("frame_kind") == "defect" else "good")
+        truth = folders.get(path.parent.name) or (
+            "defect" if record.get("frame_kind") == "defect" else "good"
+        )
         out.setdefault(path, truth)
     rework_folder = spec.rework_folder or f"{model}_rework"
     rework_dir = Path(data_root) / "images" / rework_folder
@@ -106,7 +110,10 @@ def _stage_hit(stage: str, result: InspectionResult) -> bool:
     if stage == "review":
         return s is not None and not s.flagged and s.marginal
     if stage == "rework":
-        return result.rework is not None and result.rework.verdict in (ReworkVerdict.REWORK, ReworkVerdict.DEFECT)
+        return result.rework is not None and result.rework.verdict in (
+            ReworkVerdict.REWORK,
+            ReworkVerdict.DEFECT,
+        )
     return result.verdict is not Verdict.GOOD
 
 
@@ -126,8 +133,9 @@ def _expected_rates(inspector: Inspector) -> dict[str, tuple[float | None, list[
     return out
 
 
-def false_reject_report(inspector: Inspector, results: list[tuple[str, InspectionResult]],
-                        confidence: float = 0.9) -> dict[str, Any]:
+def false_reject_report(
+    inspector: Inspector, results: list[tuple[str, InspectionResult]], confidence: float = 0.9
+) -> dict[str, Any]:
     """Per stage and for the line: its budget share, what its calibration expects, what the good
     parts of this evaluation show (count, rate and a Clopper-Pearson interval)."""
     from scipy import stats
@@ -172,16 +180,24 @@ def false_reject_table(data: dict[str, Any]) -> Any:
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.1f}%"
 
-    table = Table(title=f"false rejects of good parts: expected against measured ({data['good_parts']} good parts, "
-                        f"{data['confidence']:.0%} interval)", title_justify="left")
+    table = Table(
+        title=f"false rejects of good parts: expected against measured ({data['good_parts']} good parts, "
+        f"{data['confidence']:.0%} interval)",
+        title_justify="left",
+    )
     for col in ("stage", "budget", "expected", "measured", "interval", ""):
         table.add_column(col, justify="left" if col in ("stage", "") else "right")
     for row in data["stages"].values():
         interval = row["measured_interval"]
         verdict = {True: "[green]as expected[/]", False: "[red]off[/]", None: ""}[row["consistent"]]
-        table.add_row(row["meaning"], pct(row["budget"]), pct(row["expected"]),
-                      f"{row['count']} ({pct(row['measured'])})",
-                      "-" if interval is None else f"{pct(interval[0])} - {pct(interval[1])}", verdict)
+        table.add_row(
+            row["meaning"],
+            pct(row["budget"]),
+            pct(row["expected"]),
+            f"{row['count']} ({pct(row['measured'])})",
+            "-" if interval is None else f"{pct(interval[0])} - {pct(interval[1])}",
+            verdict,
+        )
     return table
 
 
@@ -212,14 +228,23 @@ def evaluate_pipeline(
     recorder = FrameRecorder(inspector, None, None, reinspect=True, overlay_dir=out_dir / "overlays")
     rows: list[dict[str, Any]] = []
     results: list[tuple[str, InspectionResult]] = []
-    bar = tqdm(total=len(frames), desc=f"evaluate pipeline {model} ({split})", unit="frame", disable=not progress)
+    bar = tqdm(
+        total=len(frames), desc=f"evaluate pipeline {model} ({split})", unit="frame", disable=not progress
+    )
     for item in Prefetcher([p for p, _ in frames], inspector.config.frame):
         result = _without_pixels(recorder.process(item))
         truth = truth_of[item.path]
         results.append((truth, result))
-        rows.append({"image": str(item.path), "truth": truth, "verdict": str(result.verdict),
-                     "screen_score": result.screen_score, "reasons": result.reasons,
-                     "total_ms": result.timings_ms.get("total")})
+        rows.append(
+            {
+                "image": str(item.path),
+                "truth": truth,
+                "verdict": str(result.verdict),
+                "screen_score": result.screen_score,
+                "reasons": result.reasons,
+                "total_ms": result.timings_ms.get("total"),
+            }
+        )
         bar.update(1)
     bar.close()
     matrix = confusion([(t, str(r.verdict)) for t, r in results])
@@ -230,7 +255,9 @@ def evaluate_pipeline(
         "confusion": matrix,
         **metrics_from_confusion(matrix),
         "threshold": next((r.screening.threshold for _, r in results if r.screening is not None), None),
-        "mean_ms_per_frame": (sum(r.timings_ms.get("total", 0.0) for _, r in results) / len(results)) if results else None,
+        "mean_ms_per_frame": (sum(r.timings_ms.get("total", 0.0) for _, r in results) / len(results))
+        if results
+        else None,
         "frames_detail": rows,
     }
     report["false_rejects"] = false_reject_report(inspector, results)
@@ -241,8 +268,12 @@ def evaluate_pipeline(
     return report
 
 
-def _plots(matrix: dict[str, dict[str, int]], results: list[tuple[str, InspectionResult]], threshold: float | None,
-           out_dir: Path) -> dict[str, str]:
+def _plots(
+    matrix: dict[str, dict[str, int]],
+    results: list[tuple[str, InspectionResult]],
+    threshold: float | None,
+    out_dir: Path,
+) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -259,8 +290,14 @@ def _plots(matrix: dict[str, dict[str, int]], results: list[tuple[str, Inspectio
     ax.set_ylabel("true part")
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
-            ax.text(j, i, str(data[i, j]), ha="center", va="center",
-                    color="white" if data[i, j] > data.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(data[i, j]),
+                ha="center",
+                va="center",
+                color="white" if data[i, j] > data.max() / 2 else "black",
+            )
     ax.set_title("part-level confusion matrix")
     fig.tight_layout()
     paths["confusion"] = str(out_dir / "confusion_matrix.png")
@@ -290,8 +327,10 @@ def print_evaluation(report: dict[str, Any], err: bool = False) -> None:
     from rich.table import Table
 
     console = Console(stderr=err)
-    table = Table(title=f"pipeline evaluation: {report['model']} ({report['split']} split + rework frames)",
-                  title_justify="left")
+    table = Table(
+        title=f"pipeline evaluation: {report['model']} ({report['split']} split + rework frames)",
+        title_justify="left",
+    )
     table.add_column("true \\ verdict")
     for p in PREDICTIONS:
         table.add_column(p, justify="right")
@@ -317,4 +356,3 @@ def print_evaluation(report: dict[str, Any], err: bool = False) -> None:
         console.print(false_reject_table(report["false_rejects"]))
     if report.get("segmentation"):
         click.echo(f"note: {report['segmentation']}: segmentation called no defect", err=err)
-

@@ -132,10 +132,18 @@ class _Timer:
             self.timings[name] = self.timings.get(name, 0.0) + (time.perf_counter() - start) * 1000.0
 
 
-def error_result(image: str, problem: str, timings: dict[str, float] | None = None, **extra: Any) -> InspectionResult:
+def error_result(
+    image: str, problem: str, timings: dict[str, float] | None = None, **extra: Any
+) -> InspectionResult:
     """An ``error`` verdict that says why (the batch records it and goes on)."""
-    return InspectionResult(image=image, verdict=Verdict.ERROR, reasons=[problem], error=problem,
-                            timings_ms=dict(timings or {}), **extra)
+    return InspectionResult(
+        image=image,
+        verdict=Verdict.ERROR,
+        reasons=[problem],
+        error=problem,
+        timings_ms=dict(timings or {}),
+        **extra,
+    )
 
 
 class Inspector:
@@ -162,8 +170,11 @@ class Inspector:
         self.with_maps = config.pipeline.save_overlays
         # Whether segmentation may call defects, and from which score: its val calibration (carried
         # by the segmenter) or an explicit [pipeline] defect_min_score. Not qualified: never runs.
-        self.gate = gate if gate is not None else DefectGate.from_calibration(
-            getattr(segmenter, "calibration", None), config.pipeline)
+        self.gate = (
+            gate
+            if gate is not None
+            else DefectGate.from_calibration(getattr(segmenter, "calibration", None), config.pipeline)
+        )
         self._warned = False
         training = getattr(segmenter, "training", None)
         lowest = self.gate.lowest
@@ -188,7 +199,9 @@ class Inspector:
         return "" if self.gate.qualified else self.gate.reason
 
     @classmethod
-    def load(cls, config: Config, output_root: Path | str, model: str, device: str | None = None) -> Inspector:
+    def load(
+        cls, config: Config, output_root: Path | str, model: str, device: str | None = None
+    ) -> Inspector:
         """Load the type's screening model, segmenter (checkpoints/best_model.pth) and rework rules.
 
         A missing or wrong model file is a :class:`ModelFileError` naming the file and the command
@@ -211,28 +224,52 @@ class Inspector:
                 raise ModelFileError(path, f"model file not found; make it with: {command}")
         screen_device = _resolve(device or config.screening.device)
         screening = ScreeningModel.load(paths.screening_dir, expected_type=model, device=screen_device)
-        segmenter = Segmenter.load(paths.segmentation_checkpoint, device=device or config.training.device,
-                                   expected_type=model, config=config)
-        checker = ReworkChecker.load(paths.rework_rules, mm_per_px=config.oring_type(model).mm_per_px,
-                                     config=config.rework, roi_config=config.roi)
-        return cls(config, model, screening, segmenter, checker, model_fingerprint(paths, config, model), paths)
+        segmenter = Segmenter.load(
+            paths.segmentation_checkpoint,
+            device=device or config.training.device,
+            expected_type=model,
+            config=config,
+        )
+        checker = ReworkChecker.load(
+            paths.rework_rules,
+            mm_per_px=config.oring_type(model).mm_per_px,
+            config=config.rework,
+            roi_config=config.roi,
+        )
+        return cls(
+            config, model, screening, segmenter, checker, model_fingerprint(paths, config, model), paths
+        )
 
     def model_versions(self) -> dict[str, Any]:
         """What each stage was made from (stored with every run)."""
         out: dict[str, Any] = {"fingerprint": self.fingerprint}
         meta = getattr(self.screening, "meta", None)
         if meta is not None:
-            out["screening"] = {k: getattr(meta, k, None) for k in
-                                ("backbone", "threshold", "marginal_threshold", "train_fingerprint", "created")}
+            out["screening"] = {
+                k: getattr(meta, k, None)
+                for k in ("backbone", "threshold", "marginal_threshold", "train_fingerprint", "created")
+            }
         seg_meta = getattr(self.segmenter, "meta", None)
         if isinstance(seg_meta, dict):
-            out["segmentation"] = {k: v for k, v in seg_meta.items() if isinstance(v, str | int | float | None)}
+            out["segmentation"] = {
+                k: v for k, v in seg_meta.items() if isinstance(v, str | int | float | None)
+            }
         out.setdefault("segmentation", {}).update(
-            {"qualified": self.gate.qualified, "defect_score": self.gate.min_score, "decides": self.gate.reason})
+            {
+                "qualified": self.gate.qualified,
+                "defect_score": self.gate.min_score,
+                "decides": self.gate.reason,
+            }
+        )
         if self.paths is not None:
-            out["files"] = {k: str(v) for k, v in
-                            (("screening", self.paths.screening_dir), ("segmentation", self.paths.segmentation_checkpoint),
-                             ("rework_rules", self.paths.rework_rules))}
+            out["files"] = {
+                k: str(v)
+                for k, v in (
+                    ("screening", self.paths.screening_dir),
+                    ("segmentation", self.paths.segmentation_checkpoint),
+                    ("rework_rules", self.paths.rework_rules),
+                )
+            }
         return out
 
     # ----------------------------------------------------------------------------- public API
@@ -250,7 +287,9 @@ class Inspector:
                 loaded = normalize_frame(array, self.config.frame)
         except FrameError as exc:
             timings["total"] = (time.perf_counter() - start) * 1000.0
-            return FrameInspection(error_result(name, exc.problem, timings, oring_type=self.model, sha256=sha256))
+            return FrameInspection(
+                error_result(name, exc.problem, timings, oring_type=self.model, sha256=sha256)
+            )
         return self.inspect_loaded(loaded, name, sha256=sha256, timings=timings, started=start)
 
     def inspect_loaded(
@@ -271,8 +310,9 @@ class Inspector:
             inspection = FrameInspection(error_result(name, str(exc), timings), loaded.image)
         except Exception as exc:  # noqa: BLE001 - one frame's bug must not stop the line
             log.exception("%s: inspection failed", name)
-            inspection = FrameInspection(error_result(name, f"internal error: {type(exc).__name__}: {exc}", timings),
-                                         loaded.image)
+            inspection = FrameInspection(
+                error_result(name, f"internal error: {type(exc).__name__}: {exc}", timings), loaded.image
+            )
         result = inspection.result
         result.oring_type = self.model
         result.sha256 = sha256
@@ -308,7 +348,9 @@ class Inspector:
                 maps = {id(t): m for t, m in zip(tiles, screening.anomaly_maps, strict=True)}
                 extra["anomaly_maps"] = [maps[id(t)] for t in to_segment]
             with timer.stage("segmentation"):
-                raw = list(self.segmenter.predict_tiles(to_segment, batch_size=policy.tile_batch_size, **extra))
+                raw = list(
+                    self.segmenter.predict_tiles(to_segment, batch_size=policy.tile_batch_size, **extra)
+                )
         defects = confident_defects(raw, policy, self.gate)
         with timer.stage("rework"):
             rework, geometry = self._check_rework(roi, gray)
@@ -322,8 +364,9 @@ class Inspector:
             rework=rework,
             error=reasons[0] if verdict is Verdict.ERROR and reasons else None,
         )
-        return FrameInspection(result, gray, roi, raw_defects=raw, segmented_boxes=[t.box for t in to_segment],
-                               geometry=geometry)
+        return FrameInspection(
+            result, gray, roi, raw_defects=raw, segmented_boxes=[t.box for t in to_segment], geometry=geometry
+        )
 
     def _tiles_to_segment(self, tiles: list[Tile], screening: ScreeningResult) -> list[Tile]:
         """Flagged tiles; for a marginal frame also the tiles in the marginal band (a defect there

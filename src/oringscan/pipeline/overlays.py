@@ -56,7 +56,9 @@ def render_overlay(inspection: FrameInspection, config: Config | None = None) ->
     heat = heat_image(inspection)
     if heat is not None:
         heat_small = cv2.resize(heat, (canvas.shape[1], canvas.shape[0]), interpolation=cv2.INTER_AREA)
-        colored = cv2.applyColorMap((np.clip(heat_small / 1.5, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
+        colored = cv2.applyColorMap(
+            (np.clip(heat_small / 1.5, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_INFERNO
+        )
         hot = heat_small > 0.5
         canvas[hot] = (0.55 * canvas[hot] + 0.45 * colored[hot]).astype(np.uint8)
     _draw_tiles(canvas, inspection)
@@ -101,8 +103,11 @@ def _draw_geometry(canvas: np.ndarray, inspection: FrameInspection) -> None:
         return
     roi = inspection.roi
     if roi is not None and roi.ring_mask is not None:
-        small = cv2.resize(roi.ring_mask.astype(np.uint8), (canvas.shape[1], canvas.shape[0]),
-                           interpolation=cv2.INTER_NEAREST)
+        small = cv2.resize(
+            roi.ring_mask.astype(np.uint8),
+            (canvas.shape[1], canvas.shape[0]),
+            interpolation=cv2.INTER_NEAREST,
+        )
         contours, _ = cv2.findContours(small, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(canvas, contours, -1, GEOMETRY_COLOR, 1, cv2.LINE_AA)
 
@@ -112,8 +117,11 @@ def _draw_defects(canvas: np.ndarray, inspection: FrameInspection) -> None:
         x, y = d.offset
         h, w = d.mask.shape
         x0, y0 = _pt(x, y)
-        crop = cv2.resize(d.mask.astype(np.uint8), (max(1, int(round(w * SCALE))), max(1, int(round(h * SCALE)))),
-                          interpolation=cv2.INTER_NEAREST).astype(bool)
+        crop = cv2.resize(
+            d.mask.astype(np.uint8),
+            (max(1, int(round(w * SCALE))), max(1, int(round(h * SCALE)))),
+            interpolation=cv2.INTER_NEAREST,
+        ).astype(bool)
         hh = min(crop.shape[0], canvas.shape[0] - y0)
         ww = min(crop.shape[1], canvas.shape[1] - x0)
         if hh > 0 and ww > 0:
@@ -140,11 +148,21 @@ def _header(result: InspectionResult, width: int) -> np.ndarray:
     cv2.rectangle(header, (0, 0), (width - 1, 30), VERDICT_COLORS.get(result.verdict, (90, 90, 90)), -1)
     for i, line in enumerate(lines):
         color = (255, 255, 255) if i == 0 else (30, 30, 30)
-        cv2.putText(header, line, (8, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6 if i == 0 else 0.5, color,
-                    2 if i == 0 else 1, cv2.LINE_AA)
+        cv2.putText(
+            header,
+            line,
+            (8, 22 + 22 * i),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.6 if i == 0 else 0.5,
+            color,
+            2 if i == 0 else 1,
+            cv2.LINE_AA,
+        )
     return header
 
 
-def _text(canvas: np.ndarray, text: str, org: tuple[int, int], color: tuple[int, int, int], size: float) -> None:
+def _text(
+    canvas: np.ndarray, text: str, org: tuple[int, int], color: tuple[int, int, int], size: float
+) -> None:
     cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, color, 1, cv2.LINE_AA)

@@ -23,8 +23,10 @@ from oringscan.config import PipelineConfig
 from oringscan.roi import RingROI, RoiStatus
 from oringscan.types import Instance, ReworkResult, ReworkVerdict, ScreeningResult, Verdict
 
-NO_CALIBRATION = ("segmentation model not qualified: no segmentation_calibration.json next to the checkpoint "
-                  "(run `oringscan calibrate segmentation`, or set [pipeline] defect_min_score)")
+NO_CALIBRATION = (
+    "segmentation model not qualified: no segmentation_calibration.json next to the checkpoint "
+    "(run `oringscan calibrate segmentation`, or set [pipeline] defect_min_score)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +69,9 @@ class DefectGate:
         return min(scores) if self.qualified and scores else None
 
 
-def confident_defects(defects: Sequence[Instance], policy: PipelineConfig, gate: DefectGate | None = None) -> list[Instance]:
+def confident_defects(
+    defects: Sequence[Instance], policy: PipelineConfig, gate: DefectGate | None = None
+) -> list[Instance]:
     """The segmentation instances that count as defects (score at or above their class's score).
 
     Without a ``gate``, only an explicit ``policy.defect_min_score`` lets instances count.
@@ -102,7 +106,9 @@ def decide_verdict(
     """
     if roi is None or not roi.usable:
         why = roi.reason if roi is not None else "no ring region"
-        return Verdict.ERROR, [f"ring not found: {why}" if roi is not None and roi.status is RoiStatus.NO_RING else why]
+        return Verdict.ERROR, [
+            f"ring not found: {why}" if roi is not None and roi.status is RoiStatus.NO_RING else why
+        ]
 
     defect_reasons: list[str] = []
     rework_reasons: list[str] = []

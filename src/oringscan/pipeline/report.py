@@ -12,8 +12,25 @@ from rich.table import Table
 from oringscan.pipeline.batch import BatchSummary
 from oringscan.types import InspectionResult, Verdict
 
-VERDICT_STYLES = {"good": "green", "defect": "bold red", "rework": "yellow", "suspect": "magenta", "error": "dim"}
-STAGES = ("read", "normalize", "roi", "tiles", "screening", "segmentation", "rework", "overlay", "db", "total")
+VERDICT_STYLES = {
+    "good": "green",
+    "defect": "bold red",
+    "rework": "yellow",
+    "suspect": "magenta",
+    "error": "dim",
+}
+STAGES = (
+    "read",
+    "normalize",
+    "roi",
+    "tiles",
+    "screening",
+    "segmentation",
+    "rework",
+    "overlay",
+    "db",
+    "total",
+)
 
 
 def results_json(results: list[InspectionResult]) -> str:
@@ -23,7 +40,9 @@ def results_json(results: list[InspectionResult]) -> str:
 
 def summary_tables(summary: BatchSummary, max_listed: int = 15) -> list[Table]:
     """Counts per verdict with time per stage, then the non-good frames with their first reason."""
-    counts = Table(title=f"oringscan {summary.kind}: {summary.model} (run {summary.run_id})", title_justify="left")
+    counts = Table(
+        title=f"oringscan {summary.kind}: {summary.model} (run {summary.run_id})", title_justify="left"
+    )
     counts.add_column("verdict")
     counts.add_column("frames", justify="right")
     counts.add_column("share", justify="right")
@@ -48,8 +67,11 @@ def summary_tables(summary: BatchSummary, max_listed: int = 15) -> list[Table]:
         listing.add_column("frame")
         listing.add_column("why")
         for r in flagged[:max_listed]:
-            listing.add_row(f"[{VERDICT_STYLES[str(r.verdict)]}]{r.verdict}[/]", Path(r.image).name,
-                            r.reasons[0] if r.reasons else "")
+            listing.add_row(
+                f"[{VERDICT_STYLES[str(r.verdict)]}]{r.verdict}[/]",
+                Path(r.image).name,
+                r.reasons[0] if r.reasons else "",
+            )
         if len(flagged) > max_listed:
             listing.caption = f"... and {len(flagged) - max_listed} more (see the dashboard)"
         tables.append(listing)

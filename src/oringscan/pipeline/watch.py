@@ -100,8 +100,13 @@ def watch_folder(
     """Inspect frames arriving in ``folder`` until ``stop`` is set or Ctrl-C."""
     folder = Path(folder)
     inspector = recorder.inspector
-    summary = summary or BatchSummary(recorder.run_id, inspector.model, inspector.fingerprint,
-                                      overlay_dir=recorder.overlay_dir, kind="watch")
+    summary = summary or BatchSummary(
+        recorder.run_id,
+        inspector.model,
+        inspector.fingerprint,
+        overlay_dir=recorder.overlay_dir,
+        kind="watch",
+    )
     watcher = FolderWatcher(recorder, folder, poll_s, stable_polls, give_up_s)
     stop = stop or threading.Event()
     start = time.perf_counter()
@@ -118,4 +123,3 @@ def watch_folder(
     finally:
         summary.seconds = time.perf_counter() - start
     return summary
-

@@ -67,7 +67,9 @@ def preprocess_command(app: AppContext, model: str | None, workers: int | None, 
     for name, summary in summaries.items():
         if "error" in summary:
             failed.append(name)
-            console.print(f"{name}: {summary['error']}", style="red", markup=False, highlight=False, soft_wrap=True)
+            console.print(
+                f"{name}: {summary['error']}", style="red", markup=False, highlight=False, soft_wrap=True
+            )
             continue
         _print_problems(console, name, summary)
         console.print(
@@ -87,7 +89,9 @@ def summary_table(summaries: dict[str, dict[str, Any]]) -> Table:
     from oringscan.preprocess.split import SPLITS
 
     table = Table(
-        title="Preprocessing", caption="frames: used/found; train/val/test: tiles per split", box=box.SIMPLE_HEAD
+        title="Preprocessing",
+        caption="frames: used/found; train/val/test: tiles per split",
+        box=box.SIMPLE_HEAD,
     )
     for column in ("type", "frames", "skipped", *SPLITS, "defects", "warnings"):
         table.add_column(column, justify="left" if column == "type" else "right", min_width=len(column))
@@ -110,14 +114,19 @@ def summary_table(summaries: dict[str, dict[str, Any]]) -> Table:
 def _print_problems(console: Console, name: str, summary: dict[str, Any]) -> None:
     from oringscan.preprocess.runner import SUMMARY_FILE
 
-    for title, items in (("skipped", [f"{i['file']}: {i['reason']}" for i in summary["skipped"]]), ("warnings", summary["warnings"])):
+    for title, items in (
+        ("skipped", [f"{i['file']}: {i['reason']}" for i in summary["skipped"]]),
+        ("warnings", summary["warnings"]),
+    ):
         if not items:
             continue
         console.print(f"{name}: {len(items)} {title}", style="bold", markup=False, highlight=False)
         for line in items[:MAX_LISTED]:
             console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
         if len(items) > MAX_LISTED:
-            console.print(f"  ... and {len(items) - MAX_LISTED} more in {SUMMARY_FILE}", markup=False, highlight=False)
+            console.print(
+                f"  ... and {len(items) - MAX_LISTED} more in {SUMMARY_FILE}", markup=False, highlight=False
+            )
 
 
 def register(root: click.Group) -> None:

@@ -59,7 +59,10 @@ def _without_holes(polygon: Polygon, depth: int = 0) -> list[Polygon]:
     hx0, _, hx1, _ = polygon.interiors[0].bounds
     cut = (hx0 + hx1) / 2
     x0, y0, x1, y1 = polygon.bounds
-    halves = [polygon.intersection(box(x0 - 1, y0 - 1, cut, y1 + 1)), polygon.intersection(box(cut, y0 - 1, x1 + 1, y1 + 1))]
+    halves = [
+        polygon.intersection(box(x0 - 1, y0 - 1, cut, y1 + 1)),
+        polygon.intersection(box(cut, y0 - 1, x1 + 1, y1 + 1)),
+    ]
     out: list[Polygon] = []
     for half in halves:
         for part in getattr(half, "geoms", [half]):
@@ -132,7 +135,10 @@ def categories(class_names: Iterable[str]) -> list[dict[str, Any]]:
 
 
 def coco_document(
-    images: list[dict[str, Any]], annotations: list[dict[str, Any]], class_names: Sequence[str], info: dict[str, Any]
+    images: list[dict[str, Any]],
+    annotations: list[dict[str, Any]],
+    class_names: Sequence[str],
+    info: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "info": info,

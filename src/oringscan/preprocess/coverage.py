@@ -38,7 +38,9 @@ class ReassembledFrames:
 def decode_annotation(segmentation: object, height: int, width: int) -> np.ndarray:
     """A COCO segmentation (polygons, or RLE with str or bytes counts) as a bool mask."""
     if isinstance(segmentation, list):
-        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))).astype(bool)
+        return mask_utils.decode(
+            mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+        ).astype(bool)
     counts = segmentation["counts"]  # type: ignore[index]
     rle = {"size": segmentation["size"], "counts": counts.encode() if isinstance(counts, str) else counts}  # type: ignore[index]
     return mask_utils.decode(rle).astype(bool)
@@ -62,11 +64,17 @@ def reassemble(data_root: Path, type_output: Path, shape: tuple[int, int]) -> Re
             src = im["source_image"]
             frame = frames.setdefault(src, cv2.imread(str(data_root / src), cv2.IMREAD_GRAYSCALE))
             tile = cv2.imread(str(type_output / "images" / split / im["file_name"]), cv2.IMREAD_GRAYSCALE)
-            window = np.s_[im["tile_y"] : im["tile_y"] + im["height"], im["tile_x"] : im["tile_x"] + im["width"]]
+            window = np.s_[
+                im["tile_y"] : im["tile_y"] + im["height"], im["tile_x"] : im["tile_x"] + im["width"]
+            ]
             # A tile pixel equal to the frame's is shown; a blanked pixel is 0 where the frame is not.
             shown[src][window] |= (tile == frame[window]) & ((tile > 0) | (frame[window] == 0))
         for ann in coco["annotations"]:
             im = by_id[ann["image_id"]]
-            window = np.s_[im["tile_y"] : im["tile_y"] + im["height"], im["tile_x"] : im["tile_x"] + im["width"]]
-            annotated[im["source_image"]][window] |= decode_annotation(ann["segmentation"], im["height"], im["width"])
+            window = np.s_[
+                im["tile_y"] : im["tile_y"] + im["height"], im["tile_x"] : im["tile_x"] + im["width"]
+            ]
+            annotated[im["source_image"]][window] |= decode_annotation(
+                ann["segmentation"], im["height"], im["width"]
+            )
     return ReassembledFrames(shape, dict(annotated), dict(shown), frames)

@@ -102,7 +102,9 @@ def polygon_shape(
     }
 
 
-def labelme_document(shapes: list[dict[str, Any]], image_path: str, width: int, height: int) -> dict[str, Any]:
+def labelme_document(
+    shapes: list[dict[str, Any]], image_path: str, width: int, height: int
+) -> dict[str, Any]:
     """A whole LabelMe 5.x file (``imageData`` null), as LabelMe writes it."""
     return {
         "version": LABELME_VERSION,
@@ -145,7 +147,9 @@ def union_rasters(rasters: Sequence[Raster]) -> Raster:
     return out, x0, y0
 
 
-def _shape_raster(shape: dict[str, Any], geometry: BaseGeometry, factor: float, width: int, height: int) -> Raster | None:
+def _shape_raster(
+    shape: dict[str, Any], geometry: BaseGeometry, factor: float, width: int, height: int
+) -> Raster | None:
     """The pixels a shape labels, as the labelling tool fills them (``geometry``: in frame pixels)."""
     kind = shape.get("shape_type") or "polygon"
     if kind == "mask":
@@ -153,7 +157,14 @@ def _shape_raster(shape: dict[str, Any], geometry: BaseGeometry, factor: float, 
         ox, oy = (int(round(v * factor)) for v in _points(shape)[0])
         if factor != 1.0:
             size = (max(1, int(round(mask.shape[1] * factor))), max(1, int(round(mask.shape[0] * factor))))
-            mask = cv2.resize(mask.view(np.uint8), size, interpolation=cv2.INTER_NEAREST if factor > 1 else cv2.INTER_AREA) > 0
+            mask = (
+                cv2.resize(
+                    mask.view(np.uint8),
+                    size,
+                    interpolation=cv2.INTER_NEAREST if factor > 1 else cv2.INTER_AREA,
+                )
+                > 0
+            )
         x0, y0 = max(ox, 0), max(oy, 0)
         x1, y1 = min(ox + mask.shape[1], width), min(oy + mask.shape[0], height)
         if x1 <= x0 or y1 <= y0:
@@ -186,11 +197,17 @@ def read_labelme(json_path: Path | str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise LabelError(json_path, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise LabelError(
+            json_path, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except RecursionError:
-        raise LabelError(json_path, "JSON nested too deeply to be a LabelMe file (thousands of levels)") from None
+        raise LabelError(
+            json_path, "JSON nested too deeply to be a LabelMe file (thousands of levels)"
+        ) from None
     if not isinstance(data, dict):
-        raise LabelError(json_path, f"not a LabelMe file: top level is a JSON {type(data).__name__}, not an object")
+        raise LabelError(
+            json_path, f"not a LabelMe file: top level is a JSON {type(data).__name__}, not an object"
+        )
     shapes = data.get("shapes")
     if shapes is None:
         raise LabelError(json_path, "not a LabelMe file: no 'shapes' list")
@@ -199,7 +216,9 @@ def read_labelme(json_path: Path | str) -> dict[str, Any]:
     return data
 
 
-def label_scale(data: dict[str, Any], image_shape: tuple[int, int], json_path: Path, image_name: str) -> tuple[float, list[str]]:
+def label_scale(
+    data: dict[str, Any], image_shape: tuple[int, int], json_path: Path, image_name: str
+) -> tuple[float, list[str]]:
     """Factor from the JSON's pixel grid to the frame's, and a note when it is not 1.
 
     Labels drawn on a 2x2-binned frame are scaled by exactly 2 (and vice versa); any other
@@ -208,7 +227,9 @@ def label_scale(data: dict[str, Any], image_shape: tuple[int, int], json_path: P
     height, width = image_shape
     json_w, json_h = data.get("imageWidth"), data.get("imageHeight")
     if not _is_number(json_w) or not _is_number(json_h):
-        return 1.0, [f"{json_path}: no imageWidth/imageHeight; assuming the labels match {image_name} ({width}x{height})"]
+        return 1.0, [
+            f"{json_path}: no imageWidth/imageHeight; assuming the labels match {image_name} ({width}x{height})"
+        ]
     json_w, json_h = int(json_w), int(json_h)
     if (json_w, json_h) == (width, height):
         return 1.0, []
@@ -279,10 +300,14 @@ def load_instances(
             outside = _points_outside(shape, factor, width, height)
             geometry = _polygonal(geometry.intersection(frame_box))
             if geometry.is_empty or geometry.area < MIN_LABEL_AREA:
-                warnings.append(f"{json_path}: {where}: lies outside the {width}x{height} image; shape skipped")
+                warnings.append(
+                    f"{json_path}: {where}: lies outside the {width}x{height} image; shape skipped"
+                )
                 continue
             what = f"{outside} point(s)" if outside else "part of the shape"
-            warnings.append(f"{json_path}: {where}: {what} outside the {width}x{height} image; clipped to the frame")
+            warnings.append(
+                f"{json_path}: {where}: {what} outside the {width}x{height} image; clipped to the frame"
+            )
         label = shape["label"]
         class_name = classes.class_for(label)
         if class_name is None:
@@ -293,7 +318,9 @@ def load_instances(
             continue
         group_id = shape.get("group_id")
         if isinstance(group_id, bool) or (group_id is not None and not isinstance(group_id, int | str)):
-            warnings.append(f"{json_path}: {where}: group_id {group_id!r} is not an integer; shape kept on its own")
+            warnings.append(
+                f"{json_path}: {where}: group_id {group_id!r} is not an integer; shape kept on its own"
+            )
             group_id = None
         pieces.append((index, label, class_name, group_id, geometry))
         if raster is not None:
@@ -373,7 +400,9 @@ def _shape_geometry(shape: Any) -> tuple[Polygon | MultiPolygon, str | None]:
             raise _ShapeProblem(f"a circle needs 2 points (centre, rim), this one has {len(points)}")
         (cx, cy), (px, py) = points
         radius = math.hypot(px - cx, py - cy)
-        geometry = Point(cx, cy).buffer(radius, quad_segs=CIRCLE_SEGMENTS_PER_QUARTER) if radius > 0 else Polygon()
+        geometry = (
+            Point(cx, cy).buffer(radius, quad_segs=CIRCLE_SEGMENTS_PER_QUARTER) if radius > 0 else Polygon()
+        )
     else:  # mask
         geometry = _mask_geometry(shape, points)
     geometry = _polygonal(geometry)
@@ -454,11 +483,7 @@ def _polygonal(geometry: BaseGeometry) -> Polygon | MultiPolygon:
 
 def _points_outside(shape: dict[str, Any], factor: float, width: int, height: int) -> int:
     points = shape.get("points") or []
-    return sum(
-        1
-        for x, y in points
-        if not (0 <= x * factor <= width and 0 <= y * factor <= height)
-    )
+    return sum(1 for x, y in points if not (0 <= x * factor <= width and 0 <= y * factor <= height))
 
 
 def _merge_groups(
@@ -490,5 +515,7 @@ def _merge_groups(
                 f"{sorted(classes)}; the group takes its largest shape's class {largest[2]!r}"
             )
         geometry = _polygonal(shapely.union_all([m[4] for m in members]))
-        instances.append(LabelInstance(geometry, largest[2], largest[1], key[1], tuple(m[0] for m in members)))
+        instances.append(
+            LabelInstance(geometry, largest[2], largest[1], key[1], tuple(m[0] for m in members))
+        )
     return instances

@@ -79,8 +79,12 @@ class FrameOutcome:
 
 # --- finding the frames ---------------------------------------------------------------------
 
-_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-          stat.S_IFBLK: "a block device"}
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
 
 
 def entry_problem(path: Path) -> str | None:
@@ -99,11 +103,12 @@ def entry_problem(path: Path) -> str | None:
     if stat.S_ISDIR(info.st_mode):
         if os.path.islink(path):
             return "symbolic link to a folder: not followed (copy or move the frames into the folder)"
-        return f"a folder named like a {path.suffix} file, not a frame (what is inside it is searched as usual)"
+        return (
+            f"a folder named like a {path.suffix} file, not a frame (what is inside it is searched as usual)"
+        )
     if not stat.S_ISREG(info.st_mode):
         return f"{_KINDS.get(stat.S_IFMT(info.st_mode), 'not a regular file')}, not a frame file; skipped"
     return None
-
 
 
 def discover_frames(
@@ -127,7 +132,9 @@ def discover_frames(
     if rework_dir.is_dir():
         n_rework = sum(1 for p in rework_dir.rglob("*") if p.suffix.lower() in extensions)
         if n_rework:
-            warnings.append(f"{rework_dir}: {n_rework} rework frame(s) left out: rework is judged by geometry, never trained on")
+            warnings.append(
+                f"{rework_dir}: {n_rework} rework frame(s) left out: rework is judged by geometry, never trained on"
+            )
     for folder, kind in folders:
         images_dir = data_root / "images" / folder
         labels_dir = data_root / "labels" / folder
@@ -150,13 +157,21 @@ def discover_frames(
             if suffix == ".json":
                 continue  # LabelMe's default: labels beside the images; paired below
             if suffix not in extensions:
-                skipped.append({"file": path_text(source), "reason": f"not a frame file type ({', '.join(sorted(extensions))})"})
+                skipped.append(
+                    {
+                        "file": path_text(source),
+                        "reason": f"not a frame file type ({', '.join(sorted(extensions))})",
+                    }
+                )
                 continue
             stem_key = rel.with_suffix("").as_posix()
             if stem_key in used_stems:
                 skipped.append(
-                    {"file": path_text(source), "reason": f"another frame with the same name ({path_text(used_stems[stem_key])}) "
-                     "is used; labels are matched by name"}
+                    {
+                        "file": path_text(source),
+                        "reason": f"another frame with the same name ({path_text(used_stems[stem_key])}) "
+                        "is used; labels are matched by name",
+                    }
                 )
                 continue
             used_stems[stem_key] = source
@@ -166,7 +181,13 @@ def discover_frames(
                 label_path = beside if os.path.lexists(beside) else None
             if label_path is not None and (problem := entry_problem(label_path)) is not None:
                 rel_label = label_path.relative_to(data_root).as_posix()
-                skipped.append({"file": path_text(rel_label), "frame": path_text(source), "reason": f"label file: {problem}"})
+                skipped.append(
+                    {
+                        "file": path_text(rel_label),
+                        "frame": path_text(source),
+                        "reason": f"label file: {problem}",
+                    }
+                )
                 continue
             # Tile names are ours: a name that is not valid UTF-8 gets its bytes written as \xNN.
             prefix = path_text(f"{folder}__" + "__".join(rel.with_suffix("").parts))
@@ -178,11 +199,16 @@ def discover_frames(
                 stem_key = json_path.relative_to(label_dir).with_suffix("").as_posix()
                 if stem_key not in used_stems:
                     rel_label = json_path.relative_to(data_root).as_posix()
-                    if label_dir == images_dir and (entry_problem(json_path) is not None or json_path.is_dir()):
+                    if label_dir == images_dir and (
+                        entry_problem(json_path) is not None or json_path.is_dir()
+                    ):
                         continue  # reported above with the frames
                     problem = entry_problem(json_path)
-                    reason = (f"label file without image: no frame images/{folder}/{stem_key}.* to go with it"
-                              if problem is None else f"label file: {problem}")
+                    reason = (
+                        f"label file without image: no frame images/{folder}/{stem_key}.* to go with it"
+                        if problem is None
+                        else f"label file: {problem}"
+                    )
                     skipped.append({"file": path_text(rel_label), "reason": path_text(reason)})
     return jobs, skipped, warnings
 
@@ -216,19 +242,31 @@ def _process_job(job: FrameJob) -> FrameOutcome:
     try:
         return process_frame(job, _WORKER["config"], data_root, _WORKER["tiles_dir"], _WORKER["category_ids"])
     except (FrameError, LabelError) as exc:
-        return FrameOutcome(job.source_image, job.kind, error=exc.problem, error_file=_relative(exc.path, data_root))
+        return FrameOutcome(
+            job.source_image, job.kind, error=exc.problem, error_file=_relative(exc.path, data_root)
+        )
     except OringscanError as exc:
         return FrameOutcome(job.source_image, job.kind, error=str(exc), error_file=job.source_image)
     except OSError as exc:  # unreadable (permissions, I/O error, removed meanwhile): this frame only
         where = _relative(Path(exc.filename), data_root) if exc.filename else job.source_image
-        return FrameOutcome(job.source_image, job.kind, error=f"cannot be read ({exc.strerror or exc})", error_file=where)
+        return FrameOutcome(
+            job.source_image, job.kind, error=f"cannot be read ({exc.strerror or exc})", error_file=where
+        )
     except (ValueError, cv2.error, ShapelyError, MemoryError, RecursionError) as exc:  # too odd for a library
-        return FrameOutcome(job.source_image, job.kind, error=f"{type(exc).__name__}: {one_line(str(exc))}",
-                            error_file=job.source_image)
+        return FrameOutcome(
+            job.source_image,
+            job.kind,
+            error=f"{type(exc).__name__}: {one_line(str(exc))}",
+            error_file=job.source_image,
+        )
     except Exception as exc:  # noqa: BLE001 - whatever else breaks one frame must not stop the batch
         log.debug("unexpected error on %s", path_text(job.source_image), exc_info=True)
-        return FrameOutcome(job.source_image, job.kind, error=f"unexpected {type(exc).__name__}: {one_line(str(exc))}",
-                            error_file=job.source_image)
+        return FrameOutcome(
+            job.source_image,
+            job.kind,
+            error=f"unexpected {type(exc).__name__}: {one_line(str(exc))}",
+            error_file=job.source_image,
+        )
 
 
 def process_frame(
@@ -250,17 +288,24 @@ def process_frame(
             job.label_path, frame.image.shape, config.classes, image_name=job.source_image
         )
         prefix = str(job.label_path)
-        outcome.warnings.extend(label_name + w[len(prefix) :] if w.startswith(prefix) else w for w in label_warnings)
+        outcome.warnings.extend(
+            label_name + w[len(prefix) :] if w.startswith(prefix) else w for w in label_warnings
+        )
     if job.kind == "good" and instances:
         outcome.warnings.append(
             f"{label_name}: a frame in the good folder with {len(instances)} labelled defect(s); used as a defect frame"
         )
     if job.kind == "defect" and not instances:
         why = "no label file" if job.label_path is None else f"no usable shapes in {label_name}"
-        raise FrameError(job.image_path, f"defect frame with {why}; skipped so that unlabelled defects are not learned as good")
+        raise FrameError(
+            job.image_path,
+            f"defect frame with {why}; skipped so that unlabelled defects are not learned as good",
+        )
     roi = find_ring(frame.image, config.roi)
     if not roi.usable:
-        raise FrameError(job.image_path, f"no single ring found ({roi.status}: {roi.reason}); frame not tiled")
+        raise FrameError(
+            job.image_path, f"no single ring found ({roi.status}: {roi.reason}); frame not tiled"
+        )
     if roi.status is not RoiStatus.OK:
         outcome.warnings.append(f"{job.source_image}: ring {roi.status}: {roi.reason}; tiled anyway")
     tiles, outcome.skipped_tiles, keep = ring_tiles_and_keep(frame.image, roi, config)
@@ -370,7 +415,9 @@ def preprocess_type(
     data_root, output_root = Path(data_root), Path(output_root)
     config.oring_type(model)
     if not data_root.is_dir():
-        raise DatasetError(f"{path_text(data_root)}: data root not found (expected images/<folder>/ and labels/<folder>/ in it)")
+        raise DatasetError(
+            f"{path_text(data_root)}: data root not found (expected images/<folder>/ and labels/<folder>/ in it)"
+        )
     jobs, skipped, warnings = discover_frames(config, data_root, model)
     if not jobs:
         oring = config.oring_type(model)
@@ -387,7 +434,13 @@ def preprocess_type(
     try:
         outcomes = list(
             _run_jobs(
-                jobs, config, data_root, tiles_dir, workers or config.preprocess.workers, progress, f"preprocess {model}"
+                jobs,
+                config,
+                data_root,
+                tiles_dir,
+                workers or config.preprocess.workers,
+                progress,
+                f"preprocess {model}",
             )
         )
         summary = _assemble(config, model, data_root, out_dir, staging, outcomes, skipped, warnings)
@@ -438,7 +491,11 @@ def _assemble(
     used = [o for o in outcomes if o.error is None]
     # Names as printable text (a file name that is not valid UTF-8 shows its odd bytes as \xNN).
     skipped = skipped + [
-        {"file": path_text(o.error_file or o.source_image), "frame": path_text(o.source_image), "reason": path_text(o.error)}
+        {
+            "file": path_text(o.error_file or o.source_image),
+            "frame": path_text(o.source_image),
+            "reason": path_text(o.error),
+        }
         for o in outcomes
         if o.error is not None
     ]
@@ -465,7 +522,9 @@ def _assemble(
             image = {k: v for k, v in record.items() if k != "annotations"}
             image["id"] = len(images[split]) + 1
             images[split].append(image)
-            os.replace(staging / "tiles" / image["file_name"], staging / "images" / split / image["file_name"])
+            os.replace(
+                staging / "tiles" / image["file_name"], staging / "images" / split / image["file_name"]
+            )
             if record["annotations"]:
                 tiles_with_defects[split] += 1
             for ann in record["annotations"]:
@@ -520,7 +579,9 @@ def _assemble(
         "instances": {
             "labelled": sum(len(o.instances) for o in used),
             "per_class_and_split": {c: {s: labelled[c][s] for s in SPLITS} for c in class_names},
-            "tile_annotations_per_class_and_split": {c: {s: annotated[c][s] for s in SPLITS} for c in class_names},
+            "tile_annotations_per_class_and_split": {
+                c: {s: annotated[c][s] for s in SPLITS} for c in class_names
+            },
             "slivers_dropped": sum(o.slivers for o in used),
             "outside_ring_tiles": sum(o.outside_tiles for o in used),
         },

@@ -120,7 +120,9 @@ def rules_path_for(config: Config, output_root: Path, model: str) -> Path:
     return Path(output_root) / model / "rework_rules.toml"
 
 
-def training_good_frames(config: Config, data_root: Path, output_root: Path, model: str) -> tuple[list[Path], str]:
+def training_good_frames(
+    config: Config, data_root: Path, output_root: Path, model: str
+) -> tuple[list[Path], str]:
     """Good frames of the training split when one exists, else every frame in the good folder.
 
     The split is read from the ``source_image`` fields of output/<model>/annotations/train.json;
@@ -151,13 +153,22 @@ def training_good_frames(config: Config, data_root: Path, output_root: Path, mod
             return frames, f"{len(frames)} good frames of the training split ({train_json})"
         log.warning("%s: no source_image fields; using all good frames in %s", train_json, good_dir)
     if not good_dir.is_dir():
-        raise CalibrationError(f"{good_dir}: good folder of {model!r} not found (and no training split at {train_json})")
+        raise CalibrationError(
+            f"{good_dir}: good folder of {model!r} not found (and no training split at {train_json})"
+        )
     frames = iter_image_files([good_dir], config.frame)
-    return frames, f"all {len(frames)} frames in the good folder {good_dir} (no training split at {train_json})"
+    return (
+        frames,
+        f"all {len(frames)} frames in the good folder {good_dir} (no training split at {train_json})",
+    )
 
 
 def _resolve_source(src: Path, data_root: Path, type_out: Path, good_dir: Path) -> Path | None:
-    candidates = [src] if src.is_absolute() else [data_root / src, data_root / "images" / src, type_out / src, good_dir / src.name, src]
+    candidates = (
+        [src]
+        if src.is_absolute()
+        else [data_root / src, data_root / "images" / src, type_out / src, good_dir / src.name, src]
+    )
     for cand in candidates:
         if cand.is_file():
             return cand
@@ -179,7 +190,9 @@ def measure_frames(
 
     ``names``, when given, receives the file name of each measured frame (same order as the values).
     """
-    checker = ReworkChecker(RulesFile(), mm_per_px=config.oring_type(model).mm_per_px, config=config.rework, roi_config=config.roi)
+    checker = ReworkChecker(
+        RulesFile(), mm_per_px=config.oring_type(model).mm_per_px, config=config.rework, roi_config=config.roi
+    )
     values: list[dict[str, float]] = []
     skipped: list[tuple[str, str]] = []
     for path in tqdm(frames, desc=f"measuring good {model} frames", unit="frame", disable=not progress):
@@ -252,7 +265,9 @@ class _MetricData:
     excursion_floor: float | None  # flash/bite upper limit never below this
 
 
-def _metric_data(values: Sequence[dict[str, float]], cfg: ReworkConfig, mm_per_px: float | None) -> list[_MetricData]:
+def _metric_data(
+    values: Sequence[dict[str, float]], cfg: ReworkConfig, mm_per_px: float | None
+) -> list[_MetricData]:
     mean_radius = float(np.mean([v["mean_radius"] for v in values]))
     out: list[_MetricData] = []
     for base, info in METRICS.items():
@@ -266,8 +281,19 @@ def _metric_data(values: Sequence[dict[str, float]], cfg: ReworkConfig, mm_per_p
         excursion = None
         if base.endswith(("_protrusion_px", "_indentation_px")) and info.side in ("both", "upper"):
             excursion = cfg.min_excursion_limit_px * (mm_per_px if name != base else 1.0)
-        out.append(_MetricData(base, name, info.side, info.verdict, info.reason, raw[rows], rows,
-                               _margin_floor(name, cfg, mm_per_px, mean_radius), excursion))
+        out.append(
+            _MetricData(
+                base,
+                name,
+                info.side,
+                info.verdict,
+                info.reason,
+                raw[rows],
+                rows,
+                _margin_floor(name, cfg, mm_per_px, mean_radius),
+                excursion,
+            )
+        )
     return out
 
 
@@ -281,7 +307,10 @@ def _limits(m: _MetricData, mean: float, std: float, k_eff: float) -> tuple[floa
 
 
 def limits_from_values(
-    values: Sequence[dict[str, float]], cfg: ReworkConfig, mm_per_px: float | None = None, k: float | None = None
+    values: Sequence[dict[str, float]],
+    cfg: ReworkConfig,
+    mm_per_px: float | None = None,
+    k: float | None = None,
 ) -> list[Rule]:
     """One calibrated rule per calibrated metric (millimetre names when ``mm_per_px`` is set).
 
@@ -290,7 +319,9 @@ def limits_from_values(
     ``cfg.false_reject_rate`` (or the default rework share, 2 %).
     """
     if len(values) < MIN_FRAMES:
-        raise CalibrationError(f"need at least {MIN_FRAMES} measurable good frames to calibrate, got {len(values)}")
+        raise CalibrationError(
+            f"need at least {MIN_FRAMES} measurable good frames to calibrate, got {len(values)}"
+        )
     if k is None and cfg.k_sigma is None:
         target = cfg.false_reject_rate if cfg.false_reject_rate is not None else DEFAULT_REWORK_RATE
         return budgeted_limits(values, cfg, target, mm_per_px)[0]
@@ -303,9 +334,20 @@ def _rules_at(metrics: Sequence[_MetricData], cfg: ReworkConfig, k: float) -> li
         mean, std = float(m.data.mean()), float(m.data.std(ddof=1))
         lower, upper = _limits(m, mean, std, effective_k(cfg, len(m.data), k))
         lower, upper = rounded(lower), rounded(upper)
-        record = CalibrationRecord(lower=lower, upper=upper, mean=rounded(mean), std=rounded(std), n=len(m.data))
-        rules.append(Rule(metric=m.name, lower=lower, upper=upper, verdict=m.verdict, message=m.message,  # type: ignore[arg-type]
-                          source="calibrated", calibrated=record))
+        record = CalibrationRecord(
+            lower=lower, upper=upper, mean=rounded(mean), std=rounded(std), n=len(m.data)
+        )
+        rules.append(
+            Rule(
+                metric=m.name,
+                lower=lower,
+                upper=upper,
+                verdict=m.verdict,
+                message=m.message,  # type: ignore[arg-type]
+                source="calibrated",
+                calibrated=record,
+            )
+        )
     return rules
 
 
@@ -324,7 +366,9 @@ def _complete_rows(metrics: Sequence[_MetricData], n: int) -> tuple[np.ndarray, 
     return full[keep], keep
 
 
-def _critical(dev: np.ndarray, std: np.ndarray, values: np.ndarray, metrics: Sequence[_MetricData]) -> np.ndarray:
+def _critical(
+    dev: np.ndarray, std: np.ndarray, values: np.ndarray, metrics: Sequence[_MetricData]
+) -> np.ndarray:
     """Per sample and rule, the effective k below which the rule fires on it (-inf: never fires).
 
     ``dev`` = value - mean of the calibration frames, ``std`` their sigma (broadcastable): a rule
@@ -398,11 +442,15 @@ class _TailFit:
             return float(np.count_nonzero(self.finite > k_eff)) / self.n
         return self.share * math.exp(-(k_eff - self.start) / self.scale)
 
-    def interval(self, k_eff: float, confidence: float, seed: int = 0, resamples: int = 200) -> tuple[float, float]:
+    def interval(
+        self, k_eff: float, confidence: float, seed: int = 0, resamples: int = 200
+    ) -> tuple[float, float]:
         """Bootstrap over the held-out frames, widened to the Clopper-Pearson interval of the count."""
         rng = np.random.default_rng(seed)
         critical = np.r_[self.finite, np.full(self.n - len(self.finite), -np.inf)]
-        rates = [_TailFit.fit(critical[rng.integers(0, self.n, self.n)]).rate(k_eff) for _ in range(resamples)]
+        rates = [
+            _TailFit.fit(critical[rng.integers(0, self.n, self.n)]).rate(k_eff) for _ in range(resamples)
+        ]
         alpha = 1 - confidence
         low, high = np.quantile(rates, [alpha / 2, 1 - alpha / 2])
         c_low, c_high = _clopper_pearson(int(np.count_nonzero(self.finite > k_eff)), self.n, confidence)
@@ -436,7 +484,9 @@ def budgeted_limits(
     are left out and named.
     """
     if len(values) < MIN_FRAMES:
-        raise CalibrationError(f"need at least {MIN_FRAMES} measurable good frames to calibrate, got {len(values)}")
+        raise CalibrationError(
+            f"need at least {MIN_FRAMES} measurable good frames to calibrate, got {len(values)}"
+        )
     names = list(names) if names is not None else [f"frame {i + 1}" for i in range(len(values))]
     metrics = _metric_data(values, cfg, mm_per_px)
     outliers: list[tuple[str, str]] = []
@@ -449,8 +499,10 @@ def budgeted_limits(
     confidence = cfg.confidence
     notes: list[str] = []
     if n < MIN_FRAMES:
-        raise CalibrationError(f"need at least {MIN_FRAMES} good frames measured on every metric to estimate the "
-                               f"false-rework rate, got {n}")
+        raise CalibrationError(
+            f"need at least {MIN_FRAMES} good frames measured on every metric to estimate the "
+            f"false-rework rate, got {n}"
+        )
     loo_crit = _loo_critical(x, metrics)  # frames x rules, effective k for n - 1 frames
     whole = _TailFit.fit(loo_crit.max(axis=1))
     per_rule_fits = [_TailFit.fit(loo_crit[:, j]) for j in range(len(metrics))]
@@ -469,8 +521,10 @@ def budgeted_limits(
         return min(1.0, float(normal_rates(k_value).sum()))  # too few frames for a tail: the union bound
 
     if not whole.fitted:
-        notes.append(f"too few frames for a tail fit ({len(whole.finite)} held-out results beyond the floors, "
-                     f"{2 * MIN_TAIL_POINTS} needed): the expected rate is the sum of the rules' normal tails, an upper bound")
+        notes.append(
+            f"too few frames for a tail fit ({len(whole.finite)} held-out results beyond the floors, "
+            f"{2 * MIN_TAIL_POINTS} needed): the expected rate is the sum of the rules' normal tails, an upper bound"
+        )
 
     if target is None:
         k = _k_or_default(cfg, None)
@@ -479,13 +533,18 @@ def budgeted_limits(
 
         def meets(k_value: float) -> bool:
             k_eff = effective_k(cfg, n - 1, k_value)
-            return whole_rate(k_value) <= target and int(np.count_nonzero(loo_crit.max(axis=1) > k_eff)) <= allowed
+            return (
+                whole_rate(k_value) <= target
+                and int(np.count_nonzero(loo_crit.max(axis=1) > k_eff)) <= allowed
+            )
 
         lo_k, hi_k = 0.5, MAX_K
         if not meets(hi_k):
             k = hi_k
-            notes.append(f"even k = {hi_k:g} does not bring the rule set to {target:.1%}: the floors "
-                         "(rework.min_margin_*, min_excursion_limit_px) or the data decide")
+            notes.append(
+                f"even k = {hi_k:g} does not bring the rule set to {target:.1%}: the floors "
+                "(rework.min_margin_*, min_excursion_limit_px) or the data decide"
+            )
         else:
             for _ in range(30):  # bisection: the rates fall as k grows
                 mid = (lo_k + hi_k) / 2
@@ -504,21 +563,37 @@ def budgeted_limits(
         rule_expected = fit.rate(k_loo) if fit.fitted else float(normal_rates(k)[j])
         rule_rates.append(RuleRate(m.name, m.verdict, rule_expected, int(loo[:, j].sum()), r_low, r_high))
     if target is not None and target < supported * (1 - 1e-9):
-        notes.append(f"{n} good frames support a false-rework target of about {supported:.1%}; asked {target:.1%} "
-                     "(the limits extrapolate the fitted tail; calibrate from more good frames to confirm it)")
+        notes.append(
+            f"{n} good frames support a false-rework target of about {supported:.1%}; asked {target:.1%} "
+            "(the limits extrapolate the fitted tail; calibrate from more good frames to confirm it)"
+        )
     rules = _rules_at(metrics, cfg, k)
     for rule, rate in zip(rules, rule_rates, strict=True):
         assert rule.calibrated is not None
         rule.calibrated.expected_rate = rounded(rate.expected, 4)
         rule.calibrated.rate_low = rounded(rate.low, 4)
         rule.calibrated.rate_high = rounded(rate.high, 4)
-    estimate = RateEstimate(target, k, effective_k(cfg, n, k), expected, low, high, confidence, n, loo_any, supported,
-                            rule_rates, outliers, notes)
+    estimate = RateEstimate(
+        target,
+        k,
+        effective_k(cfg, n, k),
+        expected,
+        low,
+        high,
+        confidence,
+        n,
+        loo_any,
+        supported,
+        rule_rates,
+        outliers,
+        notes,
+    )
     return rules, estimate
 
 
-def _drop_outliers(values: list[dict[str, float]], names: list[str], metrics: Sequence[_MetricData]
-                   ) -> tuple[list[dict[str, float]], list[str], list[tuple[str, str]]]:
+def _drop_outliers(
+    values: list[dict[str, float]], names: list[str], metrics: Sequence[_MetricData]
+) -> tuple[list[dict[str, float]], list[str], list[tuple[str, str]]]:
     """Leave out good frames no normal scatter explains (at most 10 % of them, the worst first)."""
     from scipy import stats
 
@@ -537,13 +612,20 @@ def _drop_outliers(values: list[dict[str, float]], names: list[str], metrics: Se
     why = []
     for i in order:
         j = int(np.argmax(z[i]))
-        why.append((names[int(rows[i])], f"{metrics[j].name} = {x[i, j]:.6g} is {z[i, j]:.1f} sigma from the other "
-                                         f"good frames (cut {cut:.1f}): left out"))
+        why.append(
+            (
+                names[int(rows[i])],
+                f"{metrics[j].name} = {x[i, j]:.6g} is {z[i, j]:.1f} sigma from the other "
+                f"good frames (cut {cut:.1f}): left out",
+            )
+        )
     keep = [i for i in range(len(values)) if i not in drop]
     return [values[i] for i in keep], [names[i] for i in keep], why
 
 
-def merge_rules(previous: RulesFile | None, calibrated: Iterable[Rule]) -> tuple[list[Rule], list[RuleChange]]:
+def merge_rules(
+    previous: RulesFile | None, calibrated: Iterable[Rule]
+) -> tuple[list[Rule], list[RuleChange]]:
     """New calibrated rules merged with the previous file; hand edits kept, every change listed."""
     new_by_key = {(r.metric, r.verdict): r for r in calibrated}
     out: list[Rule] = []
@@ -557,8 +639,12 @@ def merge_rules(previous: RulesFile | None, calibrated: Iterable[Rule]) -> tuple
         if old.source == "manual":
             out.append(old)
             blocked.add(key)
-            note = "manual rule kept as it is" + (f"; calibration would set {_span(suggested)}" if suggested else "")
-            changes.append(RuleChange(old.metric, old.verdict, "kept-manual", limits, limits, suggested, note))
+            note = "manual rule kept as it is" + (
+                f"; calibration would set {_span(suggested)}" if suggested else ""
+            )
+            changes.append(
+                RuleChange(old.metric, old.verdict, "kept-manual", limits, limits, suggested, note)
+            )
         elif old.hand_edited:
             kept = old.model_copy(update={"source": "manual"})
             out.append(kept)
@@ -567,9 +653,15 @@ def merge_rules(previous: RulesFile | None, calibrated: Iterable[Rule]) -> tuple
             note = f"hand-edited (calibration had written {_span(was)}): kept, now source = manual"
             if suggested:
                 note += f"; calibration would set {_span(suggested)}"
-            changes.append(RuleChange(old.metric, old.verdict, "kept-hand-edited", limits, limits, suggested, note))
+            changes.append(
+                RuleChange(old.metric, old.verdict, "kept-hand-edited", limits, limits, suggested, note)
+            )
         elif new is None:
-            changes.append(RuleChange(old.metric, old.verdict, "removed", limits, None, None, "metric no longer calibrated"))
+            changes.append(
+                RuleChange(
+                    old.metric, old.verdict, "removed", limits, None, None, "metric no longer calibrated"
+                )
+            )
         # plain calibrated rules are replaced below
     for key, new in new_by_key.items():
         if key in blocked:
@@ -580,7 +672,15 @@ def merge_rules(previous: RulesFile | None, calibrated: Iterable[Rule]) -> tuple
             changes.append(RuleChange(new.metric, new.verdict, "added", None, (new.lower, new.upper)))
         else:
             same = prev.lower == new.lower and prev.upper == new.upper
-            changes.append(RuleChange(new.metric, new.verdict, "unchanged" if same else "updated", (prev.lower, prev.upper), (new.lower, new.upper)))
+            changes.append(
+                RuleChange(
+                    new.metric,
+                    new.verdict,
+                    "unchanged" if same else "updated",
+                    (prev.lower, prev.upper),
+                    (new.lower, new.upper),
+                )
+            )
     order = {name: i for i, name in enumerate(ALL_METRICS)}
     out.sort(key=lambda r: order.get(r.metric, len(order)))
     changes.sort(key=lambda c: order.get(c.metric, len(order)))
@@ -669,14 +769,19 @@ def calibrate_rules(
     values, skipped = measure_frames(frames, config, model, progress, names)
     if len(values) < MIN_FRAMES:
         why = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:3])
-        raise CalibrationError(f"only {len(values)} of {len(frames)} good frames could be measured (need {MIN_FRAMES}){': ' + why if why else ''}")
+        raise CalibrationError(
+            f"only {len(values)} of {len(frames)} good frames could be measured (need {MIN_FRAMES}){': ' + why if why else ''}"
+        )
     return calibrate_from_values(values, config, model, rules_path, source, skipped, write, names)
 
 
 def rate_lines(rates: RateEstimate) -> list[str]:
     """What the whole rule set costs on unseen good parts, in words (CLI and the file header)."""
-    how = (f"one common k = {rates.k_sigma:.3g} chosen for a false-rework target of {rates.target:.1%}"
-           if rates.target is not None else f"k = {rates.k_sigma:g} as configured")
+    how = (
+        f"one common k = {rates.k_sigma:.3g} chosen for a false-rework target of {rates.target:.1%}"
+        if rates.target is not None
+        else f"k = {rates.k_sigma:g} as configured"
+    )
     lines = [
         f"limits = mean +/- k standard deviations, {how} (k = {rates.k_effective:.3g} after the small-sample widening for "
         f"{rates.n} frames)",
@@ -692,7 +797,7 @@ def _header(model: str, rates: RateEstimate, source: str) -> str:
     return (
         f"oringscan rework rules for o-ring type {model}\n"
         f"Calibrated from {rates.n} good frames ({source}).\n{summary}\n"
-        "Edit lower/upper freely: recalibration keeps hand-edited rules (they become source = \"manual\")\n"
-        "and never changes manual rules. verdict = \"rework\" or \"defect\"; add rules with any metric\n"
+        'Edit lower/upper freely: recalibration keeps hand-edited rules (they become source = "manual")\n'
+        'and never changes manual rules. verdict = "rework" or "defect"; add rules with any metric\n'
         "from `oringscan measure --help`."
     )

@@ -63,7 +63,10 @@ class ReworkChecker:
         needs_mm = sorted({r.metric for r in rules.rule if r.metric in MM_METRICS})
         if needs_mm and not mm_per_px:
             where = path if path is not None else Path("<rules>")
-            raise RulesFileError(where, f"rules use millimetre metrics ({', '.join(needs_mm)}) but no mm_per_px is configured for this o-ring type")
+            raise RulesFileError(
+                where,
+                f"rules use millimetre metrics ({', '.join(needs_mm)}) but no mm_per_px is configured for this o-ring type",
+            )
 
     @classmethod
     def load(
@@ -97,13 +100,19 @@ class ReworkChecker:
             else:
                 gray = _to_gray(np.asarray(image_or_roi))
                 if gray.dtype != np.uint8 or gray.ndim != 2:
-                    return ReworkReport(self._error(f"not an 8-bit gray or colour image (dtype {gray.dtype}, shape {gray.shape})"))
+                    return ReworkReport(
+                        self._error(
+                            f"not an 8-bit gray or colour image (dtype {gray.dtype}, shape {gray.shape})"
+                        )
+                    )
                 roi = find_ring(gray, self.roi_config)
             if roi.status is not RoiStatus.OK:
                 verdict = ReworkVerdict.DEFECT if roi.status is RoiStatus.BROKEN else ReworkVerdict.ERROR
                 reason = _ROI_REASONS.get(roi.status, str(roi.status))
                 detail = f" ({roi.reason})" if roi.reason and roi.status is not RoiStatus.BROKEN else ""
-                return ReworkReport(ReworkResult(verdict, [reason + detail], self._unmeasured_checks()), None, roi)
+                return ReworkReport(
+                    ReworkResult(verdict, [reason + detail], self._unmeasured_checks()), None, roi
+                )
             measurement = measure_ring(roi, self.mm_per_px, gray, self.config)
         except MeasurementError as exc:
             return ReworkReport(self._error(f"ring could not be measured: {exc}"), None, roi)
@@ -127,7 +136,11 @@ class ReworkChecker:
             rules = by_metric.get(name, [])
             fired = [r for r in rules if r.fires(value)]
             # Show the most severe fired rule's limits, else the first rule's.
-            shown = sorted(fired, key=lambda r: r.verdict != "defect")[0] if fired else (rules[0] if rules else None)
+            shown = (
+                sorted(fired, key=lambda r: r.verdict != "defect")[0]
+                if fired
+                else (rules[0] if rules else None)
+            )
             check = MetricCheck(name=name, value=value, unit=unit_of(name) if name in ALL_METRICS else "")
             if shown is not None:
                 check.lower, check.upper = shown.lower, shown.upper
@@ -148,7 +161,15 @@ class ReworkChecker:
 
     def _unmeasured_checks(self) -> list[MetricCheck]:
         return [
-            MetricCheck(name=r.metric, value=None, lower=r.lower, upper=r.upper, verdict=r.verdict, message=r.message, unit=unit_of(r.metric))
+            MetricCheck(
+                name=r.metric,
+                value=None,
+                lower=r.lower,
+                upper=r.upper,
+                verdict=r.verdict,
+                message=r.message,
+                unit=unit_of(r.metric),
+            )
             for r in self.rules.rule
         ]
 

@@ -38,18 +38,31 @@ def _metrics_help() -> str:
 
 @click.command(
     "rework",
-    epilog="\b\nMetrics (rules may name any of them; *_mm twins exist when the type has mm_per_px):\n" + _metrics_help()
-    + "\n\n" + EXIT_CODES_HELP,
+    epilog="\b\nMetrics (rules may name any of them; *_mm twins exist when the type has mm_per_px):\n"
+    + _metrics_help()
+    + "\n\n"
+    + EXIT_CODES_HELP,
 )
 @model_option()
-@click.option("--rules", "rules_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Rules file to write [default: config rework.rules_file, else output/<model>/rework_rules.toml].")
-@click.option("--k-sigma", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Limits at mean +/- k std of the good frames, k as given [default: config rework.k_sigma; unset: one "
-                   "common k chosen for rework's share of [pipeline] false_reject_budget].")
+@click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Rules file to write [default: config rework.rules_file, else output/<model>/rework_rules.toml].",
+)
+@click.option(
+    "--k-sigma",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Limits at mean +/- k std of the good frames, k as given [default: config rework.k_sigma; unset: one "
+    "common k chosen for rework's share of [pipeline] false_reject_budget].",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @common_options
-def calibrate_rework(app: AppContext, model: str, rules_path: Path | None, k_sigma: float | None, dry_run: bool) -> None:
+def calibrate_rework(
+    app: AppContext, model: str, rules_path: Path | None, k_sigma: float | None, dry_run: bool
+) -> None:
     """Derive rework limits from the good frames of the training split.
 
     Measures every good frame of the training split (output/<model>/annotations/train.json; all
@@ -97,7 +110,13 @@ def _print_calibration(report: CalibrationReport, dry_run: bool) -> None:
     table = Table(title=f"rules: {report.rules_path}", box=box.SIMPLE_HEAD, title_justify="left")
     for col in ("metric", "verdict", "change", "lower", "upper"):
         table.add_column(col, no_wrap=True)
-    styles = {"added": "green", "updated": "cyan", "removed": "red", "kept-manual": "yellow", "kept-hand-edited": "yellow"}
+    styles = {
+        "added": "green",
+        "updated": "cyan",
+        "removed": "red",
+        "kept-manual": "yellow",
+        "kept-hand-edited": "yellow",
+    }
     for c in report.changes:
         lower = _limit_change(c.old, c.new, 0)
         upper = _limit_change(c.old, c.new, 1)
@@ -105,14 +124,21 @@ def _print_calibration(report: CalibrationReport, dry_run: bool) -> None:
     console.print(table)
     rates = report.rates
     if rates is not None:
-        calibrated = {(c.metric, c.verdict) for c in report.changes if c.change in ("added", "updated", "unchanged")}
-        shares = Table(title="unseen good parts each calibrated rule sends to rework", box=box.SIMPLE_HEAD,
-                       title_justify="left")
+        calibrated = {
+            (c.metric, c.verdict) for c in report.changes if c.change in ("added", "updated", "unchanged")
+        }
+        shares = Table(
+            title="unseen good parts each calibrated rule sends to rework",
+            box=box.SIMPLE_HEAD,
+            title_justify="left",
+        )
         for col in ("metric", "expected", f"{rates.confidence:.0%} interval", "held-out flagged"):
             shares.add_column(col, no_wrap=True, justify="left" if col == "metric" else "right")
         for r in rates.rules:
             if (r.metric, r.verdict) in calibrated:
-                shares.add_row(r.metric, f"{r.expected:.2%}", f"{r.low:.1%} - {r.high:.1%}", f"{r.loo_flagged}/{rates.n}")
+                shares.add_row(
+                    r.metric, f"{r.expected:.2%}", f"{r.low:.1%} - {r.high:.1%}", f"{r.loo_flagged}/{rates.n}"
+                )
         console.print(shares)
         for line in rate_lines(rates):
             console.print(f"  {line}", highlight=False)
@@ -131,19 +157,39 @@ def _print_calibration(report: CalibrationReport, dry_run: bool) -> None:
 
 @click.command(
     "measure",
-    epilog="\b\nMetrics (px; *_mm twins when the type has mm_per_px):\n" + _metrics_help() + "\n\n" + EXIT_CODES_HELP,
+    epilog="\b\nMetrics (px; *_mm twins when the type has mm_per_px):\n"
+    + _metrics_help()
+    + "\n\n"
+    + EXIT_CODES_HELP,
 )
 @model_option()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout, one object per frame.")
 @click.option("--save-vis", is_flag=True, help="Save a picture per frame to output/<model>/measurements/.")
-@click.option("--rules", "rules_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Rules file [default: config rework.rules_file, else output/<model>/rework_rules.toml].")
-@click.option("--no-rules", is_flag=True, help="Measure only (no limits; verdict pass unless the ring cannot be measured).")
+@click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Rules file [default: config rework.rules_file, else output/<model>/rework_rules.toml].",
+)
+@click.option(
+    "--no-rules",
+    is_flag=True,
+    help="Measure only (no limits; verdict pass unless the ring cannot be measured).",
+)
 @common_options
 @strict_option
-def measure(app: AppContext, model: str, images: tuple[Path, ...], as_json: bool, save_vis: bool,
-            rules_path: Path | None, no_rules: bool, strict: bool = False) -> None:
+def measure(
+    app: AppContext,
+    model: str,
+    images: tuple[Path, ...],
+    as_json: bool,
+    save_vis: bool,
+    rules_path: Path | None,
+    no_rules: bool,
+    strict: bool = False,
+) -> None:
     """Measure ring geometry of IMAGES (files, folders or globs) against the rework rules.
 
     \b
@@ -231,7 +277,14 @@ def _fmt(value: float | None) -> str:
 def _print_frame(console: Console, path: Path, result: ReworkResult, vis: str | None) -> None:
     verdict = str(result.verdict)
     table = Table(title=f"{path.name}: [{_STYLE[verdict]}]{verdict.upper()}[/]", title_justify="left")
-    for col, just in (("metric", "left"), ("value", "right"), ("unit", "left"), ("lower", "right"), ("upper", "right"), ("", "left")):
+    for col, just in (
+        ("metric", "left"),
+        ("value", "right"),
+        ("unit", "left"),
+        ("lower", "right"),
+        ("upper", "right"),
+        ("", "left"),
+    ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     ruled = {c.name for c in result.checks if c.lower is not None or c.upper is not None}
     for c in result.checks:

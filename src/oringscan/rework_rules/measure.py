@@ -111,7 +111,9 @@ class RingMeasurement:
         """(N, 2) x, y of an edge in the frame."""
         edge = self.outer if which == "outer" else self.inner
         r = edge.smooth if smooth else edge.radius
-        return np.stack([self.origin[0] + r * np.cos(self.angles), self.origin[1] + r * np.sin(self.angles)], axis=1)
+        return np.stack(
+            [self.origin[0] + r * np.cos(self.angles), self.origin[1] + r * np.sin(self.angles)], axis=1
+        )
 
 
 # --- fits -------------------------------------------------------------------------------------
@@ -137,8 +139,14 @@ def fit_ellipse(points: np.ndarray) -> EllipseFit:
 
 
 def _concentrate(
-    pts: np.ndarray, radius: np.ndarray, origin: tuple[float, float], cos_t: np.ndarray, sin_t: np.ndarray,
-    valid_idx: np.ndarray, start: np.ndarray, h: int,
+    pts: np.ndarray,
+    radius: np.ndarray,
+    origin: tuple[float, float],
+    cos_t: np.ndarray,
+    sin_t: np.ndarray,
+    valid_idx: np.ndarray,
+    start: np.ndarray,
+    h: int,
 ) -> tuple[EllipseFit, np.ndarray, float]:
     """LTS concentration steps from one start: refit on the ``h`` rays closest to the fit."""
     keep = start
@@ -189,7 +197,9 @@ def _robust_fits(
     if best is None:
         raise MeasurementError("too few edge points to fit")
     valid_idx = np.flatnonzero(valid)
-    ellipse, keep, _ = _concentrate(pts, radius, origin, cos_t, sin_t, valid_idx, best[1], max(10, int(0.6 * len(valid_idx))))
+    ellipse, keep, _ = _concentrate(
+        pts, radius, origin, cos_t, sin_t, valid_idx, best[1], max(10, int(0.6 * len(valid_idx)))
+    )
     for _ in range(2):
         res = radius - ellipse.radius_along(origin, cos_t, sin_t)
         sigma = 1.4826 * float(np.median(np.abs(res[keep])))
@@ -278,7 +288,9 @@ def _gray_edges(
     ok = found & (np.abs(rubber - belt) >= min_contrast)
 
     # Last mask sample on the rubber side of the mask edge.
-    start = np.clip(np.floor(mask_pos).astype(int) if towards_belt > 0 else np.ceil(mask_pos).astype(int), 0, m - 1)
+    start = np.clip(
+        np.floor(mask_pos).astype(int) if towards_belt > 0 else np.ceil(mask_pos).astype(int), 0, m - 1
+    )
     k = np.arange(int(_MAX_WALK / step) + 1)[None, :]
 
     def side(idx: np.ndarray) -> np.ndarray:  # > 0: rubber, <= 0: belt
@@ -349,7 +361,9 @@ def measure_ring(
     m = len(radii)
     map_x = (origin[0] + cos_t[:, None] * radii[None, :]).astype(np.float32)
     map_y = (origin[1] + sin_t[:, None] * radii[None, :]).astype(np.float32)
-    mask_rays = cv2.remap(ring.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    mask_rays = cv2.remap(
+        ring.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
 
     # Middle of the wall along each ray: halfway between the first circles' crossings.
     dx, dy = c_in.cx - origin[0], c_in.cy - origin[1]
@@ -384,12 +398,16 @@ def measure_ring(
     notes: list[str] = []
     if gray is not None and cfg.subpixel:
         if gray.shape != roi.ring_mask.shape:
-            raise MeasurementError(f"gray image {gray.shape} and ring mask {roi.ring_mask.shape} differ in size")
+            raise MeasurementError(
+                f"gray image {gray.shape} and ring mask {roi.ring_mask.shape} differ in size"
+            )
         crop = cv2.GaussianBlur(gray[y0:y1, x0:x1].astype(np.float32), (3, 3), 0)
         gray_rays = cv2.remap(crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         fit_out = (e_out.radius_along(origin, cos_t, sin_t) - r_lo) / _RAY_STEP
         fit_in = (e_in.radius_along(origin, cos_t, sin_t) - r_lo) / _RAY_STEP
-        pos_out, ok_out = _gray_edges(gray_rays, pos_out, found_out, fit_out, +1, reach, cfg.min_edge_contrast)
+        pos_out, ok_out = _gray_edges(
+            gray_rays, pos_out, found_out, fit_out, +1, reach, cfg.min_edge_contrast
+        )
         pos_in, ok_in = _gray_edges(gray_rays, pos_in, found_in, fit_in, -1, reach, cfg.min_edge_contrast)
         refined = ok_out & ok_in
     r_out = np.where(found_out, r_lo + pos_out * _RAY_STEP, np.nan)
@@ -407,15 +425,37 @@ def measure_ring(
     sm_out = median_filter(_fill_gaps(r_out), size=win, mode="wrap")
     sm_in = median_filter(_fill_gaps(r_in), size=win, mode="wrap")
     # Fit on the (lightly) filtered profile: single noisy rays never reach the fit.
-    ell_o, cir_o, fit_o, keep_o = _robust_fits(np.where(np.isfinite(r_out), sm_out, np.nan), origin, cos_t, sin_t, cfg.fit_tolerance_px)
-    ell_i, cir_i, fit_i, keep_i = _robust_fits(np.where(np.isfinite(r_in), sm_in, np.nan), origin, cos_t, sin_t, cfg.fit_tolerance_px)
+    ell_o, cir_o, fit_o, keep_o = _robust_fits(
+        np.where(np.isfinite(r_out), sm_out, np.nan), origin, cos_t, sin_t, cfg.fit_tolerance_px
+    )
+    ell_i, cir_i, fit_i, keep_i = _robust_fits(
+        np.where(np.isfinite(r_in), sm_in, np.nan), origin, cos_t, sin_t, cfg.fit_tolerance_px
+    )
     excess_o = sm_out - fit_o
     excess_i = fit_i - sm_in  # material reaching into the bore is the inner edge's protrusion
     floor = cfg.min_excursion_px
-    outer = EdgeProfile(r_out, sm_out, ell_o, cir_o, fit_o, excess_o, keep_o,
-                        _excursion(excess_o, sm_out, step_rad, floor), _excursion(-excess_o, sm_out, step_rad, floor))
-    inner = EdgeProfile(r_in, sm_in, ell_i, cir_i, fit_i, excess_i, keep_i,
-                        _excursion(excess_i, sm_in, step_rad, floor), _excursion(-excess_i, sm_in, step_rad, floor))
+    outer = EdgeProfile(
+        r_out,
+        sm_out,
+        ell_o,
+        cir_o,
+        fit_o,
+        excess_o,
+        keep_o,
+        _excursion(excess_o, sm_out, step_rad, floor),
+        _excursion(-excess_o, sm_out, step_rad, floor),
+    )
+    inner = EdgeProfile(
+        r_in,
+        sm_in,
+        ell_i,
+        cir_i,
+        fit_i,
+        excess_i,
+        keep_i,
+        _excursion(excess_i, sm_in, step_rad, floor),
+        _excursion(-excess_i, sm_in, step_rad, floor),
+    )
 
     wall = sm_out - sm_in
     outer_poly = np.stack([origin[0] + sm_out * cos_t, origin[1] + sm_out * sin_t], axis=1).astype(np.float32)
@@ -468,7 +508,9 @@ def measure_ring(
     inner.ellipse = _shift_ellipse(ell_i, x0, y0)
     outer.circle = CircleFit(cir_o.cx + x0, cir_o.cy + y0, cir_o.r)
     inner.circle = CircleFit(cir_i.cx + x0, cir_i.cy + y0, cir_i.r)
-    return RingMeasurement(values, origin_frame, angles, outer, inner, wall, mm_per_px, float(refined.mean()), notes)
+    return RingMeasurement(
+        values, origin_frame, angles, outer, inner, wall, mm_per_px, float(refined.mean()), notes
+    )
 
 
 def _shift_ellipse(e: EllipseFit, dx: float, dy: float) -> EllipseFit:

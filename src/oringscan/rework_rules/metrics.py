@@ -30,27 +30,101 @@ class MetricInfo:
 
 
 _METRICS = [
-    MetricInfo("outer_radius", "length", "outer radius (mean semi-axis of the robust ellipse fit)", "both", message="outer radius out of tolerance"),
-    MetricInfo("inner_radius", "length", "inner (bore) radius (mean semi-axis of the robust ellipse fit)", "both", message="inner radius out of tolerance"),
-    MetricInfo("mean_radius", "length", "mean of outer and inner radius", "both", message="mean radius out of tolerance"),
-    MetricInfo("wall_min", "length", "thinnest wall along the radial profile", "both", message="thinnest wall out of tolerance"),
-    MetricInfo("wall_max", "length", "thickest wall along the radial profile", "both", message="thickest wall out of tolerance"),
+    MetricInfo(
+        "outer_radius",
+        "length",
+        "outer radius (mean semi-axis of the robust ellipse fit)",
+        "both",
+        message="outer radius out of tolerance",
+    ),
+    MetricInfo(
+        "inner_radius",
+        "length",
+        "inner (bore) radius (mean semi-axis of the robust ellipse fit)",
+        "both",
+        message="inner radius out of tolerance",
+    ),
+    MetricInfo(
+        "mean_radius",
+        "length",
+        "mean of outer and inner radius",
+        "both",
+        message="mean radius out of tolerance",
+    ),
+    MetricInfo(
+        "wall_min",
+        "length",
+        "thinnest wall along the radial profile",
+        "both",
+        message="thinnest wall out of tolerance",
+    ),
+    MetricInfo(
+        "wall_max",
+        "length",
+        "thickest wall along the radial profile",
+        "both",
+        message="thickest wall out of tolerance",
+    ),
     MetricInfo("wall_mean", "length", "mean wall thickness", "both"),
     MetricInfo("wall_range", "length", "wall max - min", "upper", message="uneven wall thickness"),
     MetricInfo("wall_ratio", "ratio", "wall max / min", "upper", message="uneven wall thickness"),
-    MetricInfo("concentricity_px", "length", "distance between inner and outer centres (robust ellipses)", "upper", message="bore off-centre"),
-    MetricInfo("concentricity_pct", "percent", "centre distance as % of the mean radius", "upper", message="bore off-centre"),
-    MetricInfo("outer_circularity", "ratio", "4*pi*area/perimeter^2 of the outer edge (1 = circle)", "lower", message="outer edge not round"),
+    MetricInfo(
+        "concentricity_px",
+        "length",
+        "distance between inner and outer centres (robust ellipses)",
+        "upper",
+        message="bore off-centre",
+    ),
+    MetricInfo(
+        "concentricity_pct",
+        "percent",
+        "centre distance as % of the mean radius",
+        "upper",
+        message="bore off-centre",
+    ),
+    MetricInfo(
+        "outer_circularity",
+        "ratio",
+        "4*pi*area/perimeter^2 of the outer edge (1 = circle)",
+        "lower",
+        message="outer edge not round",
+    ),
     MetricInfo("annular_area", "area", "ring area between the edges (bore excluded)", "both"),
     MetricInfo("outer_ovality", "ratio", "outer ellipse major/minor axis", "upper", message="ring oval"),
     MetricInfo("inner_ovality", "ratio", "inner ellipse major/minor axis", "upper", message="bore oval"),
-    MetricInfo("outer_protrusion_px", "length", "highest material proud of the outer edge (flash, bulge)", "upper", message="excess flash on the outer edge"),
+    MetricInfo(
+        "outer_protrusion_px",
+        "length",
+        "highest material proud of the outer edge (flash, bulge)",
+        "upper",
+        message="excess flash on the outer edge",
+    ),
     MetricInfo("outer_protrusion_arc", "length", "arc length of that protrusion", None),
-    MetricInfo("inner_protrusion_px", "length", "highest material proud of the inner edge into the bore", "upper", message="excess flash on the inner edge"),
+    MetricInfo(
+        "inner_protrusion_px",
+        "length",
+        "highest material proud of the inner edge into the bore",
+        "upper",
+        message="excess flash on the inner edge",
+    ),
     MetricInfo("inner_protrusion_arc", "length", "arc length of that protrusion", None),
-    MetricInfo("outer_indentation_px", "length", "deepest missing material at the outer edge (bite)", "upper", "defect", "bite in the outer edge"),
+    MetricInfo(
+        "outer_indentation_px",
+        "length",
+        "deepest missing material at the outer edge (bite)",
+        "upper",
+        "defect",
+        "bite in the outer edge",
+    ),
     MetricInfo("outer_indentation_arc", "length", "arc length of that indentation", None),
-    MetricInfo("inner_indentation_px", "length", "deepest missing material at the inner edge (bite)", "upper", "defect", "bite in the inner edge"),
+    MetricInfo(
+        "inner_indentation_px",
+        "length",
+        "deepest missing material at the inner edge (bite)",
+        "upper",
+        "defect",
+        "bite in the inner edge",
+    ),
     MetricInfo("inner_indentation_arc", "length", "arc length of that indentation", None),
 ]
 
@@ -74,4 +148,6 @@ ALL_METRICS: dict[str, MetricInfo] = {**METRICS, **MM_METRICS}
 def unit_of(name: str) -> str:
     info = ALL_METRICS[name]
     mm = name in MM_METRICS
-    return {"length": "mm" if mm else "px", "area": "mm2" if mm else "px2", "ratio": "", "percent": "%"}[info.kind]
+    return {"length": "mm" if mm else "px", "area": "mm2" if mm else "px2", "ratio": "", "percent": "%"}[
+        info.kind
+    ]

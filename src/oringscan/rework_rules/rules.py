@@ -94,7 +94,9 @@ class Rule(BaseModel):
     def fires(self, value: float | None) -> bool:
         if value is None or not math.isfinite(value):
             return True  # a metric that could not be measured is out of any limit
-        return (self.lower is not None and value < self.lower) or (self.upper is not None and value > self.upper)
+        return (self.lower is not None and value < self.lower) or (
+            self.upper is not None and value > self.upper
+        )
 
     def default_message(self) -> str:
         if self.message:
@@ -151,7 +153,9 @@ def load_rules(path: Path | str) -> RulesFile:
     """Read and validate a rules file; every problem is one line naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise RulesFileError(path, "rules file not found (run `oringscan calibrate rework --model NAME` to create it)")
+        raise RulesFileError(
+            path, "rules file not found (run `oringscan calibrate rework --model NAME` to create it)"
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -166,9 +170,12 @@ def load_rules(path: Path | str) -> RulesFile:
         raise RulesFileError(path, f"{where}: {msg}{more}") from None
     if not rules.rule and not rules.settings.rework_disabled:
         # An empty (or emptied) file would pass every ring: that must be said, never happen silently.
-        raise RulesFileError(path, "no [[rule]] in the rules file, so rework would never fire; recalibrate "
-                                   "(`oringscan calibrate rework`) or write `[settings]` `rework_disabled = true` "
-                                   "to switch rework off on purpose")
+        raise RulesFileError(
+            path,
+            "no [[rule]] in the rules file, so rework would never fire; recalibrate "
+            "(`oringscan calibrate rework`) or write `[settings]` `rework_disabled = true` "
+            "to switch rework off on purpose",
+        )
     if rules.rule and rules.settings.rework_disabled:
         raise RulesFileError(path, "rework_disabled = true but the file has rules; remove one or the other")
     return rules
@@ -207,14 +214,25 @@ def dump_rules(rules: RulesFile, header: str = "") -> str:
         lines += ["", tomli_w.dumps({"settings": rules.settings.model_dump()}).rstrip()]
     for r in rules.rule:
         info = ALL_METRICS[r.metric]
-        lines += ["", f"# {info.description} [{unit_of(r.metric) or 'ratio'}]", "[[rule]]", f"metric = {_toml_value(r.metric)}"]
+        lines += [
+            "",
+            f"# {info.description} [{unit_of(r.metric) or 'ratio'}]",
+            "[[rule]]",
+            f"metric = {_toml_value(r.metric)}",
+        ]
         if r.lower is not None:
             lines.append(f"lower = {_toml_value(r.lower)}")
         if r.upper is not None:
             lines.append(f"upper = {_toml_value(r.upper)}")
-        lines += [f"verdict = {_toml_value(r.verdict)}", f"message = {_toml_value(r.message)}", f"source = {_toml_value(r.source)}"]
+        lines += [
+            f"verdict = {_toml_value(r.verdict)}",
+            f"message = {_toml_value(r.message)}",
+            f"source = {_toml_value(r.source)}",
+        ]
         if r.calibrated is not None:
-            items = ", ".join(f"{k} = {_toml_value(v)}" for k, v in r.calibrated.model_dump(exclude_none=True).items())
+            items = ", ".join(
+                f"{k} = {_toml_value(v)}" for k, v in r.calibrated.model_dump(exclude_none=True).items()
+            )
             lines.append(f"calibrated = {{ {items} }}")
     return "\n".join(lines) + "\n"
 

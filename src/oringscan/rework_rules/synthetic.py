@@ -86,7 +86,9 @@ def _ellipse_radius(theta: np.ndarray, a: float, b: float, angle_deg: float) -> 
     return 1.0 / np.sqrt((np.cos(t) / a) ** 2 + (np.sin(t) / b) ** 2)
 
 
-def _arc_offset(theta: np.ndarray, arcs: list[EdgeArc], edge: Edge, sign_out: float) -> tuple[np.ndarray, np.ndarray]:
+def _arc_offset(
+    theta: np.ndarray, arcs: list[EdgeArc], edge: Edge, sign_out: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Radial offsets (outward positive) from flash and from bites along this edge."""
     flash = np.zeros_like(theta)
     bite = np.zeros_like(theta)
@@ -111,13 +113,19 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: int) -
     return cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
 
 
-def _add_lint(img: np.ndarray, rng: np.random.Generator, spec: RingSpec, scene: Scene, ring_px: np.ndarray, level: float) -> None:
+def _add_lint(
+    img: np.ndarray, rng: np.random.Generator, spec: RingSpec, scene: Scene, ring_px: np.ndarray, level: float
+) -> None:
     """Thin fibres on the belt, outside the ring and inside the bore, at least 6 px from it."""
     keep_out = cv2.dilate(ring_px.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (15, 15)))
     for _ in range(scene.lint):
         in_bore = rng.random() < 0.3
         theta = rng.uniform(0, 2 * math.pi)
-        base = (min(spec.inner_a, spec.inner_b) - rng.uniform(20, 60)) if in_bore else (max(spec.outer_a, spec.outer_b) + rng.uniform(12, 60))
+        base = (
+            (min(spec.inner_a, spec.inner_b) - rng.uniform(20, 60))
+            if in_bore
+            else (max(spec.outer_a, spec.outer_b) + rng.uniform(12, 60))
+        )
         x, y = spec.cx + base * math.cos(theta), spec.cy + base * math.sin(theta)
         pts = [(x, y)]
         heading = theta + math.pi / 2 + rng.normal(0, 0.4)
@@ -127,7 +135,9 @@ def _add_lint(img: np.ndarray, rng: np.random.Generator, spec: RingSpec, scene: 
             pts.append((x, y))
         layer = np.zeros_like(img, dtype=np.uint8)
         poly = np.round(np.array(pts) * 16).astype(np.int32)
-        cv2.polylines(layer, [poly], False, 255, thickness=int(rng.integers(1, 3)), lineType=cv2.LINE_AA, shift=4)
+        cv2.polylines(
+            layer, [poly], False, 255, thickness=int(rng.integers(1, 3)), lineType=cv2.LINE_AA, shift=4
+        )
         layer[keep_out > 0] = 0
         img += (layer.astype(np.float32) / 255.0) * (level - img) * 0.9
 
@@ -195,7 +205,9 @@ def draw_ring(spec: RingSpec, scene: Scene | None = None, seed: int = 0) -> np.n
 ReworkKind = Literal["good", "offset", "oval", "flash"]
 
 
-def random_spec(kind: ReworkKind, rng: np.random.Generator, width: int = 2448, height: int = 2048) -> RingSpec:
+def random_spec(
+    kind: ReworkKind, rng: np.random.Generator, width: int = 2448, height: int = 2048
+) -> RingSpec:
     """A plausible ring of the given kind: good parts vary a little, rework ones by a known amount.
 
     ``offset``: bore off-centre by 10-30 px; ``oval``: outer ellipse 3-8 % longer one way;

@@ -11,8 +11,19 @@ from oringscan.rework_rules.checker import ReworkReport
 from oringscan.rework_rules.measure import EllipseFit, RingMeasurement
 from oringscan.types import MetricCheck, ReworkVerdict
 
-_GREEN, _CYAN, _YELLOW, _RED, _WHITE = (60, 200, 60), (220, 200, 0), (0, 220, 255), (40, 40, 255), (255, 255, 255)
-_VERDICT_COLOURS = {ReworkVerdict.PASS: _GREEN, ReworkVerdict.REWORK: (0, 165, 255), ReworkVerdict.DEFECT: _RED, ReworkVerdict.ERROR: (200, 0, 200)}
+_GREEN, _CYAN, _YELLOW, _RED, _WHITE = (
+    (60, 200, 60),
+    (220, 200, 0),
+    (0, 220, 255),
+    (40, 40, 255),
+    (255, 255, 255),
+)
+_VERDICT_COLOURS = {
+    ReworkVerdict.PASS: _GREEN,
+    ReworkVerdict.REWORK: (0, 165, 255),
+    ReworkVerdict.DEFECT: _RED,
+    ReworkVerdict.ERROR: (200, 0, 200),
+}
 _SHIFT = 4  # cv2 fixed-point bits: sub-pixel drawing
 
 
@@ -87,11 +98,23 @@ def draw_measurement(image: np.ndarray, report: ReworkReport, title: str = "") -
     m = report.measurement
     result = report.result
     if m is None and report.roi is not None and report.roi.ring_mask is not None:
-        contours, _ = cv2.findContours(report.roi.ring_mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+        contours, _ = cv2.findContours(
+            report.roi.ring_mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE
+        )
         cv2.drawContours(canvas, contours, -1, _RED, thick)
     if m is not None:
         global_fired = any(
-            c.fired and not c.name.startswith(("outer_protrusion", "inner_protrusion", "outer_indentation", "inner_indentation", "wall_min", "wall_max"))
+            c.fired
+            and not c.name.startswith(
+                (
+                    "outer_protrusion",
+                    "inner_protrusion",
+                    "outer_indentation",
+                    "inner_indentation",
+                    "wall_min",
+                    "wall_max",
+                )
+            )
             for c in result.checks
         )
         for edge in (m.outer, m.inner):
@@ -100,7 +123,9 @@ def draw_measurement(image: np.ndarray, report: ReworkReport, title: str = "") -
             e = edge.ellipse
             cx, cy, r = e.cx, e.cy, (e.a + e.b) / 2
             colour = _RED if global_fired else _GREEN
-            cv2.circle(canvas, (round(cx * 16), round(cy * 16)), round(r * 16), colour, thick, cv2.LINE_AA, _SHIFT)
+            cv2.circle(
+                canvas, (round(cx * 16), round(cy * 16)), round(r * 16), colour, thick, cv2.LINE_AA, _SHIFT
+            )
             cv2.drawMarker(canvas, (round(cx), round(cy)), colour, cv2.MARKER_CROSS, 24, thick)
         for name in ("outer", "inner"):
             cv2.polylines(canvas, [_pts(m.edge_points(name))], True, _YELLOW, 1, cv2.LINE_AA, _SHIFT)
@@ -108,13 +133,33 @@ def draw_measurement(image: np.ndarray, report: ReworkReport, title: str = "") -
             pts = m.edge_points(name)
             for run in _runs(flags):
                 seg = pts[run] if len(run) > 1 else np.repeat(pts[run], 2, axis=0)
-                cv2.polylines(canvas, [_pts(seg)], len(run) == len(flags), _RED, thick * 3, cv2.LINE_AA, _SHIFT)
+                cv2.polylines(
+                    canvas, [_pts(seg)], len(run) == len(flags), _RED, thick * 3, cv2.LINE_AA, _SHIFT
+                )
     colour = _VERDICT_COLOURS.get(result.verdict, _WHITE)
     scale = max(0.6, min(h, w) / 1400)
     lines = [f"{title}  {str(result.verdict).upper()}".strip()] + result.reasons[:8]
     y = int(40 * scale)
     for i, text in enumerate(lines):
-        cv2.putText(canvas, text, (int(20 * scale), y), cv2.FONT_HERSHEY_SIMPLEX, scale * (1.2 if i == 0 else 0.8), (0, 0, 0), thick + 3, cv2.LINE_AA)
-        cv2.putText(canvas, text, (int(20 * scale), y), cv2.FONT_HERSHEY_SIMPLEX, scale * (1.2 if i == 0 else 0.8), colour if i == 0 else _WHITE, thick, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            text,
+            (int(20 * scale), y),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale * (1.2 if i == 0 else 0.8),
+            (0, 0, 0),
+            thick + 3,
+            cv2.LINE_AA,
+        )
+        cv2.putText(
+            canvas,
+            text,
+            (int(20 * scale), y),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale * (1.2 if i == 0 else 0.8),
+            colour if i == 0 else _WHITE,
+            thick,
+            cv2.LINE_AA,
+        )
         y += int((48 if i == 0 else 34) * scale)
     return canvas

@@ -91,8 +91,14 @@ class RingTextureExtractor(nn.Module):
 
         def pool(t: torch.Tensor, stride: int, op: str, out: tuple[int, int]) -> torch.Tensor:
             k, p = stride + stride // 2, stride // 4
-            y = F.max_pool2d(t, k, stride, p) if op == "max" else F.avg_pool2d(t, k, stride, p, count_include_pad=False)
-            return y if y.shape[-2:] == out else F.interpolate(y, size=out, mode="bilinear", align_corners=False)
+            y = (
+                F.max_pool2d(t, k, stride, p)
+                if op == "max"
+                else F.avg_pool2d(t, k, stride, p, count_include_pad=False)
+            )
+            return (
+                y if y.shape[-2:] == out else F.interpolate(y, size=out, mode="bilinear", align_corners=False)
+            )
 
         mean1 = pool(g1, 8, "avg", cells)
         var1 = (pool(g1 * g1, 8, "avg", cells) - mean1 * mean1).clamp_min(0)
@@ -226,7 +232,8 @@ def build_extractor(
     missing = sorted(set(wanted) - set(usable))
     if missing:
         raise ModelFileError(
-            path, f"not {backbone} weights: {len(missing)} of {len(wanted)} tensors missing (e.g. {missing[0]})"
+            path,
+            f"not {backbone} weights: {len(missing)} of {len(wanted)} tensors missing (e.g. {missing[0]})",
         )
     target.load_state_dict(usable, strict=True)
     return extractor, str(path)

@@ -89,7 +89,9 @@ def gpd_pwm(excess: np.ndarray) -> tuple[float, float]:
     return -k, 2.0 * a0 * a1 / den
 
 
-def _tail(scores: np.ndarray, tail_fraction: float, min_tail_points: int) -> tuple[float, int, float, float] | None:
+def _tail(
+    scores: np.ndarray, tail_fraction: float, min_tail_points: int
+) -> tuple[float, int, float, float] | None:
     """(u, n_exceed, xi, scale) of the peaks-over-threshold fit, None when it is not usable."""
     s = np.sort(scores)
     n = s.size
@@ -114,7 +116,9 @@ def _rate_at(t: float, scores: np.ndarray, fit: tuple[float, int, float, float])
     return float(n_u / scores.size * stats.genpareto.sf(t - u, xi, loc=0.0, scale=scale))
 
 
-def order_statistic_rate(scores: np.ndarray, t: float, confidence: float) -> tuple[float, tuple[float, float]]:
+def order_statistic_rate(
+    scores: np.ndarray, t: float, confidence: float
+) -> tuple[float, tuple[float, float]]:
     """Exceedance rate of a threshold at a sample value: j / (n + 1) and the exact Beta(j, n + 1 - j) interval."""
     n = scores.size
     j = int((scores >= t).sum()) if math.isfinite(t) else 0
@@ -156,15 +160,24 @@ def tail_threshold(
             return TailThreshold(t, rate, _rate_at(t, s, fit), (lo, hi), "gpd", n, n_u, u, xi, scale)
         note = "tail fit gave no finite threshold"
     elif fit is None:
-        note = (f"too few frames for a tail fit ({n} < {2 * min_tail_points})" if n < 2 * min_tail_points
-                else "tail fit unstable")
+        note = (
+            f"too few frames for a tail fit ({n} < {2 * min_tail_points})"
+            if n < 2 * min_tail_points
+            else "tail fit unstable"
+        )
     else:
         note = "target inside the data: empirical quantile"
     t = _empirical_threshold(s, rate)
     expected, interval = order_statistic_rate(s, t, confidence)
     if fit is None:
-        log.warning("screening calibration: %s; using the empirical quantile of %d good frames "
-                    "(expected false-reject rate %.1f%%, asked %.1f%%)", note, n, 100 * expected, 100 * rate)
+        log.warning(
+            "screening calibration: %s; using the empirical quantile of %d good frames "
+            "(expected false-reject rate %.1f%%, asked %.1f%%)",
+            note,
+            n,
+            100 * expected,
+            100 * rate,
+        )
     return TailThreshold(t, rate, expected, interval, "empirical", n, note=note)
 
 
@@ -177,7 +190,13 @@ def _empirical_threshold(s: np.ndarray, rate: float) -> float:
 
 
 def _bootstrap_interval(
-    s: np.ndarray, t: float, tail_fraction: float, min_tail_points: int, confidence: float, rounds: int, seed: int
+    s: np.ndarray,
+    t: float,
+    tail_fraction: float,
+    min_tail_points: int,
+    confidence: float,
+    rounds: int,
+    seed: int,
 ) -> tuple[float, float]:
     """Percentile interval of the fitted exceedance rate at ``t`` over resampled score sets."""
     rng = np.random.default_rng(seed)
@@ -197,7 +216,9 @@ def _bootstrap_interval(
 
 
 # --------------------------------------------------------------------------------------- outliers
-def robust_outliers(scores: np.ndarray, z: float = OUTLIER_MAD_Z, max_share: float = OUTLIER_MAX_SHARE) -> np.ndarray:
+def robust_outliers(
+    scores: np.ndarray, z: float = OUTLIER_MAD_Z, max_share: float = OUTLIER_MAX_SHARE
+) -> np.ndarray:
     """Indices of good frames scoring far above the rest (a mislabelled or broken frame)."""
     s = np.asarray(scores, dtype=np.float64)
     if s.size < 5:
@@ -237,11 +258,21 @@ def calibrate_good_scores(
     keep[out_idx] = False
     outliers = [{"frame": names[i], "score": float(s[i])} for i in out_idx]
     for o in outliers:
-        log.warning("screening calibration: good frame %s scores %.4g, far above the other good frames "
-                    "(median %.4g): left out of the threshold fit; check it", o["frame"], o["score"], float(np.median(s)))
+        log.warning(
+            "screening calibration: good frame %s scores %.4g, far above the other good frames "
+            "(median %.4g): left out of the threshold fit; check it",
+            o["frame"],
+            o["score"],
+            float(np.median(s)),
+        )
     good = s[keep]
     n = int(good.size)
-    kw = {"tail_fraction": tail_fraction, "min_tail_points": min_tail_points, "confidence": confidence, "seed": seed}
+    kw = {
+        "tail_fraction": tail_fraction,
+        "min_tail_points": min_tail_points,
+        "confidence": confidence,
+        "seed": seed,
+    }
     flag = tail_threshold(good, flag_rate, **kw)
     marginal: TailThreshold | None = None
     marginal_threshold: float | None = None
@@ -289,18 +320,26 @@ def calibrate_good_scores(
 def support_statement(flag: TailThreshold, support: float) -> str:
     """One plain sentence: what the threshold is expected to do and whether the data support the target."""
     lo, hi = flag.interval
-    head = (f"expected false-reject rate on unseen good frames {flag.expected_rate:.1%} "
-            f"({lo:.1%}-{hi:.1%}), from {flag.n_frames} good frames")
+    head = (
+        f"expected false-reject rate on unseen good frames {flag.expected_rate:.1%} "
+        f"({lo:.1%}-{hi:.1%}), from {flag.n_frames} good frames"
+    )
     if flag.target_rate >= support:
         return head
     if flag.method == "gpd":
-        return (f"{head}; {flag.n_frames} good frames support a false-reject target of about {support:.1%}; "
-                f"asked {flag.target_rate:.1%}: the threshold extrapolates the fitted tail beyond the data")
-    return (f"{head}; {flag.n_frames} good frames support a false-reject target of about {support:.1%}; "
-            f"asked {flag.target_rate:.1%}: the threshold is the highest good score, so expect {flag.expected_rate:.1%}")
+        return (
+            f"{head}; {flag.n_frames} good frames support a false-reject target of about {support:.1%}; "
+            f"asked {flag.target_rate:.1%}: the threshold extrapolates the fitted tail beyond the data"
+        )
+    return (
+        f"{head}; {flag.n_frames} good frames support a false-reject target of about {support:.1%}; "
+        f"asked {flag.target_rate:.1%}: the threshold is the highest good score, so expect {flag.expected_rate:.1%}"
+    )
 
 
-def history_entry(old: dict[str, Any], new: dict[str, Any], frames: Sequence[str], source: str) -> dict[str, Any]:
+def history_entry(
+    old: dict[str, Any], new: dict[str, Any], frames: Sequence[str], source: str
+) -> dict[str, Any]:
     """One line of metadata history: what changed, from which frames, when."""
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -325,14 +364,18 @@ def check_frames_folder(config: Any, oring_type: str, folder: Path) -> None:
     name = Path(folder).name
     own = config.oring_type(oring_type)
     if name in {own.defect_folder, own.rework_folder}:
-        raise CalibrationError(folder, f"is {oring_type}'s defect/rework folder; recalibration needs good frames")
+        raise CalibrationError(
+            folder, f"is {oring_type}'s defect/rework folder; recalibration needs good frames"
+        )
     if name == own.good_folder:
         return
     for other, t in config.types.items():
         if other != oring_type and name in {t.good_folder, t.defect_folder, t.rework_folder}:
             raise CalibrationError(
-                folder, f"is o-ring type {other!r}'s folder; this screening model is for {oring_type!r} "
-                        f"(fit a model for {other!r} with: oringscan train screening --model {other})")
+                folder,
+                f"is o-ring type {other!r}'s folder; this screening model is for {oring_type!r} "
+                f"(fit a model for {other!r} with: oringscan train screening --model {other})",
+            )
 
 
 def score_frame_files(
@@ -393,8 +436,11 @@ def recalibrate(
     sc = config.screening
     s = np.asarray(scores, dtype=np.float64)
     if s.size < MIN_RECALIBRATION_FRAMES:
-        raise CalibrationError(where, f"{s.size} usable good frame(s); recalibration needs at least "
-                                      f"{MIN_RECALIBRATION_FRAMES} (the threshold would be their maximum)")
+        raise CalibrationError(
+            where,
+            f"{s.size} usable good frame(s); recalibration needs at least "
+            f"{MIN_RECALIBRATION_FRAMES} (the threshold would be their maximum)",
+        )
     profile = None
     if sizes is not None:
         profile = size_profile(sizes)
@@ -403,15 +449,24 @@ def recalibrate(
     above = float((s > old_thr).mean())
     if above > MISMATCH_SHARE:
         raise CalibrationError(
-            where, f"{above:.0%} of these {s.size} frames score above the model's threshold {old_thr:.4g} "
-                   f"(median {float(np.median(s)):.4g}; its good frames: {screen.meta.calibration.get('good_frame_score_p50', float('nan')):.4g}): "
-                   f"they are not the {screen.meta.oring_type!r} parts its bank was fitted on (another o-ring type, "
-                   f"or a camera change beyond recalibration): refit with oringscan train screening")
+            where,
+            f"{above:.0%} of these {s.size} frames score above the model's threshold {old_thr:.4g} "
+            f"(median {float(np.median(s)):.4g}; its good frames: {screen.meta.calibration.get('good_frame_score_p50', float('nan')):.4g}): "
+            f"they are not the {screen.meta.oring_type!r} parts its bank was fitted on (another o-ring type, "
+            f"or a camera change beyond recalibration): refit with oringscan train screening",
+        )
     budget = split_false_reject_budget(config)
     review = budget.review if (sc.review_rate is not None or sc.marginal_fraction is None) else None
     info = calibrate_good_scores(
-        s, list(names), budget.screening, review, marginal_fraction=sc.marginal_fraction,
-        tail_fraction=sc.tail_fraction, min_tail_points=sc.min_tail_points, confidence=sc.confidence, seed=sc.seed,
+        s,
+        list(names),
+        budget.screening,
+        review,
+        marginal_fraction=sc.marginal_fraction,
+        tail_fraction=sc.tail_fraction,
+        min_tail_points=sc.min_tail_points,
+        confidence=sc.confidence,
+        seed=sc.seed,
     )
     info["method"] = info["method"].replace("cross-fitted", "new frames,")
     info["false_reject_budget"] = budget.as_dict()
@@ -421,9 +476,14 @@ def recalibrate(
     old = {"threshold": old_thr, "marginal_threshold": screen.meta.marginal_threshold}
     meta = screen.meta
     meta.threshold = float(info["threshold"])
-    meta.marginal_threshold = None if info["marginal_threshold"] is None else float(info["marginal_threshold"])
-    kept = {k: v for k, v in meta.calibration.items()
-            if k in ("patches_seen", "patches_per_tile", "bank_size", "folds", "ring_size")}
+    meta.marginal_threshold = (
+        None if info["marginal_threshold"] is None else float(info["marginal_threshold"])
+    )
+    kept = {
+        k: v
+        for k, v in meta.calibration.items()
+        if k in ("patches_seen", "patches_per_tile", "bank_size", "folds", "ring_size")
+    }
     meta.calibration = {**kept, **info, "recalibrated": True}
     meta.oof_scores = {str(n): round(float(v), 6) for n, v in zip(names, s, strict=True)}
     meta.history = [*meta.history, history_entry(old, info, list(names), source)]
@@ -470,19 +530,28 @@ def size_profile(sizes: Sequence[tuple[float, float]]) -> dict[str, float]:
     }
 
 
-def check_same_type(fitted: dict[str, Any] | None, new: dict[str, float], oring_type: str,
-                    where: Path | None, tolerance: float = TYPE_TOLERANCE) -> None:
+def check_same_type(
+    fitted: dict[str, Any] | None,
+    new: dict[str, float],
+    oring_type: str,
+    where: Path | None,
+    tolerance: float = TYPE_TOLERANCE,
+) -> None:
     """CalibrationError when the new frames' rings are not the size of the fitted type's."""
     if not fitted or not fitted.get("n_frames"):
-        log.warning("recalibration: the model has no ring size profile (fitted by an older oringscan); "
-                    "the o-ring type of the frames is checked by their scores only")
+        log.warning(
+            "recalibration: the model has no ring size profile (fitted by an older oringscan); "
+            "the o-ring type of the frames is checked by their scores only"
+        )
         return
     d_out = new["outer_radius_px"] / fitted["outer_radius_px"] - 1.0
     d_ratio = new["inner_ratio"] / fitted["inner_ratio"] - 1.0
     if abs(d_out) > tolerance or abs(d_ratio) > tolerance:
         raise CalibrationError(
-            where, f"these frames' rings (outer radius {new['outer_radius_px']:.0f} px, inner/outer "
-                   f"{new['inner_ratio']:.3f}, median of {new['n_frames']}) are not the size of the "
-                   f"{oring_type!r} rings the model was fitted on ({fitted['outer_radius_px']:.0f} px, "
-                   f"{fitted['inner_ratio']:.3f}): another o-ring type? fit its own model "
-                   f"(oringscan train screening), or refit after a camera change")
+            where,
+            f"these frames' rings (outer radius {new['outer_radius_px']:.0f} px, inner/outer "
+            f"{new['inner_ratio']:.3f}, median of {new['n_frames']}) are not the size of the "
+            f"{oring_type!r} rings the model was fitted on ({fitted['outer_radius_px']:.0f} px, "
+            f"{fitted['inner_ratio']:.3f}): another o-ring type? fit its own model "
+            f"(oringscan train screening), or refit after a camera change",
+        )

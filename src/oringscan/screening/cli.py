@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 
 def _threads_option(func: Any) -> Any:
     return click.option(
-        "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch/OpenCV (default: all cores)."
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="CPU threads for torch/OpenCV (default: all cores).",
     )(func)
 
 
@@ -63,8 +66,10 @@ def train_screening_command(app: AppContext, model: str, threads: int | None, no
     torch.set_num_threads(threads or torch.get_num_threads())
     screen = fit_screening(app.config, app.output_root, model, progress=not no_progress)
     m = screen.meta
-    click.echo(f"{model}: backbone {m.backbone} ({'ImageNet weights' if m.pretrained else 'no pretrained weights'}), "
-               f"{m.n_train_tiles} good tiles from {m.n_train_frames} frames, bank {m.bank_size} patches")
+    click.echo(
+        f"{model}: backbone {m.backbone} ({'ImageNet weights' if m.pretrained else 'no pretrained weights'}), "
+        f"{m.n_train_tiles} good tiles from {m.n_train_frames} frames, bank {m.bank_size} patches"
+    )
     _echo_calibration(m.calibration)
     click.echo(f"saved to {screening_dir(app.output_root, model)}")
 
@@ -72,21 +77,37 @@ def train_screening_command(app: AppContext, model: str, threads: int | None, no
 def _echo_calibration(c: dict[str, Any]) -> None:
     """The thresholds and what they promise, in the operator's words."""
     low = c.get("marginal_threshold")
-    how = f"{c['folds']} folds" if c.get("folds") and not c.get("recalibrated") else "frames scored by the kept bank"
-    click.echo(f"threshold {c['threshold']:.4f} ({c['method']}, {how}; target "
-               f"{c['false_reject_rate_target']:.1%} of good frames flagged)"
-               + (f"; marginal band from {low:.4f} ({c['marginal_band']})" if low is not None else "; no marginal band"))
+    how = (
+        f"{c['folds']} folds"
+        if c.get("folds") and not c.get("recalibrated")
+        else "frames scored by the kept bank"
+    )
+    click.echo(
+        f"threshold {c['threshold']:.4f} ({c['method']}, {how}; target "
+        f"{c['false_reject_rate_target']:.1%} of good frames flagged)"
+        + (
+            f"; marginal band from {low:.4f} ({c['marginal_band']})"
+            if low is not None
+            else "; no marginal band"
+        )
+    )
     click.echo(c["statement"])
     if c.get("expected_review_rate") is not None:
-        click.echo(f"expected share of good frames sent to review: {c['expected_review_rate']:.1%} "
-                   f"(target {c['review_rate_target']:.1%})")
+        click.echo(
+            f"expected share of good frames sent to review: {c['expected_review_rate']:.1%} "
+            f"(target {c['review_rate_target']:.1%})"
+        )
     for o in c.get("outlier_frames", []):
-        click.echo(f"warning: good frame {o['frame']} scores {o['score']:.4f}, far above the others: "
-                   "left out of the threshold fit; check it")
+        click.echo(
+            f"warning: good frame {o['frame']} scores {o['score']:.4f}, far above the others: "
+            "left out of the threshold fit; check it"
+        )
     if c.get("frame_recall_at_threshold") is not None:
         best = c.get("best_f1_frame")
-        click.echo(f"val defect frames flagged: {c['frame_recall_at_threshold']:.1%}"
-                   + (f"; best F1 (frames) {best['f1']:.3f} at {best['threshold']:.4f}" if best else ""))
+        click.echo(
+            f"val defect frames flagged: {c['frame_recall_at_threshold']:.1%}"
+            + (f"; best F1 (frames) {best['f1']:.3f} at {best['threshold']:.4f}" if best else "")
+        )
 
 
 def _screen_one(screen: Any, path: Path, app: AppContext, heatmaps: Path | None) -> dict[str, Any]:
@@ -123,16 +144,35 @@ def _screen_one(screen: Any, path: Path, app: AppContext, heatmaps: Path | None)
 @click.command("screen", epilog=EXIT_CODES_HELP)
 @common_options
 @model_option()
-@click.option("--image", "image", type=click.Path(path_type=Path, dir_okay=False), help="One frame or tile image.")
-@click.option("--folder", "folder", type=click.Path(path_type=Path, file_okay=False), help="Every image in a folder (recursive).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON array (one object per image) instead of a table.")
-@click.option("--heatmaps", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Also write a heatmap overlay PNG per image into this folder.")
+@click.option(
+    "--image", "image", type=click.Path(path_type=Path, dir_okay=False), help="One frame or tile image."
+)
+@click.option(
+    "--folder",
+    "folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Every image in a folder (recursive).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON array (one object per image) instead of a table."
+)
+@click.option(
+    "--heatmaps",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Also write a heatmap overlay PNG per image into this folder.",
+)
 @_threads_option
 @strict_option
 def screen_command(
-    app: AppContext, model: str, image: Path | None, folder: Path | None, as_json: bool, heatmaps: Path | None,
-    threads: int | None, strict: bool = False,
+    app: AppContext,
+    model: str,
+    image: Path | None,
+    folder: Path | None,
+    as_json: bool,
+    heatmaps: Path | None,
+    threads: int | None,
+    strict: bool = False,
 ) -> None:
     """Anomaly-screen full frames (ring found, tiled as in preprocess) or single tiles.
 
@@ -192,7 +232,9 @@ def screen_command(
             continue
         verdict = "FLAGGED" if r["flagged"] else ("marginal" if r["marginal"] else "ok")
         n_flag = sum(t["flagged"] for t in r["tiles"])
-        click.echo(f"{name:<{width}}  {r['score']:>9.4f}  {r['threshold']:>9.4f}  {verdict:<8}  {n_flag}/{len(r['tiles'])}")
+        click.echo(
+            f"{name:<{width}}  {r['score']:>9.4f}  {r['threshold']:>9.4f}  {verdict:<8}  {n_flag}/{len(r['tiles'])}"
+        )
     if heatmaps is not None:
         click.echo(f"heatmaps in {heatmaps}")
     exit_for_input_errors(n_errors, len(rows))
@@ -204,7 +246,9 @@ def screen_command(
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @_threads_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def evaluate_screening_command(app: AppContext, model: str, split: str, threads: int | None, no_progress: bool) -> None:
+def evaluate_screening_command(
+    app: AppContext, model: str, split: str, threads: int | None, no_progress: bool
+) -> None:
     """Tile- and frame-level AUROC, recall and false rejects at the stored threshold.
 
     \b
@@ -227,8 +271,10 @@ def evaluate_screening_command(app: AppContext, model: str, split: str, threads:
 
     for level in ("frames", "tiles"):
         d = m[level]
-        click.echo(f"{level:<6} n={d['n']:<5} defect={d['n_defect']:<4} AUROC {num(d['auroc'])}  "
-                   f"recall {pct(d['recall_at_threshold'])}  false rejects {pct(d['false_reject_rate_at_threshold'])}")
+        click.echo(
+            f"{level:<6} n={d['n']:<5} defect={d['n_defect']:<4} AUROC {num(d['auroc'])}  "
+            f"recall {pct(d['recall_at_threshold'])}  false rejects {pct(d['false_reject_rate_at_threshold'])}"
+        )
     sizes = ", ".join(f"{k} {pct(v['recall'])} (n={v['n']})" for k, v in m["recall_by_defect_size"].items())
     click.echo(f"recall by defect size: {sizes}")
     click.echo(f"metrics: {m['metrics_json']}")
@@ -237,10 +283,20 @@ def evaluate_screening_command(app: AppContext, model: str, split: str, threads:
 @click.command("screening")
 @common_options
 @model_option()
-@click.option("--frames", "frames", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder of new GOOD full frames (recursive).")
-@click.option("--model-dir", "model_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Screening model folder (default: <output>/<model>/screening).")
+@click.option(
+    "--frames",
+    "frames",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder of new GOOD full frames (recursive).",
+)
+@click.option(
+    "--model-dir",
+    "model_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Screening model folder (default: <output>/<model>/screening).",
+)
 @_threads_option
 def calibrate_screening_command(
     app: AppContext, model: str, frames: Path, model_dir: Path | None, threads: int | None
@@ -282,8 +338,15 @@ def calibrate_screening_command(
     for line in skipped:
         click.echo(f"skipped: {line}", err=True)
     old = screen.meta.threshold
-    info = recalibrate(screen, names, scores, app.config, source=f"calibrate screening --frames {frames}",
-                       where=frames, sizes=sizes)
+    info = recalibrate(
+        screen,
+        names,
+        scores,
+        app.config,
+        source=f"calibrate screening --frames {frames}",
+        where=frames,
+        sizes=sizes,
+    )
     screen.save_meta(directory)
     click.echo(f"{model}: {len(names)} good frames; threshold {old:.4f} -> {info['threshold']:.4f}")
     _echo_calibration(info)

@@ -35,7 +35,9 @@ def min_sq_distances(points: torch.Tensor, centers: torch.Tensor, chunk: int = 8
         from scipy.spatial import cKDTree
 
         # Few dimensions: a k-d tree is exact and much faster than a brute-force matrix.
-        d, _ = cKDTree(centers.double().numpy()).query(points.double().numpy(), k=1, workers=torch.get_num_threads())
+        d, _ = cKDTree(centers.double().numpy()).query(
+            points.double().numpy(), k=1, workers=torch.get_num_threads()
+        )
         return torch.from_numpy(d * d).to(points.dtype)
     c2 = centers.pow(2).sum(1)
     out = torch.empty(points.shape[0], dtype=points.dtype)
@@ -97,7 +99,9 @@ def k_center_greedy(
             if not picks:
                 break
         centers = features[picks]
-        d2 = torch.addmm(f2.unsqueeze(1), features, centers.T, alpha=-2.0) + centers.pow(2).sum(1).unsqueeze(0)
+        d2 = torch.addmm(f2.unsqueeze(1), features, centers.T, alpha=-2.0) + centers.pow(2).sum(1).unsqueeze(
+            0
+        )
         min_d2 = torch.minimum(min_d2, d2.min(1).values.clamp_min_(0))
         min_d2[picks] = 0
         chosen.extend(picks)
@@ -152,12 +156,16 @@ class StreamingCoreset:
         chunk = torch.cat(self._buffer)
         self._buffer, self._buffered = [], 0
         self.seen += chunk.shape[0]
-        quota = min(self.target, math.ceil(self.target * min(1.0, self.seen / self.total))) - self.bank.shape[0]
+        quota = (
+            min(self.target, math.ceil(self.target * min(1.0, self.seen / self.total))) - self.bank.shape[0]
+        )
         if quota <= 0:
             return
         proj = self._project(chunk)
         initial = None if self.bank.shape[0] == 0 else min_sq_distances(proj, self._bank_proj)
-        idx = k_center_greedy(proj, quota, initial_min_d2=initial, batch=self.batch, seed=self.seed + self.seen)
+        idx = k_center_greedy(
+            proj, quota, initial_min_d2=initial, batch=self.batch, seed=self.seed + self.seen
+        )
         self.bank = torch.cat([self.bank, chunk[idx]])
         self._bank_proj = torch.cat([self._bank_proj, proj[idx]])
 

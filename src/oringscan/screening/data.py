@@ -91,7 +91,9 @@ def read_tile(path: Path) -> np.ndarray:
     return img
 
 
-def iter_tile_batches(records: list[TileRecord], batch_size: int) -> Iterator[tuple[list[TileRecord], list[np.ndarray]]]:
+def iter_tile_batches(
+    records: list[TileRecord], batch_size: int
+) -> Iterator[tuple[list[TileRecord], list[np.ndarray]]]:
     for start in range(0, len(records), batch_size):
         part = records[start : start + batch_size]
         yield part, [read_tile(r.path) for r in part]

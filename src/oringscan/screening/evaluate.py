@@ -43,9 +43,13 @@ def _histogram(path: Path, scores: np.ndarray, positive: np.ndarray, threshold: 
 
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(float(scores.min()), float(max(scores.max(), threshold)) * 1.02, 40)
-    ax.hist(scores[~positive], bins=bins, alpha=0.6, label=f"good ({int((~positive).sum())})", color="tab:green")
+    ax.hist(
+        scores[~positive], bins=bins, alpha=0.6, label=f"good ({int((~positive).sum())})", color="tab:green"
+    )
     if positive.any():
-        ax.hist(scores[positive], bins=bins, alpha=0.6, label=f"defect ({int(positive.sum())})", color="tab:red")
+        ax.hist(
+            scores[positive], bins=bins, alpha=0.6, label=f"defect ({int(positive.sum())})", color="tab:red"
+        )
     ax.axvline(threshold, color="k", ls="--", label=f"threshold {threshold:.3f}")
     ax.set_xlabel("anomaly score")
     ax.set_ylabel("count")
@@ -79,7 +83,9 @@ def evaluate_screening(
             "n_defect": int(tile_pos.sum()),
             "auroc": auroc(scores, tile_pos),
             "recall_at_threshold": recall_at(scores, tile_pos, thr),
-            "false_reject_rate_at_threshold": float((scores[~tile_pos] > thr).mean()) if (~tile_pos).any() else None,
+            "false_reject_rate_at_threshold": float((scores[~tile_pos] > thr).mean())
+            if (~tile_pos).any()
+            else None,
         },
         "frames": {
             "n": int(len(fs)),

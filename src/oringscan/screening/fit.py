@@ -43,7 +43,9 @@ def screening_dir(output_root: Path, model: str) -> Path:
 def new_model(config: Config, oring_type: str) -> ScreeningModel:
     """An unfitted model with the configured backbone (weights from local caches only)."""
     sc = config.screening
-    patchcore, source = build_patchcore(sc.backbone, list(sc.layers_for_backbone()), sc.num_neighbors, sc.weights)
+    patchcore, source = build_patchcore(
+        sc.backbone, list(sc.layers_for_backbone()), sc.num_neighbors, sc.weights
+    )
     meta = ScreeningMeta(
         oring_type=oring_type,
         backbone=sc.backbone,
@@ -100,7 +102,9 @@ def fit_stream(
         batch=sc.coreset_batch,
         seed=sc.seed,
     )
-    bar = tqdm(total=n_tiles, desc=f"screening fit {model.meta.oring_type}", unit="tile", disable=not progress)
+    bar = tqdm(
+        total=n_tiles, desc=f"screening fit {model.meta.oring_type}", unit="tile", disable=not progress
+    )
 
     def consume(emb: torch.Tensor, n: int) -> None:
         stream.add(emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]).cpu())
@@ -122,7 +126,11 @@ def fit_stream(
 
 
 def score_records(
-    model: ScreeningModel, records: list[TileRecord], batch_size: int, progress: bool = False, desc: str = "scoring"
+    model: ScreeningModel,
+    records: list[TileRecord],
+    batch_size: int,
+    progress: bool = False,
+    desc: str = "scoring",
 ) -> np.ndarray:
     out = []
     bar = tqdm(total=len(records), desc=desc, unit="tile", disable=not progress)
@@ -204,7 +212,9 @@ def cross_fit(
     frames = sorted(group_frames(pool))
     k = min(sc.calibration_folds, len(frames))
     if k < 2:
-        raise ModelFileError(Path("train"), f"{len(frames)} good frame(s): at least 2 are needed to cross-fit a threshold")
+        raise ModelFileError(
+            Path("train"), f"{len(frames)} good frame(s): at least 2 are needed to cross-fit a threshold"
+        )
     fold_of = assign_folds(frames, k, sc.seed)
     folds = np.array([fold_of[r.source] for r in pool])
     final_mask = np.asarray(in_final, dtype=bool)
@@ -214,8 +224,12 @@ def cross_fit(
     extractor = model.patchcore.feature_extractor
     streams: list[StreamingCoreset] = []
     per_tile = 0
-    bar = tqdm(total=len(pool), desc=f"screening fit {model.meta.oring_type} ({k} folds)", unit="tile",
-               disable=not progress)
+    bar = tqdm(
+        total=len(pool),
+        desc=f"screening fit {model.meta.oring_type} ({k} folds)",
+        unit="tile",
+        disable=not progress,
+    )
     left = {name: len(idx) for name, idx in group_frames(pool).items()}
     pending: dict[str, list[tuple[int, int, np.ndarray]]] = {}
     sizes: list[tuple[float, float]] = []
@@ -238,10 +252,17 @@ def cross_fit(
             for i, n_tiles in enumerate(counts):
                 total = per_tile * n_tiles
                 target = min(sc.max_bank_size, max(1, math.ceil(sc.coreset_ratio * total)))
-                streams.append(StreamingCoreset(
-                    dim=flat.shape[2], target=target, total=total, chunk_rows=max(sc.chunk_rows, 2 * per_tile),
-                    proj_dim=sc.projection_dim or None, batch=sc.coreset_batch, seed=sc.seed + i,
-                ))
+                streams.append(
+                    StreamingCoreset(
+                        dim=flat.shape[2],
+                        target=target,
+                        total=total,
+                        chunk_rows=max(sc.chunk_rows, 2 * per_tile),
+                        proj_dim=sc.projection_dim or None,
+                        batch=sc.coreset_batch,
+                        seed=sc.seed + i,
+                    )
+                )
         for j in range(len(part)):
             idx = start + j
             for f in range(k):
@@ -279,13 +300,21 @@ def calibrate_thresholds(model: ScreeningModel, oof: dict[str, float], config: C
     review = budget.review if (sc.review_rate is not None or sc.marginal_fraction is None) else None
     names = sorted(oof)
     info = calibrate_good_scores(
-        [oof[n] for n in names], names, budget.screening, review,
-        marginal_fraction=sc.marginal_fraction, tail_fraction=sc.tail_fraction,
-        min_tail_points=sc.min_tail_points, confidence=sc.confidence, seed=sc.seed,
+        [oof[n] for n in names],
+        names,
+        budget.screening,
+        review,
+        marginal_fraction=sc.marginal_fraction,
+        tail_fraction=sc.tail_fraction,
+        min_tail_points=sc.min_tail_points,
+        confidence=sc.confidence,
+        seed=sc.seed,
     )
     info["false_reject_budget"] = budget.as_dict()
     model.meta.threshold = float(info["threshold"])
-    model.meta.marginal_threshold = None if info["marginal_threshold"] is None else float(info["marginal_threshold"])
+    model.meta.marginal_threshold = (
+        None if info["marginal_threshold"] is None else float(info["marginal_threshold"])
+    )
     return info
 
 
@@ -309,7 +338,9 @@ def fit_screening(config: Config, output_root: Path, model: str, progress: bool 
     oof, stats = cross_fit(screen, pool, [True] * len(train_good) + [False] * len(val_good), config, progress)
     calibration = calibrate_thresholds(screen, oof, config)
     if val_defect:
-        scores = score_records(screen, val_defect, config.screening.batch_size, progress, desc=f"val defects {model}")
+        scores = score_records(
+            screen, val_defect, config.screening.batch_size, progress, desc=f"val defects {model}"
+        )
         calibration.update(_defect_info(val_defect, scores, screen.meta.threshold))
     meta = screen.meta
     meta.calibration = {**calibration, **stats}

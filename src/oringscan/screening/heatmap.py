@@ -33,7 +33,11 @@ def frame_heatmap(
     norm = float(threshold) if threshold is not None and np.isfinite(threshold) and threshold > 0 else 1.0
     for (x, y, w, h), value in zip(boxes, values, strict=True):
         x0, y0 = int(x * scale), int(y * scale)
-        region = out[y0 : int((y + h) * scale), x0 : int((x + w) * scale)] if scale != 1.0 else out[y : y + h, x : x + w]
+        region = (
+            out[y0 : int((y + h) * scale), x0 : int((x + w) * scale)]
+            if scale != 1.0
+            else out[y : y + h, x : x + w]
+        )
         if region.size == 0:
             continue
         if np.ndim(value) == 0:
@@ -41,20 +45,27 @@ def frame_heatmap(
             continue
         amap = np.asarray(value, dtype=np.float32)
         if scale != 1.0:
-            amap = cv2.resize(amap, (max(1, int(amap.shape[1] * scale)), max(1, int(amap.shape[0] * scale))),
-                              interpolation=cv2.INTER_AREA)
+            amap = cv2.resize(
+                amap,
+                (max(1, int(amap.shape[1] * scale)), max(1, int(amap.shape[0] * scale))),
+                interpolation=cv2.INTER_AREA,
+            )
         part = amap[: region.shape[0], : region.shape[1]]
         view = region[: part.shape[0], : part.shape[1]]
         np.maximum(view, part / norm, out=view)
     return out
 
 
-def frame_anomaly_map(shape: tuple[int, int], result: ScreeningResult, *, per_threshold: bool = False) -> np.ndarray:
+def frame_anomaly_map(
+    shape: tuple[int, int], result: ScreeningResult, *, per_threshold: bool = False
+) -> np.ndarray:
     """A result's tile maps pasted into a frame-size map (``per_threshold``: 1.0 = at threshold)."""
     if result.anomaly_maps is None:
         raise ValueError("score the tiles with with_maps=True to draw a heatmap")
     boxes = [(t.box.x, t.box.y, t.box.w, t.box.h) for t in result.tiles]
-    return frame_heatmap(shape, boxes, result.anomaly_maps, threshold=result.threshold if per_threshold else None)
+    return frame_heatmap(
+        shape, boxes, result.anomaly_maps, threshold=result.threshold if per_threshold else None
+    )
 
 
 def render_heatmap(
@@ -66,7 +77,11 @@ def render_heatmap(
 ) -> np.ndarray:
     """BGR picture: the gray image with the map in colour (red at and above the threshold)."""
     gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    scale = threshold if threshold and np.isfinite(threshold) and threshold > 0 else float(anomaly_map.max() or 1.0)
+    scale = (
+        threshold
+        if threshold and np.isfinite(threshold) and threshold > 0
+        else float(anomaly_map.max() or 1.0)
+    )
     # Same colours in every picture: 0 -> blue, threshold -> red; quiet areas stay uncoloured.
     level = np.clip(anomaly_map / scale, 0.0, 1.0)
     colour = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)
@@ -85,10 +100,23 @@ def render_heatmap(
         for t in result.tiles:
             if t.flagged:
                 cv2.rectangle(out, (t.box.x, t.box.y), (t.box.x2 - 1, t.box.y2 - 1), (0, 0, 255), thick)
-        text = f"score {result.score:.3f} / threshold {result.threshold:.3f}" + (" FLAGGED" if result.flagged else "")
+        text = f"score {result.score:.3f} / threshold {result.threshold:.3f}" + (
+            " FLAGGED" if result.flagged else ""
+        )
         size = max(0.6, gray.shape[1] / 1600)
-        cv2.putText(out, text, (10, int(40 * size)), cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), 4 * thick, cv2.LINE_AA)
-        cv2.putText(out, text, (10, int(40 * size)), cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255), thick, cv2.LINE_AA)
+        cv2.putText(
+            out, text, (10, int(40 * size)), cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), 4 * thick, cv2.LINE_AA
+        )
+        cv2.putText(
+            out,
+            text,
+            (10, int(40 * size)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            size,
+            (255, 255, 255),
+            thick,
+            cv2.LINE_AA,
+        )
     return out
 
 

@@ -80,6 +80,8 @@ def recall_by_size(records: list[TileRecord], scores: np.ndarray, threshold: flo
     """Share of labelled defects (per tile) whose tile is flagged, by defect area."""
     out: dict[str, Any] = {}
     for name, lo, hi in SIZE_BINS:
-        hits = [bool(scores[i] > threshold) for i, r in enumerate(records) for a in r.defect_areas if lo <= a < hi]
+        hits = [
+            bool(scores[i] > threshold) for i, r in enumerate(records) for a in r.defect_areas if lo <= a < hi
+        ]
         out[name] = {"n": len(hits), "recall": (sum(hits) / len(hits)) if hits else None, "area_px": [lo, hi]}
     return out

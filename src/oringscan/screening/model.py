@@ -96,10 +96,14 @@ def validate_meta(raw: Any, path: Path) -> ScreeningMeta:
             raise ModelFileError(path, f"{key!r} must be a positive integer, not {v!r}")
     thr = raw["threshold"]
     if not _is_number(thr) or not math.isfinite(thr) or thr < 0:
-        raise ModelFileError(path, f"'threshold' must be a finite number >= 0, not {thr!r} (screening would be off)")
+        raise ModelFileError(
+            path, f"'threshold' must be a finite number >= 0, not {thr!r} (screening would be off)"
+        )
     low = raw.get("marginal_threshold")
     if low is not None and (not _is_number(low) or not math.isfinite(low) or low < 0 or low > thr):
-        raise ModelFileError(path, f"'marginal_threshold' must be empty or a number between 0 and the threshold, not {low!r}")
+        raise ModelFileError(
+            path, f"'marginal_threshold' must be empty or a number between 0 and the threshold, not {low!r}"
+        )
     for key, kind in (("calibration", dict), ("versions", dict), ("oof_scores", dict), ("history", list)):
         if key in raw and not isinstance(raw[key], kind):
             raise ModelFileError(path, f"{key!r} must be a JSON {'object' if kind is dict else 'array'}")
@@ -135,7 +139,9 @@ def build_patchcore(
 
     extractor, source = build_extractor(backbone, layers, weights, lookup=lookup)
     # Build with a cheap placeholder, then put our extractor in: anomalib's forward only calls it.
-    model = PatchcoreModel(layers=["layer1"], backbone="resnet18", pre_trained=False, num_neighbors=num_neighbors)
+    model = PatchcoreModel(
+        layers=["layer1"], backbone="resnet18", pre_trained=False, num_neighbors=num_neighbors
+    )
     model.backbone, model.layers = backbone, list(layers)
     model.feature_extractor = extractor
     if backbone == RINGTEXTURE:
@@ -316,7 +322,9 @@ class ScreeningModel:
             tensors[f"extractor.{k}"] = v.detach().cpu().contiguous()
         self.meta.versions = self.meta.versions or _versions()
         tmp = directory / (BANK_FILE + ".tmp")
-        save_file(tensors, str(tmp), metadata={"oring_type": self.meta.oring_type, "backbone": self.meta.backbone})
+        save_file(
+            tensors, str(tmp), metadata={"oring_type": self.meta.oring_type, "backbone": self.meta.backbone}
+        )
         tmp.replace(directory / BANK_FILE)
         self.save_meta(directory)
         return directory
@@ -330,7 +338,9 @@ class ScreeningModel:
         return path
 
     @classmethod
-    def load(cls, directory: Path | str, expected_type: str | None = None, device: str = "cpu") -> ScreeningModel:
+    def load(
+        cls, directory: Path | str, expected_type: str | None = None, device: str = "cpu"
+    ) -> ScreeningModel:
         """Load a fitted model; a missing, corrupt or other-type model is a ModelFileError."""
         directory = Path(directory)
         meta_path, bank_path = directory / META_FILE, directory / BANK_FILE
@@ -360,16 +370,24 @@ class ScreeningModel:
         if not torch.isfinite(bank).all():
             raise ModelFileError(bank_path, "memory bank holds NaN/inf values")
         try:
-            patchcore, _ = build_patchcore(meta.backbone, meta.layers, meta.num_neighbors, weights=None, lookup=False)
+            patchcore, _ = build_patchcore(
+                meta.backbone, meta.layers, meta.num_neighbors, weights=None, lookup=False
+            )
         except Exception as exc:  # noqa: BLE001 - an unknown backbone name in the metadata
             raise ModelFileError(meta_path, f"cannot build backbone {meta.backbone!r}: {exc}") from None
-        ext_state = {k.removeprefix("extractor."): v for k, v in tensors.items() if k.startswith("extractor.")}
+        ext_state = {
+            k.removeprefix("extractor."): v for k, v in tensors.items() if k.startswith("extractor.")
+        }
         try:
             patchcore.feature_extractor.load_state_dict(ext_state, strict=True)
         except RuntimeError as exc:
-            raise ModelFileError(bank_path, f"extractor weights do not match {meta.backbone}: {exc}") from None
+            raise ModelFileError(
+                bank_path, f"extractor weights do not match {meta.backbone}: {exc}"
+            ) from None
         if meta.embedding_dim and bank.shape[1] != meta.embedding_dim:
-            raise ModelFileError(bank_path, f"bank has {bank.shape[1]} dims, metadata says {meta.embedding_dim}")
+            raise ModelFileError(
+                bank_path, f"bank has {bank.shape[1]} dims, metadata says {meta.embedding_dim}"
+            )
         model = cls(patchcore, meta, device=device)
         model.set_memory_bank(bank)
         return model

@@ -31,4 +31,11 @@ __getattr__, __dir__ = lazy_exports(
     },
 )
 
-__all__ = ["FramePrediction", "Segmenter", "TrainingError", "evaluate_segmentation", "stitch", "train_segmentation"]
+__all__ = [
+    "FramePrediction",
+    "Segmenter",
+    "TrainingError",
+    "evaluate_segmentation",
+    "stitch",
+    "train_segmentation",
+]

@@ -95,9 +95,13 @@ def attach_anomaly_maps(
         if not record.anomaly_path.is_file():
             todo.append(record)
     starts = range(0, len(todo), batch_size)
-    for start in tqdm(starts, desc=f"anomaly maps ({split})", unit="batch", disable=not progress, leave=False):
+    for start in tqdm(
+        starts, desc=f"anomaly maps ({split})", unit="batch", disable=not progress, leave=False
+    ):
         chunk = todo[start : start + batch_size]
-        _, maps = screening.score_images([read_gray(r.path) for r in chunk], with_maps=True, batch_size=batch_size)
+        _, maps = screening.score_images(
+            [read_gray(r.path) for r in chunk], with_maps=True, batch_size=batch_size
+        )
         for record, amap in zip(chunk, maps or [], strict=True):
             tmp = record.anomaly_path.with_name(record.anomaly_path.stem + ".tmp.png")
             cv2.imwrite(str(tmp), scale_anomaly(amap, scale))

@@ -51,7 +51,9 @@ def lite0_weights_path() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / LITE0_FILE
     if not path.is_file():
-        raise ModelFileError(path, f"weights file missing from the installed {LITE0_PACKAGE} package (reinstall it)")
+        raise ModelFileError(
+            path, f"weights file missing from the installed {LITE0_PACKAGE} package (reinstall it)"
+        )
     return path
 
 
@@ -69,8 +71,13 @@ def lite0_source(path: Path) -> dict[str, Any]:
         version = importlib.metadata.version(LITE0_PACKAGE)
     except importlib.metadata.PackageNotFoundError:
         version = None
-    return {"package": LITE0_PACKAGE if version else None, "version": version, "file": path.name,
-            "sha256": sha256_file(path), "architecture": TIMM_NAME}
+    return {
+        "package": LITE0_PACKAGE if version else None,
+        "version": version,
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "architecture": TIMM_NAME,
+    }
 
 
 def _timm_lite0(**kwargs: Any) -> nn.Module:
@@ -84,14 +91,16 @@ def map_lite0_state(source: dict[str, torch.Tensor], path: Path) -> dict[str, to
     target = _timm_lite0().state_dict()
     if len(source) != len(target):
         raise ModelFileError(
-            path, f"holds {len(source)} tensors, EfficientNet-Lite0 has {len(target)} (not Lite0 ImageNet weights?)"
+            path,
+            f"holds {len(source)} tensors, EfficientNet-Lite0 has {len(target)} (not Lite0 ImageNet weights?)",
         )
     mapped: dict[str, torch.Tensor] = {}
     for (src_key, value), (dst_key, ref) in zip(source.items(), target.items(), strict=True):
         if not isinstance(value, torch.Tensor) or value.shape != ref.shape:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise ModelFileError(
-                path, f"tensor {src_key} is {shape}, {TIMM_NAME} expects {tuple(ref.shape)} at {dst_key} (wrong architecture)"
+                path,
+                f"tensor {src_key} is {shape}, {TIMM_NAME} expects {tuple(ref.shape)} at {dst_key} (wrong architecture)",
             )
         mapped[dst_key] = value
     return mapped
@@ -127,8 +136,13 @@ class Lite0FPN(nn.Module):
     that is max-pooled to every level and appended to its features before the FPN's lateral convs.
     """
 
-    def __init__(self, out_channels: int = LITE0_FPN_CHANNELS, anomaly_channel: bool = False, trainable_stages: int = 5,
-                 frozen_bn: bool = True) -> None:
+    def __init__(
+        self,
+        out_channels: int = LITE0_FPN_CHANNELS,
+        anomaly_channel: bool = False,
+        trainable_stages: int = 5,
+        frozen_bn: bool = True,
+    ) -> None:
         super().__init__()
         self.body = _timm_lite0(features_only=True, out_indices=LITE0_OUT_INDICES)
         if frozen_bn:
@@ -139,7 +153,9 @@ class Lite0FPN(nn.Module):
         self.anomaly_channel = anomaly_channel
         extra = 1 if anomaly_channel else 0
         channels = list(self.body.feature_info.channels())
-        self.fpn = FeaturePyramidNetwork([c + extra for c in channels], out_channels, extra_blocks=LastLevelMaxPool())
+        self.fpn = FeaturePyramidNetwork(
+            [c + extra for c in channels], out_channels, extra_blocks=LastLevelMaxPool()
+        )
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:

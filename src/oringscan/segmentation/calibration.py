@@ -74,8 +74,10 @@ class SegmentationCalibration:
         if not self.qualified:
             return f"segmentation model not qualified: {self.reason}"
         classes = "".join(f", {k} >= {v:.2f}" for k, v in sorted(self.per_class.items()))
-        return (f"segmentation qualified: val AP50 {self.ap50:.2f}, defect score >= {self.threshold:.2f}{classes} "
-                f"(precision {self.precision:.2f} >= {self.precision_target:.2f}, recall {self.recall:.2f} on val)")
+        return (
+            f"segmentation qualified: val AP50 {self.ap50:.2f}, defect score >= {self.threshold:.2f}{classes} "
+            f"(precision {self.precision:.2f} >= {self.precision_target:.2f}, recall {self.recall:.2f} on val)"
+        )
 
     def min_score(self, label: str) -> float | None:
         """The score an instance of ``label`` must reach (None: the model is not qualified)."""
@@ -121,11 +123,20 @@ def load_calibration(checkpoint: Path | str) -> SegmentationCalibration | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(path, f"not valid JSON ({exc}); recreate it: oringscan calibrate segmentation") from None
+        raise ModelFileError(
+            path, f"not valid JSON ({exc}); recreate it: oringscan calibrate segmentation"
+        ) from None
     calibration = SegmentationCalibration.from_json(data, path)
-    if calibration.checkpoint_sha256 and checkpoint.is_file() and file_sha256(checkpoint) != calibration.checkpoint_sha256:
-        log.warning("%s: made for other weights than %s (retrained?); the segmenter counts as not calibrated", path,
-                    checkpoint.name)
+    if (
+        calibration.checkpoint_sha256
+        and checkpoint.is_file()
+        and file_sha256(checkpoint) != calibration.checkpoint_sha256
+    ):
+        log.warning(
+            "%s: made for other weights than %s (retrained?); the segmenter counts as not calibrated",
+            path,
+            checkpoint.name,
+        )
         return None
     return calibration
 
@@ -142,7 +153,9 @@ def save_calibration(calibration: SegmentationCalibration, checkpoint: Path | st
 # --- from val predictions ------------------------------------------------------------------------
 
 
-def _matched_detections(evaluator: Any, class_names: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, int]]:
+def _matched_detections(
+    evaluator: Any, class_names: Sequence[str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, int]]:
     """Per class: detection scores, whether COCOeval matched each at IoU 0.5, and the labelled count."""
     params = evaluator.params
     t = int(np.argmin(np.abs(np.asarray(params.iouThrs) - 0.5)))
@@ -162,8 +175,11 @@ def _matched_detections(evaluator: Any, class_names: Sequence[str]) -> tuple[dic
             m.extend((np.asarray(e["dtMatches"][t]) > 0)[keep].tolist())
             g += int(np.count_nonzero(~np.asarray(e["gtIgnore"], dtype=bool)))
         scores[name], matched[name], n_truth[name] = s, m, g
-    return ({k: np.asarray(v, dtype=float) for k, v in scores.items()},
-            {k: np.asarray(v, dtype=bool) for k, v in matched.items()}, n_truth)
+    return (
+        {k: np.asarray(v, dtype=float) for k, v in scores.items()},
+        {k: np.asarray(v, dtype=bool) for k, v in matched.items()},
+        n_truth,
+    )
 
 
 def score_curve(scores: np.ndarray, matched: np.ndarray, n_truth: int) -> ScoreCurve:
@@ -203,17 +219,36 @@ def calibrate_from_outputs(
     from oringscan.segmentation.coco_eval import _summary, as_prediction, ground_truth
 
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    base = {"precision_target": settings.defect_precision, "min_ap50": settings.min_ap50, "val_tiles": len(records),
-            "created": created}
+    base = {
+        "precision_target": settings.defect_precision,
+        "min_ap50": settings.min_ap50,
+        "val_tiles": len(records),
+        "created": created,
+    }
     gt = ground_truth(records, class_names)
     n_defects = len(gt.dataset["annotations"])
     if n_defects == 0:
-        return SegmentationCalibration(False, "no labelled defects in the validation split to show it finds them", None,
-                                       val_defects=0, **base)  # type: ignore[arg-type]
-    results = [d for r in records for d in as_prediction(outputs[r.image_id], mask_threshold).coco_results(r.image_id)]
+        return SegmentationCalibration(
+            False,
+            "no labelled defects in the validation split to show it finds them",
+            None,
+            val_defects=0,
+            **base,
+        )  # type: ignore[arg-type]
+    results = [
+        d
+        for r in records
+        for d in as_prediction(outputs[r.image_id], mask_threshold).coco_results(r.image_id)
+    ]
     if not results:
-        return SegmentationCalibration(False, f"val AP50 0.00 < {settings.min_ap50:.2f} (no detections on val)", None,
-                                       ap50=0.0, val_defects=n_defects, **base)  # type: ignore[arg-type]
+        return SegmentationCalibration(
+            False,
+            f"val AP50 0.00 < {settings.min_ap50:.2f} (no detections on val)",
+            None,
+            ap50=0.0,
+            val_defects=n_defects,
+            **base,
+        )  # type: ignore[arg-type]
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator = COCOeval(gt, gt.loadRes(results), "segm")
         evaluator.params.imgIds = [r.image_id for r in records]
@@ -221,16 +256,24 @@ def calibrate_from_outputs(
         evaluator.accumulate()
     ap50 = _summary(evaluator, class_names)["AP50"] or 0.0
     scores, matched, n_truth = _matched_detections(evaluator, class_names)
-    pooled = score_curve(np.concatenate(list(scores.values())), np.concatenate(list(matched.values())), n_defects)
+    pooled = score_curve(
+        np.concatenate(list(scores.values())), np.concatenate(list(matched.values())), n_defects
+    )
     at = lowest_score_for_precision(pooled, settings.defect_precision, settings.min_true_positives)
     common = {"ap50": round(float(ap50), 4), "val_defects": n_defects, **base}
     if ap50 < settings.min_ap50:
-        return SegmentationCalibration(False, f"val AP50 {ap50:.2f} < {settings.min_ap50:.2f}", None, **common)  # type: ignore[arg-type]
+        return SegmentationCalibration(
+            False, f"val AP50 {ap50:.2f} < {settings.min_ap50:.2f}", None, **common
+        )  # type: ignore[arg-type]
     if at is None:
         best = max(pooled.precision) if pooled.precision else 0.0
         return SegmentationCalibration(
-            False, f"no score reaches precision {settings.defect_precision:.2f} on val with at least "
-                   f"{settings.min_true_positives} true detections (best {best:.2f})", None, **common)  # type: ignore[arg-type]
+            False,
+            f"no score reaches precision {settings.defect_precision:.2f} on val with at least "
+            f"{settings.min_true_positives} true detections (best {best:.2f})",
+            None,
+            **common,
+        )  # type: ignore[arg-type]
     per_class: dict[str, float] = {}
     for name in class_names:
         if n_truth.get(name, 0) < settings.min_class_defects or name not in scores:
@@ -240,8 +283,13 @@ def calibrate_from_outputs(
         if i is not None:
             per_class[name] = round(float(curve.scores[i]), 4)
     return SegmentationCalibration(
-        True, "", round(float(pooled.scores[at]), 4), per_class,
-        precision=round(float(pooled.precision[at]), 4), recall=round(float(pooled.recall[at]), 4), **common,  # type: ignore[arg-type]
+        True,
+        "",
+        round(float(pooled.scores[at]), 4),
+        per_class,
+        precision=round(float(pooled.precision[at]), 4),
+        recall=round(float(pooled.recall[at]), 4),
+        **common,  # type: ignore[arg-type]
     )
 
 
@@ -276,17 +324,30 @@ def calibrate_segmentation(
     if attach is not None and records:
         attach(records, "val", progress)
     segmenter.model.roi_heads.score_thresh = SCORE_FLOOR  # the curve needs the low scores too
-    outputs = predict_records(segmenter.model, records, segmenter.device, config.pipeline.tile_batch_size, progress,
-                              segmenter.training.mask_threshold)
+    outputs = predict_records(
+        segmenter.model,
+        records,
+        segmenter.device,
+        config.pipeline.tile_batch_size,
+        progress,
+        segmenter.training.mask_threshold,
+    )
     if records:
-        calibration = calibrate_from_outputs(records, outputs, segmenter.class_names, config.segmentation,
-                                             segmenter.training.mask_threshold)
+        calibration = calibrate_from_outputs(
+            records, outputs, segmenter.class_names, config.segmentation, segmenter.training.mask_threshold
+        )
     else:
-        calibration = SegmentationCalibration(False, f"no validation split at {val_path}", None,
-                                              precision_target=config.segmentation.defect_precision,
-                                              min_ap50=config.segmentation.min_ap50,
-                                              created=datetime.now(UTC).isoformat(timespec="seconds"))
-    calibration.checkpoint_sha256 = file_sha256(checkpoint if checkpoint.is_file() else checkpoint / "best_model.pth")
+        calibration = SegmentationCalibration(
+            False,
+            f"no validation split at {val_path}",
+            None,
+            precision_target=config.segmentation.defect_precision,
+            min_ap50=config.segmentation.min_ap50,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+    calibration.checkpoint_sha256 = file_sha256(
+        checkpoint if checkpoint.is_file() else checkpoint / "best_model.pth"
+    )
     if write:
         save_calibration(calibration, checkpoint)
     return calibration

@@ -27,13 +27,17 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path | str, expected_type: str | None = None, map_location: str = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: Path | str, expected_type: str | None = None, map_location: str = "cpu"
+) -> dict[str, Any]:
     """Read and check a segmentation checkpoint; every problem is one :class:`ModelFileError` line."""
     path = Path(path)
     if path.is_dir():
         path = path / "best_model.pth"
     if not path.is_file():
-        raise ModelFileError(path, "segmentation checkpoint not found; train one with `oringscan train segmentation`")
+        raise ModelFileError(
+            path, "segmentation checkpoint not found; train one with `oringscan train segmentation`"
+        )
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt file, foreign pickle, truncated zip: all unusable

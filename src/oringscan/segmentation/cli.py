@@ -25,26 +25,67 @@ from oringscan.cli.common import (
 )
 from oringscan.errors import OringscanError, one_line
 
-BACKBONE_CHOICES = ["auto", "resnet50_fpn", "resnet50_fpn_v2", "resnet18_fpn", "mobilenet_v3_fpn", "lite0_fpn"]
+BACKBONE_CHOICES = [
+    "auto",
+    "resnet50_fpn",
+    "resnet50_fpn_v2",
+    "resnet18_fpn",
+    "mobilenet_v3_fpn",
+    "lite0_fpn",
+]
 TILE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 @click.command("segmentation")
 @common_options
 @model_option()
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (config default 50; early stopping may end sooner).")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Epochs (config default 50; early stopping may end sooner).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Tiles per batch (default 4).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="SGD learning rate (default 0.005).")
-@click.option("--backbone", type=click.Choice(BACKBONE_CHOICES), default=None,
-              help="resnet50_fpn (the seed's), resnet50_fpn_v2, or a light one for CPU: resnet18_fpn, mobilenet_v3_fpn.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
-              help="auto (default) takes the CUDA GPU when present; AMP is used only on CUDA.")
-@click.option("--resume", is_flag=True, help="Continue from checkpoints/latest.pth (same epochs, schedule and seed).")
-@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop after this many minutes (the running epoch is cut short, evaluated and saved).")
-@click.option("--workers", "num_workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes (default 2).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: all cores).")
-def train_segmentation_cmd(app: AppContext, model: str, threads: int | None, resume: bool, **options: Any) -> None:
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="SGD learning rate (default 0.005).",
+)
+@click.option(
+    "--backbone",
+    type=click.Choice(BACKBONE_CHOICES),
+    default=None,
+    help="resnet50_fpn (the seed's), resnet50_fpn_v2, or a light one for CPU: resnet18_fpn, mobilenet_v3_fpn.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help="auto (default) takes the CUDA GPU when present; AMP is used only on CUDA.",
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue from checkpoints/latest.pth (same epochs, schedule and seed)."
+)
+@click.option(
+    "--max-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many minutes (the running epoch is cut short, evaluated and saved).",
+)
+@click.option(
+    "--workers",
+    "num_workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="DataLoader worker processes (default 2).",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: all cores)."
+)
+def train_segmentation_cmd(
+    app: AppContext, model: str, threads: int | None, resume: bool, **options: Any
+) -> None:
     """Train the Mask R-CNN of one o-ring type on its preprocess tiles.
 
     \b
@@ -63,7 +104,9 @@ def train_segmentation_cmd(app: AppContext, model: str, threads: int | None, res
     from oringscan.segmentation.engine import train_segmentation
 
     set_threads(threads)
-    summary = train_segmentation(app.config, app.output_root, model, resume=resume, echo=click.echo, **options)
+    summary = train_segmentation(
+        app.config, app.output_root, model, resume=resume, echo=click.echo, **options
+    )
     best = summary["best_segm_AP"]
     click.echo(
         f"done ({summary['stopped']}): {summary['epochs_run']} epoch(s), best val segm AP "
@@ -91,19 +134,47 @@ def _is_frame_size(shape: tuple[int, ...], app: AppContext) -> bool:
 @click.command("predict", epilog=EXIT_CODES_HELP)
 @common_options
 @model_option()
-@click.option("--image", type=click.Path(path_type=Path, dir_okay=False), default=None, help="One tile (a patch of a frame).")
-@click.option("--folder", type=click.Path(path_type=Path, file_okay=False), default=None, help="Every image in a folder.")
-@click.option("--full-image", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="A whole camera frame: ROI, tile grid, stitching; writes overlay PNG + LabelMe JSON.")
-@click.option("--evaluate", is_flag=True, help="AP per class on the test split and frame-level defect recall.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON array (image, instances) instead of text.")
+@click.option(
+    "--image",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="One tile (a patch of a frame).",
+)
+@click.option(
+    "--folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Every image in a folder.",
+)
+@click.option(
+    "--full-image",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A whole camera frame: ROI, tile grid, stitching; writes overlay PNG + LabelMe JSON.",
+)
+@click.option(
+    "--evaluate", is_flag=True, help="AP per class on the test split and frame-level defect recall."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON array (image, instances) instead of text."
+)
 @click.option("--save-vis", is_flag=True, help="Also write overlays (and LabelMe JSON) for --image/--folder.")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Checkpoint file (default output/<model>/checkpoints/best_model.pth).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Checkpoint file (default output/<model>/checkpoints/best_model.pth).",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--vis-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Where overlays go (default output/<model>/inference_results).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: all cores).")
+@click.option(
+    "--vis-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where overlays go (default output/<model>/inference_results).",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: all cores)."
+)
 @strict_option
 def predict_cmd(
     app: AppContext,
@@ -131,9 +202,21 @@ def predict_cmd(
     Images of the camera's frame size given to --image/--folder are treated as whole frames.
     Overlays and LabelMe JSON (open in LabelMe to correct and retrain) go to inference_results/.
     """
-    chosen = [name for name, value in (("--image", image), ("--folder", folder), ("--full-image", full_image), ("--evaluate", evaluate)) if value]
+    chosen = [
+        name
+        for name, value in (
+            ("--image", image),
+            ("--folder", folder),
+            ("--full-image", full_image),
+            ("--evaluate", evaluate),
+        )
+        if value
+    ]
     if len(chosen) != 1:
-        raise click.UsageError("give exactly one of --image, --folder, --full-image, --evaluate" + (f" (got {', '.join(chosen)})" if chosen else ""))
+        raise click.UsageError(
+            "give exactly one of --image, --folder, --full-image, --evaluate"
+            + (f" (got {', '.join(chosen)})" if chosen else "")
+        )
     require_paths(image, folder, full_image)
     import torch  # noqa: F401 - imported first so set_threads pins its thread count
 
@@ -144,7 +227,9 @@ def predict_cmd(
     if evaluate:
         from oringscan.segmentation.evaluation import evaluate_segmentation
 
-        metrics = evaluate_segmentation(app.config, app.output_root, model, app.data_root, checkpoint, device, progress=not as_json)
+        metrics = evaluate_segmentation(
+            app.config, app.output_root, model, app.data_root, checkpoint, device, progress=not as_json
+        )
         if as_json:
             click.echo(json.dumps(metrics, indent=2))
         else:
@@ -188,7 +273,9 @@ def predict_cmd(
     exit_for_input_errors(errors, len(files))
 
 
-def _predict_one(segmenter: Any, app: AppContext, path: Path, force_frame: bool, save: bool, out_dir: Path, quiet: bool) -> dict[str, Any]:
+def _predict_one(
+    segmenter: Any, app: AppContext, path: Path, force_frame: bool, save: bool, out_dir: Path, quiet: bool
+) -> dict[str, Any]:
     import cv2
 
     from oringscan.frames import normalize_frame, read_frame
@@ -210,7 +297,9 @@ def _predict_one(segmenter: Any, app: AppContext, path: Path, force_frame: bool,
         if is_frame:
             gray = normalize_frame(gray, app.config.frame, path).image
     if is_frame:
-        prediction = segmenter.predict_frame(gray, app.config, app.config.pipeline.tile_batch_size, progress=not quiet)
+        prediction = segmenter.predict_frame(
+            gray, app.config, app.config.pipeline.tile_batch_size, progress=not quiet
+        )
         instances = prediction.instances
         if not prediction.roi.usable:
             entry["note"] = f"no usable ring: {prediction.roi.reason}"
@@ -238,7 +327,9 @@ def _echo_entry(entry: dict[str, Any]) -> None:
     click.echo(head)
     for inst in instances:
         x, y, w, h = inst["bbox"]
-        click.echo(f"  {inst['label']:<12} score {inst['score']:.2f}  box x={x} y={y} w={w} h={h}  area {inst['area']} px")
+        click.echo(
+            f"  {inst['label']:<12} score {inst['score']:.2f}  box x={x} y={y} w={w} h={h}  area {inst['area']} px"
+        )
     for key in ("overlay", "labelme"):
         if key in entry:
             click.echo(f"  {key}: {entry[key]}")
@@ -258,7 +349,9 @@ def _echo_metrics(metrics: dict[str, Any]) -> None:
             m = tiles[iou_type]
             click.echo(f"  {iou_type:<4} AP {_fmt(m['AP'])}  AP50 {_fmt(m['AP50'])}  AP75 {_fmt(m['AP75'])}")
             for name, pc in m["per_class"].items():
-                click.echo(f"       {name:<12} AP {_fmt(pc['AP'])}  AP50 {_fmt(pc['AP50'])}  AP75 {_fmt(pc['AP75'])}")
+                click.echo(
+                    f"       {name:<12} AP {_fmt(pc['AP'])}  AP50 {_fmt(pc['AP50'])}  AP75 {_fmt(pc['AP75'])}"
+                )
     f = metrics["frames"]
     click.echo(
         f"  frames: {f['defects_found']}/{f['defects']} defects found (recall {_fmt(f['defect_recall'])}, IoU >= {f['match_iou']}), "
@@ -273,26 +366,42 @@ def _echo_metrics(metrics: dict[str, Any]) -> None:
 @click.command("segmentation", epilog=EXIT_CODES_HELP)
 @common_options
 @model_option()
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Default output/<model>/checkpoints/best_model.pth.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Default output/<model>/checkpoints/best_model.pth.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate_segmentation_cmd(app: AppContext, model: str, checkpoint: Path | None, device: str, as_json: bool) -> None:
+def evaluate_segmentation_cmd(
+    app: AppContext, model: str, checkpoint: Path | None, device: str, as_json: bool
+) -> None:
     """Segmentation metrics on the test split (same as `oringscan predict --evaluate`)."""
     from oringscan.segmentation.evaluation import evaluate_segmentation
 
     set_threads(None)
     app.config.oring_type(model)
-    metrics = evaluate_segmentation(app.config, app.output_root, model, app.data_root, checkpoint, device, progress=not as_json)
+    metrics = evaluate_segmentation(
+        app.config, app.output_root, model, app.data_root, checkpoint, device, progress=not as_json
+    )
     click.echo(json.dumps(metrics, indent=2)) if as_json else _echo_metrics(metrics)
 
 
 @click.command("segmentation")
 @common_options
 @model_option()
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Default output/<model>/checkpoints/best_model.pth.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Default output/<model>/checkpoints/best_model.pth.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
-def calibrate_segmentation_cmd(app: AppContext, model: str, checkpoint: Path | None, device: str, as_json: bool) -> None:
+def calibrate_segmentation_cmd(
+    app: AppContext, model: str, checkpoint: Path | None, device: str, as_json: bool
+) -> None:
     """Calibrate when the segmenter may call a defect, from its val predictions.
 
     \b
@@ -307,7 +416,9 @@ def calibrate_segmentation_cmd(app: AppContext, model: str, checkpoint: Path | N
     set_threads(None)
     app.config.oring_type(model)
     ckpt = checkpoint or app.type_output(model) / "checkpoints" / "best_model.pth"
-    calibration = calibrate_segmentation(app.config, app.output_root, model, ckpt, device=device, progress=not as_json)
+    calibration = calibrate_segmentation(
+        app.config, app.output_root, model, ckpt, device=device, progress=not as_json
+    )
     if as_json:
         click.echo(json.dumps(calibration.to_json(), indent=2))
         return

@@ -49,7 +49,10 @@ class TilePrediction:
 
     @classmethod
     def from_output(
-        cls, output: Mapping[str, torch.Tensor], mask_threshold: float = 0.5, max_detections: int = MAX_DETECTIONS
+        cls,
+        output: Mapping[str, torch.Tensor],
+        mask_threshold: float = 0.5,
+        max_detections: int = MAX_DETECTIONS,
     ) -> TilePrediction:
         """Encode one raw torchvision output (masks ``(N, 1, H, W)`` probabilities), best scores first."""
         masks = output["masks"]
@@ -73,7 +76,12 @@ class TilePrediction:
     @property
     def nbytes(self) -> int:
         """Bytes held by the arrays and RLE strings (what evaluation keeps per tile)."""
-        return int(self.boxes.nbytes + self.labels.nbytes + self.scores.nbytes + sum(len(r["counts"]) for r in self.rles))
+        return int(
+            self.boxes.nbytes
+            + self.labels.nbytes
+            + self.scores.nbytes
+            + sum(len(r["counts"]) for r in self.rles)
+        )
 
     def coco_results(self, image_id: int) -> list[dict[str, Any]]:
         """COCO result entries (every score: AP integrates over them); the RLEs are shared, not copied."""
@@ -131,7 +139,10 @@ def predict_compact(
     """
     streamed = run_model_streamed(model, images, device)
     if streamed is None:
-        return [TilePrediction.from_output(o, mask_threshold, max_detections) for o in run_model(model, images, device)]
+        return [
+            TilePrediction.from_output(o, mask_threshold, max_detections)
+            for o in run_model(model, images, device)
+        ]
     out = []
     for det in streamed:
         scores = det.scores.numpy()
@@ -153,7 +164,9 @@ def predict_compact(
     return out
 
 
-def as_prediction(value: TilePrediction | Mapping[str, torch.Tensor], mask_threshold: float = 0.5) -> TilePrediction:
+def as_prediction(
+    value: TilePrediction | Mapping[str, torch.Tensor], mask_threshold: float = 0.5
+) -> TilePrediction:
     """A :class:`TilePrediction` as is, or a raw model output encoded with ``mask_threshold``."""
     return value if isinstance(value, TilePrediction) else TilePrediction.from_output(value, mask_threshold)
 
@@ -189,7 +202,9 @@ def ground_truth(records: Sequence[TileRecord], class_names: Sequence[str]) -> C
     return coco
 
 
-def detections(image_id: int, output: Mapping[str, torch.Tensor], mask_threshold: float) -> list[dict[str, Any]]:
+def detections(
+    image_id: int, output: Mapping[str, torch.Tensor], mask_threshold: float
+) -> list[dict[str, Any]]:
     """One image's raw model output as COCO result entries (its best ``MAX_DETECTIONS``)."""
     return TilePrediction.from_output(output, mask_threshold).coco_results(image_id)
 
@@ -218,7 +233,9 @@ def predict_records(
         starts = range(0, len(records), max(1, batch_size))
         for start in tqdm(starts, desc="evaluate", unit="batch", disable=not progress, leave=False):
             chunk = records[start : start + batch_size]
-            batch = predict_compact(model, [record_input(r) for r in chunk], device, mask_threshold, max_detections)
+            batch = predict_compact(
+                model, [record_input(r) for r in chunk], device, mask_threshold, max_detections
+            )
             for record, prediction in zip(chunk, batch, strict=True):
                 predictions[record.image_id] = prediction
     finally:
@@ -272,11 +289,22 @@ def coco_metrics(
     gt = ground_truth(records, class_names)
     if not gt.dataset["annotations"]:
         return None
-    results = [d for r in records for d in as_prediction(outputs[r.image_id], mask_threshold).coco_results(r.image_id)]
+    results = [
+        d
+        for r in records
+        for d in as_prediction(outputs[r.image_id], mask_threshold).coco_results(r.image_id)
+    ]
     metrics: dict[str, Any] = {}
     for iou_type in ("bbox", "segm"):
         if not results:
-            metrics[iou_type] = {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "per_class": {n: {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "pr50": [0.0] * 101} for n in class_names}}
+            metrics[iou_type] = {
+                "AP": 0.0,
+                "AP50": 0.0,
+                "AP75": 0.0,
+                "per_class": {
+                    n: {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "pr50": [0.0] * 101} for n in class_names
+                },
+            }
             continue
         with contextlib.redirect_stdout(io.StringIO()):
             dt = gt.loadRes(results)

@@ -126,7 +126,8 @@ def load_coco_split(ann_path: Path, class_names: list[str]) -> list[TileRecord]:
     for cat in coco.get("categories", []):
         if cat["name"] not in class_names:
             raise LabelError(
-                ann_path, f"category {cat['name']!r} is not in classes.names {class_names}; re-run preprocess with this config"
+                ann_path,
+                f"category {cat['name']!r} is not in classes.names {class_names}; re-run preprocess with this config",
             )
         cat_to_index[int(cat["id"])] = class_names.index(cat["name"]) + 1
     records: dict[int, TileRecord] = {}
@@ -145,9 +146,13 @@ def load_coco_split(ann_path: Path, class_names: list[str]) -> list[TileRecord]:
         if record is None or int(ann.get("iscrowd", 0)):
             continue
         if int(ann["category_id"]) not in cat_to_index:
-            raise LabelError(ann_path, f"annotation {ann.get('id')} has unknown category_id {ann['category_id']}")
+            raise LabelError(
+                ann_path, f"annotation {ann.get('id')} has unknown category_id {ann['category_id']}"
+            )
         record.annotations.append(
-            TileAnnotation(cat_to_index[int(ann["category_id"])], ann["segmentation"], float(ann.get("area", 0)))
+            TileAnnotation(
+                cat_to_index[int(ann["category_id"])], ann["segmentation"], float(ann.get("area", 0))
+            )
         )
     return [records[k] for k in sorted(records)]
 
@@ -170,7 +175,9 @@ class RandomRot90(v2.Transform):
         if isinstance(inpt, tv_tensors.BoundingBoxes):
             return F.rotate(inpt, angle=90.0 * k, expand=True)
         if isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask)):
-            return tv_tensors.wrap(torch.rot90(inpt.as_subclass(torch.Tensor), k=-k, dims=(-2, -1)).contiguous(), like=inpt)
+            return tv_tensors.wrap(
+                torch.rot90(inpt.as_subclass(torch.Tensor), k=-k, dims=(-2, -1)).contiguous(), like=inpt
+            )
         return inpt
 
 
@@ -226,7 +233,9 @@ def read_anomaly(record: TileRecord) -> np.ndarray | None:
         return None
     amap = cv2.imread(str(record.anomaly_path), cv2.IMREAD_UNCHANGED)
     if amap is None or amap.shape != (record.height, record.width):
-        raise ModelFileError(record.anomaly_path, "anomaly map cache unreadable or of the wrong size; delete it to recompute")
+        raise ModelFileError(
+            record.anomaly_path, "anomaly map cache unreadable or of the wrong size; delete it to recompute"
+        )
     return amap
 
 
@@ -270,7 +279,10 @@ class TileDataset(torch.utils.data.Dataset):
         record = self.items[index]
         gray = read_gray(record.path)
         if gray.shape != (record.height, record.width):
-            raise LabelError(record.path, f"tile is {gray.shape[1]}x{gray.shape[0]}, COCO says {record.width}x{record.height}")
+            raise LabelError(
+                record.path,
+                f"tile is {gray.shape[1]}x{gray.shape[0]}, COCO says {record.width}x{record.height}",
+            )
         h, w = gray.shape
         image = tv_tensors.Image(torch.from_numpy(gray).unsqueeze(0).expand(3, -1, -1).contiguous())
         masks = tv_tensors.Mask(torch.from_numpy(record.masks()))
@@ -288,7 +300,9 @@ class TileDataset(torch.utils.data.Dataset):
             extra = target.pop("anomaly").as_subclass(torch.Tensor).to(torch.float32).div_(255.0)
             image = tv_tensors.Image(torch.cat([image.as_subclass(torch.Tensor), extra], dim=0))
         size = tuple(image.shape[-2:])
-        target["boxes"] = tv_tensors.BoundingBoxes(_boxes_from_masks(target["masks"]), format="XYXY", canvas_size=size)
+        target["boxes"] = tv_tensors.BoundingBoxes(
+            _boxes_from_masks(target["masks"]), format="XYXY", canvas_size=size
+        )
         image, target = _sanitize(image, target)
         out = {
             "boxes": target["boxes"].as_subclass(torch.Tensor).float(),

@@ -115,9 +115,13 @@ def train_segmentation(
     if resume:
         state = load_checkpoint(latest_path, expected_type=model)
         if list(state["class_names"]) != class_names:
-            raise ModelFileError(latest_path, f"checkpoint classes {state['class_names']} differ from config {class_names}")
+            raise ModelFileError(
+                latest_path, f"checkpoint classes {state['class_names']} differ from config {class_names}"
+            )
         saved = Config.model_validate(state["config"])
-        base = _apply_overrides(config, {**saved.training.model_dump(), "backbone": state["spec"]["backbone"]})
+        base = _apply_overrides(
+            config, {**saved.training.model_dump(), "backbone": state["spec"]["backbone"]}
+        )
         config = _apply_overrides(base, overrides)
     else:
         config = _apply_overrides(config, overrides)
@@ -138,7 +142,10 @@ def train_segmentation(
         raise TrainingError(f"{ann_dir / 'train.json'}: no labelled defect tiles to train on")
     val_eval = _val_subset(val_records, cfg.val_max_tiles)
     if not any(r.is_defect for r in val_eval):
-        log.warning("%s: no labelled defects in the validation split; best_model.pth follows the latest epoch", val_path)
+        log.warning(
+            "%s: no labelled defects in the validation split; best_model.pth follows the latest epoch",
+            val_path,
+        )
     tile_size = max(r.width for r in train_records)
 
     requested_backbone = cfg.backbone
@@ -163,7 +170,9 @@ def train_segmentation(
         net.load_state_dict(state["model"])
         pretrained = str(state.get("pretrained", "unknown"))
     else:
-        net, spec, pretrained = create_model(cfg, len(class_names) + 1, tile_size, device=device, anomaly_scale=scale)
+        net, spec, pretrained = create_model(
+            cfg, len(class_names) + 1, tile_size, device=device, anomaly_scale=scale
+        )
     net.to(device)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -184,7 +193,11 @@ def train_segmentation(
         run_name = str(state.get("run_name", run_name))
         history_path = type_dir / "training_history.json"
         if history_path.is_file():
-            history = [h for h in json.loads(history_path.read_text(encoding="utf-8")).get("epochs", []) if h["epoch"] < start_epoch]
+            history = [
+                h
+                for h in json.loads(history_path.read_text(encoding="utf-8")).get("epochs", [])
+                if h["epoch"] < start_epoch
+            ]
         if bad_epochs >= cfg.patience:
             say(f"resume: early stopping had already ended this run at epoch {start_epoch}")
         ignored = [k for k in ("lr", "momentum", "weight_decay") if overrides.get(k) is not None]
@@ -244,8 +257,14 @@ def train_segmentation(
             lr_now = optimizer.param_groups[0]["lr"]
             lr_scheduler.step()
             # Compact per-tile predictions (RLE masks, <= 100 per tile), encoded batch by batch.
-            val_outputs = predict_records(net, val_eval, device, cfg.batch_size, mask_threshold=cfg.mask_threshold) if val_eval else {}
-            metrics = coco_metrics(val_eval, val_outputs, class_names, cfg.mask_threshold) if val_eval else None
+            val_outputs = (
+                predict_records(net, val_eval, device, cfg.batch_size, mask_threshold=cfg.mask_threshold)
+                if val_eval
+                else {}
+            )
+            metrics = (
+                coco_metrics(val_eval, val_outputs, class_names, cfg.mask_threshold) if val_eval else None
+            )
             segm_ap = None if metrics is None else metrics["segm"]["AP"]
             score = -1.0 if segm_ap is None else float(segm_ap)
             improved = segm_ap is None or score > best_metric
@@ -259,7 +278,9 @@ def train_segmentation(
                 "seconds": round(time.monotonic() - started, 2),
                 "partial": cut_short,
                 **{(k if k.startswith("loss_") else f"loss_{k}"): v for k, v in losses.items()},
-                "val": None if metrics is None else {t: {k: metrics[t][k] for k in ("AP", "AP50", "AP75")} for t in metrics},
+                "val": None
+                if metrics is None
+                else {t: {k: metrics[t][k] for k in ("AP", "AP50", "AP75")} for t in metrics},
             }
             history.append(record)
             _log_epoch(writer, val_eval, val_outputs, cfg, class_names, record, epoch)
@@ -281,7 +302,9 @@ def train_segmentation(
                 "config": config.model_dump(mode="json"),
                 "pretrained": pretrained,
                 "run_name": run_name,
-                "metrics": {} if metrics is None else {t: {k: metrics[t][k] for k in ("AP", "AP50", "AP75")} for t in metrics},
+                "metrics": {}
+                if metrics is None
+                else {t: {k: metrics[t][k] for k in ("AP", "AP50", "AP75")} for t in metrics},
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "oringscan_version": oringscan_version,
             }
@@ -289,8 +312,12 @@ def train_segmentation(
             if improved:
                 save_checkpoint(best_path, payload)
             _write_history(type_dir / "training_history.json", model, spec, history, best_epoch, best_metric)
-            val_text = "val: no labelled defects" if metrics is None else (
-                f"val segm AP {metrics['segm']['AP']:.3f} AP50 {metrics['segm']['AP50']:.3f} | bbox AP50 {metrics['bbox']['AP50']:.3f}"
+            val_text = (
+                "val: no labelled defects"
+                if metrics is None
+                else (
+                    f"val segm AP {metrics['segm']['AP']:.3f} AP50 {metrics['segm']['AP50']:.3f} | bbox AP50 {metrics['bbox']['AP50']:.3f}"
+                )
             )
             say(
                 f"epoch {epoch + 1}/{cfg.epochs}  loss {losses.get('total', float('nan')):.3f} "
@@ -346,7 +373,9 @@ def _train_one_epoch(
         warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / 1000, total_iters=iters)
     sums: dict[str, float] = {}
     count, bad_in_a_row, cut_short = 0, 0, False
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
+    bar = tqdm(
+        loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False
+    )
     for step, (images, targets) in enumerate(bar):
         images = [img.to(device, non_blocking=True) for img in images]
         targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
@@ -357,7 +386,12 @@ def _train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(loss_value):
             bad_in_a_row += 1
-            log.warning("epoch %d step %d: non-finite loss (%s), batch skipped", epoch + 1, step, {k: float(v) for k, v in loss_dict.items()})
+            log.warning(
+                "epoch %d step %d: non-finite loss (%s), batch skipped",
+                epoch + 1,
+                step,
+                {k: float(v) for k, v in loss_dict.items()},
+            )
             if bad_in_a_row >= MAX_BAD_LOSSES:
                 raise TrainingError(
                     f"training diverged: {bad_in_a_row} non-finite losses in a row at epoch {epoch + 1}; lower --lr (now {cfg.lr})"
@@ -421,11 +455,15 @@ def _log_epoch(
         truth = [Instance("truth", 1.0, m.astype(bool), (0, 0)) for m in r.masks()]
         found = outputs[r.image_id].instances(class_names, (0, 0), cfg.score_threshold)
         pictures.append(overlay(gray, found, class_names, truth=truth)[:, :, ::-1])
-    writer.add_image("val/predictions", np.ascontiguousarray(grid(pictures, columns=3)), epoch, dataformats="HWC")
+    writer.add_image(
+        "val/predictions", np.ascontiguousarray(grid(pictures, columns=3)), epoch, dataformats="HWC"
+    )
     writer.flush()
 
 
-def _write_history(path: Path, model: str, spec: ModelSpec, history: list[dict[str, Any]], best_epoch: int, best: float) -> None:
+def _write_history(
+    path: Path, model: str, spec: ModelSpec, history: list[dict[str, Any]], best_epoch: int, best: float
+) -> None:
     data = {
         "model": model,
         "backbone": spec.backbone,

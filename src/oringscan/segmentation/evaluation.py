@@ -42,7 +42,12 @@ def mask_iou(a: Instance, b: Instance) -> float:
     x0, y0, x1, y1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
     if x1 <= x0 or y1 <= y0:
         return 0.0
-    inter = int(np.count_nonzero(a.mask[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0] & b.mask[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]))
+    inter = int(
+        np.count_nonzero(
+            a.mask[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0]
+            & b.mask[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
+        )
+    )
     union = a.area + b.area - inter
     return inter / union if union else 0.0
 
@@ -53,7 +58,14 @@ def truth_instances(records: list[TileRecord], class_names: list[str]) -> list[I
     for record in records:
         for ann, mask in zip(record.annotations, record.masks(), strict=True):
             if mask.any():
-                pieces.append(Instance(class_names[ann.class_index - 1], 1.0, mask.astype(bool), (record.tile_x, record.tile_y)))
+                pieces.append(
+                    Instance(
+                        class_names[ann.class_index - 1],
+                        1.0,
+                        mask.astype(bool),
+                        (record.tile_x, record.tile_y),
+                    )
+                )
     return stitch(pieces, window_iou=0.5)
 
 
@@ -76,7 +88,9 @@ def _canvas_from_tiles(records: list[TileRecord]) -> np.ndarray:
     return canvas
 
 
-def match_frame(truth: list[Instance], predicted: list[Instance], iou: float) -> tuple[list[bool], list[bool]]:
+def match_frame(
+    truth: list[Instance], predicted: list[Instance], iou: float
+) -> tuple[list[bool], list[bool]]:
     """(found per truth instance, matched per prediction) at the given mask IoU."""
     found = [False] * len(truth)
     used = [False] * len(predicted)
@@ -112,7 +126,12 @@ def evaluate_segmentation(
     segmenter.model.roi_heads.score_thresh = COCO_SCORE_FLOOR  # AP integrates over low scores too
     # Compact per-tile predictions (RLE masks, <= 100 per tile): memory does not grow with tile area.
     outputs = predict_records(
-        segmenter.model, records, segmenter.device, config.pipeline.tile_batch_size, progress, mask_threshold=cfg.mask_threshold
+        segmenter.model,
+        records,
+        segmenter.device,
+        config.pipeline.tile_batch_size,
+        progress,
+        mask_threshold=cfg.mask_threshold,
     )
     tile_metrics = coco_metrics(records, outputs, class_names, cfg.mask_threshold)
 
@@ -122,7 +141,9 @@ def evaluate_segmentation(
     per_frame, misses = [], []
     counts = {"defects": 0, "found": 0, "predictions": 0, "false_positives": 0}
     sources: dict[str, int] = defaultdict(int)
-    for source, tiles in tqdm(sorted(by_frame.items()), desc="frames", unit="frame", disable=not progress, leave=False):
+    for source, tiles in tqdm(
+        sorted(by_frame.items()), desc="frames", unit="frame", disable=not progress, leave=False
+    ):
         truth = truth_instances(tiles, class_names)
         frame_path = _find_frame(source, data_root, ann_path) if full_frames else None
         gray = None
@@ -138,7 +159,9 @@ def evaluate_segmentation(
             pieces = [
                 inst
                 for r in tiles
-                for inst in outputs[r.image_id].instances(class_names, (r.tile_x, r.tile_y), cfg.score_threshold, cfg.min_mask_area)
+                for inst in outputs[r.image_id].instances(
+                    class_names, (r.tile_x, r.tile_y), cfg.score_threshold, cfg.min_mask_area
+                )
             ]
             predicted = segmenter.stitch(pieces)
             sources["tiles"] += 1
@@ -148,8 +171,14 @@ def evaluate_segmentation(
         counts["predictions"] += len(predicted)
         counts["false_positives"] += used.count(False)
         per_frame.append(
-            {"frame": source, "defects": len(truth), "found": sum(found), "predicted": len(predicted),
-             "false_positives": used.count(False), "read_from": "frame" if gray is not None else "tiles"}
+            {
+                "frame": source,
+                "defects": len(truth),
+                "found": sum(found),
+                "predicted": len(predicted),
+                "false_positives": used.count(False),
+                "read_from": "frame" if gray is not None else "tiles",
+            }
         )
         missed = [t for t, ok in zip(truth, found, strict=True) if not ok]
         if missed and len(misses) < 12:
@@ -170,7 +199,9 @@ def evaluate_segmentation(
         "precision": 1 - counts["false_positives"] / counts["predictions"] if counts["predictions"] else None,
         "defect_frames": len(defect_frames),
         "defect_frames_caught": sum(1 for f in defect_frames if f["predicted"]),
-        "frame_recall": sum(1 for f in defect_frames if f["predicted"]) / len(defect_frames) if defect_frames else None,
+        "frame_recall": sum(1 for f in defect_frames if f["predicted"]) / len(defect_frames)
+        if defect_frames
+        else None,
         "good_frames": len(good_frames),
         "good_frames_flagged": sum(1 for f in good_frames if f["predicted"]),
         "match_iou": cfg.recall_iou,
@@ -192,7 +223,9 @@ def evaluate_segmentation(
     return metrics
 
 
-def _crop_picture(gray: np.ndarray, missed: Instance, predicted: list[Instance], class_names: list[str]) -> np.ndarray:
+def _crop_picture(
+    gray: np.ndarray, missed: Instance, predicted: list[Instance], class_names: list[str]
+) -> np.ndarray:
     x, y, w, h = missed.bbox
     pad = max(48, w, h)
     x0, y0 = max(0, x - pad), max(0, y - pad)
@@ -200,7 +233,9 @@ def _crop_picture(gray: np.ndarray, missed: Instance, predicted: list[Instance],
     return overlay(gray[y0:y1, x0:x1], predicted, class_names, truth=[missed], origin=(x0, y0))
 
 
-def _plots(out_dir: Path, tile_metrics: dict[str, Any] | None, misses: list[np.ndarray], class_names: list[str]) -> list[str]:
+def _plots(
+    out_dir: Path, tile_metrics: dict[str, Any] | None, misses: list[np.ndarray], class_names: list[str]
+) -> list[str]:
     import cv2
     import matplotlib
 
@@ -216,8 +251,19 @@ def _plots(out_dir: Path, tile_metrics: dict[str, Any] | None, misses: list[np.n
                 pr = np.array(tile_metrics[iou_type]["per_class"][name]["pr50"])
                 if (pr > -1).any():
                     ap = tile_metrics[iou_type]["per_class"][name]["AP50"] or 0.0
-                    ax.plot(recall, np.where(pr < 0, np.nan, pr), style, label=f"{name} {iou_type} (AP50 {ap:.2f})")
-        ax.set(xlabel="recall", ylabel="precision", title="Test tiles: precision-recall at IoU 0.5", xlim=(0, 1), ylim=(0, 1.02))
+                    ax.plot(
+                        recall,
+                        np.where(pr < 0, np.nan, pr),
+                        style,
+                        label=f"{name} {iou_type} (AP50 {ap:.2f})",
+                    )
+        ax.set(
+            xlabel="recall",
+            ylabel="precision",
+            title="Test tiles: precision-recall at IoU 0.5",
+            xlim=(0, 1),
+            ylim=(0, 1.02),
+        )
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=8)
         fig.tight_layout()

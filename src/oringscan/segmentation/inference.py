@@ -33,7 +33,9 @@ def resolve_device(name: str | None) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise OringscanError(f"--device {name}: no CUDA GPU is available on this machine (use --device cpu or auto)")
+        raise OringscanError(
+            f"--device {name}: no CUDA GPU is available on this machine (use --device cpu or auto)"
+        )
     try:
         return torch.device(name)
     except RuntimeError:
@@ -41,12 +43,17 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 @torch.inference_mode()
-def run_model(model: torch.nn.Module, images: Sequence[torch.Tensor], device: torch.device) -> list[dict[str, torch.Tensor]]:
+def run_model(
+    model: torch.nn.Module, images: Sequence[torch.Tensor], device: torch.device
+) -> list[dict[str, torch.Tensor]]:
     """Raw torchvision outputs (on CPU) for a batch of 3xHxW float images."""
     batch = [img.to(device, non_blocking=True) for img in images]
     with torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
         outputs = model(batch)
-    return [{k: v.detach().float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs]
+    return [
+        {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()}
+        for o in outputs
+    ]
 
 
 def output_to_instances(
@@ -73,7 +80,12 @@ def output_to_instances(
 
 
 def _instance(
-    label: int, score: float, mask: np.ndarray, offset: tuple[int, int], class_names: Sequence[str], min_area: int
+    label: int,
+    score: float,
+    mask: np.ndarray,
+    offset: tuple[int, int],
+    class_names: Sequence[str],
+    min_area: int,
 ) -> Instance | None:
     """One detection as a tight crop, or None when its mask is smaller than ``min_area``.
 
@@ -125,8 +137,14 @@ class StreamedDetections:
         for i, score in enumerate(self.scores.tolist()):
             if score < score_threshold:
                 continue
-            inst = _instance(int(labels[i]), float(score), (self.mask(i) > mask_threshold).numpy(), offset,
-                             class_names, min_area)
+            inst = _instance(
+                int(labels[i]),
+                float(score),
+                (self.mask(i) > mask_threshold).numpy(),
+                offset,
+                class_names,
+                min_area,
+            )
             if inst is not None:
                 out.append(inst)
         return out
@@ -143,7 +161,12 @@ def run_model_streamed(
     """
     heads = getattr(model, "roi_heads", None)
     stages = [getattr(model, name, None) for name in ("transform", "backbone", "rpn")]
-    if heads is None or any(stage is None for stage in stages) or not callable(getattr(heads, "has_mask", None)) or not heads.has_mask():
+    if (
+        heads is None
+        or any(stage is None for stage in stages)
+        or not callable(getattr(heads, "has_mask", None))
+        or not heads.has_mask()
+    ):
         return None
     from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
     from torchvision.models.detection.transform import resize_boxes
@@ -165,7 +188,12 @@ def run_model_streamed(
         masks, scale = expand_masks(det["masks"].float(), padding=1)
         out.append(
             StreamedDetections(
-                height, width, boxes.cpu(), det["labels"].cpu(), det["scores"].float().cpu(), masks.cpu(),
+                height,
+                width,
+                boxes.cpu(),
+                det["labels"].cpu(),
+                det["scores"].float().cpu(),
+                masks.cpu(),
                 expand_boxes(boxes, scale).to(torch.int64).cpu(),
             )
         )
@@ -264,14 +292,27 @@ class Segmenter:
         try:
             model.load_state_dict(data["model"])
         except RuntimeError as exc:
-            raise ModelFileError(path, f"weights do not fit a {spec.backbone} model ({str(exc).splitlines()[0]})") from None
+            raise ModelFileError(
+                path, f"weights do not fit a {spec.backbone} model ({str(exc).splitlines()[0]})"
+            ) from None
         if config is not None:
             training = config.training
         else:
             training = TrainingConfig.model_validate(data["config"].get("training", {}))
-        meta = {k: data.get(k) for k in ("epoch", "best_metric", "pretrained", "backbone", "backbone_requested")}
+        meta = {
+            k: data.get(k) for k in ("epoch", "best_metric", "pretrained", "backbone", "backbone_requested")
+        }
         meta["anomaly_channel"] = spec.anomaly_channel
-        segmenter = cls(model, spec, list(data["class_names"]), str(data["oring_type"]), training, resolve_device(device), path, meta)
+        segmenter = cls(
+            model,
+            spec,
+            list(data["class_names"]),
+            str(data["oring_type"]),
+            training,
+            resolve_device(device),
+            path,
+            meta,
+        )
         segmenter.calibration = load_calibration(path if path.is_file() else path / "best_model.pth")
         return segmenter
 
@@ -282,12 +323,18 @@ class Segmenter:
 
         if self.checkpoint is not None and self.checkpoint.is_file():
             stat = self.checkpoint.stat()
-            return hashlib.sha256(f"{self.checkpoint.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+            return hashlib.sha256(
+                f"{self.checkpoint.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+            ).hexdigest()[:16]
         return "in-memory"
 
     def predict_arrays(
-        self, images: Sequence[np.ndarray], offsets: Sequence[tuple[int, int]] | None = None, batch_size: int = 4,
-        progress: bool = False, anomaly_maps: Sequence[np.ndarray] | None = None,
+        self,
+        images: Sequence[np.ndarray],
+        offsets: Sequence[tuple[int, int]] | None = None,
+        batch_size: int = 4,
+        progress: bool = False,
+        anomaly_maps: Sequence[np.ndarray] | None = None,
     ) -> list[list[Instance]]:
         """Per image, its instances (not stitched), placed at its offset.
 
@@ -310,11 +357,22 @@ class Segmenter:
         starts = range(0, len(images), max(1, batch_size))
         for start in tqdm(starts, desc="tiles", unit="batch", disable=not progress, leave=False):
             chunk = images[start : start + batch_size]
-            inputs = [to_model_input(img, amap) for img, amap in zip(chunk, scaled[start : start + batch_size], strict=True)]
-            thresholds = (self.training.score_threshold, self.training.mask_threshold, self.training.min_mask_area)
+            inputs = [
+                to_model_input(img, amap)
+                for img, amap in zip(chunk, scaled[start : start + batch_size], strict=True)
+            ]
+            thresholds = (
+                self.training.score_threshold,
+                self.training.mask_threshold,
+                self.training.min_mask_area,
+            )
             streamed = run_model_streamed(self.model, inputs, self.device)
             if streamed is None:  # not a torchvision Mask R-CNN: its own (dense) outputs
-                for output, offset in zip(run_model(self.model, inputs, self.device), offsets[start : start + batch_size], strict=True):
+                for output, offset in zip(
+                    run_model(self.model, inputs, self.device),
+                    offsets[start : start + batch_size],
+                    strict=True,
+                ):
                     results.append(output_to_instances(output, self.class_names, offset, *thresholds))
                 continue
             # Bounded: each detection's mask is pasted, thresholded and cropped before the next
@@ -324,10 +382,18 @@ class Segmenter:
         return results
 
     def stitch(self, instances: Sequence[Instance]) -> list[Instance]:
-        return stitch(instances, self.training.stitch_ios, self.training.stitch_window_iou, min_area=self.training.min_mask_area)
+        return stitch(
+            instances,
+            self.training.stitch_ios,
+            self.training.stitch_window_iou,
+            min_area=self.training.min_mask_area,
+        )
 
     def predict_tiles(
-        self, tiles: Sequence[Tile], batch_size: int = 4, progress: bool = False,
+        self,
+        tiles: Sequence[Tile],
+        batch_size: int = 4,
+        progress: bool = False,
         anomaly_maps: Sequence[np.ndarray] | None = None,
     ) -> list[Instance]:
         """Frame-coordinate defects of a frame's tiles, duplicates merged and cut parts re-joined.
@@ -335,12 +401,17 @@ class Segmenter:
         ``anomaly_maps``: the tiles' raw screening maps, in tile order (see :meth:`predict_arrays`).
         """
         per_tile = self.predict_arrays(
-            [t.image for t in tiles], [(t.box.x, t.box.y) for t in tiles], batch_size=batch_size, progress=progress,
+            [t.image for t in tiles],
+            [(t.box.x, t.box.y) for t in tiles],
+            batch_size=batch_size,
+            progress=progress,
             anomaly_maps=anomaly_maps,
         )
         return self.stitch([inst for group in per_tile for inst in group])
 
-    def predict_frame(self, gray: np.ndarray, config: Config, batch_size: int = 4, progress: bool = False) -> FramePrediction:
+    def predict_frame(
+        self, gray: np.ndarray, config: Config, batch_size: int = 4, progress: bool = False
+    ) -> FramePrediction:
         """ROI, the shared tile grid, batched prediction and stitching for one full frame."""
         roi = find_ring(gray, config.roi)
         if not roi.usable:

@@ -12,7 +12,9 @@ from oringscan.preprocess.labelme import labelme_document, polygon_shape
 from oringscan.types import Instance
 
 
-def to_labelme(instances: Sequence[Instance], image_path: Path, json_path: Path, height: int, width: int) -> dict[str, Any]:
+def to_labelme(
+    instances: Sequence[Instance], image_path: Path, json_path: Path, height: int, width: int
+) -> dict[str, Any]:
     """One polygon shape per outer contour; contours of one instance share a ``group_id``.
 
     ``imagePath`` is relative to the JSON file, as LabelMe writes it, so the pair can be moved.
@@ -33,7 +35,9 @@ def to_labelme(instances: Sequence[Instance], image_path: Path, json_path: Path,
     return labelme_document(shapes, rel, width, height)
 
 
-def write_labelme(instances: Sequence[Instance], image_path: Path, json_path: Path, height: int, width: int) -> Path:
+def write_labelme(
+    instances: Sequence[Instance], image_path: Path, json_path: Path, height: int, width: int
+) -> Path:
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     data = to_labelme(instances, image_path, json_path, height, width)

@@ -54,8 +54,14 @@ LIGHT_FPN_CHANNELS = 128
 # File names torchvision's hub cache uses (``<torch hub dir>/checkpoints/<name>``); detector
 # (COCO) weights are preferred over ImageNet backbone weights.
 _CACHE_FILES: dict[str, list[tuple[str, str]]] = {
-    "resnet50_fpn": [("coco", "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"), ("imagenet", "resnet50-0676ba61.pth")],
-    "resnet50_fpn_v2": [("coco", "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth"), ("imagenet", "resnet50-11ad3fa6.pth")],
+    "resnet50_fpn": [
+        ("coco", "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"),
+        ("imagenet", "resnet50-0676ba61.pth"),
+    ],
+    "resnet50_fpn_v2": [
+        ("coco", "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth"),
+        ("imagenet", "resnet50-11ad3fa6.pth"),
+    ],
     "resnet18_fpn": [("imagenet", "resnet18-f37072fd.pth")],
     "mobilenet_v3_fpn": [("imagenet", "mobilenet_v3_large-8738ca79.pth")],
 }
@@ -172,11 +178,15 @@ def build_model(spec: ModelSpec) -> MaskRCNN:
     if spec.anchor_sizes is not None and spec.backbone != "mobilenet_v3_fpn":
         common["rpn_anchor_generator"] = _anchor_generator(spec.anchor_sizes, 5)
     if spec.backbone == "resnet50_fpn_v2":
-        model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=spec.num_classes, **common)
+        model = maskrcnn_resnet50_fpn_v2(
+            weights=None, weights_backbone=None, num_classes=spec.num_classes, **common
+        )
         _freeze_resnet(model.backbone.body, layers)
         return model
     if spec.backbone == "resnet50_fpn":
-        backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=norm, trainable_layers=layers)
+        backbone = resnet_fpn_backbone(
+            backbone_name="resnet50", weights=None, norm_layer=norm, trainable_layers=layers
+        )
         return MaskRCNN(backbone, num_classes=spec.num_classes, **common)
     if spec.anomaly_channel and spec.backbone != "lite0_fpn":
         raise ValueError(f"the anomaly channel needs backbone lite0_fpn (got {spec.backbone})")
@@ -187,8 +197,13 @@ def build_model(spec: ModelSpec) -> MaskRCNN:
         mean, std = list(LITE0_MEAN), list(LITE0_STD)
         if spec.anomaly_channel:  # the map is already in [0, 1]: passed through unchanged
             mean, std = [*mean, 0.0], [*std, 1.0]
-        return MaskRCNN(lite, **_light_heads(LITE0_FPN_CHANNELS, spec.num_classes), image_mean=mean, image_std=std,
-                        **common)
+        return MaskRCNN(
+            lite,
+            **_light_heads(LITE0_FPN_CHANNELS, spec.num_classes),
+            image_mean=mean,
+            image_std=std,
+            **common,
+        )
     if spec.backbone == "resnet18_fpn":
         body = resnet18(norm_layer=norm)
         _freeze_resnet(body, layers)
@@ -202,7 +217,11 @@ def build_model(spec: ModelSpec) -> MaskRCNN:
         return MaskRCNN(backbone, **_light_heads(LIGHT_FPN_CHANNELS, spec.num_classes), **common)
     if spec.backbone == "mobilenet_v3_fpn":
         backbone = mobilenet_backbone(
-            backbone_name="mobilenet_v3_large", weights=None, fpn=True, norm_layer=norm, trainable_layers=6 if layers >= 5 else layers
+            backbone_name="mobilenet_v3_large",
+            weights=None,
+            fpn=True,
+            norm_layer=norm,
+            trainable_layers=6 if layers >= 5 else layers,
         )
         sizes = spec.anchor_sizes or [32, 64, 128]
         names = ["0", "1"]
@@ -331,7 +350,9 @@ def create_model(
         backbone=backbone,
         num_classes=num_classes,
         input_size=training.input_size or default_input_size(backbone, tile_size),
-        anchor_sizes=training.anchor_sizes if training.anchor_sizes is not None else default_anchor_sizes(backbone),
+        anchor_sizes=training.anchor_sizes
+        if training.anchor_sizes is not None
+        else default_anchor_sizes(backbone),
         frozen_bn=found is not None and backbone != "resnet50_fpn_v2",
         trainable_backbone_layers=training.trainable_backbone_layers if found is not None else 5,
     )
@@ -364,7 +385,9 @@ def _create_lite0(
         backbone="lite0_fpn",
         num_classes=num_classes,
         input_size=training.input_size or default_input_size("lite0_fpn", tile_size),
-        anchor_sizes=training.anchor_sizes if training.anchor_sizes is not None else default_anchor_sizes("lite0_fpn"),
+        anchor_sizes=training.anchor_sizes
+        if training.anchor_sizes is not None
+        else default_anchor_sizes("lite0_fpn"),
         frozen_bn=True,
         trainable_backbone_layers=training.trainable_backbone_layers,
         anomaly_channel=anomaly,
@@ -373,7 +396,12 @@ def _create_lite0(
     model = build_model(spec)
     init_mask_logits(model)
     count = model.backbone.load_imagenet(state)
-    log.info("loaded %d ImageNet tensors from %s %s (sha256 %s)", count, source["package"] or source["file"],
-             source["version"] or "", source["sha256"][:12])
+    log.info(
+        "loaded %d ImageNet tensors from %s %s (sha256 %s)",
+        count,
+        source["package"] or source["file"],
+        source["version"] or "",
+        source["sha256"][:12],
+    )
     label = f"imagenet:{source['package'] or source['file']}=={source['version']} sha256:{source['sha256']}"
     return model, spec, label

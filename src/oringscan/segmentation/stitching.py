@@ -35,7 +35,9 @@ def tighten(instance: Instance) -> Instance | None:
     cols = np.flatnonzero(mask.any(axis=0))
     y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     crop = np.ascontiguousarray(mask[y0:y1, x0:x1])
-    return Instance(instance.label, float(instance.score), crop, (instance.offset[0] + x0, instance.offset[1] + y0))
+    return Instance(
+        instance.label, float(instance.score), crop, (instance.offset[0] + x0, instance.offset[1] + y0)
+    )
 
 
 def _box(instance: Instance) -> tuple[int, int, int, int]:
@@ -50,7 +52,9 @@ def _window(instance: Instance, x0: int, y0: int, x1: int, y1: int) -> np.ndarra
     ix0, iy0, ix1, iy1 = _box(instance)
     cx0, cy0, cx1, cy1 = max(x0, ix0), max(y0, iy0), min(x1, ix1), min(y1, iy1)
     if cx1 > cx0 and cy1 > cy0:
-        out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = instance.mask[cy0 - iy0 : cy1 - iy0, cx0 - ix0 : cx1 - ix0]
+        out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = instance.mask[
+            cy0 - iy0 : cy1 - iy0, cx0 - ix0 : cx1 - ix0
+        ]
     return out
 
 

@@ -84,7 +84,9 @@ def grid(images: Sequence[np.ndarray], columns: int = 3, cell: int = 320) -> np.
     for i, img in enumerate(images):
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img
         f = cell / max(img.shape[:2])
-        small = cv2.resize(img, (max(1, int(img.shape[1] * f)), max(1, int(img.shape[0] * f))), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            img, (max(1, int(img.shape[1] * f)), max(1, int(img.shape[0] * f))), interpolation=cv2.INTER_AREA
+        )
         r, c = divmod(i, columns)
         out[r * cell : r * cell + small.shape[0], c * cell : c * cell + small.shape[1]] = small
     return out

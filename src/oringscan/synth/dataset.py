@@ -82,8 +82,9 @@ def _write_one(out_root: Path, job: FrameJob) -> dict[str, Any]:
     image_rel = Path("images") / job.folder / f"{job.stem}.bmp"
     label_rel = Path("labels") / job.folder / f"{job.stem}.json"
     image_path_in_json = (Path("..") / ".." / image_rel).as_posix()
-    frame = render_frame(job.kind, rng, oring_type=job.oring_type, color=color, size=job.size,
-                         image_path=image_path_in_json)
+    frame = render_frame(
+        job.kind, rng, oring_type=job.oring_type, color=color, size=job.size, image_path=image_path_in_json
+    )
     truth_rel = label_rel.with_name(f"{job.stem}.truth.json") if job.kind == "rework" else None
     target = out_root / image_rel
     try:
@@ -129,9 +130,14 @@ def plan_jobs(
     for oring_type in types:
         spec = config.oring_type(oring_type)
         rework_folder, _ = rework_folder_for(config, oring_type)
-        for kind, count, folder in (("good", n_good, spec.good_folder), ("defect", n_defect, spec.defect_folder),
-                                    ("rework", n_rework, rework_folder)):
-            jobs.extend(FrameJob(oring_type, kind, i, folder, seed, color_fraction, size) for i in range(count))
+        for kind, count, folder in (
+            ("good", n_good, spec.good_folder),
+            ("defect", n_defect, spec.defect_folder),
+            ("rework", n_rework, rework_folder),
+        ):
+            jobs.extend(
+                FrameJob(oring_type, kind, i, folder, seed, color_fraction, size) for i in range(count)
+            )
     return jobs
 
 

@@ -54,8 +54,12 @@ class TypeStyle:
 
 
 STYLES: dict[str, TypeStyle] = {
-    "model1": TypeStyle((630.0, 670.0), (0.585, 0.615), (165.0, 192.0), (48.0, 66.0), 11.0, 3.0, 3.5, 0.10, 0.0, 16.0),
-    "model2": TypeStyle((585.0, 630.0), (0.555, 0.595), (138.0, 160.0), (38.0, 55.0), 7.0, 1.6, 2.5, 0.06, 2.5, 18.0),
+    "model1": TypeStyle(
+        (630.0, 670.0), (0.585, 0.615), (165.0, 192.0), (48.0, 66.0), 11.0, 3.0, 3.5, 0.10, 0.0, 16.0
+    ),
+    "model2": TypeStyle(
+        (585.0, 630.0), (0.555, 0.595), (138.0, 160.0), (38.0, 55.0), 7.0, 1.6, 2.5, 0.06, 2.5, 18.0
+    ),
 }
 
 
@@ -153,7 +157,9 @@ def _rng_log(rng: np.random.Generator, low: float, high: float) -> float:
     return float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
 
-def _blob(rng: np.random.Generator, cx: float, cy: float, radius: float, irregular: float, aspect: float = 1.0) -> Polygon:
+def _blob(
+    rng: np.random.Generator, cx: float, cy: float, radius: float, irregular: float, aspect: float = 1.0
+) -> Polygon:
     """A smooth irregular blob (star-shaped) around (cx, cy)."""
     n = 48
     t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
@@ -231,8 +237,14 @@ def _fixed(points: np.ndarray) -> np.ndarray:
     return np.round(points * 16.0).astype(np.int32)
 
 
-def _lint(rng: np.random.Generator, scene_shape: tuple[int, int], outer: Ellipse, inner: Ellipse, scale: float,
-          contrast: float) -> tuple[np.ndarray, int]:
+def _lint(
+    rng: np.random.Generator,
+    scene_shape: tuple[int, int],
+    outer: Ellipse,
+    inner: Ellipse,
+    scale: float,
+    contrast: float,
+) -> tuple[np.ndarray, int]:
     """Lint strands and specks on the belt (never on the ring): an unsigned layer of gray-level offsets.
 
     Lint stays well on the belt's side of the ring/belt contrast (at most 40 % of it), like the
@@ -274,7 +286,9 @@ def _lint(rng: np.random.Generator, scene_shape: tuple[int, int], outer: Ellipse
             radius = rng.uniform(0.8, 3.5) * scale
             if not clear(start[None, :]):
                 continue
-            cv2.circle(layer, tuple(int(v) for v in _fixed(start)), int(radius * 16), value, -1, cv2.LINE_AA, shift=4)
+            cv2.circle(
+                layer, tuple(int(v) for v in _fixed(start)), int(radius * 16), value, -1, cv2.LINE_AA, shift=4
+            )
         drawn += 1
     return layer, drawn
 
@@ -337,8 +351,11 @@ def _build_scene(
     profile = 1.0 - style.edge_darkening * wall_pos**6
     grooves = style.groove * np.sin(2 * np.pi * radial / (style.groove_period * scale) + rng.uniform(0, 6.3))
     ring_q = (ring_shade * profile + amp * mottle + grooves) * gain
-    belt_q = (belt_shade + belt_mottle * _smooth_noise(rng, (qh, qw), 6.0 * scale + 1) +
-              0.6 * belt_mottle * _smooth_noise(rng, (qh, qw), 1.0)) * gain
+    belt_q = (
+        belt_shade
+        + belt_mottle * _smooth_noise(rng, (qh, qw), 6.0 * scale + 1)
+        + 0.6 * belt_mottle * _smooth_noise(rng, (qh, qw), 1.0)
+    ) * gain
 
     ring_full = cv2.resize(ring_q.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     belt_full = cv2.resize(belt_q.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
@@ -387,8 +404,14 @@ def _build_scene(
     )
 
 
-def _draw_flash(rng: np.random.Generator, cover: np.ndarray, outer: Ellipse, inner: Ellipse,
-                flash: dict[str, Any], scale: float) -> dict[str, Any]:
+def _draw_flash(
+    rng: np.random.Generator,
+    cover: np.ndarray,
+    outer: Ellipse,
+    inner: Ellipse,
+    flash: dict[str, Any],
+    scale: float,
+) -> dict[str, Any]:
     """A thin lip proud of one edge along an arc, tapered at its ends (rework, not a defect)."""
     edge = flash["edge"]
     height_px = flash["height_px"]
@@ -413,7 +436,9 @@ def _draw_flash(rng: np.random.Generator, cover: np.ndarray, outer: Ellipse, inn
 # --- defects ---------------------------------------------------------------------------------------
 
 
-def _random_point_on_ring(rng: np.random.Generator, scene: _Scene, inset: float) -> tuple[float, float] | None:
+def _random_point_on_ring(
+    rng: np.random.Generator, scene: _Scene, inset: float
+) -> tuple[float, float] | None:
     for _ in range(50):
         theta = rng.uniform(0, 360)
         ro = float(scene.outer.radius_at(theta))
@@ -428,12 +453,18 @@ def _random_point_on_ring(rng: np.random.Generator, scene: _Scene, inset: float)
     return None
 
 
-def _sample_defect(rng: np.random.Generator, label: str, scene: _Scene) -> tuple[BaseGeometry, dict[str, Any]] | None:
+def _sample_defect(
+    rng: np.random.Generator, label: str, scene: _Scene
+) -> tuple[BaseGeometry, dict[str, Any]] | None:
     """Geometry (float, not yet snapped) and parameters of one defect of the given kind."""
     s = scene.scale
     wall = (scene.outer.a + scene.outer.b - scene.inner.a - scene.inner.b) / 2.0
     if label in ("pit", "hole", "particle"):
-        radius = {"pit": _rng_log(rng, 1.6, 12), "hole": _rng_log(rng, 3, 30), "particle": _rng_log(rng, 2, 60)}[label] * s
+        radius = {
+            "pit": _rng_log(rng, 1.6, 12),
+            "hole": _rng_log(rng, 3, 30),
+            "particle": _rng_log(rng, 2, 60),
+        }[label] * s
         radius = max(radius, 1.6)
         centre = _random_point_on_ring(rng, scene, radius + 3)
         if centre is None:
@@ -474,8 +505,11 @@ def _sample_defect(rng: np.random.Generator, label: str, scene: _Scene) -> tuple
         line = LineString(np.stack([xs, ys], axis=1))
         cap = "round" if label == "scratch" else "flat"
         geom = line.buffer(width / 2.0, cap_style=cap).intersection(scene.ring_buffered(-1.5))
-        return geom, {"width_px": round(width, 2), "length_px": round(line.length, 2),
-                      "direction": "across" if across else "along"}
+        return geom, {
+            "width_px": round(width, 2),
+            "length_px": round(line.length, 2),
+            "direction": "across" if across else "along",
+        }
     if label in ("bite", "bulge"):
         edge = "outer" if rng.random() < 0.6 else "inner"
         ellipse = scene.outer if edge == "outer" else scene.inner
@@ -522,7 +556,14 @@ def _place_defects(rng: np.random.Generator, scene: _Scene, count: int) -> list[
         if geom.is_empty:
             continue
         x0, y0, x1, y1 = geom.bounds
-        if x1 - x0 > limit or y1 - y0 > limit or x0 < 3 or y0 < 3 or x1 > scene.width - 4 or y1 > scene.height - 4:
+        if (
+            x1 - x0 > limit
+            or y1 - y0 > limit
+            or x0 < 3
+            or y0 < 3
+            or x1 > scene.width - 4
+            or y1 > scene.height - 4
+        ):
             continue
         if any(geom.buffer(6.0).intersects(t) for t in taken):
             continue
@@ -635,7 +676,12 @@ def labelme_document(defects: list[Defect], image_path: str, width: int, height:
 def _defect_truth(d: Defect, group_id: int | None) -> dict[str, Any]:
     mask, x0, y0 = d.mask_crop()
     ys, xs = np.nonzero(mask)
-    bbox = [int(x0 + xs.min()), int(y0 + ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+    bbox = [
+        int(x0 + xs.min()),
+        int(y0 + ys.min()),
+        int(xs.max() - xs.min() + 1),
+        int(ys.max() - ys.min() + 1),
+    ]
     params = {k: v for k, v in d.params.items() if k != "appearance"}
     return {
         "label": d.label,
@@ -699,8 +745,15 @@ def _render(
     if rework is not None:
         ovality = rework.get("ovality_pct", ovality)
         bore_offset = rework.get("bore_offset_px", bore_offset)
-    scene = _build_scene(rng, oring_type, chosen_polarity, (width, height), ovality, bore_offset,
-                         rework.get("flash") if rework else None)
+    scene = _build_scene(
+        rng,
+        oring_type,
+        chosen_polarity,
+        (width, height),
+        ovality,
+        bore_offset,
+        rework.get("flash") if rework else None,
+    )
     defects = _place_defects(rng, scene, int(rng.integers(1, 5))) if kind == "defect" else []
     gray = _compose(scene, defects)
     reference = _compose(scene, []) if with_reference else None
@@ -744,9 +797,13 @@ def _render(
         "rework": None,
     }
     if rework is not None:
-        info: dict[str, Any] = {"kind": rework["kind"], "bore_offset_px": round(bore_offset, 3),
-                                "bore_offset_pct_of_mean_radius": round(100 * bore_offset / ((mean_outer + mean_inner) / 2), 4),
-                                "ovality_pct": round(ovality, 4), "flash": None}
+        info: dict[str, Any] = {
+            "kind": rework["kind"],
+            "bore_offset_px": round(bore_offset, 3),
+            "bore_offset_pct_of_mean_radius": round(100 * bore_offset / ((mean_outer + mean_inner) / 2), 4),
+            "ovality_pct": round(ovality, 4),
+            "flash": None,
+        }
         if scene.flash is not None:
             f = scene.flash
             info["flash"] = {
@@ -778,8 +835,17 @@ def render_frame(
     ``polarity`` None picks light (ring brighter than belt) mostly, dark rarely. ``rework_kind`` is
     one of bore_offset, ovality, flash (random when None). ``size`` is (width, height).
     """
-    frame, _ = _render(kind, rng, oring_type=oring_type, color=color, polarity=polarity, rework_kind=rework_kind,
-                       size=size, image_path=image_path, with_reference=False)
+    frame, _ = _render(
+        kind,
+        rng,
+        oring_type=oring_type,
+        color=color,
+        polarity=polarity,
+        rework_kind=rework_kind,
+        size=size,
+        image_path=image_path,
+        with_reference=False,
+    )
     return frame
 
 

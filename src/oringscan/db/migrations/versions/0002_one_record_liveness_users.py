@@ -50,10 +50,15 @@ def upgrade() -> None:
     op.add_column("frames", sa.Column("frame_key", sa.String(length=64), nullable=True))
     op.add_column("frames", sa.Column("superseded_at", sa.DateTime(timezone=True), nullable=True))
 
-    frames = sa.table("frames", sa.column("id", sa.Integer), sa.column("path", sa.Text),
-                      sa.column("sha256", sa.String), sa.column("frame_key", sa.String),
-                      sa.column("model_fingerprint", sa.String),
-                      sa.column("superseded_at", sa.DateTime(timezone=True)))
+    frames = sa.table(
+        "frames",
+        sa.column("id", sa.Integer),
+        sa.column("path", sa.Text),
+        sa.column("sha256", sa.String),
+        sa.column("frame_key", sa.String),
+        sa.column("model_fingerprint", sa.String),
+        sa.column("superseded_at", sa.DateTime(timezone=True)),
+    )
     bind.execute(frames.update().where(frames.c.sha256.is_not(None)).values(frame_key=frames.c.sha256))
     rows = bind.execute(sa.select(frames.c.id, frames.c.path).where(frames.c.sha256.is_(None))).all()
     for frame_id, path in rows:
@@ -62,14 +67,26 @@ def upgrade() -> None:
     newer = sa.alias(frames, "newer")
     has_newer = (
         sa.select(newer.c.id)
-        .where(newer.c.frame_key == frames.c.frame_key, newer.c.model_fingerprint == frames.c.model_fingerprint,
-               newer.c.id > frames.c.id)
+        .where(
+            newer.c.frame_key == frames.c.frame_key,
+            newer.c.model_fingerprint == frames.c.model_fingerprint,
+            newer.c.id > frames.c.id,
+        )
         .exists()
     )
-    bind.execute(frames.update().where(frames.c.superseded_at.is_(None), has_newer)
-                 .values(superseded_at=datetime.now(UTC)))
-    op.create_index("uq_frames_current_frame_key", "frames", ["frame_key", "model_fingerprint"], unique=True,
-                    sqlite_where=CURRENT, postgresql_where=CURRENT)
+    bind.execute(
+        frames.update()
+        .where(frames.c.superseded_at.is_(None), has_newer)
+        .values(superseded_at=datetime.now(UTC))
+    )
+    op.create_index(
+        "uq_frames_current_frame_key",
+        "frames",
+        ["frame_key", "model_fingerprint"],
+        unique=True,
+        sqlite_where=CURRENT,
+        postgresql_where=CURRENT,
+    )
 
     op.create_table(
         "users",
@@ -88,14 +105,16 @@ def upgrade() -> None:
         # put them back in the same transaction.
         with op.batch_alter_table("reviews", recreate="always") as batch:
             batch.add_column(sa.Column("user_id", sa.Integer(), nullable=True))
-            batch.create_foreign_key(op.f("fk_reviews_user_id_users"), "users", ["user_id"], ["id"],
-                                     ondelete="RESTRICT")
+            batch.create_foreign_key(
+                op.f("fk_reviews_user_id_users"), "users", ["user_id"], ["id"], ondelete="RESTRICT"
+            )
         for statement in APPEND_ONLY_SQLITE:
             op.execute(statement)
     else:
         op.add_column("reviews", sa.Column("user_id", sa.Integer(), nullable=True))
-        op.create_foreign_key(op.f("fk_reviews_user_id_users"), "reviews", "users", ["user_id"], ["id"],
-                              ondelete="RESTRICT")
+        op.create_foreign_key(
+            op.f("fk_reviews_user_id_users"), "reviews", "users", ["user_id"], ["id"], ondelete="RESTRICT"
+        )
 
 
 def downgrade() -> None:
