@@ -27,8 +27,8 @@ TARGET_S = 2.0
 
 def _database(workdir: Path, n_frames: int, seed: int) -> tuple[str, Path]:
     """A database with ``n_frames`` sample frames, reused when an earlier run left one."""
-    from oringscan.dashboard.sample import fill_sample_database
     from oringscan.db import InspectionStore
+    from oringscan.testing.sample_db import fill_sample_database
 
     folder = workdir / f"frames{n_frames}-seed{seed}"
     url = f"sqlite:///{(folder / 'inspections.db').as_posix()}"
@@ -47,7 +47,8 @@ def _database(workdir: Path, n_frames: int, seed: int) -> tuple[str, Path]:
     )
     store.dispose()
     click.echo(
-        f"filled {n_frames} frames in {time.perf_counter() - start:.0f} s through InspectionStore.record_frame"
+        f"filled {n_frames} frames in {time.perf_counter() - start:.0f} s through "
+        "InspectionStore.record_frame"
     )
     marker.write_text("ok")
     return url, folder
@@ -67,6 +68,7 @@ def _measure(url: str, root: Path, repeat: int) -> dict[str, list[float]]:
     store = InspectionStore(url)
     defect = store.frames(verdict="defect", order="worst", limit=1).items[0].id
     suspect = store.frames(verdict="suspect", limit=1).items[0].id
+    rework = store.frames(verdict="rework", limit=1).items[0].id
     store.dispose()
 
     def queue(at: AppTest) -> None:
@@ -78,6 +80,18 @@ def _measure(url: str, root: Path, repeat: int) -> dict[str, list[float]]:
         at.radio(key="q_order").set_value("worst")
         at.run()
         at.number_input(key="q_page").set_value(3)
+
+    def queue_uncertain(at: AppTest) -> None:
+        queue(at)
+        at.run()
+        at.radio(key="q_order").set_value("uncertain")
+
+    def spots(frame_id: int):
+        def go(at: AppTest) -> None:
+            at.query_params["frame"] = str(frame_id)
+            at.switch_page("views/hot_spots.py")
+
+        return go
 
     def frame(frame_id: int, layers: bool):
         def go(at: AppTest) -> None:
@@ -95,6 +109,9 @@ def _measure(url: str, root: Path, repeat: int) -> dict[str, list[float]]:
         "review queue, worst first, page 3": queue_worst_page3,
         "frame view (defect, masks+boxes)": frame(defect, False),
         "frame view (+heatmap+geometry)": frame(suspect, True),
+        "review queue, closest to a threshold": queue_uncertain,
+        "hot spots (defect: crops + reference)": spots(defect),
+        "hot spots (rework: fired rule located)": spots(rework),
         "overview": lambda at: at.switch_page("views/overview.py"),
         "runs": lambda at: at.switch_page("views/runs.py"),
     }
@@ -138,7 +155,8 @@ def main(n_frames: int, baseline_frames: int, repeat: int, workdir: Path, seed: 
     small = _measure(small_url, small_root, repeat)
     big = _measure(big_url, big_root, repeat)
     click.echo(
-        f"\nmedian render seconds (AppTest, {repeat} runs each); target < {TARGET_S:.0f} s for queue and frame view"
+        f"\nmedian render seconds (AppTest, {repeat} runs each); target < {TARGET_S:.0f} s for queue and "
+        "frame view"
     )
     click.echo(f"{'page':40s} {baseline_frames:>8d} fr {n_frames:>8d} fr  ratio  max      verdict")
     failed = False

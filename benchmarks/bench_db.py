@@ -18,7 +18,6 @@ import argparse
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,13 +25,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from dbdata import make_result  # noqa: E402
 from sqlalchemy import insert, inspect, text  # noqa: E402
 
 from oringscan.db import InspectionStore  # noqa: E402
 from oringscan.db.models import Base, Defect, Frame, Review, Run  # noqa: E402
+from oringscan.testing.results import make_result  # noqa: E402
 
 LINE_CADENCE_MS = 1000.0
 
@@ -71,7 +69,8 @@ def bench_record(store: InspectionStore, n: int) -> None:
     every = per_kind["good"] + per_kind["defect"]
     mean = statistics.fmean(every)
     print(
-        f"record_frame: {mean:.1f} ms/frame mean ({1000 / mean:.0f} frames/s); good {statistics.median(per_kind['good']):.1f} ms, "
+        f"record_frame: {mean:.1f} ms/frame mean ({1000 / mean:.0f} frames/s); good "
+        f"{statistics.median(per_kind['good']):.1f} ms, "
         f"with 2 defect masks {statistics.median(per_kind['defect']):.1f} ms (medians); "
         f"{mean / LINE_CADENCE_MS:.3f} x the line's ~1 s/frame cadence"
     )
@@ -204,7 +203,8 @@ def main() -> None:
         n_dropped = drop_indexes(store)
         plain = {name: timed(fn, args.repeats) for name, fn in checks.items()}
         print(
-            f"\n{'query':40s} {'indexed ms':>11s} {'no index ms':>12s} {'ratio':>7s}   ({n_dropped} indexes dropped)"
+            f"\n{'query':40s} {'indexed ms':>11s} {'no index ms':>12s} {'ratio':>7s}   ({n_dropped} indexes "
+            "dropped)"
         )
         for name in checks:
             print(f"{name:40s} {indexed[name]:11.1f} {plain[name]:12.1f} {plain[name] / indexed[name]:6.1f}x")

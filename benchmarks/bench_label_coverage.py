@@ -1,6 +1,6 @@
 """How many labelled pixels reach the training data: LabelMe fill vs re-assembled tile annotations.
 
-Renders defect frames with two independent renderers (``tests/plantlike.py``: bulges 30-70 px proud,
+Renders defect frames with two independent renderers (``oringscan.testing.plantlike``: bulges 30-70 px proud,
 one of them shaded below the ring threshold, a narrow finger, an inner bulge, twelve 3-20 px pits;
 ``oringscan.synth``: its random defects, bites included), preprocesses them, and measures, per
 defect kind, the share of the labelled pixels (``cv2.fillPoly`` of the rounded LabelMe points, as
@@ -17,24 +17,22 @@ import argparse
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from plantlike import labelme_json, random_plant_scene, render_plant_frame  # noqa: E402
 
 from oringscan.config import Config  # noqa: E402
 from oringscan.frames import write_frame  # noqa: E402
 from oringscan.preprocess import preprocess_type  # noqa: E402
 from oringscan.preprocess.coverage import reassemble  # noqa: E402
 from oringscan.synth import render_frame  # noqa: E402
+from oringscan.testing.plantlike import labelme_json, random_plant_scene, render_plant_frame  # noqa: E402
 
 H, W = 2048, 2448
 
@@ -101,7 +99,9 @@ def measure(root: Path, out: Path) -> dict[tuple[str, str], list]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--plant", type=int, default=4, help="plant-like frames (tests/plantlike.py)")
+    parser.add_argument(
+        "--plant", type=int, default=4, help="plant-like frames (oringscan.testing.plantlike)"
+    )
     parser.add_argument("--synth", type=int, default=16, help="synthetic frames (oringscan.synth)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
@@ -113,7 +113,8 @@ def main() -> None:
         print(f"preprocess: {time.perf_counter() - start:.1f} s for {args.plant + args.synth} frames")
         rows = measure(root, Path(tmp) / "out" / "model1")
     print(
-        f"{'renderer':8s} {'defects':18s} {'n':>4s} {'pixels':>8s} {'in annotations':>15s} {'and shown':>10s} {'worst':>6s}"
+        f"{'renderer':8s} {'defects':18s} {'n':>4s} {'pixels':>8s} {'in annotations':>15s} "
+        f"{'and shown':>10s} {'worst':>6s}"
     )
     for (renderer, kind), (n, ann, shown, per) in sorted(rows.items()):
         print(
@@ -123,7 +124,8 @@ def main() -> None:
         n, ann, shown = (sum(v[i] for k, v in rows.items() if k[0] == renderer) for i in range(3))
         if n:
             print(
-                f"{renderer}: all {n} labelled px: {ann / n:.4f} in annotations, {shown / n:.4f} also shown in the tile"
+                f"{renderer}: all {n} labelled px: {ann / n:.4f} in annotations, {shown / n:.4f} also shown "
+                "in the tile"
             )
 
 

@@ -22,7 +22,7 @@ Cases:
   train     ``train_segmentation`` on CPU, one thread, one short epoch (8 defect tiles, batch 2),
             then its validation of N val tiles.
   pipeline  ``evaluate_pipeline`` (what ``oringscan evaluate pipeline`` runs) on N frames: quarter-size
-            synthetic frames (612x512, 160 px tiles, as tests/conftest_pipeline.py), a fitted PatchCore
+            synthetic frames (612x512, 160 px tiles, as tests/support/pipeline.py), a fitted PatchCore
             screening model and calibrated rework rules, and the untrained segmenter; the screening
             threshold is forced to ~0 and ``[pipeline] defect_min_score = 0`` so every ring tile of every
             frame is segmented and all of its (up to 100) detections are reported, overlays written.
@@ -283,7 +283,7 @@ PIPELINE_SIZE = (612, 512)
 
 
 def pipeline_config(args: argparse.Namespace) -> Any:
-    """Quarter-size frames and 160 px tiles (tests/conftest_pipeline.py's recipe), light models."""
+    """Quarter-size frames and 160 px tiles (tests/support/pipeline.py's recipe), light models."""
     config = bench_config(args)
     config.frame.width, config.frame.height = PIPELINE_SIZE
     config.tiling.tile_size, config.tiling.overlap = 160, 20
@@ -300,19 +300,19 @@ def prepare_pipeline(args: argparse.Namespace) -> None:
     split per N that lists N distinct frame files (links to the synthesized ones, truth by folder)."""
     import torch
 
-    from oringscan.pipeline import ModelPaths
     from oringscan.preprocess import preprocess_type
     from oringscan.rework_rules import calibrate_rules
     from oringscan.screening import fit_screening
     from oringscan.segmentation.checkpoints import save_checkpoint
     from oringscan.segmentation.models import create_model
     from oringscan.synth import synthesize_dataset
+    from oringscan.workspace import TypeWorkspace
 
     narrow_heads(args.full_heads, args.tiny_model)
     config = pipeline_config(args)
     root = Path(args.workdir) / "pipeline"
     data_root, output_root = root / "dataset", root / "output"
-    paths = ModelPaths.for_type(config, output_root, MODEL)
+    paths = TypeWorkspace.from_config(config, output_root, MODEL).models
     if not paths.rework_rules.is_file():
         synthesize_dataset(
             data_root,

@@ -1,15 +1,19 @@
 """Screening operating points on unseen parts: old calibration vs cross-fitted tail fit, side by side.
 
     python benchmarks/bench_operating_point.py [--sizes 20,40,100,200] [--unseen-good 160] [--defect 32]
+                                               [--reduce 3] [--screen-input PX] [--scores OUT.json]
 
-Frames come from the SECOND renderer, ``tests/plantlike.py`` (independent of ``oringscan.synth``):
+Frames come from the SECOND renderer, ``oringscan.testing.plantlike`` (independent of ``oringscan.synth``):
 one o-ring type (outer radius 650 +/- 8 px, inner 390 +/- 5 px, light ring), random lighting
 gradients, vignetting, shadows, lint, dust, blur, JPEG and sensor noise; defect frames carry
 plantlike's labelled pits (15-45 px across) and edge bulges (20-40 px proud). Every frame is rendered
-at full size, then reduced 3x (816 x 683, so a ring fits one or a few 640 px tiles and the run fits a
-shared CPU; defects shrink with it) and goes through the real ROI (``find_ring``) and tiling
-(``ring_tiles``) with ``frame.accept_any_size``. Rendered frames and their tiles are cached under
-/tmp/oringscan_bench_op/ (delete it to re-render).
+at full size, then reduced ``--reduce`` times (default 3: 816 x 683, one 640 px tile per ring, cheap
+on a shared CPU; defects shrink with it; 1: full 2448 x 2048, 9 tiles per ring, ~9x the CPU) and goes
+through the real ROI (``find_ring``) and tiling (``ring_tiles``) with ``frame.accept_any_size``.
+Rendered frames and their tiles are cached under /tmp/oringscan_bench_op/ (``_r1`` etc. for other
+reductions; delete to re-render). ``--screen-input`` sets ``screening.input_size`` (tiles resized
+before the features); ``--scores`` writes every test frame's score, the thresholds and each defect
+frame's pit and bulge sizes (which defects are missed).
 
 For each fit size N (nested: the first N of one pool of good frames):
 * old: bank on the "train" share (70/85 of N, as the 70/15/15 split), threshold = 99th percentile of
@@ -27,7 +31,6 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -36,20 +39,22 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from plantlike import random_plant_scene, render_plant_frame  # noqa: E402
 
 from oringscan.config import Config  # noqa: E402
 from oringscan.roi import find_ring  # noqa: E402
-from oringscan.screening.data import TileRecord  # noqa: E402
 from oringscan.screening.fit import calibrate_thresholds, cross_fit, new_model, score_records  # noqa: E402
 from oringscan.screening.metrics import auroc, frame_scores, recall_at_frr  # noqa: E402
 from oringscan.screening.model import quantile_higher  # noqa: E402
+from oringscan.testing.plantlike import random_plant_scene, render_plant_frame  # noqa: E402
 from oringscan.tiling import ring_tiles  # noqa: E402
+from oringscan.workspace import TileAnnotation, TileRecord  # noqa: E402
 
-CACHE = Path("/tmp/oringscan_bench_op")
-REDUCE = 3
+CACHE_ROOT = Path("/tmp/oringscan_bench_op")
+
+
+def cache_dir(reduce: int) -> Path:
+    """Rendered tiles per reduction factor (the 3x cache keeps its old place)."""
+    return CACHE_ROOT if reduce == 3 else CACHE_ROOT.with_name(f"{CACHE_ROOT.name}_r{reduce}")
 
 
 def plant_scene(kind: str, seed: int):  # noqa: ANN201 - plantlike's PlantScene
@@ -85,16 +90,20 @@ def plant_scene(kind: str, seed: int):  # noqa: ANN201 - plantlike's PlantScene
     return scene
 
 
-def cached_frame_tiles(kind: str, seed: int, config: Config) -> list[TileRecord]:
+def cached_frame_tiles(kind: str, seed: int, config: Config, reduce: int = 3) -> list[TileRecord]:
     """Render (once) -> reduce -> ROI -> ring tiles written as PNG; the frame's tile records."""
     name = f"{kind}_{seed:05d}"
-    folder = CACHE / name
+    folder = cache_dir(reduce) / name
     index = folder / "tiles.json"
     if not index.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         frame = render_plant_frame(plant_scene(kind, seed), seed=seed).image
-        small = cv2.resize(
-            frame, (frame.shape[1] // REDUCE, frame.shape[0] // REDUCE), interpolation=cv2.INTER_AREA
+        small = (
+            frame
+            if reduce == 1
+            else cv2.resize(
+                frame, (frame.shape[1] // reduce, frame.shape[0] // reduce), interpolation=cv2.INTER_AREA
+            )
         )
         cv2.imwrite(str(folder / "frame.png"), small)
         roi = find_ring(small, config.roi)
@@ -106,8 +115,20 @@ def cached_frame_tiles(kind: str, seed: int, config: Config) -> list[TileRecord]
             rows.append({"path": path.name, "x": t.box.x, "y": t.box.y, "w": t.box.w, "h": t.box.h})
         index.write_text(json.dumps({"roi": str(roi.status), "tiles": rows}), encoding="utf-8")
     rows = json.loads(index.read_text(encoding="utf-8"))["tiles"]
-    area = [1000.0] if kind == "defect" else []
-    return [TileRecord(folder / r["path"], name, r["x"], r["y"], r["w"], r["h"], list(area)) for r in rows]
+    areas = [TileAnnotation(1, [], 1000.0)] if kind == "defect" else []
+    return [
+        TileRecord(folder / r["path"], r["w"], r["h"], name, r["x"], r["y"], annotations=list(areas))
+        for r in rows
+    ]
+
+
+def defect_sizes(seed: int) -> dict[str, list[float]]:
+    """The rendered defects of a defect frame, full-size px: pit diameters, bulge heights."""
+    scene = plant_scene("defect", seed)
+    return {
+        "pits_px": [round(p[2], 1) for p in scene.labelled_pits],
+        "bulges_proud_px": [round(b[1], 1) for b in scene.labelled_bulges],
+    }
 
 
 def frame_level(records: list[TileRecord], scores: np.ndarray) -> dict[str, float]:
@@ -120,8 +141,20 @@ def main() -> None:
     ap.add_argument("--sizes", default="20,40,100,200")
     ap.add_argument("--unseen-good", type=int, default=160)
     ap.add_argument("--defect", type=int, default=32)
+    ap.add_argument(
+        "--reduce", type=int, default=3, help="frames reduced this many times (1 = full 2448x2048; slow)"
+    )
+    ap.add_argument(
+        "--screen-input",
+        type=int,
+        default=None,
+        help="screening.input_size: tiles resized to this before the features (default: the tile size)",
+    )
     ap.add_argument("--render-only", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--scores", type=Path, default=None, help="per-frame test scores, thresholds and defect sizes (JSON)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -129,11 +162,13 @@ def main() -> None:
     config = Config()
     config.frame.accept_any_size = True
     config.screening.device = "cpu"
+    config.screening.input_size = args.screen_input
     t0 = time.perf_counter()
-    pool = [cached_frame_tiles("good", 1000 + i, config) for i in range(max(sizes))]
-    unseen_good = [cached_frame_tiles("good", 5000 + i, config) for i in range(args.unseen_good)]
-    defect = [cached_frame_tiles("defect", 9000 + i, config) for i in range(args.defect)]
-    print(f"frames ready in {time.perf_counter() - t0:.0f} s ({CACHE})", flush=True)
+    red = args.reduce
+    pool = [cached_frame_tiles("good", 1000 + i, config, red) for i in range(max(sizes))]
+    unseen_good = [cached_frame_tiles("good", 5000 + i, config, red) for i in range(args.unseen_good)]
+    defect = [cached_frame_tiles("defect", 9000 + i, config, red) for i in range(args.defect)]
+    print(f"frames ready in {time.perf_counter() - t0:.0f} s ({cache_dir(red)})", flush=True)
     if args.render_only:
         return
     missing = sum(not f for f in pool + unseen_good + defect)
@@ -141,6 +176,7 @@ def main() -> None:
         print(f"warning: {missing} frames without a usable ring are left out")
     test_records = [r for f in unseen_good + defect for r in f]
     rows = []
+    per_frame: dict[int, dict] = {}
     for n in sizes:
         t1 = time.perf_counter()
         frames = [f for f in pool[:n] if f]
@@ -192,6 +228,8 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if args.scores:
+            per_frame[n] = {"old_threshold": old_thr, "new_threshold": new["threshold"], "scores": test}
     print(
         "\n| good frames fitted | old: unseen good flagged | old: recall | new: unseen good flagged | new: recall "
         "| new: expected (90 % interval) | new: sent to review (expected) | frame AUROC | recall at 2 % unseen FRR |"
@@ -207,6 +245,11 @@ def main() -> None:
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    if args.scores:
+        sizes_of = {f"defect_{9000 + i:05d}": defect_sizes(9000 + i) for i in range(args.defect)}
+        args.scores.write_text(
+            json.dumps({"fits": per_frame, "defects": sizes_of}, indent=1), encoding="utf-8"
+        )
 
 
 if __name__ == "__main__":

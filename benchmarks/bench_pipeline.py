@@ -173,15 +173,18 @@ def main() -> None:
         return "   -" if v is None else f"{100 * v:5.1f}%"
 
     print(
-        f"\nbatch: {len(frames)} frames {config.frame.width}x{config.frame.height} ({n_good_frames} good, {n_bad} defect),"
+        f"\nbatch: {len(frames)} frames {config.frame.width}x{config.frame.height} ({n_good_frames} good, "
+        f"{n_bad} defect),"
         f" {torch.get_num_threads()} torch thread(s)"
     )
     print(
         f"{'method':34} {'frames/s':>9} {'s/frame':>8} {'tiles segm.':>11} {'recall':>8} {'false rej.':>10}"
     )
     print(
-        f"{'hybrid (screen + segm. flagged)':34} {hybrid['frames_per_s']:9.3f} {1 / hybrid['frames_per_s']:8.2f} "
-        f"{hybrid['segmented_tiles']:11d} {pct(hybrid['defect_recall_not_passed']):>8} {pct(hybrid['false_reject_rate']):>10}"
+        f"{'hybrid (screen + segm. flagged)':34} {hybrid['frames_per_s']:9.3f} "
+        f"{1 / hybrid['frames_per_s']:8.2f} "
+        f"{hybrid['segmented_tiles']:11d} {pct(hybrid['defect_recall_not_passed']):>8} "
+        f"{pct(hybrid['false_reject_rate']):>10}"
     )
     print(f"{'  strict (verdict defect)':34} {'':9} {'':8} {'':11} {pct(hybrid['defect_recall_strict']):>8}")
     print(

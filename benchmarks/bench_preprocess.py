@@ -54,11 +54,11 @@ def make_frames(root: Path, n_frames: int, seed: int) -> Path:
     return root
 
 
-def stage_profile(config: Config, data_root: Path, model: str, n: int) -> dict[str, float]:
+def stage_profile(config: Config, data_root: Path, oring_type: str, n: int) -> dict[str, float]:
     """Median CPU seconds per frame of each stage (one core; CPU time, so other load on the machine
     does not inflate it), on the first ``n`` frames."""
     cv2.setNumThreads(1)
-    jobs, _, _ = discover_frames(config, data_root, model)
+    jobs, _, _ = discover_frames(config, data_root, oring_type)
     jobs = [j for j in jobs if j.label_path is not None][: n // 2] + [
         j for j in jobs if j.label_path is None
     ][: n // 2]
@@ -91,12 +91,12 @@ def stage_profile(config: Config, data_root: Path, model: str, n: int) -> dict[s
 
 
 def timed_run(
-    config: Config, data_root: Path, out_root: Path, model: str, workers: int
+    config: Config, data_root: Path, out_root: Path, oring_type: str, workers: int
 ) -> tuple[float, float, dict]:
     """Wall seconds, this process's CPU seconds (all the work when workers == 1), summary."""
-    shutil.rmtree(out_root / model, ignore_errors=True)
+    shutil.rmtree(out_root / oring_type, ignore_errors=True)
     t0, c0 = time.perf_counter(), time.process_time()
-    summary = preprocess_type(config, data_root, out_root, model, progress=False, workers=workers)
+    summary = preprocess_type(config, data_root, out_root, oring_type, progress=False, workers=workers)
     return time.perf_counter() - t0, time.process_time() - c0, summary
 
 
@@ -137,15 +137,18 @@ def main() -> None:
     base_fps, fps = n / base_s, n / run_s
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"\nmachine: {os.cpu_count()} cores, load average {load:.1f} at the end (other work slows the timings)"
+        f"\nmachine: {os.cpu_count()} cores, load average {load:.1f} at the end (other work slows the "
+        "timings)"
     )
     print(f"\nframes: {n} ({summary['frames']['used']} used, {summary['tiles']['written']} tiles)")
     print(
-        f"baseline 1 worker : {base_s:6.1f} s  {base_fps:5.2f} frames/s  (CPU {base_cpu / n * 1000:.0f} ms/frame: "
+        f"baseline 1 worker : {base_s:6.1f} s  {base_fps:5.2f} frames/s  (CPU {base_cpu / n * 1000:.0f} "
+        "ms/frame: "
         f"{args.workers} idle cores would give ~{args.workers * n / base_cpu:.1f} frames/s)"
     )
     print(
-        f"{args.workers} workers        : {run_s:6.1f} s  {fps:5.2f} frames/s  ({fps / base_fps:.2f}x the baseline)"
+        f"{args.workers} workers        : {run_s:6.1f} s  {fps:5.2f} frames/s  ({fps / base_fps:.2f}x the "
+        "baseline)"
     )
     print(
         f"1,800 frames would take {1800 / fps / 60:.1f} min (target < 10 min = {TARGET_FPS:.1f} frames/s): "

@@ -4,7 +4,7 @@
     python benchmarks/bench_rework.py --source synth --train 30 --good 60 --per-kind 20
 
 For each generator (``synth``: the project's plant-like frames, ``rings``: exact analytic rings of
-``oringscan.rework_rules.synthetic``), limits are calibrated (mean +/- k sigma) from ``--train``
+``oringscan.testing.rings``), limits are calibrated (mean +/- k sigma) from ``--train``
 good frames, then held-out good frames give the false-rework rate and ``--per-kind`` frames of each
 rework kind (bore off-centre >= 10 px, ovality >= 3 %, flash >= 6 px) give the recall. Accuracy is
 measured against the generator's truth. The baseline, run on the same frames in the same run, is the
@@ -20,7 +20,7 @@ Operating point (issue 11), old and new calibration side by side on the same mea
     python benchmarks/bench_rework.py --operating-point --train 40 --good 120 --per-kind 20
 
 For each renderer (``synth``: oringscan.synth model1; ``plantlike``: the independent renderer of
-tests/plantlike.py, one nominal ring size with moulding scatter, flash and ovality as rework),
+oringscan.testing.plantlike, one nominal ring size with moulding scatter, flash and ovality as rework),
 limits are calibrated from ``--train`` good frames the old way (k = 2.5 per rule, Student-t
 widened) and the new way (one common k for the whole rule set, rework's 2 % share of the line's
 false-reject budget); unseen good frames give the false-rework rate against the expected rate and
@@ -44,8 +44,8 @@ import numpy as np  # noqa: E402
 
 from oringscan.config import Config, ReworkConfig  # noqa: E402
 from oringscan.rework_rules import ReworkChecker, RulesFile, calibrate_from_values, measure_ring  # noqa: E402
-from oringscan.rework_rules.synthetic import draw_ring, random_scene, random_spec  # noqa: E402
 from oringscan.roi import find_ring  # noqa: E402
+from oringscan.testing.rings import draw_ring, random_scene, random_spec  # noqa: E402
 
 KINDS = ("offset", "oval", "flash")
 EXPECTED = {
@@ -235,13 +235,15 @@ def print_report(name: str, res: dict[str, Any]) -> None:
         ok = measured_rate <= 0.02 if kind == "good" else rate >= 0.95
         exp = "" if kind == "good" else f"{r['by_expected'] / max(r['n'], 1):.3f}"
         print(
-            f"{kind:8s} {r['n']:6d} {r['flagged']:8d} {rate:6.3f}  {exp:>18s}   {target} {'OK' if ok else 'MISSED'}"
+            f"{kind:8s} {r['n']:6d} {r['flagged']:8d} {rate:6.3f}  {exp:>18s}   {target} "
+            f"{'OK' if ok else 'MISSED'}"
         )
     if res["good"]["fired_on_good"]:
         g = res["good"]
         print("  rules fired on good frames:", g["fired_on_good"])
         print(
-            f"  of the {g['flagged']} flagged good frames, {g['genuine']} have a true size outside the calibrated band "
+            f"  of the {g['flagged']} flagged good frames, {g['genuine']} have a true size outside the "
+            "calibrated band "
             f"(measurement-caused false rework: {(g['flagged'] - g['genuine']) / max(g['n'], 1):.3f})"
         )
     print("accuracy (|measured - truth|):")
@@ -259,7 +261,8 @@ def print_report(name: str, res: dict[str, Any]) -> None:
     tm, tc = np.asarray(t.times), np.asarray(t.cpu_times)
     tb, tbc = np.asarray(t.base_times), np.asarray(t.base_cpu_times)
     print(
-        f"seconds per frame, ROI + measurement, 1 thread: CPU median {np.median(tc):.3f}  p95 {np.percentile(tc, 95):.3f}  "
+        f"seconds per frame, ROI + measurement, 1 thread: CPU median {np.median(tc):.3f}  p95 "
+        f"{np.percentile(tc, 95):.3f}  "
         f"max {tc.max():.3f}  (target <= 0.3) {'OK' if np.percentile(tc, 95) <= 0.3 else 'MISSED'}; "
         f"wall median {np.median(tm):.3f} (wall inflates when the machine is shared)"
     )
@@ -270,7 +273,8 @@ def print_report(name: str, res: dict[str, Any]) -> None:
     if t.edge_noise:
         en, eb = float(np.median(t.edge_noise)), float(np.median(t.base_edge_noise))
         print(
-            f"per-ray edge scatter on good frames: sub-pixel {en:.3f} px, mask edges {eb:.3f} px (ratio {en / eb:.2f})"
+            f"per-ray edge scatter on good frames: sub-pixel {en:.3f} px, mask edges {eb:.3f} px (ratio "
+            f"{en / eb:.2f})"
         )
 
 
@@ -282,7 +286,7 @@ def _plantlike_scene(kind: str, rng: np.random.Generator) -> Any:
     together), slight natural ovality; rework: flash 6-20 px on 10-90 deg, or ovality 3-8 %."""
     import math
 
-    from plantlike import random_plant_scene
+    from oringscan.testing.plantlike import random_plant_scene
 
     scene = random_plant_scene(rng, "dark" if rng.random() < 0.2 else "light")
     shrink = rng.normal(0, 1)
@@ -322,8 +326,7 @@ def op_frames(source: str, kind: str, n: int, rng: np.random.Generator) -> Itera
             )
             yield _gray(frame.image)
     else:
-        sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tests"))
-        from plantlike import render_plant_frame
+        from oringscan.testing.plantlike import render_plant_frame
 
         for _ in range(n):
             yield render_plant_frame(_plantlike_scene(kind, rng), seed=int(rng.integers(1 << 30))).image
@@ -397,9 +400,11 @@ def print_operating_point(res: dict[str, Any]) -> None:
         overlap = row["low"] <= m_high and m_low <= row["high"]
         ok = rate <= 0.025 and min(recalls.values()) >= 0.95
         print(
-            f"{name:30s} k={row['k']:.2f}  unseen good not passed {g}/{n} = {rate:.3f} (90% {m_low:.3f}-{m_high:.3f}; "
+            f"{name:30s} k={row['k']:.2f}  unseen good not passed {g}/{n} = {rate:.3f} (90% "
+            f"{m_low:.3f}-{m_high:.3f}; "
             f"expected {row['expected']:.3f} {'inside' if agrees else 'OUTSIDE'}, stated interval "
-            f"{row['low']:.3f}-{row['high']:.3f} {'overlaps' if overlap else 'DISJOINT'}; held-out {row['loo']}/{res['train']})  "
+            f"{row['low']:.3f}-{row['high']:.3f} {'overlaps' if overlap else 'DISJOINT'}; held-out "
+            f"{row['loo']}/{res['train']})  "
             + "  ".join(f"recall {k} {v:.2f}" for k, v in recalls.items())
             + f"   target <=0.025 at recall >=0.95: {'OK' if ok else 'MISSED'}"
         )

@@ -3,7 +3,7 @@
     python benchmarks/bench_roi.py                 # 16 random frames + 8 named hard cases
     python benchmarks/bench_roi.py --frames 40 --variant low_contrast_grey --seed 3
 
-Frames come from ``tests/plantlike.py`` (an independent renderer, not oringscan.synth): gradients,
+Frames come from ``oringscan.testing.plantlike`` (an independent renderer, not oringscan.synth): gradients,
 vignetting, shadows, low contrast, lint across the edge and the bore, both polarities, r_out
 500-800. The baseline, run on the same frames in the same run, is the ROI as it was before the
 plant-robustness rework (one global Otsu, polarity from the border, 3x3 opening at half resolution,
@@ -17,20 +17,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from plantlike import hard_scenes, iou, random_plant_scene, render_plant_frame  # noqa: E402
-
 from oringscan.roi import find_ring  # noqa: E402
+from oringscan.testing.plantlike import hard_scenes, iou, random_plant_scene, render_plant_frame  # noqa: E402
 
 
 def baseline_ring_mask(gray: np.ndarray) -> np.ndarray | None:
@@ -93,7 +88,7 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per frame (the median counts)")
     parser.add_argument(
-        "--no-hard", action="store_true", help="skip the named hard cases (tests/plantlike.py)"
+        "--no-hard", action="store_true", help="skip the named hard cases (oringscan.testing.plantlike)"
     )
     args = parser.parse_args()
     cv2.setNumThreads(1)
@@ -133,7 +128,8 @@ def main() -> None:
     arr = np.array(rows, dtype=float)
     ms, base_ms = arr[:, 1].mean() * 1000, arr[:, 3].mean() * 1000
     print(
-        f"\nfind_ring: {ms:.1f} ms/frame mean (max {arr[:, 1].max() * 1000:.1f}), IoU mean {arr[:, 0].mean():.4f} "
+        f"\nfind_ring: {ms:.1f} ms/frame mean (max {arr[:, 1].max() * 1000:.1f}), IoU mean "
+        f"{arr[:, 0].mean():.4f} "
         f"min {arr[:, 0].min():.4f}, status ok {int(arr[:, 4].sum())}/{len(rows)}"
     )
     print(
@@ -141,7 +137,8 @@ def main() -> None:
     )
     print(
         f"time ratio find_ring/baseline: {ms / base_ms:.2f}; frames with IoU >= 0.98: "
-        f"{int((arr[:, 0] >= 0.98).sum())}/{len(rows)} (baseline {int((arr[:, 2] >= 0.98).sum())}/{len(rows)})"
+        f"{int((arr[:, 0] >= 0.98).sum())}/{len(rows)} (baseline "
+        f"{int((arr[:, 2] >= 0.98).sum())}/{len(rows)})"
     )
 
 

@@ -121,7 +121,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(
-        "\n| variant | frame AUROC | tile AUROC | recall @<=2% FRR | few px | tens px | large | s/frame | fit s |"
+        "\n| variant | frame AUROC | tile AUROC | recall @<=2% FRR | few px | tens px | large | s/frame | "
+        "fit s |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:

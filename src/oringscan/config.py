@@ -7,13 +7,17 @@ the effective result. Each stage reads only its own section.
 
 from __future__ import annotations
 
+import logging
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from oringscan.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
@@ -107,7 +111,8 @@ class ClassesConfig(_Section):
     """Label names in LabelMe files are free text; the map says which class each becomes."""
 
     names: list[str] = Field(default_factory=lambda: ["defect"], min_length=1)
-    # label (case-insensitive) -> class name; labels not listed go to default_class.
+    # label (case-insensitive) -> class name; a label equal to a class name is that class; other
+    # labels go to default_class.
     label_map: dict[str, str] = Field(default_factory=dict)
     # None: unmapped labels are reported and skipped instead.
     default_class: str | None = "defect"
@@ -126,8 +131,14 @@ class ClassesConfig(_Section):
         return self
 
     def class_for(self, label: str) -> str | None:
+        """The class a LabelMe label trains as: ``label_map``, else a class name of its own (so a
+        class added to ``names``, e.g. from reviews, needs no map entry), else ``default_class``."""
+        key = label.strip().lower()
         lowered = {k.lower(): v for k, v in self.label_map.items()}
-        return lowered.get(label.strip().lower(), self.default_class)
+        if key in lowered:
+            return lowered[key]
+        own = {n.lower(): n for n in self.names}
+        return own.get(key, self.default_class)
 
 
 class PreprocessConfig(_Section):
@@ -156,7 +167,7 @@ class ScreeningConfig(_Section):
     coreset_batch: int = Field(default=16, ge=1)
     seed: int = 42
     # Share of good frames the threshold may flag (expected on unseen frames; cross-fitted).
-    # None: this stage's share of [pipeline] false_reject_budget (see pipeline/budget.py).
+    # None: this stage's share of [pipeline] false_reject_budget (see budget.py).
     false_reject_rate: float | None = Field(default=None, gt=0, lt=1)
     # Share of good frames sent to a person (the marginal band just below the threshold, Cognex
     # T1/T2 style). None: from the budget; 0: no marginal band.
@@ -177,15 +188,26 @@ class ScreeningConfig(_Section):
     device: str = "auto"
     # Invert tiles whose ring is darker than the belt, so one bank serves both polarities.
     normalize_polarity: bool = True
+    # Which anomaly model screens (README "Alternatives and export"): PatchCore, or anomalib's PaDiM,
+    # FastFlow, EfficientAD (small) fitted on the same tiles and calibrated the same way.
+    model: Literal["patchcore", "padim", "fastflow", "efficient_ad"] = "patchcore"
+    # PaDiM: embedding channels kept (a seeded random subset); None: all.
+    n_features: int | None = Field(default=None, ge=1)
+    # FastFlow / EfficientAD: optimisation steps per fit (EfficientAD: also its teacher's distillation).
+    train_steps: int = Field(default=200, ge=1)
 
     def layers_for_backbone(self) -> list[str]:
         if self.layers:
             return list(self.layers)
+        if self.backbone == "lite0":  # ImageNet EfficientNet-Lite0 (pip package), strides 4 and 8
+            return ["blocks.1", "blocks.2"]
         return ["fine", "coarse"] if self.backbone == "ringtexture" else ["layer2", "layer3"]
 
     def input_size_for_backbone(self, tile_size: int) -> int:
         if self.input_size:
             return self.input_size
+        if self.backbone == "lite0":
+            return 256
         return tile_size if self.backbone == "ringtexture" else 320
 
 
@@ -247,6 +269,13 @@ class TrainingConfig(_Section):
     min_mask_area: int = Field(default=4, ge=1)
     # Frame-level recall: a labelled defect counts as found when a prediction overlaps it with IoU >= this.
     recall_iou: float = Field(default=0.1, gt=0, le=1)
+    # Copy-paste (segmentation/pasting.py): the chance that a training tile gets 1..paste_max labelled
+    # defects of other train tiles pasted in, on ring material; 0 = off.
+    paste_prob: float = Field(default=0.0, ge=0, le=1)
+    paste_max: int = Field(default=2, ge=1)
+    # Train on windows of this side (tile px) holding a labelled defect, at inspection scale (cheaper
+    # iterations); None: whole tiles.
+    train_crop: int | None = Field(default=None, ge=32)
 
 
 class ReworkConfig(_Section):
@@ -256,8 +285,12 @@ class ReworkConfig(_Section):
     # sends at most false_reject_rate of unseen good parts to rework (README "Rework rules").
     k_sigma: float | None = Field(default=None, gt=0)
     # Share of unseen good parts the calibrated rules may send to rework. None: rework's share of
-    # [pipeline] false_reject_budget (pipeline/budget.py).
+    # [pipeline] false_reject_budget (budget.py).
     false_reject_rate: float | None = Field(default=None, gt=0, lt=1)
+    # How the target is shared between the rules when k_sigma is unset: "balanced" gives every
+    # rule the same held-out share (a heavy-tailed metric gets a wider k, the others stay tight);
+    # "common" puts every rule at one common k.
+    allocation: Literal["common", "balanced"] = "common"
     # Confidence level of the stated expected-rate intervals.
     confidence: float = Field(default=0.9, gt=0, lt=1)
     # Widen k for small calibration sets so the limits keep k-sigma's coverage (Student t
@@ -275,6 +308,10 @@ class ReworkConfig(_Section):
     fit_tolerance_px: float = Field(default=1.0, gt=0)
     # Protrusions/indentations lower than this have no arc (noise).
     min_excursion_px: float = Field(default=1.0, ge=0)
+    # Flash is a lip along an arc: a protrusion counts with the height it holds over at least this
+    # arc (a grey opening of the profile), so a lint strand draped over the edge (a few px wide)
+    # does not read as flash. 0: the highest point of the median profile, as before.
+    flash_min_arc_deg: float = Field(default=4.0, ge=0, le=30)
     # Rays whose rubber/belt gray levels differ less than this keep the mask edge.
     min_edge_contrast: float = Field(default=8.0, ge=0)
     # Calibrated limits never sit closer to the mean than this: a limit tighter than the
@@ -290,7 +327,7 @@ class PipelineConfig(_Section):
     """Which stage wins when they disagree."""
 
     # Share of good parts the line may reject or send to a person in all (screening flags, the
-    # marginal review band and rework together). pipeline/budget.py splits it between the stages;
+    # marginal review band and rework together). budget.py splits it between the stages;
     # an explicit screening.false_reject_rate / screening.review_rate / rework.false_reject_rate
     # overrides that stage's share.
     false_reject_budget: float = Field(default=0.05, gt=0, lt=1)
@@ -306,10 +343,15 @@ class PipelineConfig(_Section):
     rework_overrides_defect: bool = False
     save_overlays: bool = True
     tile_batch_size: int = Field(default=4, ge=1)
+    # "onnx": screening and segmentation run the exported graphs (`oringscan export model`) under
+    # onnxruntime; thresholds, calibration and post-processing stay the torch models'.
+    runtime: Literal["torch", "onnx"] = "torch"
 
 
-class SegmentationConfig(_Section):
-    """When a segmenter may call a part ``defect``: calibrated on val at the end of training."""
+class SegmentationConfig(TrainingConfig):
+    """The segmentation stage: how it trains and infers (the seed's ``[training]`` keys, still read
+    from a ``[training]`` section with a note), and when it may call a part ``defect`` (calibrated
+    on val at the end of training)."""
 
     # Precision on val an instance's score must reach to count as a defect (per class where val has
     # min_class_defects labelled defects of it, else one global score).
@@ -319,6 +361,20 @@ class SegmentationConfig(_Section):
     min_class_defects: int = Field(default=10, ge=1)
     # Fewest true positives at or above the calibrated score (a precision resting on 1-2 hits is noise).
     min_true_positives: int = Field(default=3, ge=1)
+
+
+class CompareVariant(_Section):
+    """One screening variant of `oringscan evaluate compare`: a name and [screening] settings."""
+
+    name: str = Field(min_length=1)
+    screening: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompareConfig(_Section):
+    """`oringscan evaluate compare`: screening variants fitted and tested on the same split."""
+
+    # None: the built-in list (screening/compare.py DEFAULT_VARIANTS).
+    variants: list[CompareVariant] | None = None
 
 
 class DbConfig(_Section):
@@ -351,12 +407,38 @@ class Config(_Section):
     classes: ClassesConfig = Field(default_factory=ClassesConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
     rework: ReworkConfig = Field(default_factory=ReworkConfig)
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     db: DbConfig = Field(default_factory=DbConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _training_is_segmentation(cls, data: Any) -> Any:
+        """A ``training`` table (the seed's name; checkpoints made before the rename) is read as
+        ``segmentation``; keys given in both must agree."""
+        if isinstance(data, dict) and "training" in data:
+            data = dict(data)
+            old = dict(data.pop("training") or {})
+            new = dict(data.get("segmentation") or {})
+            clash = sorted(k for k in old if k in new and new[k] != old[k])
+            if clash:
+                raise ValueError(f"[training] and [segmentation] both set {', '.join(clash)}: keep one")
+            data["segmentation"] = {**old, **new}
+        return data
+
+    @property
+    def training(self) -> SegmentationConfig:
+        """The seed's name for :attr:`segmentation` (the same object)."""
+        return self.segmentation
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Config:
+        """As pydantic's, with ``update={"training": ...}`` meaning ``segmentation``."""
+        if update and "training" in update:
+            update = {("segmentation" if k == "training" else k): v for k, v in update.items()}
+        return super().model_copy(update=update, deep=deep)
 
     def oring_type(self, name: str) -> OringType:
         try:
@@ -398,6 +480,16 @@ def load_config(path: Path | str | None = None) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if "training" in data:
+        section = data.pop("training")
+        log.warning("%s: [training] is read as [segmentation], its new name (rename the section)", path)
+        if isinstance(section, dict):
+            both = sorted(set(section) & set(data.get("segmentation", {})))
+            if both:
+                raise ConfigError(
+                    f"{path}: [training] and [segmentation] both set {', '.join(both)}: keep one"
+                )
+            data["segmentation"] = {**section, **data.get("segmentation", {})}
     try:
         return Config.model_validate(_deep_merge(Config().model_dump(), data))
     except ValidationError as exc:

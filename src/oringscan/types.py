@@ -145,15 +145,21 @@ class ScreeningResult:
     tiles: list[TileScore]
     # Optional per-tile anomaly maps (tile-sized float32), same order as ``tiles``.
     anomaly_maps: list[np.ndarray] | None = None
+    # Lower edge of the marginal band (a person looks between it and ``threshold``); None: no band.
+    # Carried by the result so the Inspector needs nothing else from the screening stage.
+    marginal_threshold: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "score": round(float(self.score), 6),
             "threshold": round(float(self.threshold), 6),
             "flagged": self.flagged,
             "marginal": self.marginal,
             "tiles": [t.to_json() for t in self.tiles],
         }
+        if self.marginal_threshold is not None:
+            out["marginal_threshold"] = round(float(self.marginal_threshold), 6)
+        return out
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ from oringscan.errors import InputNotFoundError, OringscanError, one_line
 
 if TYPE_CHECKING:
     from oringscan.config import Config
+    from oringscan.workspace import TypeWorkspace
 
 
 class ExitCode(IntEnum):
@@ -90,6 +91,10 @@ def exit_for_input_errors(n_errors: int, n_inputs: int | None = None) -> None:
         raise click.exceptions.Exit(int(ExitCode.INPUT_ERRORS))
 
 
+# The inspection database's URL for every command (several lines sharing one PostgreSQL).
+DB_URL_ENV = "ORINGSCAN_DB_URL"
+
+
 @dataclass(slots=True)
 class AppContext:
     """The effective configuration and the two roots, as every command sees them."""
@@ -99,14 +104,27 @@ class AppContext:
     output_root: Path
     config_path: Path | None = None
 
-    def type_output(self, model: str) -> Path:
-        return self.output_root / model
+    def workspace(self, oring_type: str) -> TypeWorkspace:
+        """The type's part of the output root (checks the type is configured)."""
+        from oringscan.workspace import TypeWorkspace
+
+        return TypeWorkspace.from_config(self.config, self.output_root, oring_type)
+
+    def type_output(self, oring_type: str) -> Path:
+        return self.workspace(oring_type).root
 
     @property
     def db_url(self) -> str:
+        """--db wins where a command has it; then ORINGSCAN_DB_URL (keeps a PostgreSQL password out
+        of config files), then [db] url, then the SQLite file under the output root."""
+        from_env = os.environ.get(DB_URL_ENV, "").strip()
+        if from_env:
+            return from_env
         if self.config.db.url:
             return self.config.db.url
-        return f"sqlite:///{(self.output_root / 'inspections.db').as_posix()}"
+        from oringscan.workspace import default_db_url
+
+        return default_db_url(self.output_root)
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -152,7 +170,7 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def model_option(required: bool = True, help_text: str | None = None) -> Callable[..., Any]:
     return click.option(
         "--model",
-        "model",
+        "oring_type",
         required=required,
         default=None,
         metavar="NAME",

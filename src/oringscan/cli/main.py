@@ -17,7 +17,11 @@ PART_CLIS = (
     "oringscan.rework_rules.cli",
     "oringscan.db.cli",
     "oringscan.pipeline.cli",
+    "oringscan.pipeline.reinspect_cli",
     "oringscan.dashboard.cli",
+    "oringscan.review.cli",
+    "oringscan.export.cli",
+    "oringscan.cli.models",
 )
 # Which part defines a top-level command, so `oringscan db ...` imports the db part only. A name not
 # listed here (a new command, or the train/evaluate/calibrate groups that several parts fill) loads
@@ -33,9 +37,12 @@ COMMAND_PARTS = {
     "inspect": "oringscan.pipeline.cli",
     "watch": "oringscan.pipeline.cli",
     "demo": "oringscan.pipeline.cli",
+    "reinspect": "oringscan.pipeline.reinspect_cli",
     "dashboard": "oringscan.dashboard.cli",
+    "models": "oringscan.cli.models",
+    "compare": "oringscan.cli.models",
 }
-_SHARED_GROUPS = ("train", "evaluate", "calibrate")
+_SHARED_GROUPS = ("train", "evaluate", "calibrate", "export")
 _loaded: set[str] = set()
 
 

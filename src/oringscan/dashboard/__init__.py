@@ -15,6 +15,8 @@ _EXPORTS = {
     "ImageRoots": "images",
     "ImageUnavailable": "images",
     "encode_jpeg": "images",
+    "HotSpot": "hotspots",
+    "find_hotspots": "hotspots",
     "DefectMark": "overlays",
     "OverlayLayers": "overlays",
     "TileHeat": "overlays",
@@ -24,7 +26,6 @@ _EXPORTS = {
     "APP_SCRIPT": "server",
     "launch": "server",
     "DashboardSettings": "settings",
-    "fill_sample_database": "sample",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -25,8 +25,12 @@ navigation = st.navigation(
         st.Page(
             VIEWS / "frame_view.py", title="Frame view", icon=":material/image_search:", url_path="frame"
         ),
+        st.Page(
+            VIEWS / "hot_spots.py", title="Hot spots", icon=":material/center_focus_strong:", url_path="spots"
+        ),
         st.Page(VIEWS / "overview.py", title="Overview", icon=":material/monitoring:", url_path="overview"),
         st.Page(VIEWS / "runs.py", title="Runs", icon=":material/history:", url_path="runs"),
+        st.Page(VIEWS / "run_diff.py", title="Run diff", icon=":material/compare_arrows:", url_path="diff"),
     ]
 )
 navigation.run()

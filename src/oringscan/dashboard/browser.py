@@ -157,17 +157,24 @@ def wait_for_page(page: Any, heading: str, timeout_ms: int = 60_000) -> None:
 
 
 def screenshot_pages(
-    base_url: str, out_dir: Path, frame_id: int | None, executable: Path | None = None, width: int = 1500
+    base_url: str,
+    out_dir: Path,
+    frame_id: int | None,
+    executable: Path | None = None,
+    width: int = 1500,
+    only: set[str] | None = None,
 ) -> list[Path]:
-    """One PNG per page (queue, frame, overview, runs) for the README."""
+    """One PNG per page (queue, hot spots, frame, overview, runs) for the README; ``only``: these names."""
     out_dir.mkdir(parents=True, exist_ok=True)
     shots = [
         ("dashboard_queue.png", "/", "Review queue", 1450),
+        ("dashboard_hot_spots.png", f"/spots?frame={frame_id}" if frame_id else "/spots", "Frame", 1500),
         ("dashboard_frame.png", f"/frame?frame={frame_id}" if frame_id else "/frame", "Frame", 2000),
         ("dashboard_overview.png", "/overview", "Overview", 1500),
         ("dashboard_runs.png", "/runs", "Runs", 1150),
     ]
     written = []
+    shots = [shot for shot in shots if only is None or shot[0] in only]
     with chromium(executable) as browser:
         for name, path, heading, height in shots:
             page = browser.new_page(viewport={"width": width, "height": height})
@@ -194,7 +201,15 @@ def screenshot_pages(
 @click.option(
     "--frame", "frame_id", type=int, default=None, help="Frame for the frame view (default: worst waiting)."
 )
-def main(db_url: str, data_root: Path, output_root: Path, out_dir: Path, frame_id: int | None) -> None:
+@click.option("--only", "only", multiple=True, help="Only these file names (e.g. dashboard_hot_spots.png).")
+def main(
+    db_url: str,
+    data_root: Path,
+    output_root: Path,
+    out_dir: Path,
+    frame_id: int | None,
+    only: tuple[str, ...],
+) -> None:
     """Screenshots of every dashboard page, taken in headless Chromium."""
     from oringscan.db import InspectionStore
 
@@ -208,7 +223,7 @@ def main(db_url: str, data_root: Path, output_root: Path, out_dir: Path, frame_i
         config = Path(tmp) / "screenshots.toml"
         config.write_text("[dashboard]\nrequire_login = false\n", encoding="utf-8")
         with served_dashboard(db_url, data_root, output_root, config=config) as base_url:
-            for path in screenshot_pages(base_url, out_dir, frame_id):
+            for path in screenshot_pages(base_url, out_dir, frame_id, only=set(only) or None):
                 click.echo(path)
 
 

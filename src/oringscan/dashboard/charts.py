@@ -23,7 +23,9 @@ def _verdict_scale() -> alt.Scale:
 
 
 def yield_per_day(df: pd.DataFrame) -> alt.Chart:
-    """Lines of first-pass yield (% good of judged parts) per type per day; columns day, oring_type, yield_pct, good, total."""
+    """Lines of first-pass yield (% good of judged parts) per type per day.
+
+    Columns: day, oring_type, yield_pct, good, total."""
     return (
         alt.Chart(df, title="Yield per type per day (% good)")
         .mark_line(point=True)

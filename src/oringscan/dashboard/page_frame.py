@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -26,6 +27,7 @@ from oringscan.errors import OringscanError
 
 QUEUE_PAGE = "views/review_queue.py"
 FRAME_PAGE = "views/frame_view.py"
+SPOTS_PAGE = "views/hot_spots.py"
 CROPS_PER_ROW = 4
 
 
@@ -260,11 +262,12 @@ def _default_decision(verdict: str) -> str:
     return verdict if verdict in REVIEW_DECISIONS else "defect"
 
 
-def _record_decision(store: Any, frame_id: int) -> None:
+def _record_decision(store: Any, frame_id: int, shapes_of: Callable[[str], list[Any]] | None = None) -> None:
     """Form callback (runs before the page is drawn again): append the review, or say what is missing.
 
     With login the decision is the logged-in user's (name and id); the typed name exists only
-    when the plant switched login off (loopback).
+    when the plant switched login off (loopback). ``shapes_of(decision)``: what the hot-spot view
+    marked (confirmed machine defects, the operator's boxes / polygons), recorded with a defect.
     """
     state = st.session_state
     user = auth.current_user()
@@ -285,21 +288,34 @@ def _record_decision(store: Any, frame_id: int) -> None:
         state["_decision_message"] = (frame_id, "error", "Enter your name before recording a decision.")
         return
     try:
-        review_id = store.add_review(frame_id, operator, decision, comment, user_id=user_id)
+        shapes = shapes_of(decision) if shapes_of is not None else []
+        review_id = store.add_review(
+            frame_id,
+            operator,
+            decision,
+            comment,
+            user_id=user_id,
+            shapes=shapes,
+            classes=ui.settings().classes,
+        )
     except OringscanError as exc:
         state["_decision_message"] = (frame_id, "error", ui.md(exc))
         return
     state["_operator"] = operator
     state[f"f_comment_{frame_id}"] = ""
+    state.pop(f"s_marks_{frame_id}", None)  # the hot-spot view's pending marks are recorded now
     label = ui.DECISION_LABELS.get(decision, decision)
+    marked = f", {len(shapes)} defect(s) marked" if shapes else ""
     state["_decision_message"] = (
         frame_id,
         "success",
-        f"Recorded: {label} by {ui.md(operator)} (review #{review_id}).",
+        f"Recorded: {label} by {ui.md(operator)} (review #{review_id}{marked}).",
     )
 
 
-def _decision_form(store: Any, detail: FrameDetail) -> None:
+def _decision_form(
+    store: Any, detail: FrameDetail, shapes_of: Callable[[str], list[Any]] | None = None
+) -> None:
     f = detail.frame
     st.subheader("Decision")
     user = auth.current_user()
@@ -322,13 +338,18 @@ def _decision_form(store: Any, detail: FrameDetail) -> None:
             st.caption(f"Recorded as **{ui.md(user.name)}** ({user.role})")
         else:
             st.text_input("Operator name", max_chars=128, key="f_operator")
-        st.text_area("Comment", key=f"f_comment_{f.id}", height=80, placeholder="what you saw (optional)")
+        st.text_area(
+            "Comment",
+            key=f"f_comment_{f.id}",
+            height=80,
+            placeholder="what you saw (optional); for a good / rework override: the reason",
+        )
         st.form_submit_button(
             "Record decision",
             type="primary",
             icon=":material/gavel:",
             on_click=_record_decision,
-            args=(store, f.id),
+            args=(store, f.id, shapes_of),
         )
     message = st.session_state.get("_decision_message")
     if message and message[0] == f.id:
@@ -348,6 +369,10 @@ def _history(detail: FrameDetail) -> None:
                 "operator": [r.operator for r in newest_first],
                 "decision": [r.decision for r in newest_first],
                 "comment": [r.comment or "" for r in newest_first],
+                "marked": [
+                    "; ".join(f"{m.label} ({'machine' if m.defect_id else m.kind})" for m in r.shapes)
+                    for r in newest_first
+                ],
                 "review": [r.id for r in newest_first],
             }
         ),
@@ -363,8 +388,14 @@ def _next_in_queue(store: Any, current: int) -> int | None:
 
 
 def _navigation(store: Any, frame_id: int) -> None:
-    back, nxt = st.columns([1, 1])
+    back, spots, nxt = st.columns([1, 1, 1])
     back.page_link(QUEUE_PAGE, label="Back to the review queue", icon=":material/arrow_back:")
+    spots.page_link(
+        SPOTS_PAGE,
+        label="Hot spots",
+        icon=":material/center_focus_strong:",
+        query_params={"frame": str(frame_id)},
+    )
     following = _next_in_queue(store, frame_id)
     if following is not None:
         nxt.page_link(

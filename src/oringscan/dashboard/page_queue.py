@@ -13,9 +13,13 @@ import streamlit as st
 
 from oringscan.dashboard import queries, ui
 from oringscan.db import REVIEW_VERDICTS, FrameFilter, FrameRow
+from oringscan.errors import OringscanError
 
 FRAME_PAGE = "views/frame_view.py"
-ORDERS = {"newest": "Newest first", "worst": "Worst first"}
+SPOTS_PAGE = "views/hot_spots.py"  # a frame opens on its hot spots; the whole frame is one click on
+ORDERS = {"newest": "Newest first", "worst": "Worst first", "uncertain": "Closest to a threshold"}
+THUMB_WIDTH = 120
+ROW_HEIGHT = 56
 FILTER_KEYS = ("q_types", "q_verdicts", "q_runs", "q_dates", "q_order", "q_reviewed", "q_page")
 
 
@@ -71,6 +75,34 @@ def rows_frame(rows: list[FrameRow]) -> pd.DataFrame:
             "reviewed as": [r.review_decision or "" for r in rows],
         }
     )
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def _thumb(path: str, mtime: float, _roots: Any) -> str | None:
+    import base64
+
+    from oringscan.dashboard.hotspots import thumbnail
+    from oringscan.dashboard.images import encode_jpeg
+
+    try:
+        gray = _roots.read(path)
+    except OringscanError:
+        return None
+    return (
+        "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(thumbnail(gray, THUMB_WIDTH), 80)).decode()
+    )
+
+
+def thumbnails(rows: list[FrameRow], roots: Any) -> list[str | None]:
+    """Small JPEGs of the page's frames (data URLs), cached per file and modification time."""
+    out: list[str | None] = []
+    for r in rows:
+        try:
+            path = roots.allowed(r.image)
+            out.append(_thumb(str(path), path.stat().st_mtime, roots) if path.is_file() else None)
+        except (OringscanError, OSError):
+            out.append(None)
+    return out
 
 
 def queue_csv(store: Any, query: QueueQuery) -> bytes:
@@ -140,6 +172,7 @@ def render() -> None:
     if st.session_state.get("_q_signature") != signature:  # a new filter starts at its first page
         st.session_state["_q_signature"] = signature
         st.session_state["q_page"] = 1
+        st.session_state["_q_reset_open"] = True  # "Open frame" starts at the new first row
     requested = int(st.session_state.get("q_page") or 1)
     result = fetch_page(store, query, requested, page_size)
     total = result.total
@@ -166,18 +199,23 @@ def render() -> None:
     if total == 0:
         if span is None:
             st.info(
-                "The database has no inspections yet. Run `oringscan inspect` (or `oringscan demo`) to fill it."
+                "The database has no inspections yet. "
+                "Run `oringscan inspect` (or `oringscan demo`) to fill it."
             )
         else:
             st.success("Nothing waiting: every flagged frame matching this filter has been reviewed.")
         return
 
     table = rows_frame(result.items)
+    st.session_state["_queue_ids"] = table["frame"].tolist()  # J / K on the hot-spot view follow these
+    shown = table.copy()
+    shown.insert(1, "picture", thumbnails(result.items, ui.image_roots()))
     event = st.dataframe(
-        table,
+        shown,
         hide_index=True,
         width="stretch",
-        height=min(35 * (len(table) + 1) + 3, 940),  # the whole page of rows, no inner scrolling
+        row_height=ROW_HEIGHT,  # room for the thumbnail
+        height=min(ROW_HEIGHT * len(table) + 38, 1400),  # the whole page of rows, no inner scrolling
         on_select="rerun",
         selection_mode="single-row",
         key="queue_table",
@@ -192,16 +230,20 @@ def render() -> None:
                 format="%.2f", help="1.00 = at the screening threshold"
             ),
             "run": st.column_config.NumberColumn(format="#%d"),
+            "picture": st.column_config.ImageColumn("picture", width="small"),
         },
     )
     st.caption(
-        f"Frames {result.offset + 1}-{result.offset + len(result.items)} of {total:,}. Select a row to open it."
+        f"Frames {result.offset + 1}-{result.offset + len(result.items)} of {total:,}. "
+        "Select a row to open it."
     )
     selected = list(getattr(getattr(event, "selection", None), "rows", []) or [])
     if selected:
-        st.switch_page(FRAME_PAGE, query_params={"frame": str(int(table.iloc[selected[0]]["frame"]))})
+        st.switch_page(SPOTS_PAGE, query_params={"frame": str(int(table.iloc[selected[0]]["frame"]))})
 
     ids = table["frame"].tolist()
+    if st.session_state.pop("_q_reset_open", False) or st.session_state.get("q_open") not in ids:
+        st.session_state["q_open"] = ids[0]
     pick, go = st.columns([3, 1])
     chosen = pick.selectbox(
         "Open frame",
@@ -214,5 +256,7 @@ def render() -> None:
     )
     with go:
         st.write("")
-        if st.button("Open frame", key="q_open_button", type="primary", icon=":material/open_in_new:"):
-            st.switch_page(FRAME_PAGE, query_params={"frame": str(int(chosen))})
+        if st.button(
+            "Open frame", key="q_open_button", type="primary", icon=":material/open_in_new:", shortcut="O"
+        ):
+            st.switch_page(SPOTS_PAGE, query_params={"frame": str(int(chosen))})

@@ -7,13 +7,14 @@ text. Each function takes a session from ``store.read_session()`` (one consisten
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from oringscan.db import FrameFilter
 from oringscan.db.models import Frame, Review
+from oringscan.timeutil import as_utc
 
 
 def known_types(session: Session) -> list[str]:
@@ -64,4 +65,4 @@ def overrides_by_day(session: Session, filters: FrameFilter | None = None) -> li
 
 
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value)

@@ -35,7 +35,8 @@ def check_database_url(url: str) -> None:
         path = Path(parsed.database)
         if not path.is_file():
             raise ConfigError(
-                f"{path}: no inspection database here; run `oringscan inspect` or `oringscan demo` first, or pass --db URL"
+                f"{path}: no inspection database here; run `oringscan inspect` or `oringscan demo` first, "
+                "or pass --db URL"
             )
 
 

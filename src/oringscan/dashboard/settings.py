@@ -13,6 +13,7 @@ from pathlib import Path
 
 from oringscan.config import Config
 from oringscan.errors import ConfigError
+from oringscan.review.shapes import known_labels
 
 ENV_VAR = "ORINGSCAN_DASHBOARD"
 
@@ -29,6 +30,9 @@ class DashboardSettings:
     # Users log in and decisions are theirs. `oringscan dashboard` takes it from [dashboard]
     # require_login (default on); settings read back without the key fail closed (login on).
     require_login: bool = False
+    # The labels a reviewer may give a marked defect (the config's classes and label-map keys);
+    # None: any (settings from an older CLI).
+    classes: list[str] | None = None
 
     @classmethod
     def from_config(
@@ -41,6 +45,7 @@ class DashboardSettings:
             page_size=config.dashboard.page_size,
             marginal_fraction=config.screening.marginal_fraction,
             require_login=config.dashboard.require_login,
+            classes=known_labels(config.classes),
         )
 
     def to_json(self) -> str:
@@ -51,6 +56,7 @@ class DashboardSettings:
                 "page_size": self.page_size,
                 "marginal_fraction": self.marginal_fraction,
                 "require_login": self.require_login,
+                "classes": self.classes,
             }
         )
 
@@ -66,6 +72,7 @@ class DashboardSettings:
                 if data.get("marginal_fraction") is None
                 else float(data["marginal_fraction"]),
                 require_login=bool(data.get("require_login", True)),
+                classes=None if data.get("classes") is None else [str(c) for c in data["classes"]],
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{ENV_VAR}: not valid dashboard settings JSON: {exc}") from None
@@ -79,6 +86,7 @@ class DashboardSettings:
         text = os.environ.get(ENV_VAR)
         if not text:
             raise ConfigError(
-                f"{ENV_VAR} is not set: start the dashboard with `oringscan dashboard` (it sets the database and image roots)"
+                f"{ENV_VAR} is not set: start the dashboard with `oringscan dashboard` "
+                "(it sets the database and image roots)"
             )
         return cls.from_json(text)

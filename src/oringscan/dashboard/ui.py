@@ -6,7 +6,6 @@ import re
 from typing import Any
 
 import streamlit as st
-from sqlalchemy.engine import make_url
 
 from oringscan.dashboard.images import ImageRoots
 from oringscan.dashboard.settings import DashboardSettings
@@ -69,10 +68,9 @@ def image_roots() -> ImageRoots:
 
 def safe_url(url: str) -> str:
     """The database URL with any password masked (it is shown on pages)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<database>"
+    from oringscan.db.store import safe_url as masked
+
+    return masked(url)
 
 
 def header(title: str, caption: str | None = None) -> None:

@@ -625,10 +625,14 @@ def show_command(app: AppContext, db_url: str | None, frame_id: int, as_json: bo
         )
     if detail.reviews:
         table = Table(title="Reviews (oldest first)", box=box.SIMPLE_HEAVY)
-        for col in ("when (UTC)", "operator", "decision", "comment"):
+        for col in ("when (UTC)", "operator", "decision", "comment", "marked"):
             table.add_column(col)
         for r in detail.reviews:
-            table.add_row(_when(r.created_at), r.operator, _verdict(r.decision), r.comment or "")
+            marked = "; ".join(
+                f"{m.label} {'defect ' + str(m.defect_id) if m.defect_id else m.kind} {m.x},{m.y},{m.w},{m.h}"
+                for m in r.shapes
+            )
+            table.add_row(_when(r.created_at), r.operator, _verdict(r.decision), r.comment or "", marked)
         console.print(table)
     else:
         console.print("[dim]not reviewed yet[/]")
@@ -646,17 +650,77 @@ def show_command(app: AppContext, db_url: str | None, frame_id: int, as_json: bo
 @click.option(
     "--operator", required=True, envvar="ORINGSCAN_OPERATOR", help="Who decided. Env: ORINGSCAN_OPERATOR."
 )
-@click.option("--comment", default=None, help="Why (optional).")
+@click.option("--comment", default=None, help="Why (optional; the reason of a good / rework override).")
+@click.option(
+    "--label", default=None, help="Class of the defect marked with --box / --polygon (config classes)."
+)
+@click.option("--box", default=None, metavar="X,Y,W,H", help="Mark a defect: its box in frame pixels.")
+@click.option(
+    "--polygon", default=None, metavar='"x1,y1 x2,y2 ..."', help="Mark a defect: its outline in frame pixels."
+)
+@click.option(
+    "--confirm",
+    "confirms",
+    multiple=True,
+    metavar="DEFECT[:CLASS]",
+    help="Confirm a machine defect (id from `db show`), mask kept; :CLASS corrects its class. Repeatable.",
+)
 @common_options
 def review_command(
-    app: AppContext, db_url: str | None, frame_id: int, decision: str, operator: str, comment: str | None
+    app: AppContext,
+    db_url: str | None,
+    frame_id: int,
+    decision: str,
+    operator: str,
+    comment: str | None,
+    label: str | None,
+    box: str | None,
+    polygon: str | None,
+    confirms: tuple[str, ...],
 ) -> None:
-    """Record an operator's decision about a frame (earlier reviews are kept as history)."""
+    """Record an operator's decision about a frame (earlier reviews are kept as history).
+
+    \b
+    A defect decision may say what and where (the review then becomes training data through
+    `oringscan export reviews`):
+      oringscan db review 42 --decision defect --label hole --box 812,455,30,24 --operator anna
+      oringscan db review 42 --decision defect --confirm 17 --confirm 18:scratch --operator anna
+    Without marks a defect decision confirms every defect the machine found.
+    """
+    from oringscan.review.shapes import ReviewInputError, ShapeMark, known_labels, parse_box, parse_polygon
+
+    shapes = []
+    for item in confirms:
+        ident, _, relabel = item.partition(":")
+        if not ident.strip().isdigit():
+            raise ReviewInputError(
+                f"--confirm {item!r}: expected a defect id, optionally :CLASS (e.g. 17:pit)"
+            )
+        shapes.append((int(ident), relabel.strip() or None))
+    marks: list[ShapeMark] = []
+    if box is not None or polygon is not None:
+        if not label:
+            raise ReviewInputError("--box / --polygon need --label CLASS (the config's classes)")
+        points = parse_polygon(polygon) if polygon is not None else None
+        marks.append(ShapeMark(label, parse_box(box) if box is not None else None, points))
+    elif label:
+        raise ReviewInputError("--label names the class of a --box or --polygon; give one of them too")
     store = _open(app, db_url)
-    review_id = store.add_review(frame_id, operator, decision, comment)
+    if shapes:
+        detail = store.frame_detail(frame_id)
+        if detail is None:
+            raise StoreError(f"frame {frame_id}: not in the database {safe_url(store.url)}")
+        labels = {d.id: d.label for d in detail.defects}
+        marks = [
+            ShapeMark(relabel or labels.get(ident, "?"), defect_id=ident) for ident, relabel in shapes
+        ] + marks
+    review_id = store.add_review(
+        frame_id, operator, decision, comment, shapes=marks, classes=known_labels(app.config.classes)
+    )
     history = store.reviews(frame_id)
+    marked = f", {len(marks)} defect(s) marked" if marks else ""
     click.echo(
-        f"review {review_id}: frame {frame_id} -> {decision.lower()} by {operator.strip()} "
+        f"review {review_id}: frame {frame_id} -> {decision.lower()} by {operator.strip()}{marked} "
         f"({len(history)} review(s) of this frame)"
     )
 
@@ -675,3 +739,6 @@ def register(root: click.Group) -> None:
 
     root.add_command(db_group)
     users_cli.register(root)
+    from oringscan.db.diff_cli import diff_command  # oringscan db diff (re-inspection, issue 14)
+
+    db_group.add_command(diff_command)

@@ -95,6 +95,9 @@ class Run(Base):
     # Liveness: the writing process and when it last showed a sign of life (see InspectionStore).
     pid: Mapped[int | None] = mapped_column(Integer)
     heartbeat_at: Mapped[datetime | None]
+    # How it ran (``in-process`` / ``ray``) and, for ``oringscan reinspect``, what it selected (0003).
+    engine: Mapped[str | None] = mapped_column(String(16))
+    selection: Mapped[dict[str, Any] | None]
 
     frames: Mapped[list[Frame]] = relationship(back_populates="run", passive_deletes=True)
 
@@ -138,6 +141,9 @@ class Frame(Base):
     frame_key: Mapped[str | None] = mapped_column(String(64))
     # Set when --reinspect recorded the frame again: only the current record (NULL here) is unique.
     superseded_at: Mapped[datetime | None]
+    # The record this one re-inspects (``oringscan reinspect``, migration 0003); None for a first look.
+    # Not a foreign key on purpose (see 0003: SQLite could add one only with a table copy).
+    supersedes_id: Mapped[int | None] = mapped_column(Integer)
 
     run: Mapped[Run] = relationship(back_populates="frames")
     tiles: Mapped[list[Tile]] = relationship(
@@ -160,6 +166,7 @@ class Frame(Base):
         Index("ix_frames_inspected_at", "inspected_at"),
         Index("ix_frames_verdict_inspected_at", "verdict", "inspected_at"),
         Index("ix_frames_oring_type_inspected_at", "oring_type", "inspected_at"),
+        Index("ix_frames_supersedes_id", "supersedes_id"),
         Index(
             "uq_frames_current_frame_key",
             "frame_key",
@@ -263,6 +270,39 @@ class Review(Base):
     )
 
 
+# What a review's shape comes from: a machine defect the operator confirmed (its mask kept, its class
+# maybe corrected) or one the operator drew (a box or a polygon).
+SHAPE_SOURCES = ("machine", "operator")
+SHAPE_KINDS = ("mask", "box", "polygon")
+
+
+class ReviewShape(Base):
+    """One defect a review marks: a confirmed machine defect (``defect_id``) or the operator's box /
+    polygon, with its class. Append-only like the review it belongs to (migration 0004)."""
+
+    __tablename__ = "review_shapes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    review_id: Mapped[int] = mapped_column(ForeignKey("reviews.id", ondelete="RESTRICT"))
+    source: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(64))
+    # The machine defect confirmed (source "machine"); its mask stays in ``defects``.
+    defect_id: Mapped[int | None] = mapped_column(ForeignKey("defects.id", ondelete="RESTRICT"))
+    x: Mapped[int] = mapped_column(Integer)
+    y: Mapped[int] = mapped_column(Integer)
+    w: Mapped[int] = mapped_column(Integer)
+    h: Mapped[int] = mapped_column(Integer)
+    # Polygon vertices [[x, y], ...] in frame pixels (kind "polygon"); None for a box or a mask.
+    points: Mapped[list[Any] | None] = mapped_column(JSON)
+
+    __table_args__ = (
+        CheckConstraint(f"source IN ({_in(SHAPE_SOURCES)})", name="source"),
+        CheckConstraint(f"kind IN ({_in(SHAPE_KINDS)})", name="kind"),
+        Index("ix_review_shapes_review_id", "review_id"),
+    )
+
+
 class User(Base):
     """Someone who logs in to the dashboard: name, role and an argon2 password hash (never the password)."""
 
@@ -311,4 +351,30 @@ def _install_append_only_guard() -> None:
             event.listen(Review.__table__, "after_create", DDL(statement).execute_if(dialect=dialect))
 
 
+# review_shapes are append-only too (migration 0004 installs the same triggers).
+SHAPES_APPEND_ONLY_DDL: dict[str, list[str]] = {
+    "sqlite": [
+        "CREATE TRIGGER review_shapes_no_update BEFORE UPDATE ON review_shapes "
+        "BEGIN SELECT RAISE(ABORT, 'review shapes are append-only'); END",
+        "CREATE TRIGGER review_shapes_no_delete BEFORE DELETE ON review_shapes "
+        "BEGIN SELECT RAISE(ABORT, 'review shapes are append-only'); END",
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION oringscan_review_shapes_append_only() RETURNS trigger AS $$ "
+        "BEGIN RAISE EXCEPTION 'review shapes are append-only'; END; $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER review_shapes_append_only BEFORE UPDATE OR DELETE ON review_shapes "
+        "FOR EACH ROW EXECUTE FUNCTION oringscan_review_shapes_append_only()",
+    ],
+}
+
+
+def _install_shapes_append_only_guard() -> None:
+    from sqlalchemy import DDL, event
+
+    for dialect, statements in SHAPES_APPEND_ONLY_DDL.items():
+        for statement in statements:
+            event.listen(ReviewShape.__table__, "after_create", DDL(statement).execute_if(dialect=dialect))
+
+
 _install_append_only_guard()
+_install_shapes_append_only_guard()

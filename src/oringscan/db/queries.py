@@ -7,18 +7,29 @@ ever travels as a bound parameter. Pagination happens in SQL (LIMIT/OFFSET plus 
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Select, and_, case, distinct, exists, func, select
 from sqlalchemy.orm import Session
 
 from oringscan.db.errors import StoreError
-from oringscan.db.models import REVIEW_VERDICTS, Defect, Frame, Measurement, Review, Run, Tile
+from oringscan.db.models import (
+    REVIEW_VERDICTS,
+    Defect,
+    Frame,
+    Measurement,
+    Review,
+    ReviewShape,
+    Run,
+    Tile,
+)
 from oringscan.db.vocab import FRAME_ORDERS, VERDICTS
+from oringscan.timeutil import as_utc
 
 T = TypeVar("T")
 
@@ -30,7 +41,7 @@ def _as_utc(value: datetime | None) -> datetime | None:
     """Aware UTC from the database (SQLite hands back naive UTC)."""
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value)
 
 
 def _utc_param(value: datetime | date | None) -> datetime | None:
@@ -38,11 +49,13 @@ def _utc_param(value: datetime | date | None) -> datetime | None:
         return None
     if not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value)
 
 
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses, datetimes and containers as JSON-ready Python (ISO 8601 times)."""
+    """JSON-ready Python, the one cleaner for what is stored and what is printed: dataclasses and
+    containers recursively, datetimes as ISO 8601, numpy scalars as Python numbers, NaN/inf as
+    null (PostgreSQL's json refuses NaN), anything else as its text."""
     if is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, datetime | date):
@@ -51,7 +64,13 @@ def to_jsonable(value: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
-    return value
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()  # numpy scalar
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str | int | bool) or value is None:
+        return value
+    return str(value)
 
 
 class _Row:
@@ -181,6 +200,23 @@ class MeasurementRow(_Row):
 
 
 @dataclass(slots=True)
+class ShapeRow(_Row):
+    """One defect a review marked: a confirmed machine defect (``defect_id``) or the operator's shape."""
+
+    id: int
+    review_id: int
+    source: str  # "machine" | "operator"
+    kind: str  # "mask" | "box" | "polygon"
+    label: str
+    defect_id: int | None
+    x: int
+    y: int
+    w: int
+    h: int
+    points: list[Any] | None = None
+
+
+@dataclass(slots=True)
 class ReviewRow(_Row):
     id: int
     frame_id: int
@@ -188,6 +224,7 @@ class ReviewRow(_Row):
     decision: str
     comment: str | None
     created_at: datetime | None
+    shapes: list[ShapeRow] = field(default_factory=list)  # what the review marked (migration 0004)
 
 
 @dataclass(slots=True)
@@ -446,6 +483,8 @@ def _frame_order(order: str) -> list[Any]:
             Frame.inspected_at.desc(),
             Frame.id.desc(),
         ]
+    if order == "uncertain":  # closest to the screening threshold first, on either side
+        return [func.abs(ratio - 1.0).asc().nulls_last(), Frame.inspected_at.desc(), Frame.id.desc()]
     raise StoreError(f"unknown order {order!r}; expected one of {', '.join(FRAME_ORDERS)}")
 
 
@@ -541,6 +580,7 @@ def frame_detail(session: Session, frame_id: int) -> FrameDetail | None:
     if frame is None:
         return None
     reviews = list(session.scalars(select(Review).where(Review.frame_id == frame_id).order_by(Review.id)))
+    shapes = review_shapes(session, [r.id for r in reviews])
     run = get_run(session, frame.run_id)
     assert run is not None  # foreign key
     tiles = session.scalars(select(Tile).where(Tile.frame_id == frame_id).order_by(Tile.id))
@@ -563,11 +603,11 @@ def frame_detail(session: Session, frame_id: int) -> FrameDetail | None:
             MeasurementRow(m.metric, m.value, m.lower, m.upper, bool(m.fired), m.verdict, m.message, m.unit)
             for m in measurements
         ],
-        reviews=[_review_row(r) for r in reviews],
+        reviews=[_review_row(r, shapes) for r in reviews],
     )
 
 
-def _review_row(review: Review) -> ReviewRow:
+def _review_row(review: Review, shapes: dict[int, list[ShapeRow]] | None = None) -> ReviewRow:
     return ReviewRow(
         review.id,
         review.frame_id,
@@ -575,7 +615,47 @@ def _review_row(review: Review) -> ReviewRow:
         review.decision,
         review.comment,
         _as_utc(review.created_at),
+        list((shapes or {}).get(review.id, [])),
     )
+
+
+def review_shapes(session: Session, review_ids: Sequence[int]) -> dict[int, list[ShapeRow]]:
+    """The shapes of these reviews (one query), per review id, in the order they were marked."""
+    if not review_ids:
+        return {}
+    out: dict[int, list[ShapeRow]] = {}
+    stmt = select(ReviewShape).where(ReviewShape.review_id.in_(list(review_ids))).order_by(ReviewShape.id)
+    for s in session.scalars(stmt):
+        out.setdefault(s.review_id, []).append(
+            ShapeRow(s.id, s.review_id, s.source, s.kind, s.label, s.defect_id, s.x, s.y, s.w, s.h, s.points)
+        )
+    return out
+
+
+def reference_candidates(session: Session, oring_type: str | None, limit: int = 20) -> list[FrameRow]:
+    """Recent ``good`` frames of a type, newest first: the dashboard shows the first whose picture
+    it can read beside a suspect's hot spots (a good frame a person overruled is left out)."""
+    overruled = exists().where(Review.frame_id == Frame.id, Review.decision != "good")
+    stmt = select(Frame).where(Frame.verdict == "good", Frame.superseded_at.is_(None), ~overruled)
+    stmt = stmt.where(Frame.oring_type.is_(None) if oring_type is None else Frame.oring_type == oring_type)
+    frames = session.scalars(stmt.order_by(Frame.inspected_at.desc(), Frame.id.desc()).limit(limit))
+    return [_frame_row(f) for f in frames]
+
+
+def reviewed_frame_ids(
+    session: Session, since: datetime | date | None = None, oring_type: str | None = None
+) -> list[tuple[int, int]]:
+    """(frame id, newest review id) of every reviewed frame, oldest review first; ``since``: only
+    frames whose newest review is at least that recent."""
+    newest = (
+        select(Review.frame_id, func.max(Review.id).label("review_id")).group_by(Review.frame_id).subquery()
+    )
+    stmt = select(newest.c.frame_id, newest.c.review_id).join(Review, Review.id == newest.c.review_id)
+    if since is not None:
+        stmt = stmt.where(Review.created_at >= _utc_param(since))
+    if oring_type is not None:
+        stmt = stmt.join(Frame, Frame.id == newest.c.frame_id).where(Frame.oring_type == oring_type)
+    return [(int(f), int(r)) for f, r in session.execute(stmt.order_by(newest.c.review_id))]
 
 
 def _defect_row(defect: Defect, frame: Frame | None = None, with_mask: bool = False) -> DefectRow:
@@ -608,7 +688,9 @@ def list_reviews(
         stmt = stmt.where(Review.frame_id == frame_id).order_by(Review.id.asc())
     else:
         stmt = stmt.order_by(Review.id.desc())
-    return [_review_row(r) for r in session.scalars(_paged(stmt, limit, offset))]
+    found = list(session.scalars(_paged(stmt, limit, offset)))
+    shapes = review_shapes(session, [r.id for r in found])
+    return [_review_row(r, shapes) for r in found]
 
 
 def list_defects(

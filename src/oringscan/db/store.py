@@ -19,11 +19,11 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Engine, create_engine, event, func, select, update
@@ -41,6 +41,7 @@ from oringscan.db.models import (
     Frame,
     Measurement,
     Review,
+    ReviewShape,
     Run,
     Tile,
 )
@@ -54,7 +55,11 @@ from oringscan.db.queries import (
     RunRow,
     ScoreHistogram,
 )
+from oringscan.timeutil import as_utc, utc_now
 from oringscan.types import InspectionResult
+
+if TYPE_CHECKING:
+    from oringscan.review.shapes import ShapeMark
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +101,11 @@ def utc(value: datetime | None) -> datetime | None:
     """Aware UTC (naive input is taken as UTC): the one time zone stored."""
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value)
 
 
 def now_utc() -> datetime:
-    return datetime.now(UTC)
+    return utc_now()
 
 
 def safe_url(url: str) -> str:
@@ -128,18 +133,8 @@ def _clean_float(value: Any) -> float | None:
 
 
 def _jsonable(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to null (PostgreSQL's json refuses NaN)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, str | int | bool) or value is None:
-        return value
-    return str(value)
+    """JSON-safe copy (see :func:`oringscan.db.queries.to_jsonable`)."""
+    return queries.to_jsonable(value)
 
 
 def mask_rle(mask: np.ndarray, offset: tuple[int, int], height: int, width: int) -> dict[str, Any]:
@@ -373,6 +368,7 @@ class InspectionStore:
         mm_per_px: float | None = None,
         frame_key: str | None = None,
         replace: bool = False,
+        supersedes: int | None = None,
     ) -> int:
         """Write one frame with its tiles, defects and measurements in ONE transaction; returns its id.
 
@@ -381,6 +377,9 @@ class InspectionStore:
         ``mm_per_px`` turns defect areas into mm^2. ``frame_key`` (default: the sha256) is what
         "the same frame" means; with a current record of the same key and model fingerprint this
         raises :class:`AlreadyInspectedError`, unless ``replace`` (--reinspect) supersedes it.
+        ``supersedes`` (``oringscan reinspect``): the id of the record this one re-inspects; it is
+        marked superseded in the same transaction and linked from the new one. If it is superseded
+        already (another attempt got there first) nothing is written: :class:`AlreadyInspectedError`.
         """
         frame = self._frame_from_result(
             result,
@@ -404,6 +403,8 @@ class InspectionStore:
                     frame.model_fingerprint = run.model_fingerprint
                 if frame.oring_type is None:
                     frame.oring_type = run.oring_type
+                if supersedes is not None:
+                    self._supersede(session, frame, supersedes)
                 if replace and frame.frame_key is not None:
                     session.execute(
                         update(Frame)
@@ -427,6 +428,25 @@ class InspectionStore:
             raise StoreError(
                 f"{frame.path}: not recorded in {safe_url(self.url)}: {_first_line(exc)}"
             ) from exc
+
+    @staticmethod
+    def _supersede(session: Session, frame: Frame, old_id: int) -> None:
+        """Mark record ``old_id`` superseded and link ``frame`` to it; refuse a second successor."""
+        marked = session.execute(
+            update(Frame)
+            .where(Frame.id == old_id, Frame.superseded_at.is_(None))
+            .values(superseded_at=now_utc())
+        )
+        if marked.rowcount != 1:
+            successor = session.scalar(
+                select(Frame.id).where(Frame.supersedes_id == old_id).order_by(Frame.id.desc()).limit(1)
+            )
+            raise AlreadyInspectedError(
+                f"{frame.path}: record {old_id} is already superseded"
+                + (f" (by frame {successor})" if successor is not None else ""),
+                successor,
+            )
+        frame.supersedes_id = old_id
 
     @staticmethod
     def _current(key: str, model_fingerprint: str | None) -> list[Any]:
@@ -636,12 +656,20 @@ class InspectionStore:
         *,
         created_at: datetime | None = None,
         user_id: int | None = None,
+        shapes: Sequence[ShapeMark] | None = None,
+        classes: Sequence[str] | None = None,
     ) -> int:
         """Append an operator's decision (good / defect / rework) about a frame; returns the review id.
 
         Earlier reviews stay as they were: the newest one is the frame's current decision.
         ``user_id``: the logged-in user (the dashboard passes it; ``operator`` is then their name).
+        ``shapes``: what a ``defect`` decision marks (confirmed machine defects, the operator's boxes
+        and polygons), written in the same transaction; ``classes``: the labels allowed (the
+        config's), None for any. A box outside the frame, an unknown class or a defect of another
+        frame is one :class:`ReviewInputError` line and nothing is written.
         """
+        from oringscan.review.shapes import ReviewInputError, check_shapes
+
         decision = (decision or "").strip().lower()
         if decision not in REVIEW_DECISIONS:
             raise StoreError(
@@ -652,8 +680,22 @@ class InspectionStore:
             raise StoreError(f"frame {frame_id}: a review needs the operator's name")
         comment = comment.strip() if comment else None
         with self.write_session() as session:
-            if session.get(Frame, frame_id) is None:
+            frame = session.get(Frame, frame_id)
+            if frame is None:
                 raise StoreError(f"frame {frame_id}: not in the database {safe_url(self.url)}")
+            height, width = (
+                (frame.frame_height, frame.frame_width)
+                if frame.frame_height and frame.frame_width
+                else DEFAULT_FRAME_SHAPE
+            )
+            checked = check_shapes(shapes or [], decision, width, height, classes, frame_id)
+            own = {d.id: d for d in session.scalars(select(Defect).where(Defect.frame_id == frame_id))}
+            for shape in checked:
+                if shape.defect_id is not None and shape.defect_id not in own:
+                    raise ReviewInputError(
+                        f"frame {frame_id}: defect {shape.defect_id} is not one the machine found on this "
+                        f"frame (its defects: {', '.join(map(str, own)) or 'none'})"
+                    )
             review = Review(
                 frame_id=frame_id,
                 operator=operator,
@@ -664,7 +706,42 @@ class InspectionStore:
             )
             session.add(review)
             session.flush()
+            for shape in checked:
+                if shape.defect_id is not None:
+                    d = own[shape.defect_id]
+                    x, y, w, h = d.x, d.y, d.w, d.h
+                else:
+                    x, y, w, h = shape.bounds()
+                session.add(
+                    ReviewShape(
+                        review_id=review.id,
+                        source=shape.source,
+                        kind=shape.kind,
+                        label=shape.label,
+                        defect_id=shape.defect_id,
+                        x=int(x),
+                        y=int(y),
+                        w=int(w),
+                        h=int(h),
+                        points=[[float(px), float(py)] for px, py in shape.polygon]
+                        if shape.polygon
+                        else None,
+                    )
+                )
+            session.flush()
             return review.id
+
+    def reference_candidates(self, oring_type: str | None, limit: int = 20) -> list[FrameRow]:
+        """Recent good frames of a type (newest first), for the dashboard's side-by-side crops."""
+        with self.read_session() as s:
+            return queries.reference_candidates(s, oring_type, limit)
+
+    def reviewed_frame_ids(
+        self, since: datetime | None = None, oring_type: str | None = None
+    ) -> list[tuple[int, int]]:
+        """(frame id, newest review id) of every reviewed frame: what ``export reviews`` writes."""
+        with self.read_session() as s:
+            return queries.reviewed_frame_ids(s, since, oring_type)
 
     # -- reading (thin wrappers over oringscan.db.queries, each in one snapshot) ----------------
 

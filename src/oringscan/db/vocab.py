@@ -10,4 +10,5 @@ VERDICTS = ("good", "defect", "rework", "suspect", "error")
 # What an operator may decide about a frame.
 REVIEW_DECISIONS = ("good", "defect", "rework")
 # How frame listings can be sorted ("worst" first: what a person must fix first).
-FRAME_ORDERS = ("newest", "oldest", "worst", "score")
+# "uncertain": screening score closest to its threshold first (what a review teaches the most).
+FRAME_ORDERS = ("newest", "oldest", "worst", "score", "uncertain")

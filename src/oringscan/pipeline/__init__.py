@@ -17,7 +17,7 @@ from oringscan._lazy import lazy_exports
 if TYPE_CHECKING:
     from oringscan.pipeline.batch import BatchSummary, FrameRecorder, Prefetcher, inspect_paths, read_one
     from oringscan.pipeline.evaluate import evaluate_pipeline, metrics_from_confusion
-    from oringscan.pipeline.inspector import FrameInspection, Inspector, ModelPaths, model_fingerprint
+    from oringscan.pipeline.inspector import FrameInspection, Inspector, model_fingerprint
     from oringscan.pipeline.policy import confident_defects, decide_verdict
     from oringscan.pipeline.watch import FolderWatcher, watch_folder
 
@@ -34,7 +34,6 @@ __getattr__, __dir__ = lazy_exports(
         "metrics_from_confusion": "evaluate",
         "FrameInspection": "inspector",
         "Inspector": "inspector",
-        "ModelPaths": "inspector",
         "model_fingerprint": "inspector",
         "confident_defects": "policy",
         "decide_verdict": "policy",
@@ -49,7 +48,6 @@ __all__ = [
     "FrameInspection",
     "FrameRecorder",
     "Inspector",
-    "ModelPaths",
     "Prefetcher",
     "confident_defects",
     "decide_verdict",

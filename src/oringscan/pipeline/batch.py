@@ -24,15 +24,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from oringscan.config import FrameConfig
+from oringscan.config import Config, FrameConfig
 from oringscan.errors import FrameError, InputNotFoundError, OringscanError, path_text
 from oringscan.frames import LoadedFrame, iter_image_files, read_frame, sha256_of
 from oringscan.pipeline.inspector import FrameInspection, Inspector, error_result
+from oringscan.timeutil import utc_stamp
 from oringscan.types import InspectionResult, Verdict
+from oringscan.workspace import TypeWorkspace
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ class FrameRecorder:
                 result,
                 self.inspector,
                 shape,
-                self.station,  # type: ignore[arg-type]
+                self.station,
                 key=item.key,
                 replace=self.reinspect,
             )
@@ -298,11 +299,27 @@ class FrameRecorder:
         return name
 
 
+class ModelIdentity(Protocol):
+    """What recording a frame needs to know of the models: the Inspector, or a driver that only
+    knows what its workers loaded (the Ray engine)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def model_versions(self) -> dict[str, Any]: ...
+
+
 def record_result(
     store: Any,
     run_id: Any,
     result: InspectionResult,
-    inspector: Inspector,
+    inspector: ModelIdentity,
     frame_shape: tuple[int, int] | None = None,
     station: str | None = None,
     *,
@@ -333,13 +350,13 @@ def record_result(
 
 
 def start_run(
-    store: Any | None, inspector: Inspector, *, kind: str = "inspect", note: str | None = None
+    store: Any | None, inspector: ModelIdentity, *, kind: str = "inspect", note: str | None = None
 ) -> Any:
     """A run record for this batch (None without a store): config and model fingerprints, host, start."""
     if store is None:
         return None
     return store.start_run(
-        model=inspector.model,
+        oring_type=inspector.model,
         model_fingerprint=inspector.fingerprint,
         model_versions=inspector.model_versions(),
         config=inspector.config,
@@ -349,7 +366,7 @@ def start_run(
 
 def run_folder_name(run_id: Any) -> str:
     """``run-<id>_<UTC start>``: unique even when two databases share one output folder."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_stamp()
     return f"run_{stamp}" if run_id is None else f"run-{run_id}_{stamp}"
 
 
@@ -383,7 +400,8 @@ def inspect_paths(
     for name in missing:
         log.error("%s: no such file or folder (nothing recorded for it)", name)
     run_id = start_run(store, inspector)
-    overlay_dir = Path(output_root) / inspector.model / "inspections" / run_folder_name(run_id)
+    workspace = TypeWorkspace.from_config(inspector.config, output_root, inspector.model)
+    overlay_dir = workspace.overlays_dir(run_folder_name(run_id))
     recorder = FrameRecorder(
         inspector,
         store,

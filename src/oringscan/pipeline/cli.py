@@ -30,6 +30,31 @@ def open_store(url: str) -> Any:
     return InspectionStore(url)
 
 
+def engine_options(func: Any) -> Any:
+    """--engine, --ray-address, --actors (inspect, reinspect): where the frames are inspected."""
+    func = click.option(
+        "--actors",
+        type=click.IntRange(min=1),
+        default=None,
+        help="--engine ray: inspection workers, each holding the models (a GPU each when there are) "
+        "[default: 1].",
+    )(func)
+    func = click.option(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="--engine ray: an existing Ray cluster (ray://head:10001, auto) [default: start a local Ray].",
+    )(func)
+    return click.option(
+        "--engine",
+        type=click.Choice(["in-process", "ray"]),
+        default="in-process",
+        show_default=True,
+        help="Where frames are inspected: this process, or Ray tasks and actors "
+        '(pip install "oringscan[ray]").',
+    )(func)
+
+
 @click.command("inspect", epilog=EXIT_CODES_HELP)
 @common_options
 @model_option()
@@ -57,10 +82,11 @@ def open_store(url: str) -> Any:
 @click.option("--station", default=None, help="Station name stored with every frame.")
 @click.option("--device", default=None, help="auto, cpu or cuda [default: from the config].")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs, CI).")
+@engine_options
 @strict_option
 def inspect_command(
     app: AppContext,
-    model: str,
+    oring_type: str,
     paths: tuple[Path, ...],
     db_url: str | None,
     as_json: bool,
@@ -70,6 +96,9 @@ def inspect_command(
     device: str | None,
     no_progress: bool,
     strict: bool = False,
+    engine: str = "in-process",
+    ray_address: str | None = None,
+    actors: int | None = None,
 ) -> None:
     """Inspect frames (files, folders, globs) and record one verdict per frame.
 
@@ -99,7 +128,32 @@ def inspect_command(
     check_inputs(paths, strict)
     set_threads(None)
     url = db_url or app.db_url
-    inspector = Inspector.load(app.config, app.output_root, model, device=device)
+    if engine == "ray":  # oringscan.pipeline.ray_engine: frames as Ray tasks, models in actors
+        from oringscan.pipeline.ray_engine import RayOptions, inspect_paths_ray, require_ray
+
+        require_ray()
+        store = open_store(url)
+        summary = inspect_paths_ray(
+            app.config,
+            app.output_root,
+            oring_type,
+            list(paths),
+            store,
+            options=RayOptions(address=ray_address, actors=actors or 1),
+            device=device,
+            reinspect=reinspect,
+            save_overlays=save_vis,
+            station=station,
+            on_result=_stop_at_error if strict else None,
+            progress=not no_progress,
+        )
+        console = Console(stderr=as_json)
+        print_summary(summary, console, db_url=url)
+        if as_json:
+            click.echo(results_json(summary.results))
+        exit_for_input_errors(summary.n_errors, len(summary.results) + len(summary.missing_inputs))
+        return
+    inspector = Inspector.load(app.config, app.output_root, oring_type, device=device)
     store = open_store(url)
     summary = inspect_paths(
         inspector,
@@ -162,7 +216,7 @@ def _stop_at_error(result: Any) -> None:
 @strict_option
 def watch_command(
     app: AppContext,
-    model: str,
+    oring_type: str,
     folder: Path,
     db_url: str | None,
     poll_s: float,
@@ -191,10 +245,10 @@ def watch_command(
 
     set_threads(None)
     url = db_url or app.db_url
-    inspector = Inspector.load(app.config, app.output_root, model, device=device)
+    inspector = Inspector.load(app.config, app.output_root, oring_type, device=device)
     store = open_store(url)
     run_id = start_run(store, inspector, kind="watch", note=str(folder))
-    overlay_dir = app.output_root / model / "inspections" / run_folder_name(run_id)
+    overlay_dir = app.workspace(oring_type).overlays_dir(run_folder_name(run_id))
     recorder = FrameRecorder(
         inspector,
         store,
@@ -204,7 +258,11 @@ def watch_command(
         overlay_dir=overlay_dir,
         station=station,
     )
-    click.echo(f"watching {folder} for {model} frames (Ctrl-C to stop); records go to {url}", err=True)
+    from oringscan.db.store import safe_url  # a PostgreSQL password never reaches the terminal
+
+    click.echo(
+        f"watching {folder} for {oring_type} frames (Ctrl-C to stop); records go to {safe_url(url)}", err=True
+    )
     stop = threading.Event()
     # A service manager stops the watcher with SIGTERM: finish the current frame, close the run.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -277,7 +335,7 @@ def demo_command(workdir: Path, minutes: float, seed: int) -> None:
 @click.option("--device", default=None, help="auto, cpu or cuda.")
 def evaluate_pipeline_command(
     app: AppContext,
-    model: str,
+    oring_type: str,
     split: str,
     out_dir: Path | None,
     as_json: bool,
@@ -295,7 +353,7 @@ def evaluate_pipeline_command(
     from oringscan.pipeline.inspector import Inspector
 
     set_threads(None)
-    inspector = Inspector.load(app.config, app.output_root, model, device=device)
+    inspector = Inspector.load(app.config, app.output_root, oring_type, device=device)
     report = evaluate_pipeline(inspector, app.data_root, app.output_root, split=split, out_dir=out_dir)
     if as_json:
         click.echo(json.dumps(report, indent=2))

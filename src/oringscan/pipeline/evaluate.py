@@ -17,11 +17,12 @@ from typing import Any
 import click
 
 from oringscan.config import Config
-from oringscan.errors import OringscanError
+from oringscan.errors import ModelFileError, OringscanError
 from oringscan.frames import iter_image_files
 from oringscan.pipeline.batch import FrameRecorder, Prefetcher
 from oringscan.pipeline.inspector import Inspector
 from oringscan.types import InspectionResult
+from oringscan.workspace import TypeWorkspace
 
 TRUTHS = ("good", "defect", "rework")
 PREDICTIONS = ("good", "defect", "rework", "suspect", "error")
@@ -32,35 +33,21 @@ class EvaluationError(OringscanError):
 
 
 def split_frames(
-    config: Config, data_root: Path, output_root: Path, model: str, split: str
+    config: Config, data_root: Path, output_root: Path, oring_type: str, split: str
 ) -> list[tuple[Path, str]]:
     """(frame path, truth) for the split's source frames plus the type's rework frames."""
-    ann = Path(output_root) / model / "annotations" / f"{split}.json"
-    if not ann.is_file():
-        raise EvaluationError(f"{ann}: no {split} split (run: oringscan preprocess --model {model})")
+    workspace = TypeWorkspace.from_config(config, output_root, oring_type)
     try:
-        images = json.loads(ann.read_text(encoding="utf-8")).get("images", [])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EvaluationError(f"{ann}: not valid JSON ({exc})") from None
-    spec = config.oring_type(model)
-    folders = {spec.good_folder: "good", spec.defect_folder: "defect"}
-    out: dict[Path, str] = {}
-    for record in images:
-        source = record.get("source_image")
-        if not source:
-            continue
-        path = Path(data_root) / source
-        truth = folders.get(path.parent.name) or (
-            "defect" if record.get("frame_kind") == "defect" else "good"
-        )
-        out.setdefault(path, truth)
-    rework_folder = spec.rework_folder or f"{model}_rework"
-    rework_dir = Path(data_root) / "images" / rework_folder
+        out = {f.path: f.kind for f in workspace.source_frames(split, config, data_root)}
+    except ModelFileError as exc:
+        raise EvaluationError(str(exc)) from None
+    spec = config.oring_type(oring_type)
+    rework_dir = Path(data_root) / "images" / (spec.rework_folder or f"{oring_type}_rework")
     if rework_dir.is_dir():
         for path in iter_image_files([rework_dir], config.frame):
             out.setdefault(path, "rework")
     if not out:
-        raise EvaluationError(f"{ann}: the {split} split lists no frames")
+        raise EvaluationError(f"{workspace.annotations(split)}: the {split} split lists no frames")
     return sorted(out.items())
 
 
@@ -129,7 +116,8 @@ def _expected_rates(inspector: Inspector) -> dict[str, tuple[float | None, list[
     low, high = getattr(meta, "rate_low", None), getattr(meta, "rate_high", None)
     out["rework"] = (rework, None if low is None or high is None else [low, high])
     parts = [out[s][0] for s in ("screening", "review", "rework")]
-    out["line"] = (sum(parts) if all(p is not None for p in parts) else None, None)  # overlaps only lower it
+    known = [float(p) for p in parts if p is not None]
+    out["line"] = (sum(known) if len(known) == len(parts) else None, None)  # overlaps only lower it
     return out
 
 
@@ -141,7 +129,7 @@ def false_reject_report(
     from scipy import stats
 
     try:
-        from oringscan.pipeline.budget import split_false_reject_budget
+        from oringscan.budget import split_false_reject_budget
 
         budget = split_false_reject_budget(inspector.config).as_dict()
         budget["line"] = budget.pop("total")
@@ -168,7 +156,7 @@ def false_reject_report(
             "count": count,
             "measured_interval": None if low is None else [low, high],
             # The calibration's expectation is consistent with what these parts show.
-            "consistent": None if exp is None or low is None else bool(low <= exp <= high),
+            "consistent": None if exp is None or low is None or high is None else bool(low <= exp <= high),
         }
     return out
 
@@ -206,6 +194,9 @@ def _without_pixels(result: InspectionResult) -> InspectionResult:
     (tile-size float32 each) go; memory then grows with the frame count, not with frame area."""
     if result.screening is not None:
         result.screening.anomaly_maps = None
+    # OPS (issue 17): the defects' mask crops (~1 MB per frame from an unsure segmenter) are in the
+    # overlay already; the report reads only verdicts, scores, reasons and rework, so they go too.
+    result.defects = []
     return result
 
 
@@ -216,13 +207,17 @@ def evaluate_pipeline(
     split: str = "test",
     out_dir: Path | None = None,
     progress: bool = True,
+    frames: list[tuple[Path, str]] | None = None,
 ) -> dict[str, Any]:
-    """Inspect the split's frames, write report.json, the confusion matrix and score plots."""
+    """Inspect the split's frames (or the given ``(frame, truth)`` pairs), write report.json, the
+    confusion matrix and score plots."""
     from tqdm import tqdm
 
     model = inspector.model
-    frames = split_frames(inspector.config, Path(data_root), Path(output_root), model, split)
-    out_dir = Path(out_dir) if out_dir is not None else Path(output_root) / model / "evaluation" / "pipeline"
+    if frames is None:
+        frames = split_frames(inspector.config, Path(data_root), Path(output_root), model, split)
+    workspace = TypeWorkspace.from_config(inspector.config, output_root, model)
+    out_dir = Path(out_dir) if out_dir is not None else workspace.pipeline_evaluation_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     truth_of = dict(frames)
     recorder = FrameRecorder(inspector, None, None, reinspect=True, overlay_dir=out_dir / "overlays")
@@ -232,7 +227,9 @@ def evaluate_pipeline(
         total=len(frames), desc=f"evaluate pipeline {model} ({split})", unit="frame", disable=not progress
     )
     for item in Prefetcher([p for p, _ in frames], inspector.config.frame):
-        result = _without_pixels(recorder.process(item))
+        processed = recorder.process(item)
+        assert processed is not None  # no store, reinspect=True: the recorder never skips a frame
+        result = _without_pixels(processed)
         truth = truth_of[item.path]
         results.append((truth, result))
         rows.append(
@@ -243,6 +240,7 @@ def evaluate_pipeline(
                 "screen_score": result.screen_score,
                 "reasons": result.reasons,
                 "total_ms": result.timings_ms.get("total"),
+                "overlay": result.overlay_path,
             }
         )
         bar.update(1)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from oringscan.config import Config
 from oringscan.errors import FrameError, ModelFileError, OringscanError
 from oringscan.frames import LoadedFrame, normalize_frame
 from oringscan.pipeline.policy import DefectGate, confident_defects, decide_verdict
+from oringscan.rework_rules.checker import ReworkReport
 from oringscan.roi import RingROI, find_ring
 from oringscan.tiling import ring_tiles
 from oringscan.types import (
@@ -34,61 +35,56 @@ from oringscan.types import (
     Tile,
     Verdict,
 )
+from oringscan.workspace import ModelFiles, TypeWorkspace
+
+if TYPE_CHECKING:
+    from oringscan.rework_rules.measure import RingMeasurement
+    from oringscan.segmentation.calibration import SegmentationCalibration
 
 log = logging.getLogger(__name__)
 
 
 class ScreeningStage(Protocol):
+    """Scores a frame's ring tiles; the result carries everything the Inspector decides from
+    (frame score, threshold, flag, marginal band and, when asked, the tiles' anomaly maps)."""
+
     def score_tiles(self, tiles: list[Tile], with_maps: bool = False) -> ScreeningResult: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 class SegmentationStage(Protocol):
-    def predict_tiles(self, tiles: list[Tile], batch_size: int = 4) -> list[Instance]: ...
+    """Segments the tiles screening flagged; says itself whether (and from which score) it may call
+    defects (``calibration``) and whether it takes the screening maps as an input."""
+
+    calibration: SegmentationCalibration | None
+
+    @property
+    def needs_anomaly_maps(self) -> bool: ...
+
+    def predict_tiles(
+        self, tiles: Sequence[Tile], batch_size: int = 4, *, anomaly_maps: Sequence[np.ndarray] | None = None
+    ) -> list[Instance]: ...
+
+    def report_scores_from(self, score: float) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 class ReworkStage(Protocol):
-    def check(self, image_or_roi: np.ndarray | RingROI, gray: np.ndarray | None = None) -> ReworkResult: ...
+    """Measures the ring found by the ROI and applies the geometry rules (never raises)."""
+
+    def inspect(self, image_or_roi: np.ndarray | RingROI, gray: np.ndarray | None = None) -> ReworkReport: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ModelPaths:
-    """Where one o-ring type's three models live under the output root."""
-
-    screening_dir: Path
-    segmentation_checkpoint: Path
-    rework_rules: Path
-
-    @classmethod
-    def for_type(cls, config: Config, output_root: Path, model: str) -> ModelPaths:
-        from oringscan.rework_rules import rules_path_for
-
-        type_root = Path(output_root) / model
-        rules = rules_path_for(config, Path(output_root), model)
-        return cls(type_root / "screening", type_root / "checkpoints" / "best_model.pth", Path(rules))
-
-    @property
-    def segmentation_calibration(self) -> Path:
-        """The segmenter's calibration (segmentation/calibration.py), next to its checkpoint."""
-        return self.segmentation_checkpoint.parent / "segmentation_calibration.json"
-
-    def files(self) -> list[Path]:
-        """Every file whose content decides a verdict (hashed into the model fingerprint)."""
-        return [
-            self.screening_dir / "metadata.json",
-            self.screening_dir / "memory_bank.safetensors",
-            self.segmentation_checkpoint,
-            self.rework_rules,
-        ]
-
-
-def model_fingerprint(paths: ModelPaths, config: Config, model: str) -> str:
+def model_fingerprint(paths: ModelFiles, config: Config, oring_type: str) -> str:
     """Content hash of the three models and the settings that change a verdict.
 
     A frame already inspected with the same fingerprint is skipped by reruns; retraining any stage,
     editing the rules file or the pipeline policy makes a new fingerprint.
     """
     digest = hashlib.sha256()
-    digest.update(model.encode())
+    digest.update(oring_type.encode())
     for path in paths.files():
         if not path.is_file():
             raise ModelFileError(path, "model file not found")
@@ -106,15 +102,13 @@ def model_fingerprint(paths: ModelPaths, config: Config, model: str) -> str:
 
 @dataclass(slots=True)
 class FrameInspection:
-    """A result plus what the overlay needs (the frame, the ring, the tiles' heatmaps)."""
+    """A result plus what the overlay needs (the frame, the ring, the measured geometry)."""
 
     result: InspectionResult
     gray: np.ndarray | None = None
     roi: RingROI | None = None
     scale: float = 1.0
-    raw_defects: list[Instance] = field(default_factory=list)
-    segmented_boxes: list[Any] = field(default_factory=list)
-    geometry: Any = None  # the rework stage's RingMeasurement, when it measured the ring
+    geometry: RingMeasurement | None = None  # the rework stage's measurement, when it measured the ring
 
 
 class _Timer:
@@ -147,44 +141,43 @@ def error_result(
 
 
 class Inspector:
-    """One o-ring type's three stages plus the verdict policy; cheap to call per frame."""
+    """One o-ring type's three stages plus the verdict policy; cheap to call per frame.
+
+    The stages are anything that keeps the Protocols above (a test runs it on fakes);
+    :meth:`load` builds the real ones from the config and the type's workspace.
+    """
 
     def __init__(
         self,
         config: Config,
-        model: str,
+        oring_type: str,
         screening: ScreeningStage,
         segmenter: SegmentationStage,
         rework: ReworkStage,
         fingerprint: str = "unversioned",
-        paths: ModelPaths | None = None,
+        paths: ModelFiles | None = None,
         gate: DefectGate | None = None,
     ) -> None:
         self.config = config
-        self.model = model
+        self.model = oring_type
         self.screening = screening
         self.segmenter = segmenter
         self.rework = rework
         self.fingerprint = fingerprint
         self.paths = paths
+        # Heatmaps cost time: computed when overlays are saved (the batch sets it from --save-vis).
         self.with_maps = config.pipeline.save_overlays
         # Whether segmentation may call defects, and from which score: its val calibration (carried
         # by the segmenter) or an explicit [pipeline] defect_min_score. Not qualified: never runs.
         self.gate = (
-            gate
-            if gate is not None
-            else DefectGate.from_calibration(getattr(segmenter, "calibration", None), config.pipeline)
+            gate if gate is not None else DefectGate.from_calibration(segmenter.calibration, config.pipeline)
         )
         self._warned = False
-        training = getattr(segmenter, "training", None)
-        lowest = self.gate.lowest
-        if lowest is not None and training is not None and getattr(training, "score_threshold", 0.0) > lowest:
-            # The segmenter must report instances down to the lowest calibrated score (a copy:
-            # the config's training section stays as it is).
-            segmenter.training = training.model_copy(update={"score_threshold": lowest})  # type: ignore[attr-defined]
+        if self.gate.lowest is not None:
+            segmenter.report_scores_from(self.gate.lowest)
 
     def _warn_once(self) -> None:
-        """One warning line when the first frame is inspected: segmentation will not (or, overridden, will) decide."""
+        """One warning line at the first frame: segmentation will not (or, overridden, will) decide."""
         if self._warned:
             return
         self._warned = True
@@ -200,9 +193,15 @@ class Inspector:
 
     @classmethod
     def load(
-        cls, config: Config, output_root: Path | str, model: str, device: str | None = None
+        cls,
+        config: Config,
+        output_root: Path | str,
+        oring_type: str,
+        device: str | None = None,
+        version: str | None = None,
     ) -> Inspector:
-        """Load the type's screening model, segmenter (checkpoints/best_model.pth) and rework rules.
+        """The type's screening model, segmenter and rework rules, from its workspace: the models in
+        use, or ``version`` (a stored version such as ``v0002``, or ``"working"``: the newest).
 
         A missing or wrong model file is a :class:`ModelFileError` naming the file and the command
         that makes it.
@@ -211,64 +210,40 @@ class Inspector:
         from oringscan.screening import ScreeningModel
         from oringscan.segmentation import Segmenter
 
-        config.oring_type(model)
-        paths = ModelPaths.for_type(config, Path(output_root), model)
-        hints = {
-            paths.screening_dir / "metadata.json": f"oringscan train screening --model {model}",
-            paths.screening_dir / "memory_bank.safetensors": f"oringscan train screening --model {model}",
-            paths.segmentation_checkpoint: f"oringscan train segmentation --model {model}",
-            paths.rework_rules: f"oringscan calibrate rework --model {model}",
-        }
-        for path, command in hints.items():
-            if not path.is_file():
-                raise ModelFileError(path, f"model file not found; make it with: {command}")
-        screen_device = _resolve(device or config.screening.device)
-        screening = ScreeningModel.load(paths.screening_dir, expected_type=model, device=screen_device)
-        segmenter = Segmenter.load(
-            paths.segmentation_checkpoint,
-            device=device or config.training.device,
-            expected_type=model,
-            config=config,
-        )
-        checker = ReworkChecker.load(
-            paths.rework_rules,
-            mm_per_px=config.oring_type(model).mm_per_px,
-            config=config.rework,
-            roi_config=config.roi,
-        )
+        workspace = TypeWorkspace.from_config(config, output_root, oring_type)
+        paths = workspace.models_for(version)
+        paths.require(oring_type)
+        screening = ScreeningModel.from_config(config, workspace, device, version)
+        segmenter = Segmenter.from_config(config, workspace, device, version)
+        checker = ReworkChecker.from_config(config, workspace, version)
         return cls(
-            config, model, screening, segmenter, checker, model_fingerprint(paths, config, model), paths
+            config,
+            oring_type,
+            screening,
+            segmenter,
+            checker,
+            model_fingerprint(paths, config, oring_type),
+            paths,
         )
 
     def model_versions(self) -> dict[str, Any]:
         """What each stage was made from (stored with every run)."""
-        out: dict[str, Any] = {"fingerprint": self.fingerprint}
-        meta = getattr(self.screening, "meta", None)
-        if meta is not None:
-            out["screening"] = {
-                k: getattr(meta, k, None)
-                for k in ("backbone", "threshold", "marginal_threshold", "train_fingerprint", "created")
-            }
-        seg_meta = getattr(self.segmenter, "meta", None)
-        if isinstance(seg_meta, dict):
-            out["segmentation"] = {
-                k: v for k, v in seg_meta.items() if isinstance(v, str | int | float | None)
-            }
-        out.setdefault("segmentation", {}).update(
-            {
+        out: dict[str, Any] = {
+            "fingerprint": self.fingerprint,
+            "screening": self.screening.describe(),
+            "segmentation": {
+                **self.segmenter.describe(),
                 "qualified": self.gate.qualified,
                 "defect_score": self.gate.min_score,
                 "decides": self.gate.reason,
-            }
-        )
+            },
+        }
         if self.paths is not None:
+            out["version"] = self.paths.version  # None: the working copy (nothing promoted yet)
             out["files"] = {
-                k: str(v)
-                for k, v in (
-                    ("screening", self.paths.screening_dir),
-                    ("segmentation", self.paths.segmentation_checkpoint),
-                    ("rework_rules", self.paths.rework_rules),
-                )
+                "screening": str(self.paths.screening_dir),
+                "segmentation": str(self.paths.segmentation_checkpoint),
+                "rework_rules": str(self.paths.rework_rules),
             }
         return out
 
@@ -335,72 +310,47 @@ class Inspector:
             return FrameInspection(InspectionResult(name, verdict, reasons, error=reasons[0]), gray, roi)
         with timer.stage("tiles"):
             tiles, _ = ring_tiles(gray, roi, self.config)
+        guided = self.segmenter.needs_anomaly_maps
         with timer.stage("screening"):
             # An anomaly-guided segmenter takes the flagged tiles' screening maps as an input channel.
-            guided = bool(getattr(self.segmenter, "needs_anomaly_maps", False))
             screening = self.screening.score_tiles(tiles, with_maps=self.with_maps or guided)
         # A segmenter that is not qualified is absent: it neither confirms nor clears anything.
-        to_segment = self._tiles_to_segment(tiles, screening) if self.gate.qualified else []
+        to_segment = tiles_to_segment(tiles, screening) if self.gate.qualified else []
         raw: list[Instance] = []
         if to_segment:
-            extra: dict[str, Any] = {}
+            maps = None
             if guided and screening.anomaly_maps is not None:
-                maps = {id(t): m for t, m in zip(tiles, screening.anomaly_maps, strict=True)}
-                extra["anomaly_maps"] = [maps[id(t)] for t in to_segment]
+                by_tile = {id(t): m for t, m in zip(tiles, screening.anomaly_maps, strict=True)}
+                maps = [by_tile[id(t)] for t in to_segment]
             with timer.stage("segmentation"):
-                raw = list(
-                    self.segmenter.predict_tiles(to_segment, batch_size=policy.tile_batch_size, **extra)
+                raw = self.segmenter.predict_tiles(
+                    to_segment, batch_size=policy.tile_batch_size, anomaly_maps=maps
                 )
         defects = confident_defects(raw, policy, self.gate)
         with timer.stage("rework"):
-            rework, geometry = self._check_rework(roi, gray)
-        verdict, reasons = decide_verdict(roi, screening, defects, rework, policy, self.gate)
+            try:
+                report = self.rework.inspect(roi, gray)
+            except OringscanError as exc:  # e.g. a rules file that went bad: the geometry is unmeasured
+                report = ReworkReport(ReworkResult(ReworkVerdict.ERROR, [str(exc)]))
+        verdict, reasons = decide_verdict(roi, screening, defects, report.result, policy, self.gate)
         result = InspectionResult(
             image=name,
             verdict=verdict,
             reasons=reasons,
             screening=screening,
             defects=defects,
-            rework=rework,
+            rework=report.result,
             error=reasons[0] if verdict is Verdict.ERROR and reasons else None,
         )
-        return FrameInspection(
-            result, gray, roi, raw_defects=raw, segmented_boxes=[t.box for t in to_segment], geometry=geometry
-        )
-
-    def _tiles_to_segment(self, tiles: list[Tile], screening: ScreeningResult) -> list[Tile]:
-        """Flagged tiles; for a marginal frame also the tiles in the marginal band (a defect there
-        turns "a person must look" into a confirmed defect)."""
-        if screening.flagged:
-            return [t for t, s in zip(tiles, screening.tiles, strict=True) if s.flagged]
-        if screening.marginal:
-            low = self._marginal_threshold(screening)
-            return [t for t, s in zip(tiles, screening.tiles, strict=True) if s.score > low]
-        return []
-
-    def _marginal_threshold(self, screening: ScreeningResult) -> float:
-        meta = getattr(self.screening, "meta", None)
-        low = getattr(meta, "marginal_threshold", None)
-        if low is None:
-            fraction = self.config.screening.marginal_fraction or 1.0
-            low = screening.threshold * fraction
-        return float(low)
-
-    def _check_rework(self, roi: RingROI, gray: np.ndarray) -> tuple[ReworkResult, Any]:
-        """The rules' result and, when the checker offers it, the measured geometry (for overlays)."""
-        try:
-            inspect = getattr(self.rework, "inspect", None)
-            if inspect is not None:
-                report = inspect(roi, gray)
-                return report.result, getattr(report, "measurement", None)
-            return self.rework.check(roi, gray), None
-        except OringscanError as exc:
-            return ReworkResult(ReworkVerdict.ERROR, [str(exc)]), None
+        return FrameInspection(result, gray, roi, geometry=report.measurement)
 
 
-def _resolve(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+def tiles_to_segment(tiles: list[Tile], screening: ScreeningResult) -> list[Tile]:
+    """Flagged tiles; for a marginal frame also the tiles in the marginal band (a defect there
+    turns "a person must look" into a confirmed defect)."""
+    if screening.flagged:
+        return [t for t, s in zip(tiles, screening.tiles, strict=True) if s.flagged]
+    if screening.marginal and screening.marginal_threshold is not None:
+        low = screening.marginal_threshold
+        return [t for t, s in zip(tiles, screening.tiles, strict=True) if s.score > low]
+    return []

@@ -114,7 +114,7 @@ def decide_verdict(
     rework_reasons: list[str] = []
     if defects:
         defect_reasons.append(_defect_reason(defects))
-    if roi.status is RoiStatus.BROKEN and (rework is None or rework.verdict is not ReworkVerdict.DEFECT):
+    if roi.status is RoiStatus.BROKEN:  # cut through: a defect whatever else was found
         defect_reasons.append(f"ring broken: {roi.reason}")
     rework_error: list[str] = []
     if rework is not None:
@@ -122,7 +122,8 @@ def decide_verdict(
             defect_reasons.extend(f"geometry: {r}" for r in rework.reasons or ["out of defect limits"])
         elif rework.verdict is ReworkVerdict.REWORK:
             rework_reasons.extend(f"geometry: {r}" for r in rework.reasons or ["out of rework limits"])
-        elif rework.verdict is ReworkVerdict.ERROR and roi.status is not RoiStatus.BROKEN:
+        elif rework.verdict is ReworkVerdict.ERROR and roi.status is RoiStatus.OK:
+            # A ring in another status was not measured because of that status (decided below).
             rework_error.extend(f"geometry not measured: {r}" for r in rework.reasons or ["unknown problem"])
 
     if defect_reasons and rework_reasons:
@@ -150,11 +151,13 @@ def decide_verdict(
         verdict = Verdict(policy.unconfirmed_flag)
     elif screening is not None and screening.marginal:
         reasons.append(
-            f"screening score {screening.score:.4g} is in the marginal band just below threshold {screening.threshold:.4g}"
+            f"screening score {screening.score:.4g} is in the marginal band "
+            f"just below threshold {screening.threshold:.4g}"
         )
         verdict = Verdict(policy.marginal_verdict)
+    if roi.status is RoiStatus.TOUCHES_EDGE:
+        edge = f"{roi.reason}: the whole ring is not in view, so its geometry was not measured"
+        return Verdict.ERROR, [edge, *reasons]
     if rework_error:
         return Verdict.ERROR, rework_error + reasons
-    if roi.status is RoiStatus.TOUCHES_EDGE:
-        return Verdict.ERROR, [f"{roi.reason}: the whole ring is not in view"] + reasons
     return verdict, reasons

@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from oringscan.pipeline.batch import BatchSummary
 from oringscan.types import InspectionResult, Verdict
@@ -69,8 +70,8 @@ def summary_tables(summary: BatchSummary, max_listed: int = 15) -> list[Table]:
         for r in flagged[:max_listed]:
             listing.add_row(
                 f"[{VERDICT_STYLES[str(r.verdict)]}]{r.verdict}[/]",
-                Path(r.image).name,
-                r.reasons[0] if r.reasons else "",
+                Text(Path(r.image).name),  # plain text: a file name may hold "[/]" or "[red]"
+                Text(r.reasons[0] if r.reasons else ""),
             )
         if len(flagged) > max_listed:
             listing.caption = f"... and {len(flagged) - max_listed} more (see the dashboard)"
@@ -83,7 +84,9 @@ def print_summary(summary: BatchSummary, console: Console | None = None, db_url:
     for table in summary_tables(summary):
         console.print(table)
     if db_url:
-        console.print(f"database: {db_url}", soft_wrap=True, markup=False)
+        from oringscan.db.store import safe_url  # a PostgreSQL password never reaches the terminal
+
+        console.print(f"database: {safe_url(db_url)}", soft_wrap=True, markup=False)
     if summary.overlay_dir is not None and summary.overlay_dir.is_dir():
         console.print(f"overlays: {summary.overlay_dir}", soft_wrap=True, markup=False)
 

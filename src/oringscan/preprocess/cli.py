@@ -34,7 +34,9 @@ MAX_LISTED = 10
     help="Worker processes, one frame each at a time (default: preprocess.workers from the config, 2).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs and CI).")
-def preprocess_command(app: AppContext, model: str | None, workers: int | None, no_progress: bool) -> None:
+def preprocess_command(
+    app: AppContext, oring_type: str | None, workers: int | None, no_progress: bool
+) -> None:
     """Cut frames into 640 px ring tiles and write COCO train/val/test files.
 
     \b
@@ -54,11 +56,16 @@ def preprocess_command(app: AppContext, model: str | None, workers: int | None, 
       oringscan preprocess                       # all types
       oringscan preprocess --model model1 --data "F:\\standard elastomers\\Original Data"
     """
-    from oringscan.preprocess.runner import SUMMARY_FILE, preprocess_all
+    from oringscan.preprocess.runner import preprocess_all
 
     require_paths(app.data_root)
     summaries = preprocess_all(
-        app.config, app.data_root, app.output_root, model=model, progress=not no_progress, workers=workers
+        app.config,
+        app.data_root,
+        app.output_root,
+        oring_type=oring_type,
+        progress=not no_progress,
+        workers=workers,
     )
     console = Console()
     console.print(f"data: {path_text(app.data_root)}", markup=False, highlight=False, soft_wrap=True)
@@ -74,7 +81,7 @@ def preprocess_command(app: AppContext, model: str | None, workers: int | None, 
         _print_problems(console, name, summary)
         console.print(
             f"{name}: {summary['instances']['slivers_dropped']} sliver(s) below preprocess.min_instance_area dropped; "
-            f"summary in {path_text(app.output_root / name / SUMMARY_FILE)}",
+            f"summary in {path_text(app.workspace(name).dataset_summary)}",
             markup=False,
             highlight=False,
             soft_wrap=True,

@@ -35,11 +35,13 @@ from oringscan.preprocess.labelme import LabelInstance, load_instances
 from oringscan.preprocess.split import SPLITS, split_frames
 from oringscan.roi import RoiStatus, find_ring
 from oringscan.tiling import ring_tiles_and_keep
+from oringscan.workspace import SUMMARY_FILE as WORKSPACE_SUMMARY_FILE
+from oringscan.workspace import TypeWorkspace
 
 log = logging.getLogger(__name__)
 
 STAGING_DIR = ".preprocess-staging"
-SUMMARY_FILE = "dataset_summary.json"
+SUMMARY_FILE = WORKSPACE_SUMMARY_FILE
 # Defect size histogram: longest side of each labelled defect's bounding box, frame pixels.
 SIZE_BIN_EDGES = (0, 4, 8, 16, 32, 64, 128, 256, 512)
 # Files that file managers leave in folders; not worth a warning.
@@ -112,10 +114,10 @@ def entry_problem(path: Path) -> str | None:
 
 
 def discover_frames(
-    config: Config, data_root: Path, model: str
+    config: Config, data_root: Path, oring_type: str
 ) -> tuple[list[FrameJob], list[dict[str, str]], list[str]]:
     """Frames of one type with their label files; plus skipped files and folder-level warnings."""
-    oring = config.oring_type(model)
+    oring = config.oring_type(oring_type)
     jobs: list[FrameJob] = []
     skipped: list[dict[str, str]] = []
     warnings: list[str] = []
@@ -124,11 +126,11 @@ def discover_frames(
     missing = [data_root / "images" / f for f, _ in folders if not (data_root / "images" / f).is_dir()]
     if len(missing) == len(folders):
         raise DatasetError(
-            f"{path_text(data_root)}: no frames for {model}: neither "
+            f"{path_text(data_root)}: no frames for {oring_type}: neither "
             + " nor ".join(f"images/{f}" for f, _ in folders)
             + " exists (folders come from the config's [types] section)"
         )
-    rework_dir = data_root / "images" / (oring.rework_folder or f"{model}_rework")
+    rework_dir = data_root / "images" / (oring.rework_folder or f"{oring_type}_rework")
     if rework_dir.is_dir():
         n_rework = sum(1 for p in rework_dir.rglob("*") if p.suffix.lower() in extensions)
         if n_rework:
@@ -139,7 +141,7 @@ def discover_frames(
         images_dir = data_root / "images" / folder
         labels_dir = data_root / "labels" / folder
         if not images_dir.is_dir():
-            warnings.append(f"{images_dir}: folder not found; no {kind} frames for {model}")
+            warnings.append(f"{images_dir}: folder not found; no {kind} frames for {oring_type}")
             continue
         used_stems: dict[str, str] = {}
         for path in sorted(images_dir.rglob("*")):
@@ -402,7 +404,7 @@ def preprocess_type(
     config: Config,
     data_root: Path | str,
     output_root: Path | str,
-    model: str,
+    oring_type: str,
     progress: bool = True,
     workers: int | None = None,
 ) -> dict[str, Any]:
@@ -413,20 +415,22 @@ def preprocess_type(
     ``output/<model>/`` is touched).
     """
     data_root, output_root = Path(data_root), Path(output_root)
-    config.oring_type(model)
+    config.oring_type(oring_type)
     if not data_root.is_dir():
         raise DatasetError(
             f"{path_text(data_root)}: data root not found (expected images/<folder>/ and labels/<folder>/ in it)"
         )
-    jobs, skipped, warnings = discover_frames(config, data_root, model)
+    jobs, skipped, warnings = discover_frames(config, data_root, oring_type)
     if not jobs:
-        oring = config.oring_type(model)
+        oring = config.oring_type(oring_type)
         raise DatasetError(
-            f"{path_text(data_root)}: no frames for {model} in images/{oring.good_folder} or images/{oring.defect_folder} "
+            f"{path_text(data_root)}: no frames for {oring_type} in images/{oring.good_folder} "
+            f"or images/{oring.defect_folder} "
             f"(extensions {', '.join(config.frame.extensions)})"
         )
-    out_dir = output_root / model
-    staging = out_dir / STAGING_DIR
+    workspace = TypeWorkspace.from_config(config, output_root, oring_type)
+    out_dir = workspace.root
+    staging = out_dir / STAGING_DIR  # built in the workspace layout, then moved in place
     if staging.exists():
         shutil.rmtree(staging)  # left by an interrupted run
     tiles_dir = staging / "tiles"
@@ -440,19 +444,21 @@ def preprocess_type(
                 tiles_dir,
                 workers or config.preprocess.workers,
                 progress,
-                f"preprocess {model}",
+                f"preprocess {oring_type}",
             )
         )
-        summary = _assemble(config, model, data_root, out_dir, staging, outcomes, skipped, warnings)
+        summary = _assemble(config, oring_type, data_root, out_dir, staging, outcomes, skipped, warnings)
         for name in ("images", "annotations"):
             target = out_dir / name
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging / name, target)
-        write_json_atomic(out_dir / SUMMARY_FILE, summary, indent=2)
+        write_json_atomic(workspace.dataset_summary, summary, indent=2)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("%s: %d frames used, %d tiles", model, summary["frames"]["used"], summary["tiles"]["written"])
+    log.info(
+        "%s: %d frames used, %d tiles", oring_type, summary["frames"]["used"], summary["tiles"]["written"]
+    )
     return summary
 
 
@@ -460,18 +466,18 @@ def preprocess_all(
     config: Config,
     data_root: Path | str,
     output_root: Path | str,
-    model: str | None = None,
+    oring_type: str | None = None,
     progress: bool = True,
     workers: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every configured type (or just ``model``); a type whose folders are missing gets an
     ``error`` entry instead of stopping the others (an explicitly named type raises)."""
     summaries: dict[str, dict[str, Any]] = {}
-    for name in config.select_types(model):
+    for name in config.select_types(oring_type):
         try:
             summaries[name] = preprocess_type(config, data_root, output_root, name, progress, workers)
         except DatasetError as exc:
-            if model is not None:
+            if oring_type is not None:
                 raise
             summaries[name] = {"model": name, "error": str(exc)}
     return summaries
@@ -479,7 +485,7 @@ def preprocess_all(
 
 def _assemble(
     config: Config,
-    model: str,
+    oring_type: str,
     data_root: Path,
     out_dir: Path,
     staging: Path,
@@ -532,7 +538,7 @@ def _assemble(
                 annotated[names_by_id[ann["category_id"]]][split] += 1
 
     info = {
-        "description": f"oringscan {model}: {config.tiling.tile_size} px ring tiles, split by source frame",
+        "description": f"oringscan {oring_type}: {config.tiling.tile_size} px ring tiles, split by source frame",
         "tile_size": config.tiling.tile_size,
         "overlap": config.tiling.overlap,
         "data_root": str(data_root),
@@ -551,7 +557,7 @@ def _assemble(
     found_by_kind = Counter(o.kind for o in outcomes)
     used_by_kind = Counter(o.kind for o in used)
     return {
-        "model": model,
+        "model": oring_type,
         "data_root": path_text(data_root),
         "output": path_text(out_dir),
         "settings": {

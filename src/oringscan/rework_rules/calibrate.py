@@ -3,7 +3,8 @@
 Twelve-plus metrics with two sides each add up: with k = 2.5 per rule, the rule set as a whole
 sends several percent of good parts to rework. So by default (``rework.k_sigma`` unset) one common
 k is chosen for the whole set: the smallest k at which the share of *unseen* good parts that any
-rule fires on meets rework's share of the line's false-reject budget. That share is estimated by
+rule fires on meets rework's share of the line's false-reject budget (``rework.allocation =
+"balanced"`` instead gives every rule the same held-out share, each at its own k). That share is estimated by
 leave-one-out over the calibration frames (each frame judged by limits calibrated without it: an
 unbiased sample of unseen parts, with the metrics' skew and correlation as they are: radii, walls
 and area move together) and an exponential fit of the tail of those held-out results, so rates
@@ -14,7 +15,6 @@ rules file records the expected rate and its interval per rule and for the whole
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from oringscan.config import Config, ReworkConfig
-from oringscan.errors import FrameError, OringscanError
+from oringscan.errors import FrameError, ModelFileError, OringscanError
 from oringscan.frames import iter_image_files, read_frame
 from oringscan.rework_rules.checker import ReworkChecker
 from oringscan.rework_rules.metrics import ALL_METRICS, METRICS, mm_name
@@ -40,6 +40,7 @@ from oringscan.rework_rules.rules import (
     rounded,
     save_rules,
 )
+from oringscan.workspace import TypeWorkspace
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class RuleRate:
     loo_flagged: int  # calibration frames it flagged when each was held out
     low: float  # confidence interval of the share (Clopper-Pearson on the held-out count)
     high: float
+    k_sigma: float = math.nan  # this rule's k (balanced allocation: its own)
 
 
 @dataclass(slots=True)
@@ -91,6 +93,8 @@ class RateEstimate:
     rules: list[RuleRate] = field(default_factory=list)
     outliers: list[tuple[str, str]] = field(default_factory=list)  # (frame, why): left out
     notes: list[str] = field(default_factory=list)  # plain statements (target not supported, ...)
+    allocation: str = "common"  # "balanced": each rule its own k, from one common held-out share
+    rule_share: float | None = None  # balanced: the held-out share every rule is set to
 
     @property
     def supported(self) -> bool:
@@ -113,35 +117,34 @@ class CalibrationReport:
         return [c for c in self.changes if c.change in ("kept-manual", "kept-hand-edited")]
 
 
-def rules_path_for(config: Config, output_root: Path, model: str) -> Path:
+def rules_path_for(config: Config, output_root: Path, oring_type: str) -> Path:
     """Where a type's rules live: ``config.rework.rules_file`` ({model} expands) or output/<model>/."""
-    if config.rework.rules_file is not None:
-        return Path(str(config.rework.rules_file).replace("{model}", model))
-    return Path(output_root) / model / "rework_rules.toml"
+    return TypeWorkspace.from_config(config, output_root, oring_type).rework_rules
 
 
 def training_good_frames(
-    config: Config, data_root: Path, output_root: Path, model: str
+    config: Config, data_root: Path, output_root: Path, oring_type: str
 ) -> tuple[list[Path], str]:
     """Good frames of the training split when one exists, else every frame in the good folder.
 
     The split is read from the ``source_image`` fields of output/<model>/annotations/train.json;
     a frame counts as good when it sits in the type's good folder.
     """
-    otype = config.oring_type(model)
+    otype = config.oring_type(oring_type)
     data_root, output_root = Path(data_root), Path(output_root)
     good_dir = data_root / "images" / otype.good_folder
-    train_json = output_root / model / "annotations" / "train.json"
-    if train_json.is_file():
+    workspace = TypeWorkspace.from_config(config, output_root, oring_type)
+    train_json = workspace.annotations("train")
+    if workspace.has_split("train"):
         try:
-            coco = json.loads(train_json.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CalibrationError(f"{train_json}: not valid JSON: {exc}") from None
+            coco = workspace.read_coco("train")
+        except ModelFileError as exc:
+            raise CalibrationError(str(exc)) from None
         sources = sorted({img["source_image"] for img in coco.get("images", []) if img.get("source_image")})
         if sources:
             frames, found = [], 0
             for src in sources:
-                path = _resolve_source(Path(src), data_root, output_root / model, good_dir)
+                path = _resolve_source(workspace.source_frame(src, data_root), good_dir)
                 found += path is not None and path.is_file()
                 if path is not None and _in_folder(path, good_dir, otype.good_folder):
                     frames.append(path)
@@ -154,7 +157,7 @@ def training_good_frames(
         log.warning("%s: no source_image fields; using all good frames in %s", train_json, good_dir)
     if not good_dir.is_dir():
         raise CalibrationError(
-            f"{good_dir}: good folder of {model!r} not found (and no training split at {train_json})"
+            f"{good_dir}: good folder of {oring_type!r} not found (and no training split at {train_json})"
         )
     frames = iter_image_files([good_dir], config.frame)
     return (
@@ -163,16 +166,12 @@ def training_good_frames(
     )
 
 
-def _resolve_source(src: Path, data_root: Path, type_out: Path, good_dir: Path) -> Path | None:
-    candidates = (
-        [src]
-        if src.is_absolute()
-        else [data_root / src, data_root / "images" / src, type_out / src, good_dir / src.name, src]
-    )
-    for cand in candidates:
-        if cand.is_file():
-            return cand
-    return candidates[0] if src.is_absolute() else None
+def _resolve_source(path: Path, good_dir: Path) -> Path | None:
+    """The source frame where the workspace found it, else by name in the good folder (data moved)."""
+    if path.is_file():
+        return path
+    moved = good_dir / path.name
+    return moved if moved.is_file() else (path if path.is_absolute() else None)
 
 
 def _in_folder(path: Path, good_dir: Path, good_folder: str) -> bool:
@@ -184,18 +183,25 @@ def _in_folder(path: Path, good_dir: Path, good_folder: str) -> bool:
 
 
 def measure_frames(
-    frames: Sequence[Path], config: Config, model: str, progress: bool = True, names: list[str] | None = None
+    frames: Sequence[Path],
+    config: Config,
+    oring_type: str,
+    progress: bool = True,
+    names: list[str] | None = None,
 ) -> tuple[list[dict[str, float]], list[tuple[str, str]]]:
     """Metrics of each measurable frame; the others are listed with their reason.
 
     ``names``, when given, receives the file name of each measured frame (same order as the values).
     """
     checker = ReworkChecker(
-        RulesFile(), mm_per_px=config.oring_type(model).mm_per_px, config=config.rework, roi_config=config.roi
+        RulesFile(),
+        mm_per_px=config.oring_type(oring_type).mm_per_px,
+        config=config.rework,
+        roi_config=config.roi,
     )
     values: list[dict[str, float]] = []
     skipped: list[tuple[str, str]] = []
-    for path in tqdm(frames, desc=f"measuring good {model} frames", unit="frame", disable=not progress):
+    for path in tqdm(frames, desc=f"measuring good {oring_type} frames", unit="frame", disable=not progress):
         try:
             gray = read_frame(path, config.frame).image
         except FrameError as exc:
@@ -240,8 +246,8 @@ def effective_k(cfg: ReworkConfig, n: int, k: float | None = None) -> float:
         return k
     from scipy import stats
 
-    coverage = stats.norm.cdf(k)
-    return float(stats.t.ppf(coverage, df=n - 1) * math.sqrt(1.0 + 1.0 / n))
+    # Tail form (sf/isf): stays finite where the coverage rounds to 1 (k of 8 and more).
+    return float(stats.t.isf(stats.norm.sf(k), df=n - 1) * math.sqrt(1.0 + 1.0 / n))
 
 
 def _k_or_default(cfg: ReworkConfig, k: float | None) -> float:
@@ -328,14 +334,21 @@ def limits_from_values(
     return _rules_at(_metric_data(values, cfg, mm_per_px), cfg, _k_or_default(cfg, k))
 
 
-def _rules_at(metrics: Sequence[_MetricData], cfg: ReworkConfig, k: float) -> list[Rule]:
+def _rules_at(metrics: Sequence[_MetricData], cfg: ReworkConfig, k: float | Sequence[float]) -> list[Rule]:
+    """Calibrated rules at one common k, or at each rule's own k (a sequence, one per metric)."""
+    ks = [float(k)] * len(metrics) if isinstance(k, int | float) else [float(v) for v in k]
     rules: list[Rule] = []
-    for m in metrics:
+    for m, k_rule in zip(metrics, ks, strict=True):
         mean, std = float(m.data.mean()), float(m.data.std(ddof=1))
-        lower, upper = _limits(m, mean, std, effective_k(cfg, len(m.data), k))
+        lower, upper = _limits(m, mean, std, effective_k(cfg, len(m.data), k_rule))
         lower, upper = rounded(lower), rounded(upper)
         record = CalibrationRecord(
-            lower=lower, upper=upper, mean=rounded(mean), std=rounded(std), n=len(m.data)
+            lower=lower,
+            upper=upper,
+            mean=rounded(mean),
+            std=rounded(std),
+            n=len(m.data),
+            k_sigma=rounded(k_rule, 4),
         )
         rules.append(
             Rule(
@@ -457,6 +470,53 @@ class _TailFit:
         return float(min(low, c_low)), float(max(high, c_high))
 
 
+@dataclass(slots=True)
+class _GaussianSet:
+    """The rule set's rate on a new part if the metrics were jointly normal with the calibration
+    frames' correlation (Monte Carlo, fixed seed): the parametric floor under the held-out tail.
+
+    Limits sit at k in the nominal (Student-t widened) scale, so a draw from N(0, R) crossing k (or
+    a rule's floor, in the same scale) is a new part the rule fires on.
+    """
+
+    draws: np.ndarray  # samples x rules, standard normal with the frames' correlation
+    floors: np.ndarray  # per rule, the nominal k its margin floor amounts to (0: none)
+    upper: np.ndarray
+    lower: np.ndarray
+
+    @classmethod
+    def of(cls, x: np.ndarray, metrics: Sequence[_MetricData], cfg: ReworkConfig) -> _GaussianSet:
+        n, p = x.shape
+        std = x.std(axis=0, ddof=1) if n > 1 else np.zeros(p)
+        live = std > 0
+        floors = np.full(p, np.inf)
+        for j, m in enumerate(metrics):
+            if not live[j]:
+                continue
+            z_floor = m.floor / std[j]
+            if m.excursion_floor is not None:
+                z_floor = max(z_floor, (m.excursion_floor - float(x[:, j].mean())) / std[j])
+            floors[j] = nominal_k(cfg, n, z_floor)
+        corr = np.eye(p)
+        if n > 2 and live.sum() > 1:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sub = np.corrcoef(x[:, live], rowvar=False)
+            corr[np.ix_(live, live)] = np.nan_to_num(sub)
+        rng = np.random.default_rng(0)
+        try:
+            draws = rng.multivariate_normal(np.zeros(p), corr, size=20000, method="eigh")
+        except (np.linalg.LinAlgError, ValueError):
+            draws = rng.standard_normal((20000, p))
+        upper = np.array([m.side in ("both", "upper") for m in metrics]) & live
+        lower = np.array([m.side in ("both", "lower") for m in metrics]) & live
+        return cls(draws, floors, upper, lower)
+
+    def rate(self, k: float) -> float:
+        limit = np.maximum(k, self.floors)
+        fires = (self.upper & (self.draws > limit)) | (self.lower & (-self.draws > limit))
+        return float(fires.any(axis=1).mean())
+
+
 def _allowed_count(n: int, target: float) -> int:
     """Most held-out frames the rules may flag before the count says the rate is above target (5 %)."""
     from scipy import stats
@@ -515,9 +575,13 @@ def budgeted_limits(
 
         return sides * live * float(stats.norm.sf(k_value))
 
+    gaussian = _GaussianSet.of(x, metrics, cfg)
+
     def whole_rate(k_value: float) -> float:
         if whole.fitted:
-            return whole.rate(effective_k(cfg, n - 1, k_value))
+            # The held-out tail, but never below what the metrics' own scatter and correlation
+            # predict for a new part: 40 frames can hold no size outlier by chance.
+            return max(whole.rate(effective_k(cfg, n - 1, k_value)), gaussian.rate(k_value))
         return min(1.0, float(normal_rates(k_value).sum()))  # too few frames for a tail: the union bound
 
     if not whole.fitted:
@@ -526,6 +590,13 @@ def budgeted_limits(
             f"{2 * MIN_TAIL_POINTS} needed): the expected rate is the sum of the rules' normal tails, an upper bound"
         )
 
+    if target is not None and cfg.allocation == "balanced":
+        balanced = _balanced_k(loo_crit, per_rule_fits, sides * live, cfg, n, target)
+        if balanced is not None:
+            return _balanced_result(
+                balanced, metrics, loo_crit, per_rule_fits, cfg, n, target, outliers, notes
+            )
+        notes.append("no rule could be given its own share: one common k for all (allocation = common)")
     if target is None:
         k = _k_or_default(cfg, None)
     else:
@@ -561,18 +632,11 @@ def budgeted_limits(
         r_low, r_high = per_rule_fits[j].interval(k_loo, confidence, resamples=50)
         fit = per_rule_fits[j]
         rule_expected = fit.rate(k_loo) if fit.fitted else float(normal_rates(k)[j])
-        rule_rates.append(RuleRate(m.name, m.verdict, rule_expected, int(loo[:, j].sum()), r_low, r_high))
+        rule_rates.append(RuleRate(m.name, m.verdict, rule_expected, int(loo[:, j].sum()), r_low, r_high, k))
     if target is not None and target < supported * (1 - 1e-9):
-        notes.append(
-            f"{n} good frames support a false-rework target of about {supported:.1%}; asked {target:.1%} "
-            "(the limits extrapolate the fitted tail; calibrate from more good frames to confirm it)"
-        )
+        notes.append(_support_note(n, target))
     rules = _rules_at(metrics, cfg, k)
-    for rule, rate in zip(rules, rule_rates, strict=True):
-        assert rule.calibrated is not None
-        rule.calibrated.expected_rate = rounded(rate.expected, 4)
-        rule.calibrated.rate_low = rounded(rate.low, 4)
-        rule.calibrated.rate_high = rounded(rate.high, 4)
+    _record_rates(rules, rule_rates)
     estimate = RateEstimate(
         target,
         k,
@@ -587,6 +651,204 @@ def budgeted_limits(
         rule_rates,
         outliers,
         notes,
+    )
+    return rules, estimate
+
+
+def _support_note(n: int, target: float) -> str:
+    return (
+        f"{n} good frames support a false-rework target of about {1.0 / n:.1%}; asked {target:.1%} "
+        "(the limits extrapolate the fitted tail; calibrate from more good frames to confirm it)"
+    )
+
+
+def _record_rates(rules: Sequence[Rule], rule_rates: Sequence[RuleRate]) -> None:
+    for rule, rate in zip(rules, rule_rates, strict=True):
+        assert rule.calibrated is not None
+        rule.calibrated.expected_rate = rounded(rate.expected, 4)
+        rule.calibrated.rate_low = rounded(rate.low, 4)
+        rule.calibrated.rate_high = rounded(rate.high, 4)
+
+
+# --- balanced allocation: every rule the same held-out share ------------------------------------
+
+
+def nominal_k(cfg: ReworkConfig, n: int, k_eff: float) -> float:
+    """Inverse of :func:`effective_k`: the k whose small-sample widening for ``n`` frames is ``k_eff``."""
+    if not cfg.small_sample_correction or n < 3 or not math.isfinite(k_eff):
+        return float(k_eff)
+    from scipy import stats
+
+    return float(stats.norm.isf(stats.t.sf(k_eff / math.sqrt(1.0 + 1.0 / n), df=n - 1)))
+
+
+@dataclass(slots=True)
+class _RuleTail:
+    """One rule's share of unseen good parts it fires on, as a function of its held-out k."""
+
+    fit: _TailFit
+    normal_sides: float  # sides of the rule (0: a metric without scatter) for the normal fallback
+    cfg: ReworkConfig
+    n_loo: int  # frames each held-out limit was calibrated from (n - 1)
+
+    def rate(self, k_eff: float) -> float:
+        if self.fit.fitted:
+            return self.fit.rate(k_eff)
+        from scipy import stats
+
+        return self.normal_sides * float(stats.norm.sf(nominal_k(self.cfg, self.n_loo, k_eff)))
+
+    def k_for(self, share: float) -> float:
+        """The smallest held-out k at which the rule fires on at most ``share`` (closed form)."""
+        fit = self.fit
+        if fit.fitted:
+            if share < fit.share:  # on the fitted exponential tail
+                return fit.start + fit.scale * math.log(fit.share / share)
+            above = int(math.floor(share * fit.n + 1e-9))  # frames that may lie above k
+            ranked = fit.finite[::-1]
+            return float(ranked[above]) if above < len(ranked) else 0.0
+        if self.normal_sides <= 0:
+            return 0.0
+        from scipy import stats
+
+        k = float(stats.norm.isf(min(share / self.normal_sides, 0.5)))
+        return effective_k(self.cfg, self.n_loo, k)
+
+
+@dataclass(slots=True)
+class _Balanced:
+    share: float  # held-out share every rule is set to
+    k_eff: np.ndarray  # per rule, the held-out (n - 1 frames) k
+    tails: list[_RuleTail]
+    level: _TailFit  # the tail of the frames' most extreme rule level, -log(share)
+    expected: float
+
+
+def _balanced_k(
+    loo_crit: np.ndarray,
+    per_rule_fits: Sequence[_TailFit],
+    sides: np.ndarray,
+    cfg: ReworkConfig,
+    n: int,
+    target: float,
+) -> _Balanced | None:
+    """Each rule set to the same share s of unseen good parts, s the largest at which the whole set
+    meets ``target``.
+
+    Each held-out frame's per-rule critical k is turned into that rule's share at it (its own
+    fitted tail: a probability integral transform), so a heavy-tailed metric gets a wide k and a
+    tight one a narrow k. A frame is flagged at share s when its most extreme rule level
+    -log(share) passes -log s; the tail of those levels (exponential above their median, as for the
+    common k) gives the whole set's rate below 1/n, and the held-out count must not be significantly
+    above the target.
+    """
+    tails = [_RuleTail(fit, float(sd), cfg, n - 1) for fit, sd in zip(per_rule_fits, sides, strict=True)]
+    if not any(t.fit.fitted or t.normal_sides > 0 for t in tails):
+        return None
+    with np.errstate(divide="ignore"):
+        levels = np.full(loo_crit.shape, -np.inf)
+        for j, tail in enumerate(tails):
+            for i, c in enumerate(loo_crit[:, j]):
+                if c == np.inf:
+                    levels[i, j] = np.inf
+                elif np.isfinite(c):
+                    levels[i, j] = -math.log(max(min(tail.rate(float(c)), 1.0), 1e-300))
+    per_frame = levels.max(axis=1)
+    level_fit = _TailFit.fit(np.where(per_frame > 0, per_frame, -np.inf))
+    allowed = _allowed_count(n, target)
+
+    def k_at(share: float) -> np.ndarray:
+        return np.array([t.k_for(share) for t in tails])
+
+    def whole(share: float, k_eff: np.ndarray) -> float:
+        if level_fit.fitted:
+            return level_fit.rate(-math.log(share))
+        return min(1.0, sum(t.rate(float(k)) for t, k in zip(tails, k_eff, strict=True)))
+
+    def meets(share: float) -> tuple[bool, np.ndarray, float]:
+        k_eff = k_at(share)
+        rate = whole(share, k_eff)
+        flagged = int(np.count_nonzero((loo_crit > k_eff[None, :]).any(axis=1)))
+        return rate <= target and flagged <= allowed, k_eff, rate
+
+    lo, hi = math.log(1e-9), math.log(target)  # bisection on log(share): rates grow with the share
+    ok, k_eff, rate = meets(math.exp(hi))
+    if ok:
+        return _Balanced(target, k_eff, tails, level_fit, rate)
+    best = None
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        ok, k_mid, r_mid = meets(math.exp(mid))
+        if ok:
+            lo, best = mid, (math.exp(mid), k_mid, r_mid)
+        else:
+            hi = mid
+    if best is None:
+        return None
+    share, k_eff, rate = best
+    return _Balanced(share, k_eff, tails, level_fit, rate)
+
+
+def _balanced_result(
+    b: _Balanced,
+    metrics: Sequence[_MetricData],
+    loo_crit: np.ndarray,
+    per_rule_fits: Sequence[_TailFit],
+    cfg: ReworkConfig,
+    n: int,
+    target: float,
+    outliers: list[tuple[str, str]],
+    notes: list[str],
+) -> tuple[list[Rule], RateEstimate]:
+    """Rules at each rule's own k and the rates, for :func:`budgeted_limits`."""
+    confidence = cfg.confidence
+    ks = np.minimum([nominal_k(cfg, n - 1, float(k)) for k in b.k_eff], MAX_K)
+    loo = loo_crit > b.k_eff[None, :]
+    loo_any = int(loo.any(axis=1).sum())
+    if b.level.fitted:
+        low, high = b.level.interval(-math.log(b.share), confidence)
+    else:
+        low, high = _clopper_pearson(loo_any, n, confidence)
+    rule_rates = []
+    for j, m in enumerate(metrics):
+        r_low, r_high = per_rule_fits[j].interval(float(b.k_eff[j]), confidence, resamples=50)
+        rule_rates.append(
+            RuleRate(
+                m.name,
+                m.verdict,
+                b.tails[j].rate(float(b.k_eff[j])),
+                int(loo[:, j].sum()),
+                r_low,
+                r_high,
+                float(ks[j]),
+            )
+        )
+    if not b.level.fitted:
+        notes.append(
+            "too few held-out results beyond the floors for a tail fit: the expected rate is the sum of "
+            "the rules' tails, an upper bound"
+        )
+    if target < (1.0 / n) * (1 - 1e-9):
+        notes.append(_support_note(n, target))
+    rules = _rules_at(metrics, cfg, ks)
+    _record_rates(rules, rule_rates)
+    k_widest = float(ks.max())
+    estimate = RateEstimate(
+        target,
+        k_widest,
+        effective_k(cfg, n, k_widest),
+        b.expected,
+        low,
+        high,
+        confidence,
+        n,
+        loo_any,
+        1.0 / n,
+        rule_rates,
+        outliers,
+        notes,
+        allocation="balanced",
+        rule_share=b.share,
     )
     return rules, estimate
 
@@ -700,17 +962,15 @@ def rework_target(config: Config) -> float | None:
         return None
     if config.rework.false_reject_rate is not None:
         return float(config.rework.false_reject_rate)
-    try:
-        from oringscan.pipeline.budget import split_false_reject_budget
-    except ImportError:  # pragma: no cover - the budget module ships with the pipeline
-        return DEFAULT_REWORK_RATE
+    from oringscan.budget import split_false_reject_budget  # a moved module must fail loudly, not fall back
+
     return float(split_false_reject_budget(config).rework)
 
 
 def calibrate_from_values(
     values: Sequence[dict[str, float]],
     config: Config,
-    model: str,
+    oring_type: str,
     rules_path: Path | None = None,
     source: str = "",
     skipped: Sequence[tuple[str, str]] = (),
@@ -721,13 +981,13 @@ def calibrate_from_values(
 
     ``names`` (one per value) name the frames in the report (outliers left out).
     """
-    mm_per_px = config.oring_type(model).mm_per_px
+    mm_per_px = config.oring_type(oring_type).mm_per_px
     target = rework_target(config)
     calibrated, rates = budgeted_limits(values, config.rework, target, mm_per_px, names)
     previous = load_rules(rules_path) if rules_path is not None and rules_path.is_file() else None
     merged, changes = merge_rules(previous, calibrated)
     meta = RulesMeta(
-        model=model,
+        model=oring_type,
         k_sigma=rounded(rates.k_sigma, 4),
         calibrated_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         source=source or None,
@@ -738,11 +998,12 @@ def calibrate_from_values(
         rate_high=rounded(rates.high, 4),
         confidence=rates.confidence,
         loo_flagged=rates.loo_flagged,
+        allocation=rates.allocation if target is not None else None,
     )
     rules = RulesFile(meta=meta, rule=merged)
     report = CalibrationReport(rules_path, rules, changes, source, rates.n, list(skipped), rates=rates)
     if write and rules_path is not None:
-        save_rules(rules_path, rules, header=_header(model, rates, source))
+        save_rules(rules_path, rules, header=_header(oring_type, rates, source))
         report.written = True
     return report
 
@@ -751,28 +1012,29 @@ def calibrate_rules(
     config: Config,
     data_root: Path,
     output_root: Path,
-    model: str,
+    oring_type: str,
     rules_path: Path | None = None,
     frames: Sequence[Path] | None = None,
     progress: bool = True,
     write: bool = True,
 ) -> CalibrationReport:
     """Measure the good training frames of ``model`` and write its rules file (see module doc)."""
-    rules_path = rules_path or rules_path_for(config, output_root, model)
+    rules_path = rules_path or rules_path_for(config, output_root, oring_type)
     if frames is None:
-        frames, source = training_good_frames(config, data_root, output_root, model)
+        frames, source = training_good_frames(config, data_root, output_root, oring_type)
     else:
         source = f"{len(frames)} frames given"
     if not frames:
-        raise CalibrationError(f"no good frames of {model!r} to calibrate from ({source})")
+        raise CalibrationError(f"no good frames of {oring_type!r} to calibrate from ({source})")
     names: list[str] = []
-    values, skipped = measure_frames(frames, config, model, progress, names)
+    values, skipped = measure_frames(frames, config, oring_type, progress, names)
     if len(values) < MIN_FRAMES:
         why = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:3])
         raise CalibrationError(
-            f"only {len(values)} of {len(frames)} good frames could be measured (need {MIN_FRAMES}){': ' + why if why else ''}"
+            f"only {len(values)} of {len(frames)} good frames could be measured (need {MIN_FRAMES})"
+            + (f": {why}" if why else "")
         )
-    return calibrate_from_values(values, config, model, rules_path, source, skipped, write, names)
+    return calibrate_from_values(values, config, oring_type, rules_path, source, skipped, write, names)
 
 
 def rate_lines(rates: RateEstimate) -> list[str]:
@@ -782,9 +1044,16 @@ def rate_lines(rates: RateEstimate) -> list[str]:
         if rates.target is not None
         else f"k = {rates.k_sigma:g} as configured"
     )
+    if rates.allocation == "balanced" and rates.rules and rates.target is not None:
+        ks = [r.k_sigma for r in rates.rules if math.isfinite(r.k_sigma)]
+        how = (
+            f"each rule its own k ({min(ks):.3g} - {max(ks):.3g}), all at the same share "
+            f"{rates.rule_share or 0:.2%} of held-out good parts, chosen for a false-rework target of "
+            f"{rates.target:.1%}; the widest"
+        )
     lines = [
-        f"limits = mean +/- k standard deviations, {how} (k = {rates.k_effective:.3g} after the small-sample widening for "
-        f"{rates.n} frames)",
+        f"limits = mean +/- k standard deviations, {how} (k = {rates.k_effective:.3g} after the "
+        f"small-sample widening for {rates.n} frames)",
         f"expected share of unseen good parts sent to rework by the whole rule set: {rates.expected:.2%} "
         f"({rates.confidence:.0%} interval {rates.low:.1%} - {rates.high:.1%}; leave-one-out: {rates.loo_flagged} of "
         f"{rates.n} held-out good frames flagged)",
@@ -792,10 +1061,10 @@ def rate_lines(rates: RateEstimate) -> list[str]:
     return lines + rates.notes
 
 
-def _header(model: str, rates: RateEstimate, source: str) -> str:
+def _header(oring_type: str, rates: RateEstimate, source: str) -> str:
     summary = "\n".join(rate_lines(rates))
     return (
-        f"oringscan rework rules for o-ring type {model}\n"
+        f"oringscan rework rules for o-ring type {oring_type}\n"
         f"Calibrated from {rates.n} good frames ({source}).\n{summary}\n"
         'Edit lower/upper freely: recalibration keeps hand-edited rules (they become source = "manual")\n'
         'and never changes manual rules. verdict = "rework" or "defect"; add rules with any metric\n'

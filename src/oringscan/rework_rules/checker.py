@@ -6,11 +6,16 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from oringscan.config import ReworkConfig, RoiConfig
+
+if TYPE_CHECKING:
+    from oringscan.config import Config
+    from oringscan.workspace import TypeWorkspace
 from oringscan.rework_rules.measure import MeasurementError, RingMeasurement, measure_ring
 from oringscan.rework_rules.metrics import ALL_METRICS, MM_METRICS, unit_of
 from oringscan.rework_rules.rules import Rule, RulesFile, RulesFileError, load_rules
@@ -65,8 +70,21 @@ class ReworkChecker:
             where = path if path is not None else Path("<rules>")
             raise RulesFileError(
                 where,
-                f"rules use millimetre metrics ({', '.join(needs_mm)}) but no mm_per_px is configured for this o-ring type",
+                f"rules use millimetre metrics ({', '.join(needs_mm)}) "
+                "but no mm_per_px is configured for this o-ring type",
             )
+
+    @classmethod
+    def from_config(
+        cls, config: Config, workspace: TypeWorkspace, version: str | None = None
+    ) -> ReworkChecker:
+        """The type's rules file with its scale and the config's measuring settings."""
+        return cls.load(
+            workspace.models_for(version).rework_rules,
+            mm_per_px=config.oring_type(workspace.oring_type).mm_per_px,
+            config=config.rework,
+            roi_config=config.roi,
+        )
 
     @classmethod
     def load(
@@ -107,11 +125,12 @@ class ReworkChecker:
                     )
                 roi = find_ring(gray, self.roi_config)
             if roi.status is not RoiStatus.OK:
-                verdict = ReworkVerdict.DEFECT if roi.status is RoiStatus.BROKEN else ReworkVerdict.ERROR
+                # Not measurable: say why. What a ring status means for the part (a broken ring is a
+                # defect, a ring at the edge an error) is decided in pipeline/policy.py alone.
                 reason = _ROI_REASONS.get(roi.status, str(roi.status))
                 detail = f" ({roi.reason})" if roi.reason and roi.status is not RoiStatus.BROKEN else ""
                 return ReworkReport(
-                    ReworkResult(verdict, [reason + detail], self._unmeasured_checks()), None, roi
+                    ReworkResult(ReworkVerdict.ERROR, [reason + detail], self._unmeasured_checks()), None, roi
                 )
             measurement = measure_ring(roi, self.mm_per_px, gray, self.config)
         except MeasurementError as exc:

@@ -61,7 +61,7 @@ def _metrics_help() -> str:
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @common_options
 def calibrate_rework(
-    app: AppContext, model: str, rules_path: Path | None, k_sigma: float | None, dry_run: bool
+    app: AppContext, oring_type: str, rules_path: Path | None, k_sigma: float | None, dry_run: bool
 ) -> None:
     """Derive rework limits from the good frames of the training split.
 
@@ -79,9 +79,13 @@ def calibrate_rework(
     config = app.config
     if k_sigma is not None:
         config.rework.k_sigma = k_sigma
-    path = rules_path or rules_path_for(config, app.output_root, model)
-    report = calibrate_rules(config, app.data_root, app.output_root, model, path, write=not dry_run)
+    path = rules_path or rules_path_for(config, app.output_root, oring_type)
+    report = calibrate_rules(config, app.data_root, app.output_root, oring_type, path, write=not dry_run)
     _print_calibration(report, dry_run)
+    if not dry_run:
+        from oringscan.cli.models import snapshot_after_training
+
+        snapshot_after_training(app, oring_type, "calibrate rework")
     exit_for_input_errors(len(report.skipped))  # good frames that could not be measured
 
 
@@ -182,7 +186,7 @@ def _print_calibration(report: CalibrationReport, dry_run: bool) -> None:
 @strict_option
 def measure(
     app: AppContext,
-    model: str,
+    oring_type: str,
     images: tuple[Path, ...],
     as_json: bool,
     save_vis: bool,
@@ -211,14 +215,14 @@ def measure(
 
     check_inputs(images, strict)
     config = app.config
-    mm_per_px = config.oring_type(model).mm_per_px
+    mm_per_px = config.oring_type(oring_type).mm_per_px
     if no_rules:
         checker = ReworkChecker(RulesFile(), None, mm_per_px, config.rework, config.roi)
     else:
-        path = rules_path or rules_path_for(config, app.output_root, model)
+        path = rules_path or rules_path_for(config, app.output_root, oring_type)
         checker = ReworkChecker.load(path, mm_per_px, config.rework, config.roi)
     paths = iter_image_files(list(images), config.frame)
-    vis_dir = app.output_root / model / "measurements"
+    vis_dir = app.workspace(oring_type).measurements_dir
     console = Console()
     out = []
     for path in tqdm(paths, desc="measuring", unit="frame", disable=len(paths) < 2, file=sys.stderr):

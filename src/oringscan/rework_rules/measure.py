@@ -13,6 +13,8 @@ How, and why this way:
    algebraic circle on the same inliers. Flash cannot drag the fit that is used to measure it.
 5. The radial profile is median-filtered over ``profile_median_deg`` (lint spikes and single noisy
    rays go, arcs of flash stay); protrusion and indentation are its excursions from the ellipse.
+   A protrusion counts with the height it holds over ``flash_min_arc_deg`` (a grey opening): lint
+   strands lying along the edge are wider than the median window but far narrower than a flash lip.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from scipy.ndimage import median_filter
+from scipy.ndimage import grey_opening, median_filter
 
 from oringscan.config import ReworkConfig
 from oringscan.errors import OringscanError
@@ -171,10 +173,10 @@ def _robust_fits(
     """Ellipse and circle of an edge's *body*, ignoring flash and bites.
 
     Least-trimmed-squares: from several starts (all rays, and all rays but one 135-degree sector,
-    every 45 degrees, so any arc up to 90 degrees is left out by one start) concentration steps refit on the 60 % of rays closest to the fit; the start
-    whose 60 % fit best wins. A flash arc of up to a quarter of the edge, which drags a plain
-    least-squares ellipse, cannot drag this one. Then every ray within ``tol_px`` (or 4 robust
-    sigmas) of that fit joins the final fit.
+    every 45 degrees, so any arc up to 90 degrees is left out by one start) concentration steps
+    refit on the 60 % of rays closest to the fit; the start whose 60 % fit best wins. A flash arc
+    of up to a quarter of the edge, which drags a plain least-squares ellipse, cannot drag this one.
+    Then every ray within ``tol_px`` (or 4 robust sigmas) of that fit joins the final fit.
     """
     valid = np.isfinite(radius)
     pts = np.stack([origin[0] + radius * cos_t, origin[1] + radius * sin_t], axis=1)
@@ -238,6 +240,18 @@ def _excursion(excess: np.ndarray, radius: np.ndarray, step_rad: float, floor_px
         stop += 1
     idx = np.arange(start, stop + 1) % n
     return Excursion(height, float(np.sum(radius[idx]) * step_rad), start % n, stop % n)
+
+
+def _held(excess: np.ndarray, min_arc_deg: float, step_rad: float) -> np.ndarray:
+    """The height the profile holds over at least ``min_arc_deg`` around each ray (grey opening).
+
+    Flash is a lip along an arc; a lint strand lying over the edge or a speck is a few rays wide,
+    so the opening drops it while a lip wider than the window keeps its full height.
+    """
+    rays = int(round(math.radians(min_arc_deg) / step_rad))
+    if rays < 2:
+        return excess
+    return grey_opening(excess, size=rays, mode="wrap")
 
 
 def _contour_points(mask: np.ndarray) -> np.ndarray:
@@ -434,6 +448,8 @@ def measure_ring(
     excess_o = sm_out - fit_o
     excess_i = fit_i - sm_in  # material reaching into the bore is the inner edge's protrusion
     floor = cfg.min_excursion_px
+    held_o = _held(excess_o, cfg.flash_min_arc_deg, step_rad)
+    held_i = _held(excess_i, cfg.flash_min_arc_deg, step_rad)
     outer = EdgeProfile(
         r_out,
         sm_out,
@@ -442,7 +458,7 @@ def measure_ring(
         fit_o,
         excess_o,
         keep_o,
-        _excursion(excess_o, sm_out, step_rad, floor),
+        _excursion(held_o, sm_out, step_rad, floor),
         _excursion(-excess_o, sm_out, step_rad, floor),
     )
     inner = EdgeProfile(
@@ -453,13 +469,20 @@ def measure_ring(
         fit_i,
         excess_i,
         keep_i,
-        _excursion(excess_i, sm_in, step_rad, floor),
+        _excursion(held_i, sm_in, step_rad, floor),
         _excursion(-excess_i, sm_in, step_rad, floor),
     )
 
-    wall = sm_out - sm_in
-    outer_poly = np.stack([origin[0] + sm_out * cos_t, origin[1] + sm_out * sin_t], axis=1).astype(np.float32)
-    inner_poly = np.stack([origin[0] + sm_in * cos_t, origin[1] + sm_in * sin_t], axis=1).astype(np.float32)
+    # Lint strands narrower than a flash lip are not rubber: walls, area and circularity are read from
+    # the edges with them taken off (the opened excess; flash arcs and bites stay as they are).
+    body_out, body_in = fit_o + held_o, fit_i - held_i
+    wall = body_out - body_in
+    outer_poly = np.stack([origin[0] + body_out * cos_t, origin[1] + body_out * sin_t], axis=1).astype(
+        np.float32
+    )
+    inner_poly = np.stack([origin[0] + body_in * cos_t, origin[1] + body_in * sin_t], axis=1).astype(
+        np.float32
+    )
     outer_area = float(cv2.contourArea(outer_poly))
     perimeter = float(cv2.arcLength(outer_poly, True))
     # Radius: mean semi-axis of the robust ellipse. For a round ring it is the circle's radius; for

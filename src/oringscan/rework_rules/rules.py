@@ -54,6 +54,8 @@ class CalibrationRecord(BaseModel):
     expected_rate: float | None = None
     rate_low: float | None = None
     rate_high: float | None = None
+    # This rule's own k (balanced allocation: each rule its own; common: the set's k).
+    k_sigma: float | None = None
 
 
 class Rule(BaseModel):
@@ -127,6 +129,8 @@ class RulesMeta(BaseModel):
     rate_high: float | None = None
     confidence: float | None = None
     loo_flagged: int | None = None
+    # "common": one k for every rule (k_sigma); "balanced": each rule its own k (k_sigma: the widest).
+    allocation: str | None = None
 
 
 class RulesSettings(BaseModel):

@@ -206,6 +206,11 @@ def build_extractor(
     """
     if backbone == RINGTEXTURE:
         return RingTextureExtractor().eval(), None
+    if backbone == "lite0":  # ImageNet EfficientNet-Lite0 from its pip package (screening/extractors.py)
+        from .extractors import Lite0Features
+
+        lite = Lite0Features(list(layers), pretrained=lookup)
+        return lite, lite.source
     from oringscan._deps import anomalib_import
 
     with anomalib_import():  # anomalib 2.7's import-time FutureWarnings (timm.models.layers, dinov2)

@@ -21,7 +21,6 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import numpy as np
 from scipy import stats
 
 from oringscan.errors import OringscanError
+from oringscan.timeutil import utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +342,7 @@ def history_entry(
 ) -> dict[str, Any]:
     """One line of metadata history: what changed, from which frames, when."""
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": utc_iso(),
         "source": source,
         "old_threshold": old.get("threshold"),
         "new_threshold": new.get("threshold"),
@@ -431,7 +431,7 @@ def recalibrate(
     ``ring_size``) are not the size of the fitted type's. Fewer frames than the target needs is allowed
     with a warning: the statement in the result says what the threshold is expected to do.
     """
-    from oringscan.pipeline.budget import split_false_reject_budget
+    from oringscan.budget import split_false_reject_budget
 
     sc = config.screening
     s = np.asarray(scores, dtype=np.float64)
@@ -448,10 +448,11 @@ def recalibrate(
     old_thr = float(screen.meta.threshold)
     above = float((s > old_thr).mean())
     if above > MISMATCH_SHARE:
+        good_median = screen.meta.calibration.get("good_frame_score_p50", float("nan"))
         raise CalibrationError(
             where,
             f"{above:.0%} of these {s.size} frames score above the model's threshold {old_thr:.4g} "
-            f"(median {float(np.median(s)):.4g}; its good frames: {screen.meta.calibration.get('good_frame_score_p50', float('nan')):.4g}): "
+            f"(median {float(np.median(s)):.4g}; its good frames: {good_median:.4g}): "
             f"they are not the {screen.meta.oring_type!r} parts its bank was fitted on (another o-ring type, "
             f"or a camera change beyond recalibration): refit with oringscan train screening",
         )

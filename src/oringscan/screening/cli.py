@@ -39,7 +39,7 @@ def _threads_option(func: Any) -> Any:
 @model_option()
 @_threads_option
 @click.option("--no-progress", is_flag=True, help="No progress bars (for logs and CI).")
-def train_screening_command(app: AppContext, model: str, threads: int | None, no_progress: bool) -> None:
+def train_screening_command(app: AppContext, oring_type: str, threads: int | None, no_progress: bool) -> None:
     """Fit PatchCore on the good train tiles; thresholds cross-fitted on every good frame.
 
     \b
@@ -64,14 +64,17 @@ def train_screening_command(app: AppContext, model: str, threads: int | None, no
 
     set_threads(threads)
     torch.set_num_threads(threads or torch.get_num_threads())
-    screen = fit_screening(app.config, app.output_root, model, progress=not no_progress)
+    screen = fit_screening(app.config, app.output_root, oring_type, progress=not no_progress)
     m = screen.meta
     click.echo(
-        f"{model}: backbone {m.backbone} ({'ImageNet weights' if m.pretrained else 'no pretrained weights'}), "
+        f"{oring_type}: backbone {m.backbone} ({'ImageNet weights' if m.pretrained else 'no pretrained weights'}), "
         f"{m.n_train_tiles} good tiles from {m.n_train_frames} frames, bank {m.bank_size} patches"
     )
     _echo_calibration(m.calibration)
-    click.echo(f"saved to {screening_dir(app.output_root, model)}")
+    click.echo(f"saved to {screening_dir(app.output_root, oring_type)}")
+    from oringscan.cli.models import snapshot_after_training
+
+    snapshot_after_training(app, oring_type, "train screening")
 
 
 def _echo_calibration(c: dict[str, Any]) -> None:
@@ -166,7 +169,7 @@ def _screen_one(screen: Any, path: Path, app: AppContext, heatmaps: Path | None)
 @strict_option
 def screen_command(
     app: AppContext,
-    model: str,
+    oring_type: str,
     image: Path | None,
     folder: Path | None,
     as_json: bool,
@@ -199,7 +202,7 @@ def screen_command(
     require_paths(image, folder)
     set_threads(threads)
     torch.set_num_threads(threads or torch.get_num_threads())
-    screen = ScreeningModel.load(screening_dir(app.output_root, model), expected_type=model)
+    screen = ScreeningModel.load(screening_dir(app.output_root, oring_type), expected_type=oring_type)
     if folder is not None:
         if not folder.is_dir():
             raise FrameError(folder, "folder not found")
@@ -247,7 +250,7 @@ def screen_command(
 @_threads_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def evaluate_screening_command(
-    app: AppContext, model: str, split: str, threads: int | None, no_progress: bool
+    app: AppContext, oring_type: str, split: str, threads: int | None, no_progress: bool
 ) -> None:
     """Tile- and frame-level AUROC, recall and false rejects at the stored threshold.
 
@@ -261,7 +264,7 @@ def evaluate_screening_command(
 
     set_threads(threads)
     torch.set_num_threads(threads or torch.get_num_threads())
-    m = evaluate_screening(app.config, app.output_root, model, split=split, progress=not no_progress)
+    m = evaluate_screening(app.config, app.output_root, oring_type, split=split, progress=not no_progress)
 
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.1%}"
@@ -299,7 +302,7 @@ def evaluate_screening_command(
 )
 @_threads_option
 def calibrate_screening_command(
-    app: AppContext, model: str, frames: Path, model_dir: Path | None, threads: int | None
+    app: AppContext, oring_type: str, frames: Path, model_dir: Path | None, threads: int | None
 ) -> None:
     """Re-derive the screening thresholds from new good frames, keeping the memory bank.
 
@@ -328,9 +331,9 @@ def calibrate_screening_command(
     torch.set_num_threads(threads or torch.get_num_threads())
     if not frames.is_dir():
         raise FrameError(frames, "folder not found")
-    check_frames_folder(app.config, model, frames)
-    directory = model_dir or screening_dir(app.output_root, model)
-    screen = ScreeningModel.load(directory, expected_type=model)
+    check_frames_folder(app.config, oring_type, frames)
+    directory = model_dir or screening_dir(app.output_root, oring_type)
+    screen = ScreeningModel.load(directory, expected_type=oring_type)
     paths = iter_image_files([frames], app.config.frame)
     if not paths:
         raise FrameError(frames, f"no images ({', '.join(app.config.frame.extensions)}) in folder")
@@ -348,7 +351,7 @@ def calibrate_screening_command(
         sizes=sizes,
     )
     screen.save_meta(directory)
-    click.echo(f"{model}: {len(names)} good frames; threshold {old:.4f} -> {info['threshold']:.4f}")
+    click.echo(f"{oring_type}: {len(names)} good frames; threshold {old:.4f} -> {info['threshold']:.4f}")
     _echo_calibration(info)
     click.echo(f"recorded in {directory / 'metadata.json'} (history)")
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from oringscan.config import Config
+from oringscan.workspace import TypeWorkspace
 
 from .data import load_split
 from .fit import score_records, screening_dir
@@ -61,18 +62,20 @@ def _histogram(path: Path, scores: np.ndarray, positive: np.ndarray, threshold: 
 
 
 def evaluate_screening(
-    config: Config, output_root: Path, model: str, split: str = "test", progress: bool = True
+    config: Config, output_root: Path, oring_type: str, split: str = "test", progress: bool = True
 ) -> dict[str, Any]:
     """Score ``split`` with the stored model; write metrics.json, roc.png and histogram.png."""
-    directory = screening_dir(output_root, model)
-    screen = ScreeningModel.load(directory, expected_type=model)
-    records = load_split(output_root, model, split)
-    scores = score_records(screen, records, config.screening.batch_size, progress, desc=f"evaluating {model}")
+    directory = screening_dir(output_root, oring_type)
+    screen = ScreeningModel.load(directory, expected_type=oring_type)
+    records = load_split(output_root, oring_type, split)
+    scores = score_records(
+        screen, records, config.screening.batch_size, progress, desc=f"evaluating {oring_type}"
+    )
     thr = screen.threshold
     tile_pos = np.array([r.is_defect for r in records], dtype=bool)
     fs, fd, names = frame_scores(records, scores)
     metrics: dict[str, Any] = {
-        "model": model,
+        "model": oring_type,
         "split": split,
         "threshold": thr,
         "marginal_threshold": screen.meta.marginal_threshold,
@@ -98,7 +101,7 @@ def evaluate_screening(
         "recall_by_defect_size": recall_by_size(records, scores, thr),
         "frame_scores": {n: round(float(s), 6) for n, s in zip(names, fs, strict=True)},
     }
-    out = directory / "evaluation"
+    out = TypeWorkspace(Path(output_root), oring_type).screening_evaluation_dir
     out.mkdir(parents=True, exist_ok=True)
     curves = {}
     if tile_pos.any() and (~tile_pos).any():
@@ -111,7 +114,7 @@ def evaluate_screening(
         _plot(out / "roc.png", curves)
         metrics["roc_png"] = str(out / "roc.png")
     if len(scores):
-        _histogram(out / "histogram.png", fs, fd, thr, f"{model}: frame scores ({split})")
+        _histogram(out / "histogram.png", fs, fd, thr, f"{oring_type}: frame scores ({split})")
         metrics["histogram_png"] = str(out / "histogram.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     metrics["metrics_json"] = str(out / "metrics.json")

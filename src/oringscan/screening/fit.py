@@ -6,7 +6,6 @@ import logging
 import math
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from oringscan.budget import split_false_reject_budget
 from oringscan.config import Config
 from oringscan.errors import ModelFileError
-from oringscan.pipeline.budget import split_false_reject_budget
+from oringscan.timeutil import utc_iso
 
 from .backbones import RINGTEXTURE
 from .calibration import calibrate_good_scores, history_entry, ring_size, size_profile
@@ -36,8 +36,11 @@ from .model import ScreeningMeta, ScreeningModel, _versions, build_patchcore, qu
 log = logging.getLogger(__name__)
 
 
-def screening_dir(output_root: Path, model: str) -> Path:
-    return Path(output_root) / model / "screening"
+def screening_dir(output_root: Path, oring_type: str) -> Path:
+    """Where a type's screening model lives (see :mod:`oringscan.workspace`)."""
+    from oringscan.workspace import TypeWorkspace
+
+    return TypeWorkspace(Path(output_root), oring_type).screening_dir
 
 
 def new_model(config: Config, oring_type: str) -> ScreeningModel:
@@ -237,7 +240,7 @@ def cross_fit(
         part = pool[start : start + batch]
         images = [read_tile(r.path) for r in part]
         for r, img in zip(part, images, strict=True):
-            pending.setdefault(r.source, []).append((r.x, r.y, img))
+            pending.setdefault(r.source, []).append((r.tile_x, r.tile_y, img))
             left[r.source] -= 1
             if left[r.source] == 0:
                 sizes.append(ring_size(pending.pop(r.source)))
@@ -318,28 +321,35 @@ def calibrate_thresholds(model: ScreeningModel, oof: dict[str, float], config: C
     return info
 
 
-def fit_screening(config: Config, output_root: Path, model: str, progress: bool = True) -> ScreeningModel:
+def fit_screening(
+    config: Config, output_root: Path, oring_type: str, progress: bool = True, directory: Path | None = None
+) -> ScreeningModel:
     """Fit the bank on the good train tiles, cross-fit thresholds on every good train+val frame, save
-    to ``output/<model>/screening/``."""
-    config.oring_type(model)
+    to ``output/<model>/screening/`` (or ``directory``). ``[screening] model`` other than patchcore:
+    :func:`oringscan.screening.alternatives.fit_alternative` (same data, calibration and files)."""
+    if config.screening.model != "patchcore":
+        from .alternatives import fit_alternative
+
+        return fit_alternative(config, output_root, oring_type, directory, progress)
+    config.oring_type(oring_type)
     torch.manual_seed(config.screening.seed)
     split_false_reject_budget(config)  # a budget the explicit settings overrun fails before any work
-    train = load_split(output_root, model, "train")
+    train = load_split(output_root, oring_type, "train")
     train_good = good_frame_tiles(train)
     if not train_good:
         train_good = [r for r in train if not r.is_defect]
-        log.warning("%s: no all-good train frames; fitting on the defect frames' clean tiles", model)
-    val = load_split(output_root, model, "val")
+        log.warning("%s: no all-good train frames; fitting on the defect frames' clean tiles", oring_type)
+    val = load_split(output_root, oring_type, "val")
     val_good = good_frame_tiles(val)
     bad_sources = {r.source for r in val if r.is_defect}
     val_defect = [r for r in val if r.source in bad_sources]
     pool = train_good + val_good
-    screen = new_model(config, model)
+    screen = new_model(config, oring_type)
     oof, stats = cross_fit(screen, pool, [True] * len(train_good) + [False] * len(val_good), config, progress)
     calibration = calibrate_thresholds(screen, oof, config)
     if val_defect:
         scores = score_records(
-            screen, val_defect, config.screening.batch_size, progress, desc=f"val defects {model}"
+            screen, val_defect, config.screening.batch_size, progress, desc=f"val defects {oring_type}"
         )
         calibration.update(_defect_info(val_defect, scores, screen.meta.threshold))
     meta = screen.meta
@@ -349,8 +359,8 @@ def fit_screening(config: Config, output_root: Path, model: str, progress: bool 
     meta.n_train_frames = len(group_frames(train_good))
     meta.train_fingerprint = fingerprint(train_good, extra=config.screening.model_dump_json())
     meta.versions = _versions()
-    meta.created = datetime.now(UTC).isoformat(timespec="seconds")
+    meta.created = utc_iso()
     meta.history = [history_entry({}, calibration, sorted(oof), "train screening")]
-    screen.save(screening_dir(output_root, model))
-    log.info("%s: %s", model, calibration["statement"])
+    screen.save(Path(directory) if directory is not None else screening_dir(output_root, oring_type))
+    log.info("%s: %s", oring_type, calibration["statement"])
     return screen

@@ -13,7 +13,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -22,6 +22,10 @@ import torch.nn.functional as F  # noqa: N812
 
 from oringscan.errors import ModelFileError
 from oringscan.types import ScreeningResult, Tile, TileScore
+
+if TYPE_CHECKING:
+    from oringscan.config import Config
+    from oringscan.workspace import TypeWorkspace
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, RINGTEXTURE, build_extractor
 
@@ -61,6 +65,9 @@ class ScreeningMeta:
     oof_scores: dict[str, float] = field(default_factory=dict)
     # Every (re)calibration: date, source, old/new thresholds, frames used (newest last).
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Which anomaly model ("patchcore", or an alternative of screening/alternatives.py) and its settings.
+    model: str = "patchcore"
+    model_params: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -297,6 +304,7 @@ class ScreeningModel:
             marginal=bool(low is not None and low < frame <= thr),
             tiles=tile_scores,
             anomaly_maps=maps,
+            marginal_threshold=None if low is None else float(low),
         )
 
     def score_frame(self, gray: np.ndarray, config: Any = None, with_maps: bool = False) -> ScreeningResult:
@@ -338,6 +346,28 @@ class ScreeningModel:
         return path
 
     @classmethod
+    def from_config(
+        cls, config: Config, workspace: TypeWorkspace, device: str | None = None, version: str | None = None
+    ) -> ScreeningModel:
+        """The type's model in use (see :attr:`TypeWorkspace.models`), on ``device`` or ``[screening] device``."""
+        if getattr(config.pipeline, "runtime", "torch") == "onnx":
+            from .onnx_export import OnnxScreeningModel  # the exported graph (oringscan export model)
+
+            return OnnxScreeningModel.load(
+                workspace.models_for(version).screening_dir, expected_type=workspace.oring_type
+            )
+        return cls.load(
+            workspace.models_for(version).screening_dir,
+            expected_type=workspace.oring_type,
+            device=resolve_device(device or config.screening.device),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What this model was made from (stored with every run)."""
+        keys = ("backbone", "threshold", "marginal_threshold", "train_fingerprint", "created")
+        return {k: getattr(self.meta, k, None) for k in keys}
+
+    @classmethod
     def load(
         cls, directory: Path | str, expected_type: str | None = None, device: str = "cpu"
     ) -> ScreeningModel:
@@ -352,6 +382,11 @@ class ScreeningModel:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelFileError(meta_path, f"corrupt screening metadata ({exc})") from None
         meta = validate_meta(raw, meta_path)
+        if meta.model != "patchcore" and cls is ScreeningModel:
+            # PaDiM / FastFlow / EfficientAD (screening/alternatives.py): same files, same interface.
+            from .alternatives import load_any_screening
+
+            return load_any_screening(directory, expected_type=expected_type, device=device)
         if meta.format_version > FORMAT_VERSION:
             raise ModelFileError(meta_path, f"made by a newer oringscan (format {meta.format_version})")
         if expected_type is not None and meta.oring_type != expected_type:
@@ -416,9 +451,10 @@ def light_ring(tile: np.ndarray, margin_px: int = 24) -> np.ndarray:
 
 
 def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    """See :func:`oringscan.devices.resolve_device` (one rule for every stage)."""
+    from oringscan.devices import resolve_device as resolve_name
+
+    return resolve_name(name)
 
 
 def quantile_higher(values: np.ndarray, q: float) -> float:

@@ -41,18 +41,19 @@ def scale_anomaly(amap: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(np.asarray(amap, dtype=np.float32) * (255.0 / scale), 0, 255).round().astype(np.uint8)
 
 
-def load_type_screening(output_root: Path, model: str) -> Any:
+def load_type_screening(output_root: Path, oring_type: str) -> Any:
     """The type's fitted screening model (a clear ModelFileError line when it is not there yet)."""
     from oringscan.screening import ScreeningModel, screening_dir
 
-    directory = screening_dir(output_root, model)
+    directory = screening_dir(output_root, oring_type)
     if not (directory / "metadata.json").is_file():
         raise ModelFileError(
             directory,
-            f"anomaly-guided segmentation needs the fitted screening model first: oringscan train screening --model {model}"
+            "anomaly-guided segmentation needs the fitted screening model first: "
+            f"oringscan train screening --model {oring_type}"
             " (or set training.anomaly_channel = false)",
         )
-    return ScreeningModel.load(directory, expected_type=model)
+    return ScreeningModel.load(directory, expected_type=oring_type)
 
 
 def screening_fingerprint(screening: Any) -> str:

@@ -100,7 +100,8 @@ def map_lite0_state(source: dict[str, torch.Tensor], path: Path) -> dict[str, to
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise ModelFileError(
                 path,
-                f"tensor {src_key} is {shape}, {TIMM_NAME} expects {tuple(ref.shape)} at {dst_key} (wrong architecture)",
+                f"tensor {src_key} is {shape}, {TIMM_NAME} expects {tuple(ref.shape)} at {dst_key} "
+                "(wrong architecture)",
             )
         mapped[dst_key] = value
     return mapped

@@ -23,7 +23,6 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import numpy as np
 
 from oringscan.config import Config, SegmentationConfig
 from oringscan.errors import ModelFileError
+from oringscan.timeutil import utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def calibrate_from_outputs(
 
     from oringscan.segmentation.coco_eval import _summary, as_prediction, ground_truth
 
-    created = datetime.now(UTC).isoformat(timespec="seconds")
+    created = utc_iso()
     base = {
         "precision_target": settings.defect_precision,
         "min_ap50": settings.min_ap50,
@@ -303,7 +303,7 @@ def _val_records(records: list[Any], limit: int | None) -> list[Any]:
 def calibrate_segmentation(
     config: Config,
     output_root: Path | str,
-    model: str,
+    oring_type: str,
     checkpoint: Path | str | None = None,
     device: str = "auto",
     write: bool = True,
@@ -311,14 +311,13 @@ def calibrate_segmentation(
 ) -> SegmentationCalibration:
     """Predict the val split with the checkpoint, calibrate, and write the file next to it."""
     from oringscan.segmentation.coco_eval import predict_records
-    from oringscan.segmentation.dataset import load_coco_split
     from oringscan.segmentation.inference import Segmenter
+    from oringscan.workspace import TypeWorkspace
 
-    type_dir = Path(output_root) / model
-    checkpoint = Path(checkpoint) if checkpoint is not None else type_dir / "checkpoints" / "best_model.pth"
-    segmenter = Segmenter.load(checkpoint, device=device, expected_type=model, config=config)
-    val_path = type_dir / "annotations" / "val.json"
-    records = load_coco_split(val_path, segmenter.class_names) if val_path.is_file() else []
+    workspace = TypeWorkspace.from_config(config, output_root, oring_type)
+    checkpoint = Path(checkpoint) if checkpoint is not None else workspace.best_checkpoint
+    segmenter = Segmenter.load(checkpoint, device=device, expected_type=oring_type, config=config)
+    records = workspace.read_split("val", segmenter.class_names) if workspace.has_split("val") else []
     records = _val_records(records, config.training.val_max_tiles)
     attach = getattr(segmenter, "attach_anomaly_maps", None)  # models that take the screening map as input
     if attach is not None and records:
@@ -339,11 +338,11 @@ def calibrate_segmentation(
     else:
         calibration = SegmentationCalibration(
             False,
-            f"no validation split at {val_path}",
+            f"no validation split at {workspace.annotations('val')}",
             None,
             precision_target=config.segmentation.defect_precision,
             min_ap50=config.segmentation.min_ap50,
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            created=utc_iso(),
         )
     calibration.checkpoint_sha256 = file_sha256(
         checkpoint if checkpoint.is_file() else checkpoint / "best_model.pth"

@@ -84,7 +84,7 @@ TILE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
     "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: all cores)."
 )
 def train_segmentation_cmd(
-    app: AppContext, model: str, threads: int | None, resume: bool, **options: Any
+    app: AppContext, oring_type: str, threads: int | None, resume: bool, **options: Any
 ) -> None:
     """Train the Mask R-CNN of one o-ring type on its preprocess tiles.
 
@@ -105,13 +105,17 @@ def train_segmentation_cmd(
 
     set_threads(threads)
     summary = train_segmentation(
-        app.config, app.output_root, model, resume=resume, echo=click.echo, **options
+        app.config, app.output_root, oring_type, resume=resume, echo=click.echo, **options
     )
     best = summary["best_segm_AP"]
     click.echo(
         f"done ({summary['stopped']}): {summary['epochs_run']} epoch(s), best val segm AP "
-        f"{'n/a' if best is None else f'{best:.3f}'} at epoch {summary['best_epoch'] + 1}; checkpoint {summary['checkpoint']}"
+        f"{'n/a' if best is None else f'{best:.3f}'} at epoch {summary['best_epoch'] + 1}; "
+        f"checkpoint {summary['checkpoint']}"
     )
+    from oringscan.cli.models import snapshot_after_training
+
+    snapshot_after_training(app, oring_type, "train segmentation")
 
 
 def _list_folder(folder: Path) -> list[Path]:
@@ -178,7 +182,7 @@ def _is_frame_size(shape: tuple[int, ...], app: AppContext) -> bool:
 @strict_option
 def predict_cmd(
     app: AppContext,
-    model: str,
+    oring_type: str,
     image: Path | None,
     folder: Path | None,
     full_image: Path | None,
@@ -221,14 +225,14 @@ def predict_cmd(
     import torch  # noqa: F401 - imported first so set_threads pins its thread count
 
     set_threads(threads)
-    app.config.oring_type(model)
-    type_dir = app.type_output(model)
-    checkpoint = checkpoint or type_dir / "checkpoints" / "best_model.pth"
+    app.config.oring_type(oring_type)
+    workspace = app.workspace(oring_type)
+    checkpoint = checkpoint or workspace.best_checkpoint
     if evaluate:
         from oringscan.segmentation.evaluation import evaluate_segmentation
 
         metrics = evaluate_segmentation(
-            app.config, app.output_root, model, app.data_root, checkpoint, device, progress=not as_json
+            app.config, app.output_root, oring_type, app.data_root, checkpoint, device, progress=not as_json
         )
         if as_json:
             click.echo(json.dumps(metrics, indent=2))
@@ -238,8 +242,8 @@ def predict_cmd(
 
     from oringscan.segmentation.inference import Segmenter
 
-    segmenter = Segmenter.load(checkpoint, device=device, expected_type=model, config=app.config)
-    out_dir = vis_dir or type_dir / "inference_results"
+    segmenter = Segmenter.load(checkpoint, device=device, expected_type=oring_type, config=app.config)
+    out_dir = vis_dir or workspace.inference_results
     if full_image is not None:
         files, force_frame = [full_image], True
     elif image is not None:
@@ -354,7 +358,8 @@ def _echo_metrics(metrics: dict[str, Any]) -> None:
                 )
     f = metrics["frames"]
     click.echo(
-        f"  frames: {f['defects_found']}/{f['defects']} defects found (recall {_fmt(f['defect_recall'])}, IoU >= {f['match_iou']}), "
+        f"  frames: {f['defects_found']}/{f['defects']} defects found "
+        f"(recall {_fmt(f['defect_recall'])}, IoU >= {f['match_iou']}), "
         f"{f['defect_frames_caught']}/{f['defect_frames']} defect frames caught, "
         f"{f['good_frames_flagged']}/{f['good_frames']} good frames flagged, {f['false_positives']} false positive(s)"
     )
@@ -375,15 +380,15 @@ def _echo_metrics(metrics: dict[str, Any]) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate_segmentation_cmd(
-    app: AppContext, model: str, checkpoint: Path | None, device: str, as_json: bool
+    app: AppContext, oring_type: str, checkpoint: Path | None, device: str, as_json: bool
 ) -> None:
     """Segmentation metrics on the test split (same as `oringscan predict --evaluate`)."""
     from oringscan.segmentation.evaluation import evaluate_segmentation
 
     set_threads(None)
-    app.config.oring_type(model)
+    app.config.oring_type(oring_type)
     metrics = evaluate_segmentation(
-        app.config, app.output_root, model, app.data_root, checkpoint, device, progress=not as_json
+        app.config, app.output_root, oring_type, app.data_root, checkpoint, device, progress=not as_json
     )
     click.echo(json.dumps(metrics, indent=2)) if as_json else _echo_metrics(metrics)
 
@@ -400,7 +405,7 @@ def evaluate_segmentation_cmd(
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
 def calibrate_segmentation_cmd(
-    app: AppContext, model: str, checkpoint: Path | None, device: str, as_json: bool
+    app: AppContext, oring_type: str, checkpoint: Path | None, device: str, as_json: bool
 ) -> None:
     """Calibrate when the segmenter may call a defect, from its val predictions.
 
@@ -414,10 +419,10 @@ def calibrate_segmentation_cmd(
     from oringscan.segmentation.calibration import calibrate_segmentation, calibration_path
 
     set_threads(None)
-    app.config.oring_type(model)
-    ckpt = checkpoint or app.type_output(model) / "checkpoints" / "best_model.pth"
+    app.config.oring_type(oring_type)
+    ckpt = checkpoint or app.workspace(oring_type).best_checkpoint
     calibration = calibrate_segmentation(
-        app.config, app.output_root, model, ckpt, device=device, progress=not as_json
+        app.config, app.output_root, oring_type, ckpt, device=device, progress=not as_json
     )
     if as_json:
         click.echo(json.dumps(calibration.to_json(), indent=2))

@@ -7,15 +7,12 @@ the model learns what the ring's normal texture looks like and stops flagging it
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 from torchvision.transforms import v2
@@ -24,56 +21,10 @@ from torchvision.transforms.v2 import functional as F
 from oringscan.config import TrainingConfig
 from oringscan.errors import LabelError, ModelFileError
 
-
-@dataclass(slots=True)
-class TileAnnotation:
-    class_index: int  # 1-based: 0 is background
-    segmentation: Any  # COCO polygons or RLE
-    area: float
-
-
-@dataclass(slots=True)
-class TileRecord:
-    image_id: int
-    path: Path
-    width: int
-    height: int
-    annotations: list[TileAnnotation] = field(default_factory=list)
-    source_image: str | None = None
-    tile_x: int = 0
-    tile_y: int = 0
-    # The tile's screening anomaly map, scaled to uint8 (see segmentation.anomaly), when the model
-    # takes it as an input channel.
-    anomaly_path: Path | None = None
-
-    @property
-    def is_defect(self) -> bool:
-        return bool(self.annotations)
-
-    def masks(self) -> np.ndarray:
-        """(N, H, W) uint8 masks of this tile's annotations."""
-        out = np.zeros((len(self.annotations), self.height, self.width), dtype=np.uint8)
-        for i, ann in enumerate(self.annotations):
-            out[i] = decode_segmentation(ann.segmentation, self.height, self.width)
-        return out
-
-
-def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """COCO polygons / uncompressed RLE / compressed RLE -> HxW uint8 mask."""
-    if isinstance(segmentation, list):
-        polys = [p for p in segmentation if len(p) >= 6]
-        if not polys:
-            return np.zeros((height, width), dtype=np.uint8)
-        rles = mask_utils.frPyObjects(polys, height, width)
-        return mask_utils.decode(mask_utils.merge(rles)).astype(np.uint8)
-    if isinstance(segmentation, dict):
-        rle = segmentation
-        if isinstance(rle.get("counts"), list):
-            rle = mask_utils.frPyObjects(rle, height, width)
-        elif isinstance(rle.get("counts"), str):
-            rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-        return mask_utils.decode(rle).astype(np.uint8)
-    raise ValueError(f"unsupported segmentation type {type(segmentation).__name__}")
+# The data set's record types are the workspace's; re-exported for the segmentation code.
+from oringscan.workspace import TileAnnotation as TileAnnotation
+from oringscan.workspace import TileRecord, TypeWorkspace
+from oringscan.workspace import decode_segmentation as decode_segmentation
 
 
 def read_gray(path: Path) -> np.ndarray:
@@ -94,67 +45,17 @@ def read_gray(path: Path) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _resolve_image(ann_path: Path, split: str, file_name: str) -> Path:
-    """Tile paths in COCO files may be relative to images/<split>/, to output/<model>/ or absolute."""
-    name = Path(file_name)
-    model_dir = ann_path.parent.parent
-    candidates = [name] if name.is_absolute() else []
-    candidates += [
-        model_dir / "images" / split / name,
-        model_dir / name,
-        model_dir / "images" / name,
-        ann_path.parent / name,
-        model_dir / "images" / split / name.name,
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    return candidates[0] if name.is_absolute() else model_dir / "images" / split / name
-
-
 def load_coco_split(ann_path: Path, class_names: list[str]) -> list[TileRecord]:
-    """Tile records of one split; COCO category names must be among the config's classes."""
+    """Tile records of ``output/<type>/annotations/<split>.json`` (see :mod:`oringscan.workspace`);
+    COCO category names must be among the config's classes."""
     ann_path = Path(ann_path)
-    if not ann_path.is_file():
-        raise ModelFileError(ann_path, "COCO annotation file not found; run `oringscan preprocess` first")
-    try:
-        coco = json.loads(ann_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LabelError(ann_path, f"not valid JSON: {exc}") from None
-    split = ann_path.stem
-    cat_to_index: dict[int, int] = {}
-    for cat in coco.get("categories", []):
-        if cat["name"] not in class_names:
-            raise LabelError(
-                ann_path,
-                f"category {cat['name']!r} is not in classes.names {class_names}; re-run preprocess with this config",
-            )
-        cat_to_index[int(cat["id"])] = class_names.index(cat["name"]) + 1
-    records: dict[int, TileRecord] = {}
-    for img in coco.get("images", []):
-        records[int(img["id"])] = TileRecord(
-            image_id=int(img["id"]),
-            path=_resolve_image(ann_path, split, img["file_name"]),
-            width=int(img["width"]),
-            height=int(img["height"]),
-            source_image=img.get("source_image"),
-            tile_x=int(img.get("tile_x", 0)),
-            tile_y=int(img.get("tile_y", 0)),
+    type_root = ann_path.parent.parent
+    workspace = TypeWorkspace(type_root.parent, type_root.name)
+    if ann_path != workspace.annotations(ann_path.stem):
+        raise ModelFileError(
+            ann_path, "not a preprocess split (expected <output>/<type>/annotations/<split>.json)"
         )
-    for ann in coco.get("annotations", []):
-        record = records.get(int(ann["image_id"]))
-        if record is None or int(ann.get("iscrowd", 0)):
-            continue
-        if int(ann["category_id"]) not in cat_to_index:
-            raise LabelError(
-                ann_path, f"annotation {ann.get('id')} has unknown category_id {ann['category_id']}"
-            )
-        record.annotations.append(
-            TileAnnotation(
-                cat_to_index[int(ann["category_id"])], ann["segmentation"], float(ann.get("area", 0))
-            )
-        )
-    return [records[k] for k in sorted(records)]
+    return workspace.read_split(ann_path.stem, class_names)
 
 
 class RandomRot90(v2.Transform):
@@ -275,7 +176,11 @@ class TileDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def raw_sample(self, index: int) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray | None]:
+        """Item ``index`` before augmentation: gray, (N, H, W) uint8 masks, classes, anomaly map.
+
+        A hook: ``segmentation.pasting.PastingTileDataset`` pastes defects and crops here.
+        """
         record = self.items[index]
         gray = read_gray(record.path)
         if gray.shape != (record.height, record.width):
@@ -283,13 +188,17 @@ class TileDataset(torch.utils.data.Dataset):
                 record.path,
                 f"tile is {gray.shape[1]}x{gray.shape[0]}, COCO says {record.width}x{record.height}",
             )
+        return gray, record.masks(), [a.class_index for a in record.annotations], read_anomaly(record)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        record = self.items[index]
+        gray, mask_array, classes, anomaly = self.raw_sample(index)
         h, w = gray.shape
         image = tv_tensors.Image(torch.from_numpy(gray).unsqueeze(0).expand(3, -1, -1).contiguous())
-        masks = tv_tensors.Mask(torch.from_numpy(record.masks()))
-        labels = torch.tensor([a.class_index for a in record.annotations], dtype=torch.int64)
+        masks = tv_tensors.Mask(torch.from_numpy(mask_array))
+        labels = torch.tensor(classes, dtype=torch.int64)
         boxes = tv_tensors.BoundingBoxes(_boxes_from_masks(masks), format="XYXY", canvas_size=(h, w))
         target: dict[str, Any] = {"boxes": boxes, "masks": masks, "labels": labels}
-        anomaly = read_anomaly(record)
         if anomaly is not None:
             # A Mask follows every geometric augmentation (nearest-neighbour) and no photometric one.
             target["anomaly"] = tv_tensors.Mask(torch.from_numpy(anomaly).unsqueeze(0))

@@ -14,7 +14,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,6 @@ from oringscan.segmentation.dataset import (
     TileDataset,
     TileRecord,
     collate,
-    load_coco_split,
     read_gray,
     train_transforms,
 )
@@ -48,7 +48,9 @@ from oringscan.segmentation.models import (
     resolve_backbone,
 )
 from oringscan.segmentation.visualize import grid, overlay
+from oringscan.timeutil import utc_iso
 from oringscan.types import Instance
+from oringscan.workspace import TypeWorkspace
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +88,13 @@ def _apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
         raise TypeError(f"unknown training override(s): {', '.join(unknown)}")
     clean = {k: v for k, v in overrides.items() if v is not None}
     training = type(config.training).model_validate({**config.training.model_dump(), **clean})
-    return config.model_copy(update={"training": training})
+    return config.model_copy(update={"segmentation": training})
 
 
 def train_segmentation(
     config: Config,
     output_root: Path,
-    model: str,
+    oring_type: str,
     *,
     resume: bool = False,
     progress: bool = True,
@@ -104,16 +106,16 @@ def train_segmentation(
     ``overrides`` replace fields of ``config.training`` (epochs, batch_size, lr, backbone, device,
     max_minutes, num_workers, ...). Returns a summary: epochs run, best epoch and metric, paths.
     """
-    config.oring_type(model)
+    config.oring_type(oring_type)
     say = echo or (lambda line: tqdm.write(line))
-    type_dir = Path(output_root) / model
-    ckpt_dir = type_dir / "checkpoints"
-    latest_path, best_path = ckpt_dir / "latest.pth", ckpt_dir / "best_model.pth"
+    workspace = TypeWorkspace.from_config(config, output_root, oring_type)
+    type_dir = workspace.root
+    latest_path, best_path = workspace.latest_checkpoint, workspace.best_checkpoint
     class_names = list(config.classes.names)
 
     state: dict[str, Any] | None = None
     if resume:
-        state = load_checkpoint(latest_path, expected_type=model)
+        state = load_checkpoint(latest_path, expected_type=oring_type)
         if list(state["class_names"]) != class_names:
             raise ModelFileError(
                 latest_path, f"checkpoint classes {state['class_names']} differ from config {class_names}"
@@ -133,18 +135,16 @@ def train_segmentation(
     use_amp = cfg.amp and device.type == "cuda"
     seed_everything(cfg.seed)
 
-    ann_dir = type_dir / "annotations"
-    train_records = load_coco_split(ann_dir / "train.json", class_names)
-    val_path = ann_dir / "val.json"
-    val_records = load_coco_split(val_path, class_names) if val_path.is_file() else []
-    train_ds = TileDataset(train_records, train_transforms(cfg), cfg.negative_ratio, cfg.seed)
+    train_records = workspace.read_split("train", class_names)
+    val_records = workspace.read_split("val", class_names) if workspace.has_split("val") else []
+    train_ds = _train_dataset(train_records, cfg)
     if not train_ds.positives:
-        raise TrainingError(f"{ann_dir / 'train.json'}: no labelled defect tiles to train on")
+        raise TrainingError(f"{workspace.annotations('train')}: no labelled defect tiles to train on")
     val_eval = _val_subset(val_records, cfg.val_max_tiles)
     if not any(r.is_defect for r in val_eval):
         log.warning(
             "%s: no labelled defects in the validation split; best_model.pth follows the latest epoch",
-            val_path,
+            workspace.annotations("val"),
         )
     tile_size = max(r.width for r in train_records)
 
@@ -157,7 +157,7 @@ def train_segmentation(
         uses_anomaly = resolve_anomaly_channel(cfg.anomaly_channel, backbone_name, cfg.backbone)
         scale = None
     if uses_anomaly:
-        screening = load_type_screening(Path(output_root), model)
+        screening = load_type_screening(Path(output_root), oring_type)
         scale = scale if scale is not None else anomaly_scale(screening)
         computed = sum(
             attach_anomaly_maps(records, screening, type_dir / ANOMALY_CACHE_DIR, scale, split, progress)
@@ -191,7 +191,7 @@ def train_segmentation(
         best_epoch = int(state.get("best_epoch", -1))
         bad_epochs = int(state.get("bad_epochs", 0))
         run_name = str(state.get("run_name", run_name))
-        history_path = type_dir / "training_history.json"
+        history_path = workspace.training_history
         if history_path.is_file():
             history = [
                 h
@@ -206,9 +206,9 @@ def train_segmentation(
 
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(log_dir=str(type_dir / "runs" / run_name))
+    writer = SummaryWriter(log_dir=str(workspace.tensorboard_dir / run_name))
     summary: dict[str, Any] = {
-        "model": model,
+        "model": oring_type,
         "backbone": spec.backbone,
         "backbone_requested": requested_backbone,
         "anomaly_channel": spec.anomaly_channel,
@@ -221,11 +221,12 @@ def train_segmentation(
         "val_tiles": len(val_eval),
         "checkpoint": str(best_path),
         "latest": str(latest_path),
-        "tensorboard": str(type_dir / "runs"),
+        "tensorboard": str(workspace.tensorboard_dir),
     }
     say(
-        f"training {model}: {spec.backbone}{' (auto)' if requested_backbone == 'auto' else ''}"
-        f"{' + screening anomaly channel' if spec.anomaly_channel else ''} ({pretrained}), {summary['train_defect_tiles']} defect + "
+        f"training {oring_type}: {spec.backbone}{' (auto)' if requested_backbone == 'auto' else ''}"
+        f"{' + screening anomaly channel' if spec.anomaly_channel else ''} ({pretrained}), "
+        f"{summary['train_defect_tiles']} defect + "
         f"{len(train_ds.negatives)} good train tiles (negative ratio {cfg.negative_ratio}), {len(val_eval)} val tiles, "
         f"device {device}{' with AMP' if use_amp else ''}, input {spec.input_size}px"
     )
@@ -251,9 +252,10 @@ def train_segmentation(
                 persistent_workers=False,
             )
             started = time.monotonic()
-            losses, cut_short = _train_one_epoch(
-                net, optimizer, loader, device, epoch, cfg, scaler, use_amp, writer, deadline, progress
-            )
+            with _train_input_size(net, cfg.train_crop, tile_size):
+                losses, cut_short = _train_one_epoch(
+                    net, optimizer, loader, device, epoch, cfg, scaler, use_amp, writer, deadline, progress
+                )
             lr_now = optimizer.param_groups[0]["lr"]
             lr_scheduler.step()
             # Compact per-tile predictions (RLE masks, <= 100 per tile), encoded batch by batch.
@@ -298,25 +300,26 @@ def train_segmentation(
                 "backbone": spec.backbone,
                 "backbone_requested": requested_backbone,
                 "class_names": class_names,
-                "oring_type": model,
+                "oring_type": oring_type,
                 "config": config.model_dump(mode="json"),
                 "pretrained": pretrained,
                 "run_name": run_name,
                 "metrics": {}
                 if metrics is None
                 else {t: {k: metrics[t][k] for k in ("AP", "AP50", "AP75")} for t in metrics},
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "created": utc_iso(),
                 "oringscan_version": oringscan_version,
             }
             save_checkpoint(latest_path, payload)
             if improved:
                 save_checkpoint(best_path, payload)
-            _write_history(type_dir / "training_history.json", model, spec, history, best_epoch, best_metric)
+            _write_history(workspace.training_history, oring_type, spec, history, best_epoch, best_metric)
             val_text = (
                 "val: no labelled defects"
                 if metrics is None
                 else (
-                    f"val segm AP {metrics['segm']['AP']:.3f} AP50 {metrics['segm']['AP50']:.3f} | bbox AP50 {metrics['bbox']['AP50']:.3f}"
+                    f"val segm AP {metrics['segm']['AP']:.3f} AP50 {metrics['segm']['AP50']:.3f} | "
+                    f"bbox AP50 {metrics['bbox']['AP50']:.3f}"
                 )
             )
             say(
@@ -339,17 +342,50 @@ def train_segmentation(
             "best_epoch": best_epoch,
             "best_segm_AP": best_metric if best_metric >= 0 else None,
             "stopped": stopped,
-            "history": str(type_dir / "training_history.json"),
+            "history": str(workspace.training_history),
             "final_val": history[-1]["val"] if history else None,
         }
     )
     if best_path.is_file():  # the score a defect needs on val, and whether this model may call one at all
         from oringscan.segmentation.calibration import calibrate_segmentation
 
-        calibration = calibrate_segmentation(config, output_root, model, best_path, device=str(device))
+        calibration = calibrate_segmentation(config, output_root, oring_type, best_path, device=str(device))
         summary["calibration"] = calibration.to_json()
         say(calibration.summary)
     return summary
+
+
+def _train_dataset(records: list[TileRecord], cfg: Any) -> TileDataset:
+    """Plain tiles, or tiles with pasted defects / crops around defects when the config asks."""
+    if cfg.paste_prob > 0 or cfg.train_crop is not None:
+        from oringscan.segmentation.pasting import PastingTileDataset
+
+        return PastingTileDataset(
+            records,
+            train_transforms(cfg),
+            cfg.negative_ratio,
+            cfg.seed,
+            paste_prob=cfg.paste_prob,
+            paste_max=cfg.paste_max,
+            crop=cfg.train_crop,
+        )
+    return TileDataset(records, train_transforms(cfg), cfg.negative_ratio, cfg.seed)
+
+
+@contextmanager
+def _train_input_size(net: torch.nn.Module, crop: int | None, tile_size: int) -> Iterator[None]:
+    """Crops go into the model at the scale whole tiles do at inspection (input_size / tile_size)."""
+    transform = getattr(net, "transform", None)
+    if crop is None or transform is None or crop >= tile_size:
+        yield
+        return
+    saved = (transform.min_size, transform.max_size)
+    side = max(32, round(crop * transform.max_size / tile_size))
+    transform.min_size, transform.max_size = (side,), side
+    try:
+        yield
+    finally:
+        transform.min_size, transform.max_size = saved
 
 
 def _train_one_epoch(
@@ -394,7 +430,8 @@ def _train_one_epoch(
             )
             if bad_in_a_row >= MAX_BAD_LOSSES:
                 raise TrainingError(
-                    f"training diverged: {bad_in_a_row} non-finite losses in a row at epoch {epoch + 1}; lower --lr (now {cfg.lr})"
+                    f"training diverged: {bad_in_a_row} non-finite losses in a row at epoch {epoch + 1}; "
+                    f"lower --lr (now {cfg.lr})"
                 )
             continue
         bad_in_a_row = 0
@@ -462,10 +499,10 @@ def _log_epoch(
 
 
 def _write_history(
-    path: Path, model: str, spec: ModelSpec, history: list[dict[str, Any]], best_epoch: int, best: float
+    path: Path, oring_type: str, spec: ModelSpec, history: list[dict[str, Any]], best_epoch: int, best: float
 ) -> None:
     data = {
-        "model": model,
+        "model": oring_type,
         "backbone": spec.backbone,
         "best_epoch": best_epoch,
         "best_segm_AP": best if best >= 0 else None,

@@ -22,11 +22,12 @@ from oringscan.config import Config
 from oringscan.errors import FrameError
 from oringscan.frames import read_frame
 from oringscan.segmentation.coco_eval import coco_metrics, predict_records
-from oringscan.segmentation.dataset import TileRecord, load_coco_split, read_gray
+from oringscan.segmentation.dataset import TileRecord, read_gray
 from oringscan.segmentation.inference import Segmenter
 from oringscan.segmentation.stitching import stitch
 from oringscan.segmentation.visualize import grid, overlay
 from oringscan.types import Instance
+from oringscan.workspace import TypeWorkspace
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,6 @@ def truth_instances(records: list[TileRecord], class_names: list[str]) -> list[I
     return stitch(pieces, window_iou=0.5)
 
 
-def _find_frame(source: str | None, data_root: Path | None, ann_path: Path) -> Path | None:
-    if not source:
-        return None
-    path = Path(source)
-    candidates = [path] if path.is_absolute() else []
-    roots = [r for r in (data_root, ann_path.parent.parent, Path.cwd()) if r is not None]
-    candidates += [root / path for root in roots] + ([data_root / "images" / path] if data_root else [])
-    return next((c for c in candidates if c.is_file()), None)
-
-
 def _canvas_from_tiles(records: list[TileRecord]) -> np.ndarray:
     height = max(r.tile_y + r.height for r in records)
     width = max(r.tile_x + r.width for r in records)
@@ -104,7 +95,7 @@ def match_frame(
 def evaluate_segmentation(
     config: Config,
     output_root: Path,
-    model: str,
+    oring_type: str,
     data_root: Path | None = None,
     checkpoint: Path | None = None,
     device: str = "auto",
@@ -112,14 +103,13 @@ def evaluate_segmentation(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Metrics of the best checkpoint on the test split into ``inference_results/metrics.json`` + plots."""
-    type_dir = Path(output_root) / model
-    checkpoint = checkpoint or type_dir / "checkpoints" / "best_model.pth"
-    segmenter = Segmenter.load(checkpoint, device=device, expected_type=model, config=config)
+    workspace = TypeWorkspace.from_config(config, output_root, oring_type)
+    checkpoint = checkpoint or workspace.best_checkpoint
+    segmenter = Segmenter.load(checkpoint, device=device, expected_type=oring_type, config=config)
     class_names = segmenter.class_names
-    ann_path = type_dir / "annotations" / "test.json"
-    records = load_coco_split(ann_path, class_names)
+    records = workspace.read_split("test", class_names)
     segmenter.attach_anomaly_maps(records, "test", progress)  # anomaly-guided models only
-    out_dir = type_dir / "inference_results"
+    out_dir = workspace.inference_results
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = segmenter.training
 
@@ -145,7 +135,10 @@ def evaluate_segmentation(
         sorted(by_frame.items()), desc="frames", unit="frame", disable=not progress, leave=False
     ):
         truth = truth_instances(tiles, class_names)
-        frame_path = _find_frame(source, data_root, ann_path) if full_frames else None
+        frame_path = (
+            workspace.source_frame(source, data_root) if full_frames and tiles[0].source_image else None
+        )
+        frame_path = frame_path if frame_path is not None and frame_path.is_file() else None
         gray = None
         if frame_path is not None:
             try:
@@ -209,7 +202,7 @@ def evaluate_segmentation(
     }
     plots = _plots(out_dir, tile_metrics, misses, class_names)
     metrics = {
-        "model": model,
+        "model": oring_type,
         "checkpoint": str(checkpoint),
         "backbone": segmenter.spec.backbone,
         "test_tiles": len(records),

@@ -6,13 +6,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from oringscan.config import Config, TrainingConfig
+from oringscan.config import Config, SegmentationConfig, TrainingConfig
 from oringscan.errors import ModelFileError, OringscanError
 from oringscan.roi import RingROI, find_ring
 from oringscan.segmentation.anomaly import scale_anomaly
@@ -24,22 +24,18 @@ from oringscan.segmentation.stitching import stitch, tighten
 from oringscan.tiling import ring_tiles
 from oringscan.types import Instance, Tile
 
+if TYPE_CHECKING:
+    from oringscan.workspace import TypeWorkspace
+
 log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """'auto' takes CUDA when present (where the plant trains and infers), else CPU."""
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise OringscanError(
-            f"--device {name}: no CUDA GPU is available on this machine (use --device cpu or auto)"
-        )
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise OringscanError(f"--device {name}: unknown device (use auto, cpu or cuda)") from None
+    """'auto' takes CUDA when present (where the plant trains and infers), else CPU
+    (:func:`oringscan.devices.resolve_device`, as a torch device)."""
+    from oringscan.devices import resolve_device as resolve_name
+
+    return torch.device(resolve_name(name))
 
 
 @torch.inference_mode()
@@ -298,7 +294,10 @@ class Segmenter:
         if config is not None:
             training = config.training
         else:
-            training = TrainingConfig.model_validate(data["config"].get("training", {}))
+            saved = data["config"]  # made before or after [training] became [segmentation]
+            training = SegmentationConfig.model_validate(
+                {**saved.get("training", {}), **saved.get("segmentation", {})}
+            )
         meta = {
             k: data.get(k) for k in ("epoch", "best_metric", "pretrained", "backbone", "backbone_requested")
         }
@@ -315,6 +314,35 @@ class Segmenter:
         )
         segmenter.calibration = load_calibration(path if path.is_file() else path / "best_model.pth")
         return segmenter
+
+    @classmethod
+    def from_config(
+        cls, config: Config, workspace: TypeWorkspace, device: str | None = None, version: str | None = None
+    ) -> Segmenter:
+        """The type's checkpoint in use (:attr:`TypeWorkspace.models`) with its calibration,
+        inference settings from ``config``."""
+        segmenter = cls.load(
+            workspace.models_for(version).segmentation_checkpoint,
+            device=device or config.training.device,
+            expected_type=workspace.oring_type,
+            config=config,
+        )
+        if getattr(config.pipeline, "runtime", "torch") == "onnx":
+            # The exported graph (oringscan export model); calibration and post-processing stay these.
+            from oringscan.export.models import onnx_segmenter
+
+            return onnx_segmenter(segmenter)  # type: ignore[return-value]
+        return segmenter
+
+    def report_scores_from(self, score: float) -> None:
+        """Report instances down to ``score`` (the lowest score the pipeline's gate accepts); the
+        config's section stays as it is (a copy is changed)."""
+        if self.training.score_threshold > score:
+            self.training = self.training.model_copy(update={"score_threshold": float(score)})
+
+    def describe(self) -> dict[str, Any]:
+        """What this model was made from (stored with every run)."""
+        return {k: v for k, v in self.meta.items() if isinstance(v, str | int | float | None)}
 
     @property
     def fingerprint(self) -> str:
