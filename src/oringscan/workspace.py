@@ -29,7 +29,6 @@ the file and the command that makes it)::
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,10 +145,6 @@ class ModelFiles:
             directory / RULES_FILE,
             version,
         )
-
-    def optional_files(self) -> list[Path]:
-        """Files that change a verdict when present (the segmenter's calibration)."""
-        return [self.segmentation_calibration]
 
     @property
     def segmentation_calibration(self) -> Path:
@@ -399,13 +394,6 @@ class TypeWorkspace:
         candidates = [root / path for root in roots] + [self.root / path, path]
         return next((c for c in candidates if c.is_file()), candidates[0])
 
-    def frames_by_source(self, records: list[TileRecord]) -> dict[str, list[TileRecord]]:
-        """Tiles grouped by their source frame, in record order."""
-        grouped: dict[str, list[TileRecord]] = defaultdict(list)
-        for record in records:
-            grouped[record.source].append(record)
-        return dict(grouped)
-
 
 @dataclass(frozen=True, slots=True)
 class ModelVersion:
@@ -460,7 +448,6 @@ class ModelVersions:
 
     def snapshot(self, note: str = "") -> ModelVersion:
         """Store the working copy as a new version (the newest one again when nothing changed)."""
-        import hashlib
         import shutil
 
         from oringscan.timeutil import utc_iso
@@ -474,7 +461,7 @@ class ModelVersions:
         }
         if working.segmentation_calibration.is_file():
             sources[f"checkpoints/{SEGMENTATION_CALIBRATION}"] = working.segmentation_calibration
-        digests = {rel: hashlib.sha256(path.read_bytes()).hexdigest() for rel, path in sources.items()}
+        digests = {rel: file_sha256(path) for rel, path in sources.items()}
         existing = self.stored()
         if existing and existing[-1].files == digests:
             return existing[-1]
@@ -492,7 +479,6 @@ class ModelVersions:
     def promote(self, version: str, operator: str = "", reason: str = "") -> tuple[str | None, str]:
         """Make ``version`` the one in use (its files checked against version.json); returns
         (previous, new). Recorded in ``versions/history.jsonl``."""
-        import hashlib
 
         from oringscan.timeutil import utc_iso
 
@@ -502,7 +488,7 @@ class ModelVersions:
             raise ModelFileError(self.root / version, f"no such model version; stored: {known}")
         for rel, digest in stored[version].files.items():
             path = self.root / version / rel
-            if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            if not path.is_file() or file_sha256(path) != digest:
                 raise ModelFileError(path, f"version {version} is damaged (file missing or changed)")
         previous = self.current()
         pointer = self.root / CURRENT_POINTER
@@ -529,11 +515,17 @@ class ModelVersions:
         raise ModelFileError(self.root / CURRENT_POINTER, "nothing to roll back to (no earlier promotion)")
 
 
+def file_sha256(path: Path) -> str:
+    """Content hash of a file, read in 1 MiB pieces (checkpoints are tens of MB)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def default_db_url(output_root: Path | str) -> str:
     """The inspection database when none is configured: SQLite in the output root, shared by types."""
     return f"sqlite:///{(Path(output_root) / 'inspections.db').as_posix()}"
-
-
-def workspace_for(config: Config, output_root: Path | str, oring_type: str) -> TypeWorkspace:
-    """Shorthand for :meth:`TypeWorkspace.from_config`."""
-    return TypeWorkspace.from_config(config, output_root, oring_type)

@@ -16,10 +16,6 @@ from oringscan.errors import FrameError
 from oringscan.workspace import TileRecord, TypeWorkspace
 
 
-def annotations_path(output_root: Path, oring_type: str, split: str) -> Path:
-    return TypeWorkspace(Path(output_root), oring_type).annotations(split)
-
-
 def load_split(output_root: Path, oring_type: str, split: str) -> list[TileRecord]:
     """Tiles of one split (see :mod:`oringscan.workspace`); a missing or unreadable COCO file is
     one clear error."""

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from oringscan.devices import resolve_device as resolve_device  # one rule for every stage
 from oringscan.errors import ModelFileError
 from oringscan.types import ScreeningResult, Tile, TileScore
 
@@ -448,13 +449,6 @@ def light_ring(tile: np.ndarray, margin_px: int = 24) -> np.ndarray:
     out = tile.copy()
     out[inside] = np.maximum(255 - tile[inside], 1)  # 0 stays reserved for the subtracted belt
     return out
-
-
-def resolve_device(name: str) -> str:
-    """See :func:`oringscan.devices.resolve_device` (one rule for every stage)."""
-    from oringscan.devices import resolve_device as resolve_name
-
-    return resolve_name(name)
 
 
 def quantile_higher(values: np.ndarray, q: float) -> float:
