@@ -92,6 +92,10 @@ def test_models_cli_lists_promotes_and_rolls_back(tiny_models: TinyModels, works
     assert "* v0001" in listed.output and "  v0002" in listed.output
     bad = runner.invoke(cli, ["models", "promote", *base, "--model", "model1", "v0042"])
     assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "no such model version" in bad.output
+    # compare: an unknown candidate is one line before any frame is inspected; nothing is written
+    bad = runner.invoke(cli, ["compare", *base, "--model", "model1", "--candidate", "v0042"])
+    assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "no model version 'v0042'" in bad.output
+    assert not (workspace.root / "evaluation").exists()
 
 
 def test_compare_says_what_a_candidate_changes(

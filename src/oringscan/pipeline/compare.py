@@ -92,6 +92,8 @@ def compare_versions(
     if base_label == candidate:
         raise CompareError(f"baseline and candidate are the same models ({candidate}): nothing to compare")
     sides = [Side(base_label, baseline), Side(candidate, candidate)]
+    for side in sides:  # an unknown or incomplete version fails here, before any frame is inspected
+        workspace.models_for(side.version).require(oring_type)
     frames = compare_frames(config, Path(data_root), Path(output_root), oring_type, split, db_url)
     if not frames:
         raise CompareError(f"{workspace.annotations(split)}: no frames to compare on")
