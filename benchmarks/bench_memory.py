@@ -1,42 +1,64 @@
-"""Peak memory (RSS) of segmentation training and evaluation against the number of val tiles (issue 17).
+"""Peak memory (RSS) of training, evaluation and inspection per backbone at plant scale (issue 17).
 
-    python benchmarks/bench_memory.py [--tiles 100 500 2000] [--baseline-tiles 4 8 16] [--tile-size 640]
-                                      [--input-size 64] [--cases train,eval,baseline,pipeline] [--full-heads]
-                                      [--frames 10 40 160]
+One command, one table (~25 CPU-minutes of one core, far longer in wall time on a loaded machine;
+each row is written to ``--json-out`` as its case ends, and ``--resume-from`` that file skips the
+cases it holds, so a cut-short run can be continued)::
 
-Every case runs in a fresh subprocess (``--case``); its peak resident memory is the child's
-``ru_maxrss`` from ``os.wait4`` (cross-checked against the child's own ``VmHWM``). Tiles are
-synthetic: smooth random ``--tile-size`` PNGs written as a COCO split, every fifth with one
-labelled defect. The model is an untrained Mask R-CNN (``--backbone``, default resnet18_fpn, at
-``--input-size`` px so the backbone is cheap on one CPU thread); untrained, it emits the maximum
-of 100 detections on every tile at the COCO score floor, each mask pasted at tile size, which is
-what made memory explode. Unless ``--full-heads``, the mask head is narrowed to one 16-channel
-conv (the detections and their tile-size masks are the same; only the head's convolutions, the
-bulk of CPU time with 100 RoIs per tile, get cheaper).
+    OMP_NUM_THREADS=1 python benchmarks/bench_memory.py [--backbones lite0_fpn resnet50_fpn]
+        [--tiles 100 500 2000] [--cases eval,train,inspect,pipeline] [--train-cpu-minutes 1]
+        [--distinct-tiles lite0_fpn=40 resnet50_fpn=4] [--workdir /tmp/oringscan-bench-memory]
+        [--json-out rows.json] [--resume-from rows.json]
 
-Cases:
-  eval      ``evaluate_segmentation`` (what ``oringscan predict --evaluate`` and ``evaluate
-            segmentation`` run) on a test split of N tiles, one tile per frame.
-  baseline  the old gathering: raw model outputs (dense masks) of every tile kept until COCO
-            evaluation. Only small N are feasible (each tile holds 100 x tile-size float masks).
-  train     ``train_segmentation`` on CPU, one thread, one short epoch (8 defect tiles, batch 2),
-            then its validation of N val tiles.
-  pipeline  ``evaluate_pipeline`` (what ``oringscan evaluate pipeline`` runs) on N frames: quarter-size
-            synthetic frames (612x512, 160 px tiles, as tests/support/pipeline.py), a fitted PatchCore
-            screening model and calibrated rework rules, and the untrained segmenter; the screening
-            threshold is forced to ~0 and ``[pipeline] defect_min_score = 0`` so every ring tile of every
-            frame is segmented and all of its (up to 100) detections are reported, overlays written.
-            The N frames are links to the synthesized ones (memory does not depend on pixel content).
+Data: the project's generator (``oringscan.synth``) renders 14 full-size frames (2448x2048; 6
+defect, 8 good) of ``model1``; ``preprocess`` cuts them into the default 640 px tiles; screening
+and the rework rules are fitted on them. Larger sets re-use those files: an N-tile split lists the
+real tiles again and again (each copy its own image id and frame name), a pipeline split of F frames
+lists links to the real frames. Models: untrained Mask R-CNNs saved once per backbone, the CPU
+recipe's ``lite0_fpn`` (ImageNet EfficientNet-Lite0, random heads, input 448, what ``backbone =
+"auto"`` builds on CPU) and ``resnet50_fpn`` (the CUDA default; random init, no weights here, input
+800). Untrained, they emit the maximum of 100 detections per tile (every box above the COCO score
+floor 0.05 for evaluation; inspection is run with ``score_threshold = 0`` and ``[pipeline]
+defect_min_score = 0`` and the screening threshold forced to ~0, so every ring tile is segmented and
+every detection is reported): the worst case for memory.
 
-Prints one table: case, tiles, peak RSS, ratio to the smallest N of the case, seconds.
-Target (issue 17): <= 4 GB at 2,000 tiles and flat.
+Every case runs in a fresh process, one thread (``OMP_NUM_THREADS=1``); its peak resident memory
+is the child's ``ru_maxrss`` from ``os.wait4``. Cases, per backbone:
+
+  eval      ``evaluate_segmentation`` (what ``predict --evaluate`` / ``evaluate segmentation`` run) on
+            a test split of N tiles; the frame-level part re-assembles frames from the tiles' RLEs
+            (``full_frames=False``; a whole-frame pass is inspection, measured by ``inspect``).
+  train     ``train_segmentation`` with the CPU recipe (``backbone = "auto"`` on CPU -> lite0_fpn),
+            ``--train-cpu-minutes`` of CPU time (``budget_clock = "cpu"``) on the real train tiles, then
+            its validation on a val split of ``--train-val-tiles`` tiles; ``untrained``: a fresh start,
+            ``resumed``: ``resume=True`` from the first run's checkpoint (a trained model). lite0_fpn only
+            (resnet50_fpn training takes tens of seconds per iteration on one CPU thread; not run).
+  inspect   ``inspect_paths`` (what ``oringscan inspect`` runs; SQLite store, overlays written) of
+            ``--inspect-frames`` full-size frames.
+  pipeline  ``evaluate_pipeline`` (what ``oringscan evaluate pipeline`` runs) on F frames with F x
+            (ring tiles per frame) ~ N tiles.
+
+CPU time: a 640 px tile costs ~1.3 s (lite0_fpn, input 448) and ~9 s (resnet50_fpn, input 800) of
+one core through the network, plus ~0.15 s to paste, threshold and encode its 100 masks. To fit
+2,000-tile cases on a shared machine, the network runs on the first ``--distinct-tiles`` distinct
+tiles (``--distinct-frames`` frames for inspect/pipeline) of each case; later copies of the same tile
+replay its detections (boxes, scores and 28x28 mask logits, ~0.4 MB per distinct tile, kept) from a
+cache keyed by the input's bytes and the weights' version. Everything after the network (pasting
+every mask at tile size, RLE, COCOeval, stitching, overlays) runs for every tile: that is the part
+that grew with N before issue 17; the network's own peak (weights + one batch) is reached on the
+real forwards. ``--distinct-tiles 0`` runs the network on every tile.
+
+Target (issue 17): flat in N apart from the model and one batch, <= 4 GB for the CPU recipe at
+2,000 val tiles.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,259 +67,35 @@ from pathlib import Path
 from typing import Any
 
 MODEL = "model1"
+INPUT_SIZE = {"lite0_fpn": 448, "resnet50_fpn": 800}
+DEFAULT_DISTINCT = {"lite0_fpn": 40, "resnet50_fpn": 4}
+DEFAULT_DISTINCT_FRAMES = {"lite0_fpn": 2, "resnet50_fpn": 1}
+N_DEFECT, N_GOOD = 6, 8
 
 
-# ----------------------------------------------------------------------------- data
-def write_tiles(image_dir: Path, count: int, size: int, seed: int = 0) -> list[Path]:
-    """``count`` smooth random gray tiles (cheap to write, look like texture, not noise)."""
-    import cv2
-    import numpy as np
-
-    image_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(count):
-        path = image_dir / f"tile_{i:05d}.png"
-        if not path.is_file():
-            small = rng.integers(60, 200, (size // 16, size // 16), dtype=np.uint8)
-            cv2.imwrite(str(path), cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC))
-        paths.append(path)
-    return paths
-
-
-def write_split(
-    type_dir: Path, split: str, tiles: list[Path], size: int, n_classes: int, defect_every: int = 5
-) -> Path:
-    """A COCO split over the given tile files (absolute paths), every ``defect_every``-th labelled."""
-    images, annotations = [], []
-    for i, path in enumerate(tiles, start=1):
-        images.append({"id": i, "file_name": str(path.resolve()), "width": size, "height": size})
-        if i % defect_every == 0:
-            x, y = size // 4 + (i * 37) % (size // 2), size // 4 + (i * 53) % (size // 2)
-            w, h = max(8, size // 16), max(6, size // 24)
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": i,
-                    "category_id": 1 + i % n_classes,
-                    "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
-                    "area": float(w * h),
-                    "bbox": [x, y, w, h],
-                    "iscrowd": 0,
-                }
-            )
-    ann = type_dir / "annotations" / f"{split}.json"
-    ann.parent.mkdir(parents=True, exist_ok=True)
-    ann.write_text(
-        json.dumps({"images": images, "annotations": annotations, "categories": []}), encoding="utf-8"
-    )
-    return ann
-
-
-def categories(ann: Path, names: list[str]) -> None:
-    data = json.loads(ann.read_text(encoding="utf-8"))
-    data["categories"] = [{"id": k + 1, "name": n} for k, n in enumerate(names)]
-    ann.write_text(json.dumps(data), encoding="utf-8")
-
-
-# ----------------------------------------------------------------------------- child side
-def bench_config(args: argparse.Namespace) -> Any:
+# ----------------------------------------------------------------------------- config and data
+def base_config(backbone: str | None = None) -> Any:
+    """Defaults (640 px tiles) on CPU; ``backbone`` fixes the model (None: the CPU recipe via auto)."""
     from oringscan.config import Config
 
     config = Config()
-    training = config.training.model_copy(
-        update={
-            "backbone": args.backbone,
-            "input_size": args.input_size,
-            "device": "cpu",
-            "batch_size": 2,
-            "epochs": 1,
-            "num_workers": 0,
-            "warmup_iters": 2,
-            "negative_ratio": 0.0,
-            "amp": False,
-        }
-    )
-    pipeline = config.pipeline.model_copy(update={"tile_batch_size": 4})
-    return config.model_copy(update={"training": training, "pipeline": pipeline})
-
-
-def tiny_maskrcnn(spec: Any) -> Any:
-    """A minimal torchvision Mask R-CNN (one 16-channel conv as backbone, small heads) that still
-    proposes 300 boxes and keeps 100 detections per tile, each with a tile-size pasted mask."""
-    from torch import nn
-    from torchvision.models.detection import MaskRCNN
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-    from torchvision.ops import MultiScaleRoIAlign
-
-    backbone = nn.Sequential(nn.Conv2d(3, 16, 3, stride=4, padding=1), nn.ReLU())
-    backbone.out_channels = 16
-    return MaskRCNN(
-        backbone,
-        num_classes=None,
-        min_size=spec.input_size,
-        max_size=spec.input_size,
-        rpn_anchor_generator=AnchorGenerator(sizes=((4, 8, 16, 32),), aspect_ratios=((0.5, 1.0, 2.0),)),
-        rpn_post_nms_top_n_test=300,
-        box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2),
-        box_head=TwoMLPHead(16 * 7 * 7, 32),
-        box_predictor=FastRCNNPredictor(32, spec.num_classes),
-        mask_roi_pool=MultiScaleRoIAlign(["0"], 14, 2),
-        mask_head=MaskRCNNHeads(16, [8], 1),
-        mask_predictor=MaskRCNNPredictor(8, 8, spec.num_classes),
-    )
-
-
-def narrow_heads(full: bool, tiny: bool = False) -> None:
-    """Unless ``full``, every Mask R-CNN the project builds in this process gets a one-conv mask
-    head; with ``tiny`` it is replaced by :func:`tiny_maskrcnn` altogether."""
-    if full and not tiny:
-        return
-    from torch import nn
-    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-
-    import oringscan.segmentation.engine as engine
-    import oringscan.segmentation.inference as inference
-    import oringscan.segmentation.models as models
-
-    original = models.build_model
-
-    def build(spec: Any) -> Any:
-        if tiny:
-            return tiny_maskrcnn(spec)
-        model = original(spec)
-        channels = model.backbone.out_channels
-        model.roi_heads.mask_head = MaskRCNNHeads(channels, [16], 1, norm_layer=nn.BatchNorm2d)
-        model.roi_heads.mask_predictor = MaskRCNNPredictor(16, 16, spec.num_classes)
-        return model
-
-    for module in (models, inference, engine):
-        if hasattr(module, "build_model"):
-            module.build_model = build
-
-
-def count_detections() -> dict[str, int]:
-    """Counts the tiles and detections every ``predict_records`` call returns (for the table)."""
-    import oringscan.segmentation.coco_eval as coco_eval
-    import oringscan.segmentation.engine as engine
-    import oringscan.segmentation.evaluation as evaluation
-
-    seen = {"tiles": 0, "detections": 0, "kept_bytes": 0}
-    original = coco_eval.predict_records
-
-    def counted(*a: Any, **k: Any) -> Any:
-        out = original(*a, **k)
-        seen["tiles"] += len(out)
-        seen["detections"] += sum(len(p) for p in out.values())
-        seen["kept_bytes"] += sum(p.nbytes for p in out.values())
-        return out
-
-    for module in (evaluation, engine):
-        module.predict_records = counted
-    return seen
-
-
-def vm_hwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def run_case(args: argparse.Namespace) -> dict[str, Any]:
-    import logging
-
-    import torch
-
-    torch.set_num_threads(1)
-    logging.getLogger("oringscan").setLevel(logging.ERROR)
-    narrow_heads(args.full_heads, args.tiny_model)
-    seen = count_detections()
-    config = bench_config(args)
-    root = Path(args.workdir) / f"{args.case}_{args.n}"
-    start = time.perf_counter()
-    if args.case == "eval":
-        from oringscan.segmentation.evaluation import evaluate_segmentation
-
-        metrics = evaluate_segmentation(
-            config,
-            root,
-            MODEL,
-            checkpoint=Path(args.checkpoint),
-            device="cpu",
-            full_frames=False,
-            progress=False,
-        )
-        extra = {"segm_AP": metrics["tiles"]["segm"]["AP"] if metrics["tiles"] else None}
-    elif args.case == "baseline":
-        extra = run_baseline(config, root, Path(args.checkpoint), seen)
-    elif args.case == "pipeline":
-        extra = run_pipeline(args, seen)
-    elif args.case == "train":
-        from oringscan.segmentation.engine import train_segmentation
-
-        summary = train_segmentation(config, root, MODEL, progress=False, echo=lambda _line: None)
-        extra = {"val_tiles": summary["val_tiles"], "epochs": summary["epochs_run"]}
-    else:
-        raise SystemExit(f"unknown case {args.case}")
-    return {
-        "case": args.case,
-        "tiles": seen.get("frames", args.n),
-        "seconds": time.perf_counter() - start,
-        "vm_hwm_mb": vm_hwm_mb(),
-        "detections_per_tile": seen["detections"] / seen["tiles"] if seen["tiles"] else None,
-        "kept_mb": seen["kept_bytes"] / 2**20,
-        **extra,
-    }
-
-
-def run_baseline(config: Any, root: Path, checkpoint: Path, seen: dict[str, int]) -> dict[str, Any]:
-    """The gathering before issue 17: every tile's raw output (dense masks) kept until COCO evaluation."""
-    from oringscan.segmentation.coco_eval import coco_metrics
-    from oringscan.segmentation.dataset import load_coco_split, read_gray, to_model_input
-    from oringscan.segmentation.evaluation import COCO_SCORE_FLOOR
-    from oringscan.segmentation.inference import Segmenter, run_model
-
-    segmenter = Segmenter.load(checkpoint, device="cpu", expected_type=MODEL, config=config)
-    records = load_coco_split(root / MODEL / "annotations" / "test.json", segmenter.class_names)
-    segmenter.model.roi_heads.score_thresh = COCO_SCORE_FLOOR
-    outputs = {}
-    batch = config.pipeline.tile_batch_size
-    for start in range(0, len(records), batch):
-        chunk = records[start : start + batch]
-        for record, output in zip(
-            chunk,
-            run_model(segmenter.model, [to_model_input(read_gray(r.path)) for r in chunk], segmenter.device),
-            strict=True,
-        ):
-            outputs[record.image_id] = output
-    seen["tiles"] += len(outputs)
-    seen["detections"] += sum(len(o["scores"]) for o in outputs.values())
-    metrics = coco_metrics(records, outputs, segmenter.class_names, config.training.mask_threshold)
-    return {"segm_AP": metrics["segm"]["AP"] if metrics else None}
-
-
-PIPELINE_SIZE = (612, 512)
-
-
-def pipeline_config(args: argparse.Namespace) -> Any:
-    """Quarter-size frames and 160 px tiles (tests/support/pipeline.py's recipe), light models."""
-    config = bench_config(args)
-    config.frame.width, config.frame.height = PIPELINE_SIZE
-    config.tiling.tile_size, config.tiling.overlap = 160, 20
-    config.screening.coreset_ratio = 0.02
+    update: dict[str, Any] = {"device": "cpu", "num_workers": 0, "amp": False}
+    if backbone is not None:
+        update |= {"backbone": backbone, "input_size": INPUT_SIZE.get(backbone)}
+    config.segmentation = config.training.model_copy(update=update)
     config.preprocess.workers = 1
-    config.rework.k_sigma = 2.5
-    # Every instance counts (no calibration file needed), so every detection is reported and kept.
+    return config
+
+
+def worst_case(config: Any) -> Any:
+    """Inspection reports every detection: the segmenter keeps every box, every instance is a defect."""
+    config.segmentation = config.training.model_copy(update={"score_threshold": 0.0, "min_mask_area": 1})
     config.pipeline.defect_min_score = 0.0
     return config
 
 
-def prepare_pipeline(args: argparse.Namespace) -> None:
-    """Synthesize, preprocess, fit screening, save an untrained segmenter, calibrate rework; then one
-    split per N that lists N distinct frame files (links to the synthesized ones, truth by folder)."""
+def prepare(args: argparse.Namespace) -> dict[str, Any]:
+    """Frames, tiles, screening, rework rules and one untrained checkpoint per backbone (cached)."""
     import torch
 
     from oringscan.preprocess import preprocess_type
@@ -308,269 +106,420 @@ def prepare_pipeline(args: argparse.Namespace) -> None:
     from oringscan.synth import synthesize_dataset
     from oringscan.workspace import TypeWorkspace
 
-    narrow_heads(args.full_heads, args.tiny_model)
-    config = pipeline_config(args)
-    root = Path(args.workdir) / "pipeline"
-    data_root, output_root = root / "dataset", root / "output"
-    paths = TypeWorkspace.from_config(config, output_root, MODEL).models
-    if not paths.rework_rules.is_file():
+    work = Path(args.workdir).resolve()
+    data_root, output_root = work / "dataset", work / "output"
+    config = base_config()
+    workspace = TypeWorkspace.from_config(config, output_root, MODEL)
+    marker = work / "prepared.json"
+    if not marker.is_file():
         synthesize_dataset(
             data_root,
             config,
             types=(MODEL,),
-            n_good=8,
-            n_defect=4,
-            n_rework=2,
+            n_good=N_GOOD,
+            n_defect=N_DEFECT,
+            n_rework=0,
             seed=0,
-            color_fraction=0.25,
             progress=False,
-            size=PIPELINE_SIZE,
         )
-        preprocess_type(config, data_root, output_root, MODEL, progress=False, workers=1)
+        summary = preprocess_type(config, data_root, output_root, MODEL, progress=False, workers=1)
         fit_screening(config, output_root, MODEL, progress=False)
-        names = list(config.classes.names)
+        calibrate_rules(config, data_root, output_root, MODEL, progress=False)
+        marker.write_text(json.dumps({"preprocess": summary}, default=str), encoding="utf-8")
+    names = list(config.classes.names)
+    for backbone in args.backbones:
+        path = work / f"untrained_{backbone}.pth"
+        if path.is_file():
+            continue
+        bb_config = base_config(backbone)
         torch.manual_seed(0)
-        model, spec, pretrained = create_model(config.training, len(names) + 1, config.tiling.tile_size)
+        model, spec, pretrained = create_model(bb_config.training, len(names) + 1, config.tiling.tile_size)
         save_checkpoint(
-            paths.segmentation_checkpoint,
+            path,
             {
                 "model": model.state_dict(),
                 "spec": spec.to_dict(),
                 "class_names": names,
                 "oring_type": MODEL,
                 "epoch": 0,
-                "config": config.model_dump(mode="json"),
+                "config": bb_config.model_dump(mode="json"),
                 "pretrained": pretrained,
                 "backbone": spec.backbone,
             },
         )
-        calibrate_rules(config, data_root, output_root, MODEL, progress=False)
-    spec = config.oring_type(MODEL)
-    frames = []
-    for folder in (spec.good_folder, spec.defect_folder):
-        frames += sorted(
-            p for p in (data_root / "images" / folder).iterdir() if not p.name.startswith("bench_")
-        )
-    for n in args.frames:
-        images = []
-        for i in range(n):
-            source = frames[i % len(frames)]
-            link = source.parent / f"bench_{i:05d}{source.suffix}"
-            if not link.exists():
-                link.symlink_to(source.name)
-            images.append({"id": i + 1, "source_image": str(link.relative_to(data_root))})
-        ann = output_root / MODEL / "annotations" / f"bench{n}.json"
-        ann.write_text(json.dumps({"images": images, "annotations": [], "categories": []}), encoding="utf-8")
+    tiles = [
+        (split, image) for split in ("train", "val", "test") for image in workspace.read_coco(split)["images"]
+    ]
+    frames = sorted({image["source_image"] for _split, image in tiles})
+    return {"tiles": len(tiles), "frames": len(frames), "tiles_per_frame": len(tiles) / len(frames)}
 
 
-def run_pipeline(args: argparse.Namespace, seen: dict[str, int]) -> dict[str, Any]:
-    """``evaluate_pipeline`` over the N-frame split with every ring tile segmented."""
-    from oringscan.pipeline import Inspector, evaluate_pipeline
-    from oringscan.segmentation.inference import Segmenter
+def tile_pool(
+    workspace: Any,
+) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """All real tiles as COCO images (absolute file names), their annotations, the categories;
+    defect tiles first."""
+    entries: list[tuple[bool, dict[str, Any], list[dict[str, Any]]]] = []
+    categories: list[dict[str, Any]] = []
+    for split in ("test", "val", "train"):
+        coco = workspace.read_coco(split)
+        categories = coco["categories"]
+        by_image: dict[int, list[dict[str, Any]]] = {}
+        for ann in coco["annotations"]:
+            by_image.setdefault(int(ann["image_id"]), []).append(ann)
+        for image in coco["images"]:
+            anns = by_image.get(int(image["id"]), [])
+            path = str(workspace.tile_path(split, image["file_name"]).resolve())
+            entries.append((not anns, dict(image, file_name=path), anns))
+    entries.sort(key=lambda entry: entry[0])  # stable: defect tiles first
+    return [e[1] for e in entries], [e[2] for e in entries], categories
 
-    config = pipeline_config(args)
-    root = Path(args.workdir) / "pipeline"
-    inspector = Inspector.load(config, root / "output", MODEL, device="cpu")
-    inspector.screening.meta.threshold = 1e-12  # every tile flagged: all of them are segmented
-    inspector.screening.meta.marginal_threshold = None
-    original = Segmenter.predict_arrays
 
-    def counted(self: Any, images: Any, *a: Any, **k: Any) -> Any:
-        out = original(self, images, *a, **k)
-        seen["tiles"] += len(out)
-        seen["detections"] += sum(len(group) for group in out)
-        return (
-            out  # (no "kept" bytes: evaluate_pipeline drops each frame's masks once its overlay is written)
-        )
+def write_tile_split(
+    work: Path, case_dir: Path, split: str, n: int, distinct: int, train: bool = False
+) -> None:
+    """An N-tile COCO split cycling over the first ``distinct`` real tiles (all with 0), each copy
+    with its own image id and frame name; with ``train`` also the real train split."""
+    from oringscan.workspace import TypeWorkspace
 
-    Segmenter.predict_arrays = counted  # type: ignore[method-assign]
-    report = evaluate_pipeline(
-        inspector,
-        root / "dataset",
-        root / "output",
-        split=f"bench{args.n}",
-        out_dir=root / f"evaluation_{args.n}",
-        progress=False,
+    source = TypeWorkspace.from_config(base_config(), work / "output", MODEL)
+    images, annotations, categories = tile_pool(source)
+    pool = list(range(len(images)))[: distinct or None]
+    out_images, out_anns = [], []
+    for k in range(n):
+        index = pool[k % len(pool)]
+        copy = k // len(pool)
+        image = dict(images[index], id=k + 1, source_image=f"copy{copy:04d}/{images[index]['source_image']}")
+        out_images.append(image)
+        for ann in annotations[index]:
+            out_anns.append(dict(ann, id=len(out_anns) + 1, image_id=k + 1))
+    target = TypeWorkspace.from_config(base_config(), case_dir, MODEL)
+    target.annotations(split).parent.mkdir(parents=True, exist_ok=True)
+    target.annotations(split).write_text(
+        json.dumps({"images": out_images, "annotations": out_anns, "categories": categories}),
+        encoding="utf-8",
     )
-    seen["frames"] = len(report["frames_detail"])
-    return {"frames": seen["frames"], "tiles_per_frame": seen["tiles"] / max(1, seen["frames"])}
+    if train:
+        coco = source.read_coco("train")
+        for image in coco["images"]:
+            image["file_name"] = str(source.tile_path("train", image["file_name"]).resolve())
+        target.annotations("train").write_text(json.dumps(coco), encoding="utf-8")
+
+
+def frame_pool(work: Path, distinct: int) -> list[Path]:
+    """The rendered frames, defect frames first, the first ``distinct`` of them (all with 0)."""
+    from oringscan.config import Config
+
+    spec = Config().oring_type(MODEL)
+    frames = []
+    for folder in (spec.defect_folder, spec.good_folder):
+        frames += sorted(
+            p for p in (work / "dataset" / "images" / folder).iterdir() if not p.name.startswith("bench_")
+        )
+    return frames[: distinct or None]
+
+
+def frame_links(work: Path, count: int, distinct: int) -> list[Path]:
+    """``count`` distinct frame files (links next to the rendered ones) cycling over the pool."""
+    pool = frame_pool(work, distinct)
+    links = []
+    for i in range(count):
+        source = pool[i % len(pool)]
+        link = source.parent / f"bench_{i:05d}_{source.name}"
+        if not link.exists():
+            link.symlink_to(source.name)
+        links.append(link)
+    return links
+
+
+# ----------------------------------------------------------------------------- child side
+class Counter:
+    """Counts tiles and detections through the network stage, and real forwards vs replays."""
+
+    def __init__(self) -> None:
+        self.tiles = self.detections = self.forwards = self.replays = 0
+        self.cached_bytes = 0
+
+
+def install_replay(distinct: bool, counter: Counter) -> None:
+    """Wrap ``run_model_streamed`` (the network stage of evaluation and inspection): count, and with
+    ``distinct`` replay the detections of an input already seen with the same weights."""
+    import torch
+
+    import oringscan.segmentation.coco_eval as coco_eval
+    import oringscan.segmentation.inference as inference
+
+    original = inference.run_model_streamed
+    cache: dict[tuple[str, int], Any] = {}
+
+    def key(model: torch.nn.Module, image: torch.Tensor) -> tuple[str, int]:
+        version = sum(p._version for p in model.parameters())  # changes when training updates weights
+        digest = hashlib.blake2b(image.detach().cpu().contiguous().numpy().tobytes(), digest_size=16)
+        return digest.hexdigest(), version
+
+    def streamed(model: torch.nn.Module, images: Any, device: torch.device) -> Any:
+        keys = [key(model, image) for image in images] if distinct else []
+        if distinct and all(k in cache for k in keys):
+            out = [cache[k] for k in keys]
+            counter.replays += len(out)
+        else:
+            out = original(model, images, device)
+            counter.forwards += len(images)
+            if distinct and out is not None:
+                for k, det in zip(keys, out, strict=True):
+                    if k not in cache:
+                        cache[k] = det
+                        tensors = (det.boxes, det.labels, det.scores, det._masks, det._paste_boxes)
+                        counter.cached_bytes += sum(t.nbytes for t in tensors)
+        if out is not None:
+            counter.tiles += len(out)
+            counter.detections += sum(len(det.scores) for det in out)
+        return out
+
+    inference.run_model_streamed = streamed
+    coco_eval.run_model_streamed = streamed
+
+
+def run_case(args: argparse.Namespace) -> dict[str, Any]:
+    import logging
+
+    import torch
+
+    torch.set_num_threads(1)
+    logging.getLogger("oringscan").setLevel(logging.ERROR)
+    counter = Counter()
+    install_replay(args.distinct > 0, counter)
+    work = Path(args.workdir).resolve()
+    case_dir = work / f"{args.case}_{args.backbone}_{args.n}"
+    start = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if args.case == "eval":
+        from oringscan.segmentation.evaluation import evaluate_segmentation
+
+        metrics = evaluate_segmentation(
+            base_config(args.backbone),
+            case_dir,
+            MODEL,
+            checkpoint=work / f"untrained_{args.backbone}.pth",
+            device="cpu",
+            full_frames=False,
+            progress=False,
+        )
+        extra = {"segm_AP": metrics["tiles"]["segm"]["AP"] if metrics["tiles"] else None}
+    elif args.case == "train":
+        from oringscan.segmentation.engine import train_segmentation
+
+        config = base_config()  # backbone "auto" on CPU: the CPU recipe (lite0_fpn, input 448, ...)
+        config.segmentation = config.training.model_copy(
+            update={"max_minutes": args.minutes, "budget_clock": "cpu", "epochs": 50, "patience": 50}
+        )
+        summary = train_segmentation(
+            config,
+            work / f"train_lite0_fpn_{args.val_tiles}",
+            MODEL,
+            resume=args.n == 1,
+            progress=False,
+            echo=lambda _line: None,
+        )
+        extra = {k: summary.get(k) for k in ("val_tiles", "epochs_run", "backbone")}
+    elif args.case in ("inspect", "pipeline"):
+        from oringscan.pipeline.inspector import Inspector
+
+        config = worst_case(base_config(args.backbone))
+        inspector = Inspector.load(config, work / "output", MODEL, device="cpu")
+        inspector.screening.meta.threshold = 1e-12  # every tile flagged: all of them are segmented
+        inspector.screening.meta.marginal_threshold = None
+        frames = frame_links(work, args.n, args.distinct_frames)
+        if args.case == "inspect":
+            from oringscan.pipeline.batch import inspect_paths
+            from oringscan.pipeline.cli import open_store
+
+            store = open_store(f"sqlite:///{case_dir}/inspections.db")
+            summary = inspect_paths(
+                inspector,
+                frames,
+                store,
+                output_root=case_dir,
+                save_overlays=True,
+                progress=False,
+                reinspect=True,
+            )
+            extra = {"frames": len(summary.results)}
+        else:
+            from oringscan.pipeline import evaluate_pipeline
+
+            truth = [(f, "defect" if "defect" in f.parent.name else "good") for f in frames]
+            report = evaluate_pipeline(
+                inspector, work / "dataset", work / "output", out_dir=case_dir, progress=False, frames=truth
+            )
+            extra = {"frames": len(report["frames_detail"])}
+    else:
+        raise SystemExit(f"unknown case {args.case}")
+    return {
+        "case": args.case,
+        "backbone": args.backbone,
+        "n": args.n,
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time(),
+        "tiles": counter.tiles,
+        "detections_per_tile": counter.detections / counter.tiles if counter.tiles else None,
+        "forwards": counter.forwards,
+        "replays": counter.replays,
+        "cache_mb": counter.cached_bytes / 2**20,
+        **extra,
+    }
 
 
 # ----------------------------------------------------------------------------- parent side
-def prepare(args: argparse.Namespace) -> Path:
-    """Tiles, one COCO split per case and N, and an untrained checkpoint; returns the checkpoint."""
-    import torch
-
-    from oringscan.segmentation.checkpoints import save_checkpoint
-    from oringscan.segmentation.models import create_model
-
-    narrow_heads(args.full_heads, args.tiny_model)
-    config = bench_config(args)
-    names = list(config.classes.names)
-    work = Path(args.workdir)
-    counts = sorted(set(args.tiles) | set(args.baseline_tiles))
-    tiles = write_tiles(work / "tiles", max(counts), args.tile_size)
-    train_tiles = write_tiles(work / "train_tiles", 8, args.tile_size, seed=1)
-    for case, ns in (("eval", args.tiles), ("baseline", args.baseline_tiles), ("train", args.tiles)):
-        for n in ns:
-            type_dir = work / f"{case}_{n}" / MODEL
-            split = "val" if case == "train" else "test"
-            categories(write_split(type_dir, split, tiles[:n], args.tile_size, len(names)), names)
-            if case == "train":
-                categories(
-                    write_split(type_dir, "train", train_tiles, args.tile_size, len(names), defect_every=1),
-                    names,
-                )
-    torch.manual_seed(0)
-    model, spec, pretrained = create_model(config.training, len(names) + 1, args.tile_size)
-    checkpoint = work / "untrained.pth"
-    save_checkpoint(
-        checkpoint,
-        {
-            "model": model.state_dict(),
-            "spec": spec.to_dict(),
-            "class_names": names,
-            "oring_type": MODEL,
-            "epoch": 0,
-            "config": config.model_dump(mode="json"),
-            "pretrained": pretrained,
-            "backbone": spec.backbone,
-        },
-    )
-    return checkpoint
-
-
-def child(args: argparse.Namespace, case: str, n: int, checkpoint: Path) -> dict[str, Any]:
-    cmd = (
-        [
-            sys.executable,
-            __file__,
-            "--case",
-            case,
-            "--n",
-            str(n),
-            "--checkpoint",
-            str(checkpoint),
-            "--workdir",
-            str(args.workdir),
-            "--backbone",
-            args.backbone,
-            "--input-size",
-            str(args.input_size),
-            "--tile-size",
-            str(args.tile_size),
-        ]
-        + (["--full-heads"] if args.full_heads else [])
-        + (["--tiny-model"] if args.tiny_model else [])
-    )
+def child(args: argparse.Namespace, case: str, backbone: str, n: int, distinct: int) -> dict[str, Any]:
+    cmd = [
+        sys.executable, __file__, "--case", case, "--backbone", backbone, "--n", str(n),
+        "--workdir", str(args.workdir), "--distinct", str(distinct),
+        "--distinct-frames-one", str(args.distinct_frames.get(backbone, 1)),
+        "--minutes", str(args.train_cpu_minutes), "--val-tiles", str(args.train_val_tiles),
+    ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ORINGSCAN_OFFLINE": "1"}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, text=True)
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: its peak RSS
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        code = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         lines = [line for line in out.read().splitlines() if line.startswith("{")]
         problem = (err.read().strip().splitlines() or ["no output"])[-1]
-    if proc.returncode != 0 or not lines:
-        return {"case": case, "tiles": n, "error": f"exit {proc.returncode}: {problem}"}
+    if code != 0 or not lines:
+        return {"case": case, "backbone": backbone, "n": n, "error": f"exit {code}: {problem}"}
     result = json.loads(lines[-1])
     result["peak_rss_mb"] = usage.ru_maxrss / 1024
     return result
+
+
+def plan(args: argparse.Namespace, tiles_per_frame: float) -> list[tuple[str, str, int]]:
+    """(case, backbone, N) in priority order: the CPU recipe first, the expensive cases last."""
+    wanted = args.cases.split(",")
+    frames = {n: max(1, math.ceil(n / tiles_per_frame)) for n in args.tiles}
+    first, *others = args.backbones
+    steps: list[tuple[str, str, int]] = []
+    steps += [("eval", first, n) for n in args.tiles]
+    train = "lite0_fpn" in args.backbones
+    steps += [("train", "lite0_fpn", 0)] if train else []
+    steps += [("inspect", b, args.inspect_frames) for b in args.backbones]
+    for other in others:
+        steps += [("eval", other, n) for n in args.tiles if n <= 500]
+    steps += [("train", "lite0_fpn", 1)] if train else []
+    steps += [("pipeline", first, frames[n]) for n in args.tiles]
+    for other in others:
+        steps += [("eval", other, n) for n in args.tiles if n > 500]
+        steps += [("pipeline", other, frames[n]) for n in args.tiles]
+    return [s for s in steps if s[0] in wanted]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--backbones", nargs="+", default=["lite0_fpn", "resnet50_fpn"])
     parser.add_argument("--tiles", type=int, nargs="+", default=[100, 500, 2000])
+    parser.add_argument("--cases", default="eval,train,inspect,pipeline")
+    parser.add_argument("--train-cpu-minutes", type=float, default=1.0)
+    parser.add_argument("--train-val-tiles", type=int, default=100)
+    parser.add_argument("--inspect-frames", type=int, default=3)
     parser.add_argument(
-        "--baseline-tiles",
-        type=int,
-        nargs="*",
-        default=[4, 8, 16],
-        help="the old gathering holds ~164 MB per 640 px tile: keep these small",
+        "--distinct-tiles", nargs="*", default=[], help="BACKBONE=K: network on the first K distinct tiles"
     )
-    parser.add_argument("--tile-size", type=int, default=640)
+    parser.add_argument("--distinct-frames", nargs="*", default=[], help="BACKBONE=K for inspect/pipeline")
     parser.add_argument(
-        "--input-size", type=int, default=64, help="model input px (the tile is resized to this)"
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "oringscan-bench-memory"
     )
-    parser.add_argument("--backbone", default="resnet18_fpn")
-    parser.add_argument("--cases", default="eval,baseline,train,pipeline")
-    parser.add_argument(
-        "--frames", type=int, nargs="+", default=[10, 40, 160], help="frame counts of the pipeline case"
-    )
-    parser.add_argument(
-        "--full-heads", action="store_true", help="keep the backbone's own mask head (slow on CPU)"
-    )
-    parser.add_argument(
-        "--tiny-model",
-        action="store_true",
-        help="a minimal Mask R-CNN (one conv backbone) instead of --backbone: memory of gathering only",
-    )
-    parser.add_argument("--workdir", type=Path, default=Path("bench-memory"))
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument(
+        "--resume-from",
+        type=Path,
+        default=None,
+        help="rows JSON of a cut-short run: its cases are not re-run",
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--backbone", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--distinct", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--distinct-frames-one", dest="distinct_frames_one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--minutes", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--val-tiles", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
+        args.distinct_frames = args.distinct_frames_one
         print(json.dumps(run_case(args)), flush=True)
         return
 
     os.environ.setdefault("ORINGSCAN_OFFLINE", "1")
+    args.workdir = args.workdir.resolve()
+    distinct = dict(DEFAULT_DISTINCT, **{k: int(v) for k, v in (s.split("=") for s in args.distinct_tiles)})
+    args.distinct_frames = dict(
+        DEFAULT_DISTINCT_FRAMES, **{k: int(v) for k, v in (s.split("=") for s in args.distinct_frames)}
+    )
     started = time.perf_counter()
-    wanted = args.cases.split(",")
-    checkpoint = (
-        prepare(args) if set(wanted) & {"eval", "baseline", "train"} else Path(args.workdir) / "untrained.pth"
-    )
-    if "pipeline" in wanted:
-        prepare_pipeline(args)
-    model = (
-        "tiny Mask R-CNN"
-        if args.tiny_model
-        else f"{args.backbone}, {'full' if args.full_heads else 'narrow'} mask head"
-    )
+    data = prepare(args)
+    steps = plan(args, data["tiles_per_frame"])
+    for case, backbone, n in steps:  # the splits (cheap JSON)
+        if case == "eval":
+            write_tile_split(
+                args.workdir, args.workdir / f"eval_{backbone}_{n}", "test", n, distinct[backbone]
+            )
+    if any(case == "train" for case, _, _ in steps):
+        write_tile_split(
+            args.workdir,
+            args.workdir / f"train_lite0_fpn_{args.train_val_tiles}",
+            "val",
+            args.train_val_tiles,
+            distinct["lite0_fpn"],
+            train=True,
+        )
     print(
-        f"data ready in {time.perf_counter() - started:.0f} s ({args.tile_size} px tiles, pipeline: "
-        f"{PIPELINE_SIZE[0]}x{PIPELINE_SIZE[1]} frames, 160 px tiles; {model}, input {args.input_size} px)",
+        f"data ready in {time.perf_counter() - started:.0f} s: {data['frames']} frames 2448x2048, "
+        f"{data['tiles']} real 640 px tiles ({data['tiles_per_frame']:.1f} per frame); load "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
         flush=True,
     )
-    counts = {
-        "eval": args.tiles,
-        "baseline": args.baseline_tiles,
-        "train": args.tiles,
-        "pipeline": args.frames,
-    }
-    plan = [(c, n) for c in ("eval", "baseline", "train", "pipeline") if c in wanted for n in counts[c]]
-    rows = []
-    for case, n in plan:
-        row = child(args, case, n, checkpoint)
+    rows = json.loads(args.resume_from.read_text(encoding="utf-8")) if args.resume_from else []
+    rows = [r for r in rows if "error" not in r]
+    done = {(r["case"], r["backbone"], r["n"]) for r in rows}
+    for case, backbone, n in steps:
+        if (case, backbone, n) in done:
+            continue
+        if case in ("inspect", "pipeline"):  # what Inspector.load reads: this backbone's untrained model
+            from oringscan.workspace import TypeWorkspace
+
+            paths = TypeWorkspace.from_config(base_config(), args.workdir / "output", MODEL).models
+            paths.segmentation_checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(args.workdir / f"untrained_{backbone}.pth", paths.segmentation_checkpoint)
+        row = child(args, case, backbone, n, distinct[backbone])
+        row["load"] = os.getloadavg()[0]
         rows.append(row)
         if "error" in row:
-            print(f"{case:<9} {n:>6} tiles  ERROR {row['error']}", flush=True)
+            print(f"{case:<8} {backbone:<13} {n:>5}  ERROR {row['error']}", flush=True)
         else:
-            unit = "frames" if case == "pipeline" else "tiles"
             print(
-                f"{case:<9} {n:>6} {unit:<6}  peak {row['peak_rss_mb']:8.0f} MB  {row['seconds']:6.0f} s  "
-                f"{row['detections_per_tile'] or 0:.0f} det/tile",
+                f"{case:<8} {backbone:<13} {n:>5}  peak {row['peak_rss_mb']:7.0f} MB  tiles {row['tiles']:>5} "
+                f"({row['forwards']} through the network)  {row['detections_per_tile'] or 0:5.1f} det/tile  "
+                f"{row['seconds']:6.0f} s (cpu {row['cpu_seconds']:.0f} s, load {row['load']:.1f})",
                 flush=True,
             )
-    print()
+        if args.json_out:
+            args.json_out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     print(
-        f"{'case':<9} {'N':>6} {'peak RSS MB':>12} {'x smallest':>11} {'det/tile':>9} {'kept MB':>8} {'s':>7}"
-        "   (N: tiles; frames for pipeline)"
+        f"\n{'case':<10} {'backbone':<13} {'N':>5} {'tiles':>6} {'peak RSS MB':>12} {'det/tile':>9} {'s':>6}"
     )
-    for case in dict.fromkeys(r["case"] for r in rows):
-        mine = [r for r in rows if r["case"] == case and "error" not in r]
-        base = mine[0]["peak_rss_mb"] if mine else None
-        for r in mine:
-            print(
-                f"{case:<9} {r['tiles']:>6} {r['peak_rss_mb']:>12.0f} {r['peak_rss_mb'] / base:>11.2f} "
-                f"{r['detections_per_tile'] or 0:>9.0f} {r.get('kept_mb', 0):>8.1f} {r['seconds']:>7.0f}"
+    for r in rows:
+        if "error" not in r:
+            label = (
+                {0: "untrained", 1: "resumed"}.get(r["n"], str(r["n"]))
+                if r["case"] == "train"
+                else str(r["n"])
             )
-    if args.json_out:
-        args.json_out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+            print(
+                f"{r['case']:<10} {r['backbone']:<13} {label:>9} {r['tiles']:>6} {r['peak_rss_mb']:>12.0f} "
+                f"{r['detections_per_tile'] or 0:>9.1f} {r['seconds']:>6.0f}"
+            )
 
 
 if __name__ == "__main__":

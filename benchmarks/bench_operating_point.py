@@ -19,10 +19,15 @@ For each fit size N (nested: the first N of one pool of good frames):
 * old: bank on the "train" share (70/85 of N, as the 70/15/15 split), threshold = 99th percentile of
   the "val" share's frame scores (``quantile_higher``), marginal band 0.9 x threshold;
 * new: the same final bank; thresholds cross-fitted on all N frames (``screening.fit.cross_fit`` +
-  ``calibrate_thresholds``, 5 folds, generalized Pareto tail), default budget (1 % flag, 2 % review).
+  ``calibrate_thresholds``, 5 folds, generalized Pareto tail), default budget (1 % flag, 2 % review);
+  plus the ring-shape screen (``screening/shape.py``, default ``shape_share = 0.25`` of rework's 2 %:
+  0.5 %; texture keeps its 1 %), its threshold calibrated on the same N frames' rework
+  measurement (highest edge protrusion held over ``flash_min_arc_deg``; floor
+  ``rework.min_excursion_limit_px``, divided by ``--reduce`` as the frames are); a frame is flagged
+  when either flags it. ``--shape-share 0``: the texture screen alone.
 Both are scored on the same unseen good and defect frames: unseen good flagged, recall (defect frames
 flagged), unseen good sent to review (marginal band), and the new calibration's expected rate with
-its interval.
+its interval. Each frame's rework measurement is cached next to its tiles (``shape.json``).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from oringscan.roi import find_ring  # noqa: E402
 from oringscan.screening.fit import calibrate_thresholds, cross_fit, new_model, score_records  # noqa: E402
 from oringscan.screening.metrics import auroc, frame_scores, recall_at_frr  # noqa: E402
 from oringscan.screening.model import quantile_higher  # noqa: E402
+from oringscan.screening.shape import calibrate_shape_screen, flag_rates, shape_score  # noqa: E402
 from oringscan.testing.plantlike import random_plant_scene, render_plant_frame  # noqa: E402
 from oringscan.tiling import ring_tiles  # noqa: E402
 from oringscan.workspace import TileAnnotation, TileRecord  # noqa: E402
@@ -122,6 +128,21 @@ def cached_frame_tiles(kind: str, seed: int, config: Config, reduce: int = 3) ->
     ]
 
 
+def cached_shape(kind: str, seed: int, reduce: int = 3) -> dict[str, float] | None:
+    """The rework measurement of the cached frame (px of that frame; None: not measurable), cached."""
+    from oringscan.rework_rules import ReworkChecker, RulesFile
+
+    folder = cache_dir(reduce) / f"{kind}_{seed:05d}"
+    path = folder / "shape.json"
+    if not path.is_file():
+        gray = cv2.imread(str(folder / "frame.png"), cv2.IMREAD_GRAYSCALE)
+        config = Config()
+        report = ReworkChecker(RulesFile(), config=config.rework, roi_config=config.roi).inspect(gray)
+        m = report.measurement
+        path.write_text(json.dumps(None if m is None else m.values), encoding="utf-8")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def defect_sizes(seed: int) -> dict[str, list[float]]:
     """The rendered defects of a defect frame, full-size px: pit diameters, bulge heights."""
     scene = plant_scene("defect", seed)
@@ -150,6 +171,9 @@ def main() -> None:
         default=None,
         help="screening.input_size: tiles resized to this before the features (default: the tile size)",
     )
+    ap.add_argument(
+        "--shape-share", type=float, default=None, help="screening.shape_share (default: the config's)"
+    )
     ap.add_argument("--render-only", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument(
@@ -163,12 +187,24 @@ def main() -> None:
     config.frame.accept_any_size = True
     config.screening.device = "cpu"
     config.screening.input_size = args.screen_input
+    if args.shape_share is not None:
+        config.screening.shape_share = args.shape_share
+    texture_rate, shape_rate = flag_rates(config)
     t0 = time.perf_counter()
     red = args.reduce
     pool = [cached_frame_tiles("good", 1000 + i, config, red) for i in range(max(sizes))]
     unseen_good = [cached_frame_tiles("good", 5000 + i, config, red) for i in range(args.unseen_good)]
     defect = [cached_frame_tiles("defect", 9000 + i, config, red) for i in range(args.defect)]
     print(f"frames ready in {time.perf_counter() - t0:.0f} s ({cache_dir(red)})", flush=True)
+    shape_of: dict[str, float] = {}
+    if shape_rate > 0:
+        jobs = [("good", 1000 + i) for i in range(max(sizes))] + [
+            ("good", 5000 + i) for i in range(args.unseen_good)
+        ]
+        for kind, seed in jobs + [("defect", 9000 + i) for i in range(args.defect)]:
+            v = cached_shape(kind, seed, red)
+            shape_of[f"{kind}_{seed:05d}"] = math.nan if v is None else shape_score(v)
+        print(f"rework measurements ready in {time.perf_counter() - t0:.0f} s", flush=True)
     if args.render_only:
         return
     missing = sum(not f for f in pool + unseen_good + defect)
@@ -186,13 +222,34 @@ def main() -> None:
         in_final = [i < sum(len(f) for f in train) for i in range(len(records))]
         screen = new_model(config, "bench")
         oof, stats = cross_fit(screen, records, in_final, config, progress=False)
-        new = calibrate_thresholds(screen, oof, config)
+        new = calibrate_thresholds(screen, oof, config, flag_rate=texture_rate)
+        fit_names = sorted({r.source for f in frames for r in f})
+        shape = (
+            calibrate_shape_screen(
+                [shape_of[name] for name in fit_names],
+                fit_names,
+                shape_rate,
+                config.rework.min_excursion_limit_px / red,
+                tail_fraction=config.screening.tail_fraction,
+                min_tail_points=config.screening.min_tail_points,
+                confidence=config.screening.confidence,
+            )
+            if shape_rate > 0
+            else None
+        )
         val_records = [r for f in val for r in f]
         val_scores = frame_level(val_records, score_records(screen, val_records, config.screening.batch_size))
         old_thr = quantile_higher(np.array(list(val_scores.values())), 0.99)
         test = frame_level(test_records, score_records(screen, test_records, config.screening.batch_size))
         good = np.array([v for k, v in test.items() if k.startswith("good")])
         bad = np.array([v for k, v in test.items() if k.startswith("defect")])
+        good_names = [k for k in test if k.startswith("good")]
+        bad_names = [k for k in test if k.startswith("defect")]
+        shape_thr = math.inf if shape is None else shape.threshold
+        good_shape = np.array([shape_of.get(k, math.nan) > shape_thr for k in good_names])
+        bad_shape = np.array([shape_of.get(k, math.nan) > shape_thr for k in bad_names])
+        both_good = (good > new["threshold"]) | good_shape
+        both_bad = (bad > new["threshold"]) | bad_shape
         row = {
             "n_good_fit": len(frames),
             "n_val_old": len(val),
@@ -222,6 +279,17 @@ def main() -> None:
             "recall_at_2pct_unseen": recall_at_frr(
                 np.concatenate([good, bad]), np.r_[np.zeros(good.size), np.ones(bad.size)].astype(bool), 0.02
             )[0],
+            "texture_rate": texture_rate,
+            "shape_threshold": None if shape is None else shape.threshold,
+            "shape_flagged": float(good_shape.mean()),
+            "shape_recall": float(bad_shape.mean()),
+            "shape_expected": None if shape is None else shape.info["expected_false_reject_rate"],
+            "shape_interval": None if shape is None else shape.info["expected_false_reject_interval"],
+            "shape_method": None if shape is None else shape.info["method"],
+            "both_flagged": float(both_good.mean()),
+            "both_recall": float(both_bad.mean()),
+            "both_missed": [k for k, hit in zip(bad_names, both_bad, strict=True) if not hit],
+            "both_false": [k for k, hit in zip(good_names, both_good, strict=True) if hit],
             "statement": new["statement"],
             "seconds": round(time.perf_counter() - t1, 1),
             "fit_seconds": stats["fit_seconds"],
@@ -229,7 +297,31 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.scores:
-            per_frame[n] = {"old_threshold": old_thr, "new_threshold": new["threshold"], "scores": test}
+            per_frame[n] = {
+                "old_threshold": old_thr,
+                "new_threshold": new["threshold"],
+                "shape_threshold": row["shape_threshold"],
+                "scores": test,
+                "shape_scores": {k: shape_of.get(k) for k in test},
+            }
+    print(
+        "\n| good frames fitted | old: unseen good flagged / recall | new texture: flagged / recall "
+        "| new shape: threshold px, flagged / recall | **new texture + shape: unseen good flagged** | recall "
+        "| expected texture + shape (90 % intervals) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        lo, hi = r["interval"]
+        shape_cell, exp_cell = "-", f"{r['expected']:.1%} ({lo:.1%}-{hi:.1%})"
+        if r["shape_threshold"] is not None:
+            slo, shi = r["shape_interval"]
+            shape_cell = f"{r['shape_threshold']:.2f}, {r['shape_flagged']:.1%} / {r['shape_recall']:.3f}"
+            exp_cell += f" + {r['shape_expected']:.1%} ({slo:.1%}-{shi:.1%})"
+        print(
+            f"| {r['n_good_fit']} | {r['old_flagged']:.1%} / {r['old_recall']:.3f} "
+            f"| {r['new_flagged']:.1%} / {r['new_recall']:.3f} | {shape_cell} "
+            f"| **{r['both_flagged']:.1%}** | {r['both_recall']:.3f} | {exp_cell} |"
+        )
     print(
         "\n| good frames fitted | old: unseen good flagged | old: recall | new: unseen good flagged | new: recall "
         "| new: expected (90 % interval) | new: sent to review (expected) | frame AUROC | recall at 2 % unseen FRR |"

@@ -9,6 +9,8 @@ frames (80 % good), then inspects it, each time into a fresh SQLite database wit
 1. in-process (``oringscan inspect``), 2. Ray with 1 actor, 3. Ray with 2 actors,
 4. Ray with 2 actors, one actor process SIGKILLed after the first frame, 5. in-process again.
 
+On Ray, a task per frame reads it and cuts it into ring tiles (ROI, tiles, rework geometry) while the
+actors run screening and segmentation, so those stages' times in the Ray rows were spent in tasks.
 Throughput is frames / seconds of the batch, after Ray is up and the actors have loaded their models
 (that start-up is printed on its own: it is paid once per batch, seconds against an archive's hours).
 The in-process runs before and after bracket the Ray runs, so a machine whose load changes
@@ -84,6 +86,7 @@ def main() -> None:
     os.environ["ORINGSCAN_THREADS"] = str(args.threads)
     set_threads(args.threads)
     ray = require_ray()
+    load_at_start = os.getloadavg()
 
     if not models_ready(args.workdir):
         print(f"no models in {args.workdir}: building small ones the demo's way first")
@@ -178,6 +181,7 @@ def main() -> None:
         "frame_size": [config.frame.width, config.frame.height],
         "threads_per_worker": args.threads,
         "cpus": os.cpu_count(),
+        "load_average_start": load_at_start,
         "load_average": os.getloadavg(),
         "runs": runs,
     }
@@ -192,9 +196,13 @@ def main() -> None:
             f"{r['engine']:28} {r['frames_per_s']:9.3f} {r['vs_in_process']:9.2f}x {startup:>9} "
             f"{r['one_record_per_frame']!s:>11}"
         )
-    stages = runs[0]["ms_per_frame_by_stage"]
-    print("in-process ms/frame by stage: " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))
-    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    for r in (runs[0], runs[1]):
+        stages = r["ms_per_frame_by_stage"]
+        print(f"{r['engine']} ms/frame by stage: " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))
+    print(
+        f"load average at the start: {' '.join(f'{x:.1f}' for x in load_at_start)}, "
+        f"at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
 

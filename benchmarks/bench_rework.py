@@ -4,7 +4,7 @@
     python benchmarks/bench_rework.py --source synth --train 30 --good 60 --per-kind 20
 
 For each generator (``synth``: the project's plant-like frames, ``rings``: exact analytic rings of
-``oringscan.testing.rings``), limits are calibrated (mean +/- k sigma) from ``--train``
+``oringscan.synth.exact``), limits are calibrated (mean +/- k sigma) from ``--train``
 good frames, then held-out good frames give the false-rework rate and ``--per-kind`` frames of each
 rework kind (bore off-centre >= 10 px, ovality >= 3 %, flash >= 6 px) give the recall. Accuracy is
 measured against the generator's truth. The baseline, run on the same frames in the same run, is the
@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 from oringscan.config import Config, ReworkConfig  # noqa: E402
 from oringscan.rework_rules import ReworkChecker, RulesFile, calibrate_from_values, measure_ring  # noqa: E402
 from oringscan.roi import find_ring  # noqa: E402
-from oringscan.testing.rings import draw_ring, random_scene, random_spec  # noqa: E402
+from oringscan.synth.exact import draw_ring, random_scene, random_spec  # noqa: E402
 
 KINDS = ("offset", "oval", "flash")
 EXPECTED = {

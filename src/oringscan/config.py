@@ -175,6 +175,9 @@ class ScreeningConfig(_Section):
     # Old fixed band [marginal_fraction x threshold, threshold]; used only when set and review_rate
     # is not (old configs keep working).
     marginal_fraction: float | None = Field(default=None, gt=0, lt=1)
+    # Ring-shape screen (screening/shape.py): its share of rework's part of the false-reject budget
+    # (it measures what the flash rule measures; the rework rules get the rest); 0: no shape screen.
+    shape_share: float = Field(default=0.25, ge=0, lt=1)
     # Cross-fitting: folds by source frame for the out-of-fold good frame scores.
     calibration_folds: int = Field(default=5, ge=2, le=20)
     # Tail fit of the out-of-fold frame scores: the share of highest scores the generalized Pareto
@@ -361,6 +364,19 @@ class SegmentationConfig(TrainingConfig):
     min_class_defects: int = Field(default=10, ge=1)
     # Fewest true positives at or above the calibrated score (a precision resting on 1-2 hits is noise).
     min_true_positives: int = Field(default=3, ge=1)
+    # Which model segments the flagged tiles (README "Second stages"): "maskrcnn" (instances with
+    # outlines), "semantic" (a per-pixel class map; its connected components become the instances) or
+    # "classifier" (good/defect per tile, no outline: a defect tile's ring area is its instance).
+    # The chosen one trains into the same checkpoints/ files; the others keep every key above.
+    stage: Literal["maskrcnn", "semantic", "classifier"] = "maskrcnn"
+    # The semantic stage's network: lite0_fpn (ImageNet EfficientNet-Lite0 from the installed
+    # package + FPN + a light per-pixel head) or torchvision's (ImageNet backbone only when its file
+    # is in the torch hub cache, else random init with a warning).
+    semantic_model: Literal[
+        "lite0_fpn", "lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50"
+    ] = "lite0_fpn"
+    # The classifier stage's network (lite0: ImageNet from the package; the others as above).
+    classifier_model: Literal["lite0", "mobilenet_v3_small", "resnet18"] = "lite0"
 
 
 class CompareVariant(_Section):

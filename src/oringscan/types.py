@@ -148,6 +148,8 @@ class ScreeningResult:
     # Lower edge of the marginal band (a person looks between it and ``threshold``); None: no band.
     # Carried by the result so the Inspector needs nothing else from the screening stage.
     marginal_threshold: float | None = None
+    # Set when the ring-shape screen (screening/shape.py) flagged the frame: what it measured, where.
+    shape_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -159,6 +161,8 @@ class ScreeningResult:
         }
         if self.marginal_threshold is not None:
             out["marginal_threshold"] = round(float(self.marginal_threshold), 6)
+        if self.shape_reason is not None:
+            out["shape_reason"] = self.shape_reason
         return out
 
 

@@ -476,9 +476,11 @@ class ModelVersions:
         staging.replace(self.root / version.id)
         return version
 
-    def promote(self, version: str, operator: str = "", reason: str = "") -> tuple[str | None, str]:
+    def promote(
+        self, version: str, operator: str = "", reason: str = "", *, action: str = "promote"
+    ) -> tuple[str | None, str]:
         """Make ``version`` the one in use (its files checked against version.json); returns
-        (previous, new). Recorded in ``versions/history.jsonl``."""
+        (previous, new). Recorded in ``versions/history.jsonl`` (``action``: promote or rollback)."""
 
         from oringscan.timeutil import utc_iso
 
@@ -495,7 +497,14 @@ class ModelVersions:
         tmp = pointer.with_suffix(".tmp")
         tmp.write_text(version + "\n", encoding="utf-8")
         tmp.replace(pointer)
-        event = {"at": utc_iso(), "from": previous, "to": version, "operator": operator, "reason": reason}
+        event = {
+            "at": utc_iso(),
+            "from": previous,
+            "to": version,
+            "operator": operator,
+            "reason": reason,
+            "action": action,
+        }
         with open(self.root / "history.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(event) + "\n")
         return previous, version
@@ -507,12 +516,26 @@ class ModelVersions:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     def rollback(self, operator: str = "", reason: str = "") -> tuple[str | None, str]:
-        """Back to the version that was in use before the current one."""
+        """Back to the version that was in use before the current one was promoted; rolling back
+        twice walks the promotions back twice (a rollback is not a promotion to return to)."""
         current = self.current()
         for event in reversed(self.history()):
-            if event["to"] == current and event["from"]:
-                return self.promote(event["from"], operator, reason or f"rollback from {current}")
+            if _history_action(event) != "promote" or event["to"] != current:
+                continue
+            if event["from"]:
+                return self.promote(
+                    event["from"], operator, reason or f"rollback from {current}", action="rollback"
+                )
+            break
         raise ModelFileError(self.root / CURRENT_POINTER, "nothing to roll back to (no earlier promotion)")
+
+
+def _history_action(event: dict[str, Any]) -> str:
+    """A history line's action; lines written before actions were recorded say so in their reason."""
+    action = event.get("action")
+    if action:
+        return str(action)
+    return "rollback" if str(event.get("reason", "")).startswith("rollback from") else "promote"
 
 
 def file_sha256(path: Path) -> str:

@@ -53,6 +53,7 @@ class FakeScreening:
     def __init__(self, scores: dict[int, float]) -> None:
         self.scores = scores
         self.calls: list[bool] = []
+        self.shape_screen = None  # no ring-shape screen fitted
 
     def score_tiles(self, tiles: list[Tile], with_maps: bool = False) -> ScreeningResult:
         self.calls.append(with_maps)

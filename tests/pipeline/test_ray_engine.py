@@ -2,12 +2,15 @@
 
 The Ray engine must give the in-process engine's records, JSON and overlays, frame for frame, keep
 the skip-already-inspected rule, and leave exactly one record per frame when a worker process is
-killed mid-run. Without Ray the flag is one line saying how to install it.
+killed mid-run; ``oringscan reinspect --engine ray`` supersedes records with the in-process results.
+Without Ray the flag is one line saying how to install it. One local Ray serves the whole module.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -128,12 +131,6 @@ def test_ray_gives_the_in_process_records_json_and_overlays(
         assert (ray_summary.overlay_dir / png.name).read_bytes() == png.read_bytes(), png.name
     with store.read_session() as session:
         assert session.get(Run, ray_summary.run_id).engine == "ray"
-
-    # The skip rule: nothing new to inspect with the same models.
-    again = inspect_paths_ray(
-        config, root, "model1", paths, store, options=RayOptions(actors=1), overlay_root=tmp_path
-    )
-    assert again.results == [] and len(again.skipped) == len(paths)
     store.dispose()
 
 
@@ -165,6 +162,16 @@ def test_a_killed_worker_still_leaves_one_record_per_frame(
             overlay_root=tmp_path,
         )
         restarted = local_ray.get(engine.actors[0].info.remote())["pid"]
+        # The skip rule (same workers, no new start-up): nothing new to inspect with the same models.
+        again = inspect_paths_ray(
+            tiny_models.config,
+            tiny_models.output_root,
+            "model1",
+            paths,
+            store,
+            engine=engine,
+            overlay_root=tmp_path,
+        )
     finally:
         engine.close()
     assert killed and restarted != victim  # Ray started a new worker process for the dead one
@@ -173,6 +180,7 @@ def test_a_killed_worker_still_leaves_one_record_per_frame(
     assert not [r for r in summary.results if str(r.verdict) == "error"], [r.reasons for r in summary.results]
     run = store.run(summary.run_id)
     assert run is not None and run.status == "done" and run.n_frames == len(paths)
+    assert again.results == [] and len(again.skipped) == len(paths)
     store.dispose()
 
 
@@ -185,6 +193,68 @@ def test_missing_models_on_ray_are_one_line(tiny_models: TinyModels, local_ray: 
     message = str(caught.value)
     assert "\n" not in message and "metadata.json" in message, message
     assert "model file not found; make it with: oringscan train screening --model model1" in message
+
+
+@pytest.mark.slow
+def test_reinspect_on_ray_supersedes_with_the_in_process_results(
+    tiny_models: TinyModels, local_ray: Any, tmp_path: Path
+) -> None:
+    """``oringscan reinspect --engine ray`` on this module's Ray: each new record links to the one it
+    supersedes and holds what the new models give in-process; a file that is gone is reported (exit 3)."""
+    config = tiny_models.config
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    images = tiny_models.data_root / "images"
+    sources = [
+        next((images / "model1_rework").glob("*.bmp")),
+        *sorted((images / "model1good").glob("*.bmp"))[:2],
+    ]
+    paths = [Path(shutil.copy(p, archive / p.name)) for p in sources]
+    db = f"sqlite:///{tmp_path / 'plant.db'}"
+    store = InspectionStore(db)
+    old = inspect_paths(
+        Inspector.load(config, tiny_models.output_root, "model1"),
+        paths,
+        store,
+        output_root=tmp_path,
+        progress=False,
+        station="line 2",
+    )
+    gone = paths.pop()
+    gone.unlink()
+    new_root = tmp_path / "new models"  # retrained: here, the same models with the rework rules off
+    shutil.copytree(
+        tiny_models.output_root / "model1", new_root / "model1", ignore=shutil.ignore_patterns("inspections")
+    )
+    (new_root / "model1" / "rework_rules.toml").write_text("[settings]\nrework_disabled = true\n")
+
+    args = ["reinspect", "--config", str(tiny_models.config_path), "--db", db, "--output", str(new_root)]
+    out = CliRunner().invoke(cli, [*args, "--engine", "ray", "--actors", "1", "--no-progress", "--json"])
+    assert out.exit_code == 3, out.output  # the gone file
+    doc = json.loads(out.stdout)
+    assert doc["selected"] == 3 and doc["reinspected"] == 2, doc
+    assert [g["path"] for g in doc["gone"]] == [str(gone.absolute())]
+    [new_run] = doc["runs"]
+
+    def plain(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for d in docs:
+            d.pop("timings_ms")
+            d.pop("overlay_path", None)
+        return sorted(docs, key=lambda d: d["image"])
+
+    expected = inspect_paths(
+        Inspector.load(config, new_root, "model1"), paths, None, output_root=tmp_path / "x", progress=False
+    )
+    assert plain(doc["results"]) == plain([r.to_json() for r in expected.results])
+    with store.read_session() as session:
+        assert session.get(Run, new_run).engine == "ray"
+        new = session.scalars(select(Frame).where(Frame.run_id == new_run)).all()
+        assert sorted(f.path for f in new) == sorted(str(p.absolute()) for p in paths)
+        for record in new:
+            before = session.get(Frame, record.supersedes_id)
+            assert before is not None and before.run_id == old.run_id and before.path == record.path
+            assert before.superseded_at is not None and record.station == "line 2"
+    store.dispose()
 
 
 def test_engine_ray_without_ray_says_how_to_install_it(

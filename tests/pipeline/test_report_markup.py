@@ -16,7 +16,7 @@ def test_file_names_with_markup_print_as_written() -> None:
     reason = "cannot be decoded: /frames/[/]/x"  # as markup: a MarkupError
     summary = BatchSummary(
         run_id=1,
-        model="model1",
+        oring_type="model1",
         fingerprint="f",
         results=[InspectionResult(f"/frames/{odd}", Verdict.ERROR, [reason], error=reason)],
     )

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from support.dashboard import make_sample_db
+from support.dashboard import SMALL_FRAME, make_sample_db
 
 from oringscan.cli.main import cli
 from oringscan.dashboard.browser import CHROMIUM_ENV, chromium, chromium_path, served_dashboard, wait_for_page
@@ -40,6 +40,31 @@ def browser_executable():
     return path
 
 
+def _drag_box(page, start: tuple[float, float], end: tuple[float, float]) -> tuple[int, ...]:
+    """Drag a box on the hot-spots page's frame with the mouse (fractions of the picture); returns
+    the box the page filled in (X, Y, W, H in frame px)."""
+    area = page.locator(".js-plotly-plot .nsewdrag").first
+    area.scroll_into_view_if_needed()
+    area.wait_for(timeout=60_000)
+    page.wait_for_timeout(500)  # let the figure settle after scrolling
+    bounds = area.bounding_box()
+    assert bounds is not None
+
+    def at(fx: float, fy: float) -> tuple[float, float]:
+        return bounds["x"] + fx * bounds["width"], bounds["y"] + fy * bounds["height"]
+
+    page.mouse.move(*at(*start))
+    page.mouse.down()
+    page.mouse.move(*at((start[0] + end[0]) / 2, (start[1] + end[1]) / 2), steps=4)
+    page.mouse.move(*at(*end), steps=4)
+    page.mouse.up()
+    from playwright.sync_api import expect
+
+    field = page.get_by_label("Box X,Y,W,H (frame px)")
+    expect(field).to_have_value(re.compile(r"^\d+,\d+,\d+,\d+$"), timeout=60_000)
+    return tuple(int(v) for v in field.input_value().split(","))
+
+
 def test_mark_a_defect_in_chromium_then_export_and_preprocess(tmp_path, browser_executable) -> None:
     db = make_sample_db(tmp_path, n_frames=20, seed=5, with_broken=False)
     add_user(db.store, "Browser Tester", "operator", "tester password")
@@ -67,12 +92,13 @@ def test_mark_a_defect_in_chromium_then_export_and_preprocess(tmp_path, browser_
         assert "/spots" in page.url and f"frame={worst.id}" in page.url
         page.get_by_text("same place on good frame").first.wait_for(timeout=30_000)
 
-        box = page.get_by_label("Box X,Y,W,H (frame px)")
-        box.fill("20,30,40,25")
-        box.press("Enter")
-        wait_for_page(page, f"Frame #{worst.id}")
+        # A new defect's box drawn with the mouse on the frame (a Plotly box selection in frame px).
+        drawn = _drag_box(page, start=(0.10, 0.20), end=(0.30, 0.35))
+        height, width = SMALL_FRAME
+        expected = (0.10 * width, 0.20 * height, 0.20 * width, 0.15 * height)
+        assert all(abs(a - b) <= 4 for a, b in zip(drawn, expected, strict=True)), (drawn, expected)
         page.get_by_role("button", name="Add mark").click()
-        page.get_by_text("pending: defect box 20,30,40,25").wait_for(timeout=60_000)
+        page.get_by_text("pending: defect box " + ",".join(map(str, drawn))).wait_for(timeout=60_000)
         page.get_by_role("button", name="Record decision").click()
         page.get_by_text(
             re.compile(r"Recorded: Confirm defect by Browser Tester .*defect\(s\) marked")
@@ -81,7 +107,7 @@ def test_mark_a_defect_in_chromium_then_export_and_preprocess(tmp_path, browser_
     review = db.store.reviews(worst.id)[-1]
     assert (review.operator, review.decision) == ("Browser Tester", "defect")
     operator_marks = [(s.label, s.x, s.y, s.w, s.h) for s in review.shapes if s.source == "operator"]
-    assert operator_marks == [("defect", 20, 30, 40, 25)]
+    assert operator_marks == [("defect", *drawn)]
     assert len([s for s in review.shapes if s.source == "machine"]) == worst.n_defects
 
     data = tmp_path / "training set"

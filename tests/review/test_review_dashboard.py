@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -168,3 +169,56 @@ def test_hot_spots_of_a_frame_outside_the_roots_are_refused(sample: SampleDb, mo
     assert_clean(at)
     assert any("refused, not under a configured image root" in plain(e.value) for e in at.error)
     assert not at.get("image")
+
+
+def test_runs_page_shows_who_promoted_which_model_version(tmp_path, monkeypatch) -> None:
+    from oringscan.db import InspectionStore
+
+    url = f"sqlite:///{(tmp_path / 'empty.db').as_posix()}"
+    store = InspectionStore(url)
+    at = app_test(DashboardSettings(url, [tmp_path]), monkeypatch, "views/runs.py")
+    assert_clean(at)
+    assert not at.dataframe  # nothing promoted, no runs: no table
+    store.record_promotion("model1", "promote", "v0002", "v0001", "anna", "fewer false rejects")
+    store.record_promotion("model1", "rollback", "v0001", "v0002", "bob", "line 2 complaints")
+    store.dispose()
+    at.run()
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert table[["action", "from", "to", "operator"]].values.tolist() == [
+        ["rollback", "v0002", "v0001", "bob"],
+        ["promote", "v0001", "v0002", "anna"],
+    ]
+
+
+def test_a_box_or_lasso_drawn_on_the_frame_fills_the_mark_fields() -> None:
+    from oringscan.dashboard.drawing import mark_from_selection
+    from oringscan.review.shapes import parse_box, parse_polygon
+
+    box = {"xref": "x", "yref": "y", "x": [121.9, 243.8], "y": [226.7, 153.6]}
+    assert mark_from_selection({"box": [box], "lasso": []}, 612, 512) == ("121,153,123,74", "")
+    # Dragged past the picture's edge: clipped to the frame, so it passes the review's checks.
+    wide = {"x": [-20.0, 700.0], "y": [500.2, 530.0]}
+    text, _ = mark_from_selection({"box": [box, wide]}, 612, 512)  # the newest box counts
+    assert text == "0,500,612,12" and parse_box(text) == (0, 500, 612, 12)
+    lasso = {"x": [10.04, 40.0, 30.0, 650.0], "y": [10.0, 12.0, 35.5, -3.0]}
+    assert mark_from_selection({"box": [], "lasso": [lasso]}, 612, 512) == ("", "10,10 40,12 30,35.5 612,0")
+    assert len(parse_polygon(mark_from_selection({"lasso": [lasso]}, 612, 512)[1])) == 4
+    for nothing in (None, {}, {"box": [], "lasso": []}, {"box": [{"x": [5.0, 5.0], "y": [1.0, 9.0]}]}):
+        assert mark_from_selection(nothing, 612, 512) is None
+
+
+def test_the_frame_to_draw_on_is_shown_with_the_machine_defects(sample: SampleDb, monkeypatch) -> None:
+    frame_id = _defect_frame(sample)
+    at = app_test(settings(sample), monkeypatch, SPOTS, frame=str(frame_id))
+    assert_clean(at)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    figure = json.loads(charts[0].proto.spec)
+    assert figure["layout"]["dragmode"] == "select"
+    assert figure["layout"]["images"][0]["source"].startswith("data:image/jpeg;base64,")
+    assert figure["layout"]["xaxis"]["range"] == [0, 612] and figure["layout"]["yaxis"]["range"] == [512, 0]
+    defects = sample.store.frame_detail(frame_id).defects
+    assert len(figure["layout"]["shapes"]) == len(defects)
+    gone = app_test(settings(sample), monkeypatch, SPOTS, frame=str(sample.gone_id))
+    assert not gone.get("plotly_chart")  # no picture, nothing to draw on: the typed fields stay

@@ -10,7 +10,7 @@ from support.rework import SCENES, SPECS, gray_of, measured, ring_frame
 from oringscan.rework_rules import ReworkChecker, Rule, RulesFile, RulesFileError, save_rules
 from oringscan.rework_rules.metrics import METRICS
 from oringscan.rework_rules.vis import draw_measurement, out_of_limit_arcs
-from oringscan.testing.rings import RingSpec, Scene, draw_ring
+from oringscan.synth.exact import RingSpec, Scene, draw_ring
 from oringscan.types import ReworkVerdict
 
 

@@ -12,7 +12,7 @@ from support.rework import SCENES, SPECS, binned_frame, write_dataset
 
 from oringscan.cli.main import cli
 from oringscan.frames import write_frame
-from oringscan.testing.rings import EdgeArc, RingSpec
+from oringscan.synth.exact import EdgeArc, RingSpec
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from oringscan.config import FrameConfig, ReworkConfig
 from oringscan.frames import normalize_frame
 from oringscan.rework_rules import METRICS, MeasurementError, measure_ring
 from oringscan.roi import RoiStatus, find_ring
-from oringscan.testing.rings import RingSpec, Scene, draw_ring
+from oringscan.synth.exact import RingSpec, Scene, draw_ring
 
 
 @pytest.mark.parametrize("scene", list(SCENES))

@@ -231,7 +231,7 @@ def test_calibrate_from_the_good_folder_then_keep_a_hand_edit(data_root: Path, t
     assert len(report.skipped) == 1 and "broken frame.bmp" in report.skipped[0][0]
     assert all(c.change == "added" for c in report.changes)
     rules = load_rules(path)
-    assert rules.meta.model == "model1" and rules.meta.n_frames == 5
+    assert rules.meta.oring_type == "model1" and rules.meta.n_frames == 5
     outer = next(r for r in rules.rule if r.metric == "outer_radius")
     assert outer.lower < 640 < 650 < outer.upper  # random good rings span 620-680 px
 
@@ -430,3 +430,17 @@ def test_manual_rules_are_kept_by_the_budgeted_calibration(tmp_path: Path) -> No
     report = calibrate_from_values(_good_parts(30, np.random.default_rng(8)), Config(), "model1", path)
     kept = [r for r in report.rules.rule if r.metric == "outer_radius"]
     assert len(kept) == 1 and kept[0].source == "manual" and (kept[0].lower, kept[0].upper) == (600.0, 700.0)
+
+
+def test_a_rules_file_written_before_the_type_rename_still_names_its_type(tmp_path: Path) -> None:
+    """Files from before `oring_type` say `model = "..."` in [meta]; they load, and save the new key."""
+    old = tmp_path / "rework_rules.toml"
+    old.write_text(
+        '[meta]\nmodel = "model2"\nk_sigma = 4.0\n\n[[rule]]\nmetric = "outer_radius"\nupper = 700.0\n',
+        encoding="utf-8",
+    )
+    rules = load_rules(old)
+    assert rules.meta.oring_type == "model2"
+    save_rules(tmp_path / "again.toml", rules)
+    text = (tmp_path / "again.toml").read_text(encoding="utf-8")
+    assert 'oring_type = "model2"' in text and "\nmodel =" not in text

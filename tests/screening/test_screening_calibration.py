@@ -273,9 +273,11 @@ def test_cli_train_then_recalibrate_and_refuse_another_type(tmp_path: Path) -> N
     preprocess_type(cfg, data, out, "model1", progress=False, workers=1)
     runner = CliRunner()
     common = ["--model", "model1", "--output", str(out), "--config", str(config_path), "--threads", "1"]
+    common += ["--data", str(data)]  # the source frames: the ring-shape screen measures them
     r = runner.invoke(cli, ["train", "screening", *common, "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "good frames support a false-reject target of about" in r.output
+    assert "shape screen: threshold 2.50 px" in r.output  # at the flash floor on these rings
     for typ in ("model1", "model2"):
         folder = tmp_path / f"new {typ}"
         for i in range(10):
@@ -293,4 +295,5 @@ def test_cli_train_then_recalibrate_and_refuse_another_type(tmp_path: Path) -> N
     after = json.loads(meta_path.read_text())
     assert after["history"][-1]["old_threshold"] == pytest.approx(before["threshold"])
     assert after["history"][-1]["n_frames"] == 10 and math.isfinite(after["threshold"])
+    assert after["calibration"]["shape_screen"] == before["calibration"]["shape_screen"]  # kept
     assert "10 good frames support a false-reject target of about 9.1%" in r.output

@@ -1,11 +1,11 @@
 """Evaluation memory is bounded by design (issue 17): it must not grow with tiles x detections x tile area.
 
-A real torchvision Mask R-CNN (small heads, so 200 tiles run in seconds on one thread) with
+A real torchvision Mask R-CNN (small heads, so 100 tiles run in ~7 s on one thread) with
 ``box_score_thresh=0`` emits the maximum of 100 detections on every tile, as an untrained model
 does. Validation (``predict_records`` + pycocotools ``coco_metrics``, the path training,
-``predict --evaluate`` and ``evaluate segmentation`` share) of 200 such tiles must raise the
+``predict --evaluate`` and ``evaluate segmentation`` share) of 100 such tiles must raise the
 process's peak resident memory by no more than a bound computed from one batch plus the RLEs;
-keeping each tile's dense masks, as before, would cost 200 x 100 x 128 x 128 x 4 bytes = 1.3 GB.
+keeping each tile's dense masks, as before, would cost 100 x 100 x 128 x 128 x 4 bytes = 0.65 GB.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from oringscan.segmentation.inference import Segmenter, output_to_instances, run
 from oringscan.segmentation.models import ModelSpec
 
 TILE = 128
-TILES = 200
+TILES = 100  # 200 caught the same regression at twice the CPU time (the gathering is linear)
 BATCH = 4
 CLASSES = ["scratch", "pit"]
 
@@ -151,13 +151,13 @@ def test_evaluating_many_max_detection_tiles_keeps_memory_bounded(tmp_path) -> N
 
     # Bound: one batch's working set, plus the RLEs and COCOeval's per-detection bookkeeping
     # (~1.5 KB per detection) for the whole split, plus allocator slack. Measured on one CPU
-    # thread: one batch ~50 MB, 200 tiles ~56 MB, bound ~180 MB, dense masks 1,250 MB.
+    # thread: one batch ~48 MB, 100 tiles ~47 MB, bound ~152 MB, dense masks 625 MB.
     bound = 1.5 * one_batch + 4 * kept_mb + TILES * MAX_DETECTIONS * 1.5 / 1024 + 48
     print(
         f"one batch {one_batch:.1f} MB, {TILES} tiles {many:.1f} MB, RLE {kept_mb:.1f} MB, bound {bound:.0f} "
         "MB"
     )
-    assert bound < dense_mb / 4, "the bound must be able to catch dense masks being kept"
+    assert bound < dense_mb / 3, "the bound must be able to catch dense masks being kept"
     assert many <= bound, (
         f"evaluating {TILES} tiles raised peak RSS by {many:.0f} MB (one batch: {one_batch:.0f} MB, bound "
         f"{bound:.0f} MB)"

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from oringscan.frames import write_frame
-from oringscan.testing.rings import RingSpec, Scene, draw_ring
+from oringscan.synth.exact import RingSpec, Scene, draw_ring
 
 H, W = 2048, 2448
 CENTRE = (1224, 1024)
@@ -30,7 +30,7 @@ def ring_frame(
 ) -> np.ndarray:
     """A light mottled ring on a dark belt, like the plant's frames, at exactly ``centre``, R_OUT, R_IN.
 
-    Drawn by ``oringscan.testing.rings`` (exact geometry), so labels placed by these numbers lie on it.
+    Drawn by ``oringscan.synth.exact`` (exact geometry), so labels placed by these numbers lie on it.
     """
     spec = RingSpec(cx=centre[0], cy=centre[1], outer_a=R_OUT, outer_b=R_OUT, inner_a=R_IN, inner_b=R_IN)
     scene = Scene(

@@ -17,7 +17,7 @@ import numpy as np
 from oringscan.frames import write_frame
 from oringscan.rework_rules.measure import RingMeasurement, measure_ring
 from oringscan.roi import RingROI, find_ring
-from oringscan.testing.rings import EdgeArc, RingSpec, Scene, draw_ring, random_scene, random_spec
+from oringscan.synth.exact import EdgeArc, RingSpec, Scene, draw_ring, random_scene, random_spec
 
 _OV = math.sqrt(1.05)  # 5 % ovality
 SPECS: dict[str, RingSpec] = {

@@ -39,9 +39,13 @@ def test_the_second_renderer_imports_nothing_of_oringscan() -> None:
     assert ours == [], f"plantlike.py must stay independent of oringscan, imports {ours}"
 
 
-def test_the_exact_geometry_rings_do_not_use_the_synth_renderer() -> None:
-    used = imported_modules(TESTING / "rings.py")
-    assert not [m for m in used if m.startswith("oringscan")], used
+def test_one_renderer_of_ours_besides_the_independent_one() -> None:
+    """Ring frames come from ``oringscan.synth`` (data sets and ``synth.exact`` rings) or from the
+    independent ``plantlike``; the other testing helpers take their frames from synth."""
+    assert {p.stem for p in TESTING.glob("*.py")} == {"__init__", "plantlike", "results", "sample_db"}
+    assert "oringscan.synth" in imported_modules(TESTING / "sample_db.py")
+    exact = imported_modules(PACKAGE / "synth" / "exact.py")
+    assert not [m for m in exact if m.startswith("oringscan.testing")], exact
 
 
 def test_the_product_never_imports_the_testing_helpers() -> None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from oringscan.cli.common import AppContext, common_options, model_option
+from oringscan.cli.common import DB_URL_ENV, AppContext, common_options, model_option
+from oringscan.errors import OringscanError
+
+if TYPE_CHECKING:
+    from oringscan.db.store import InspectionStore
 
 
 def snapshot_after_training(app: AppContext, oring_type: str, note: str) -> None:
@@ -38,9 +44,70 @@ def models_group() -> None:
     three models as a new version under output/<type>/versions/ once all three exist. Until a
     version is promoted the newest models decide parts; after that only the promoted version does,
     and a retrained model is a candidate until you promote it. Every promotion and rollback is
-    written to output/<type>/versions/history.jsonl, and every inspection run records the version
-    that decided its frames (oringscan db runs).
+    written to output/<type>/versions/history.jsonl and to the inspection database (--db, else
+    ORINGSCAN_DB_URL or the config's db.url, else output/inspections.db when it exists; `models
+    history` shows them), and every inspection run records the version that decided its frames
+    (oringscan db runs).
     """
+
+
+def history_db_url(app: AppContext, db_url: str | None) -> str | None:
+    """The database a promotion is recorded in: --db, else a configured one (ORINGSCAN_DB_URL,
+    [db] url), else the default SQLite file only when it already exists (promoting on a machine
+    that never inspected does not create a database)."""
+    if db_url:
+        return db_url
+    if os.environ.get(DB_URL_ENV, "").strip() or app.config.db.url:
+        return app.db_url
+    from oringscan.db.store import sqlite_path
+
+    default = sqlite_path(app.db_url)
+    return app.db_url if default is not None and default.is_file() else None
+
+
+def _open_history_store(app: AppContext, db_url: str | None) -> InspectionStore | None:
+    url = history_db_url(app, db_url)
+    if url is None:
+        return None
+    from oringscan.db.store import InspectionStore
+
+    return InspectionStore(url)  # opened (and migrated) before anything switches: a bad URL changes nothing
+
+
+def _switch(
+    app: AppContext,
+    oring_type: str,
+    db_url: str | None,
+    operator: str,
+    reason: str,
+    version: str | None = None,
+) -> tuple[str | None, str]:
+    """Promote (``version``) or roll back, on the file side (current pointer, history.jsonl) and
+    in the database when there is one."""
+    versions = app.workspace(oring_type).versions
+    store = _open_history_store(app, db_url)
+    try:
+        if version is not None:
+            previous, new = versions.promote(version, operator, reason)
+        else:
+            previous, new = versions.rollback(operator, reason)
+        if store is None:
+            return previous, new
+        from oringscan.db.store import safe_url
+
+        event = versions.history()[-1]  # the line just written: the same reason (rollback fills one in)
+        try:
+            action = "promote" if version is not None else "rollback"
+            store.record_promotion(oring_type, action, new, previous, operator, event.get("reason"))
+        except Exception as exc:  # noqa: BLE001 - the switch happened: say so, whatever the database said
+            raise OringscanError(
+                f"{safe_url(store.url)}: {oring_type} now uses {new} (recorded in versions/history.jsonl) "
+                f"but the database did not take the record: {str(exc).splitlines()[0]}"
+            ) from None
+        return previous, new
+    finally:
+        if store is not None:
+            store.dispose()
 
 
 @models_group.command("list")
@@ -71,15 +138,24 @@ def snapshot_command(app: AppContext, oring_type: str, note: str) -> None:
     click.echo(f"{oring_type}: {version.id}")
 
 
+_DB_HELP = (
+    "Record it in this database [default: ORINGSCAN_DB_URL, the config's db.url, "
+    "else output/inspections.db if it exists]."
+)
+
+
 @models_group.command("promote")
 @common_options
 @model_option()
 @click.argument("version")
 @click.option("--operator", default="", help="Who decided (written to the history).")
 @click.option("--reason", default="", help="Why (written to the history).")
-def promote_command(app: AppContext, oring_type: str, version: str, operator: str, reason: str) -> None:
+@click.option("--db", "db_url", default=None, metavar="URL", help=_DB_HELP)
+def promote_command(
+    app: AppContext, oring_type: str, version: str, operator: str, reason: str, db_url: str | None
+) -> None:
     """Make VERSION (e.g. v0002) the models that decide parts from the next frame on."""
-    previous, new = app.workspace(oring_type).versions.promote(version, operator, reason)
+    previous, new = _switch(app, oring_type, db_url, operator, reason, version)
     click.echo(f"{oring_type}: {previous or 'newest models'} -> {new}")
 
 
@@ -88,10 +164,68 @@ def promote_command(app: AppContext, oring_type: str, version: str, operator: st
 @model_option()
 @click.option("--operator", default="", help="Who decided (written to the history).")
 @click.option("--reason", default="", help="Why (written to the history).")
-def rollback_command(app: AppContext, oring_type: str, operator: str, reason: str) -> None:
+@click.option("--db", "db_url", default=None, metavar="URL", help=_DB_HELP)
+def rollback_command(
+    app: AppContext, oring_type: str, operator: str, reason: str, db_url: str | None
+) -> None:
     """Back to the version that was in use before the current one."""
-    previous, new = app.workspace(oring_type).versions.rollback(operator, reason)
+    previous, new = _switch(app, oring_type, db_url, operator, reason)
     click.echo(f"{oring_type}: {previous} -> {new}")
+
+
+@models_group.command("history")
+@common_options
+@model_option()
+@click.option(
+    "--db",
+    "db_url",
+    default=None,
+    metavar="URL",
+    help="Read it from this database [default: as promote; none: versions/history.jsonl].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+def history_command(app: AppContext, oring_type: str, db_url: str | None, as_json: bool) -> None:
+    """Every promotion and rollback of the type's models, newest first: who, when, why."""
+    import json
+
+    store = _open_history_store(app, db_url)
+    rows: list[dict[str, Any]]
+    if store is not None:
+        from oringscan.db.store import safe_url
+
+        try:
+            rows = [r.to_dict() for r in store.promotions(oring_type, limit=None)]
+        finally:
+            store.dispose()
+        source = safe_url(store.url)
+    else:
+        events = reversed(app.workspace(oring_type).versions.history())
+        rows = [
+            {
+                "created_at": e.get("at"),
+                "action": e.get("action", "promote"),
+                "version": e.get("to"),
+                "previous": e.get("from"),
+                "operator": e.get("operator") or None,
+                "reason": e.get("reason") or None,
+            }
+            for e in events
+        ]
+        source = "versions/history.jsonl (no database)"
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo(f"{oring_type}: nothing promoted yet ({source})")
+        return
+    click.echo(f"{oring_type}: from {source}")
+    for r in rows:
+        who = f" by {r['operator']}" if r.get("operator") else ""
+        why = f": {r['reason']}" if r.get("reason") else ""
+        click.echo(
+            f"  {str(r['created_at'])[:19]}  {r['action']:8s} {r['previous'] or 'newest models'} -> "
+            f"{r['version']}{who}{why}"
+        )
 
 
 @click.command("compare")

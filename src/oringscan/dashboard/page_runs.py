@@ -11,6 +11,7 @@ from oringscan.dashboard import charts, ui
 from oringscan.db import RunRow
 
 RUNS_SHOWN = 50
+PROMOTIONS_SHOWN = 20
 
 
 def runs_table(runs: list[RunRow]) -> pd.DataFrame:
@@ -63,12 +64,38 @@ def timings_table(store: Any, runs: list[RunRow]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "stage", "frames", "mean_ms", "median_ms", "p95_ms"])
 
 
+def promotions_table(store: Any) -> pd.DataFrame:
+    """The newest promotions and rollbacks of model versions (``oringscan models promote``)."""
+    rows = store.promotions(limit=PROMOTIONS_SHOWN)
+    return pd.DataFrame(
+        {
+            "when (UTC)": [ui.utc_text(r.created_at) for r in rows],
+            "type": [r.oring_type for r in rows],
+            "action": [r.action for r in rows],
+            "from": [r.previous or "newest models" for r in rows],
+            "to": [r.version for r in rows],
+            "operator": [r.operator or "" for r in rows],
+            "reason": [r.reason or "" for r in rows],
+        }
+    )
+
+
+def _promotions(store: Any) -> None:
+    table = promotions_table(store)
+    if table.empty:
+        return
+    st.subheader("Model versions in use")
+    st.caption("Who switched the models that decide parts, and why (oringscan models promote / rollback).")
+    st.dataframe(table, hide_index=True, width="stretch")
+
+
 def render() -> None:
     ui.header("Runs", "Each inspection batch: counts per verdict, time per stage, the models it used.")
     store = ui.store()
     runs = store.runs(limit=RUNS_SHOWN)
     if not runs:
         st.info("No runs recorded yet. Run `oringscan inspect` (or `oringscan demo`) to fill the database.")
+        _promotions(store)
         return
     st.dataframe(
         runs_table(runs),
@@ -79,6 +106,7 @@ def render() -> None:
     if len(runs) == RUNS_SHOWN:
         st.caption(f"The newest {RUNS_SHOWN} runs.")
     st.altair_chart(charts.run_counts(counts_long(runs)), width="stretch")
+    _promotions(store)
 
     labels = {r.id: f"#{r.id} {r.oring_type or ''} {ui.utc_text(r.started_at)[:16]}" for r in runs}
     chosen = st.multiselect(

@@ -9,12 +9,14 @@ and a box or polygon, or overrides to good / rework with a reason; the whole fra
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
 from oringscan.dashboard import ui
+from oringscan.dashboard.drawing import draw_figure, mark_from_selection, picture_uri
 from oringscan.dashboard.hotspots import (
     HotSpot,
     find_hotspots,
@@ -184,9 +186,55 @@ def _spot_row(
         )
 
 
-def _new_marks(detail: FrameDetail) -> None:
+@st.cache_data(show_spinner=False, max_entries=8)
+def _picture_uri(frame_id: int, image: str, _gray: np.ndarray) -> str:
+    return picture_uri(_gray)
+
+
+def _use_drawn(frame_id: int, width: int, height: int) -> None:
+    """Selection callback: the box (or lasso) just drawn on the frame fills the mark's fields."""
+    state = st.session_state
+    event = state.get(f"s_draw_{frame_id}") or {}
+    mark = mark_from_selection(event.get("selection"), width, height)
+    if mark is None:
+        return
+    state[f"s_new_box_{frame_id}"], state[f"s_new_poly_{frame_id}"] = mark
+    state["_mark_message"] = None
+
+
+def _draw(detail: FrameDetail, gray: np.ndarray) -> None:
+    """The frame to draw a new defect's box on with the mouse (or a polygon with the lasso)."""
+    f = detail.frame
+    height, width = gray.shape[:2]
+    pending = [
+        ShapeMark(m["label"], m.get("box"), m.get("polygon")).bounds()
+        for m in st.session_state.get(_marks_key(f.id), [])
+    ]
+    figure = draw_figure(
+        _picture_uri(f.id, f.image, gray),
+        width,
+        height,
+        machine=[(d.x, d.y, d.w, d.h) for d in detail.defects],
+        pending=pending,
+    )
+    st.plotly_chart(
+        figure,
+        key=f"s_draw_{f.id}",
+        on_select=functools.partial(_use_drawn, f.id, width, height),
+        selection_mode=("box", "lasso"),
+        config={"scrollZoom": True, "displaylogo": False, "modeBarButtonsToRemove": ["toImage"]},
+    )
+    st.caption(
+        "Drag a box on the frame (the lasso in the chart's toolbar draws a polygon; the wheel zooms): "
+        "the fields below fill in, then Add mark. Red: the machine's defects; yellow: pending marks."
+    )
+
+
+def _new_marks(detail: FrameDetail, gray: np.ndarray | None = None) -> None:
     f = detail.frame
     st.subheader("Mark a defect the machine missed")
+    if gray is not None:
+        _draw(detail, gray)
     c1, c2, c3 = st.columns([1, 1, 1.4])
     c1.selectbox("New defect class", _class_options(detail), key=f"s_new_cls_{f.id}")
     c2.text_input("Box X,Y,W,H (frame px)", key=f"s_new_box_{f.id}", placeholder="812,455,30,24")
@@ -277,7 +325,7 @@ def render() -> None:
                 st.caption(
                     f"{len(spots) - MAX_SPOTS} smaller hot spot(s) not shown: see the whole frame (F)."
                 )
-        _new_marks(detail)
+        _new_marks(detail, gray)
     with right:
         st.markdown(f"### {ui.verdict_badge(f.verdict)}  machine verdict")
         for reason in f.reasons or ["(none recorded)"]:

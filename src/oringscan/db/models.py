@@ -318,6 +318,33 @@ class User(Base):
     __table_args__ = (CheckConstraint(f"role IN ({_in(USER_ROLES)})", name="role"),)
 
 
+# What switched the models that decide a type's parts (``oringscan models promote`` / ``rollback``).
+MODEL_CHANGE_ACTIONS = ("promote", "rollback")
+
+
+class ModelPromotion(Base):
+    """One promotion or rollback of a type's model version: which version, which one it replaced,
+    who and why. Append-only (migration 0005), beside ``versions/history.jsonl`` on the file side."""
+
+    __tablename__ = "model_promotions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    oring_type: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    version: Mapped[str] = mapped_column(String(32))
+    # The version in use before (None: the newest models decided, nothing was promoted yet).
+    previous: Mapped[str | None] = mapped_column(String(32))
+    operator: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    host: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (
+        CheckConstraint(f"action IN ({_in(MODEL_CHANGE_ACTIONS)})", name="action"),
+        Index("ix_model_promotions_oring_type_created_at", "oring_type", "created_at"),
+    )
+
+
 # Database-side guard for "reviews are never overwritten": UPDATE and DELETE are refused.
 # Used by both create_all (events below) and the initial migration.
 APPEND_ONLY_DDL: dict[str, list[str]] = {
@@ -378,3 +405,31 @@ def _install_shapes_append_only_guard() -> None:
 
 _install_append_only_guard()
 _install_shapes_append_only_guard()
+
+
+# model_promotions are append-only too (migration 0005 installs the same triggers).
+PROMOTIONS_APPEND_ONLY_DDL: dict[str, list[str]] = {
+    "sqlite": [
+        "CREATE TRIGGER model_promotions_no_update BEFORE UPDATE ON model_promotions "
+        "BEGIN SELECT RAISE(ABORT, 'model promotions are append-only'); END",
+        "CREATE TRIGGER model_promotions_no_delete BEFORE DELETE ON model_promotions "
+        "BEGIN SELECT RAISE(ABORT, 'model promotions are append-only'); END",
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION oringscan_model_promotions_append_only() RETURNS trigger AS $$ "
+        "BEGIN RAISE EXCEPTION 'model promotions are append-only'; END; $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER model_promotions_append_only BEFORE UPDATE OR DELETE ON model_promotions "
+        "FOR EACH ROW EXECUTE FUNCTION oringscan_model_promotions_append_only()",
+    ],
+}
+
+
+def _install_promotions_append_only_guard() -> None:
+    from sqlalchemy import DDL, event
+
+    for dialect, statements in PROMOTIONS_APPEND_ONLY_DDL.items():
+        for statement in statements:
+            event.listen(ModelPromotion.__table__, "after_create", DDL(statement).execute_if(dialect=dialect))
+
+
+_install_promotions_append_only_guard()

@@ -658,6 +658,49 @@ def reviewed_frame_ids(
     return [(int(f), int(r)) for f, r in session.execute(stmt.order_by(newest.c.review_id))]
 
 
+@dataclass(slots=True)
+class PromotionRow(_Row):
+    """One switch of the models that decide a type's parts (``oringscan models promote/rollback``)."""
+
+    id: int
+    oring_type: str
+    action: str  # "promote" | "rollback"
+    version: str
+    previous: str | None
+    operator: str | None
+    reason: str | None
+    created_at: datetime | None
+    host: str | None
+
+
+def list_promotions(
+    session: Session, oring_type: str | None = None, limit: int | None = 100
+) -> list[PromotionRow]:
+    """Promotions and rollbacks, newest first (migration 0005)."""
+    from oringscan.db.models import ModelPromotion
+
+    stmt = select(ModelPromotion)
+    if oring_type is not None:
+        stmt = stmt.where(ModelPromotion.oring_type == oring_type)
+    stmt = stmt.order_by(ModelPromotion.created_at.desc(), ModelPromotion.id.desc())
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [
+        PromotionRow(
+            id=p.id,
+            oring_type=p.oring_type,
+            action=p.action,
+            version=p.version,
+            previous=p.previous,
+            operator=p.operator,
+            reason=p.reason,
+            created_at=_as_utc(p.created_at),
+            host=p.host,
+        )
+        for p in session.scalars(stmt)
+    ]
+
+
 def _defect_row(defect: Defect, frame: Frame | None = None, with_mask: bool = False) -> DefectRow:
     row = DefectRow(
         id=defect.id,

@@ -319,7 +319,6 @@ class InspectionStore:
         self,
         oring_type: str | None = None,
         *,
-        model: str | None = None,
         model_fingerprint: str | None = None,
         model_versions: dict[str, Any] | None = None,
         config: Any = None,
@@ -328,7 +327,7 @@ class InspectionStore:
         command: str | None = None,
         started_at: datetime | None = None,
     ) -> int:
-        """A new run record (status ``running``); returns its id. ``model`` is an alias of ``oring_type``."""
+        """A new run record (status ``running``); returns its id."""
         config_json = None
         if config is not None:
             config_json = _jsonable(
@@ -340,7 +339,7 @@ class InspectionStore:
             heartbeat_at=now_utc(),
             pid=os.getpid() if host is None else None,
             host=host if host is not None else socket.gethostname(),
-            oring_type=oring_type or model,
+            oring_type=oring_type,
             command=command,
             status="running",
             config_fingerprint=config_fingerprint or config_fingerprint_of(config_json),
@@ -742,6 +741,45 @@ class InspectionStore:
         """(frame id, newest review id) of every reviewed frame: what ``export reviews`` writes."""
         with self.read_session() as s:
             return queries.reviewed_frame_ids(s, since, oring_type)
+
+    def record_promotion(
+        self,
+        oring_type: str,
+        action: str,
+        version: str,
+        previous: str | None,
+        operator: str | None = None,
+        reason: str | None = None,
+        *,
+        created_at: datetime | None = None,
+    ) -> int:
+        """Append one promotion or rollback of a type's models (``oringscan models promote``);
+        returns its id. Append-only: the database refuses to change or delete it."""
+        from oringscan.db.models import MODEL_CHANGE_ACTIONS, ModelPromotion
+
+        if action not in MODEL_CHANGE_ACTIONS:
+            raise StoreError(f"{oring_type}: action must be one of {', '.join(MODEL_CHANGE_ACTIONS)}")
+        with self.write_session() as session:
+            row = ModelPromotion(
+                oring_type=oring_type,
+                action=action,
+                version=version,
+                previous=previous,
+                operator=(operator or "").strip() or None,
+                reason=(reason or "").strip() or None,
+                created_at=utc(created_at) or now_utc(),
+                host=socket.gethostname(),
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def promotions(
+        self, oring_type: str | None = None, limit: int | None = 100
+    ) -> list[queries.PromotionRow]:
+        """Promotions and rollbacks of the models, newest first."""
+        with self.read_session() as s:
+            return queries.list_promotions(s, oring_type, limit)
 
     # -- reading (thin wrappers over oringscan.db.queries, each in one snapshot) ----------------
 

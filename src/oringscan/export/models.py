@@ -1,8 +1,8 @@
 """``export model``: a type's screening and segmentation models as ONNX, each checked against torch.
 
 Also the runtime switch the pipeline uses (``[pipeline] runtime = "onnx"``): :func:`load_screening_stage`
-and :func:`load_segmentation_stage` return the torch models or their onnxruntime twins, which answer
-the same calls (``score_tiles`` / ``predict_tiles``).
+and :func:`onnx_segmenter` give the onnxruntime twins of the torch models, which answer the same calls
+(``score_tiles`` / ``predict_tiles``).
 """
 
 from __future__ import annotations
@@ -160,18 +160,6 @@ def load_screening_stage(
     from oringscan.screening.alternatives import load_any_screening
 
     return load_any_screening(Path(screening_dir), expected_type=oring_type, device=device)
-
-
-def load_segmentation_stage(
-    checkpoint: Path, oring_type: str, config: Config, device: str = "cpu", runtime: str | None = None
-) -> Any:
-    """The type's segmenter for ``[pipeline] runtime`` (``onnx``: best_model.onnx next to the checkpoint;
-    calibration, classes and stitching still come from the checkpoint and its calibration file)."""
-    from oringscan.segmentation import Segmenter
-
-    runtime = runtime or getattr(config.pipeline, "runtime", "torch")
-    seg = Segmenter.load(Path(checkpoint), device=device, expected_type=oring_type, config=config)
-    return onnx_segmenter(seg) if runtime == "onnx" else seg
 
 
 def onnx_segmenter(segmenter: Any) -> Any:

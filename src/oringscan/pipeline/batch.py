@@ -148,7 +148,7 @@ class BatchSummary:
     """What a batch did: counts per verdict, skipped frames, speed and time per stage."""
 
     run_id: Any
-    model: str
+    oring_type: str
     fingerprint: str
     results: list[InspectionResult] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
@@ -235,18 +235,29 @@ class FrameRecorder:
             except OringscanError as exc:
                 log.warning("run %s: heartbeat not written (%s)", self.run_id, exc)
 
-    def process(self, item: ReadFrame) -> InspectionResult | None:
+    def process(
+        self,
+        item: ReadFrame,
+        *,
+        inspection: FrameInspection | None = None,
+        overlay_name: str | None = None,
+    ) -> InspectionResult | None:
         """Inspect (or record the read problem of) one frame, save its overlay, record it.
 
         None when another process recorded the same frame with the same models meanwhile.
+        ``inspection``: the frame inspected already (the Ray engine's actors finish frames that tasks
+        cut into tiles); ``overlay_name``: the overlay's file name, decided by the caller (several
+        workers writing one folder) instead of from the frame's name.
         """
         name = path_text(item.path.absolute())
-        if item.frame is None:
+        if inspection is not None:
+            pass
+        elif item.frame is None:
             result = error_result(
                 name,
                 item.problem or "unreadable",
                 {"read": item.read_ms, "total": item.read_ms},
-                oring_type=self.inspector.model,
+                oring_type=self.inspector.oring_type,
                 sha256=item.sha256,
             )
             inspection = FrameInspection(result)
@@ -265,7 +276,7 @@ class FrameRecorder:
             try:
                 from oringscan.pipeline.overlays import save_overlay
 
-                path = self.overlay_dir / self._overlay_name(item)
+                path = self.overlay_dir / (overlay_name or self._overlay_name(item))
                 save_overlay(inspection, path, self.inspector.config)
                 result.overlay_path = path_text(path.absolute())
             except Exception as exc:  # noqa: BLE001 - a picture must never cost the record
@@ -307,7 +318,7 @@ class ModelIdentity(Protocol):
     def config(self) -> Config: ...
 
     @property
-    def model(self) -> str: ...
+    def oring_type(self) -> str: ...
 
     @property
     def fingerprint(self) -> str: ...
@@ -341,7 +352,7 @@ def record_result(
             model_fingerprint=inspector.fingerprint,
             frame_shape=frame_shape,
             station=station,
-            mm_per_px=inspector.config.oring_type(inspector.model).mm_per_px,
+            mm_per_px=inspector.config.oring_type(inspector.oring_type).mm_per_px,
             frame_key=key,
             replace=replace,
         )
@@ -356,7 +367,7 @@ def start_run(
     if store is None:
         return None
     return store.start_run(
-        oring_type=inspector.model,
+        oring_type=inspector.oring_type,
         model_fingerprint=inspector.fingerprint,
         model_versions=inspector.model_versions(),
         config=inspector.config,
@@ -400,7 +411,7 @@ def inspect_paths(
     for name in missing:
         log.error("%s: no such file or folder (nothing recorded for it)", name)
     run_id = start_run(store, inspector)
-    workspace = TypeWorkspace.from_config(inspector.config, output_root, inspector.model)
+    workspace = TypeWorkspace.from_config(inspector.config, output_root, inspector.oring_type)
     overlay_dir = workspace.overlays_dir(run_folder_name(run_id))
     recorder = FrameRecorder(
         inspector,
@@ -412,10 +423,10 @@ def inspect_paths(
         station=station,
     )
     summary = BatchSummary(
-        run_id, inspector.model, inspector.fingerprint, overlay_dir=overlay_dir, missing_inputs=missing
+        run_id, inspector.oring_type, inspector.fingerprint, overlay_dir=overlay_dir, missing_inputs=missing
     )
     start = time.perf_counter()
-    bar = _progress_bar(len(files), f"inspect {inspector.model}", enabled=progress)
+    bar = _progress_bar(len(files), f"inspect {inspector.oring_type}", enabled=progress)
     reader = Prefetcher(files, inspector.config.frame, depth=prefetch)
     failed = True
     try:

@@ -213,7 +213,7 @@ def evaluate_pipeline(
     confusion matrix and score plots."""
     from tqdm import tqdm
 
-    model = inspector.model
+    model = inspector.oring_type
     if frames is None:
         frames = split_frames(inspector.config, Path(data_root), Path(output_root), model, split)
     workspace = TypeWorkspace.from_config(inspector.config, output_root, model)

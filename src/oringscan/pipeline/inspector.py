@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,6 +39,7 @@ from oringscan.workspace import ModelFiles, TypeWorkspace
 
 if TYPE_CHECKING:
     from oringscan.rework_rules.measure import RingMeasurement
+    from oringscan.screening.shape import ShapeScreen
     from oringscan.segmentation.calibration import SegmentationCalibration
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ class ScreeningStage(Protocol):
     (frame score, threshold, flag, marginal band and, when asked, the tiles' anomaly maps)."""
 
     def score_tiles(self, tiles: list[Tile], with_maps: bool = False) -> ScreeningResult: ...
+
+    @property
+    def shape_screen(self) -> ShapeScreen | None:
+        """The ring-shape screen fitted with it (None: a model without one)."""
+        ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -101,6 +107,22 @@ def model_fingerprint(paths: ModelFiles, config: Config, oring_type: str) -> str
 
 
 @dataclass(slots=True)
+class PreparedFrame:
+    """A decoded frame cut for the models: its ring, the ring tiles and the rework geometry, that is
+    everything before screening. :func:`prepare_frame` makes it without the models, so the Ray engine
+    does it in tasks and ships it to the actors that hold them; :meth:`Inspector.inspect_prepared`
+    finishes it."""
+
+    loaded: LoadedFrame
+    timings: dict[str, float]
+    roi: RingROI | None = None
+    tiles: list[Tile] = field(default_factory=list)
+    rework: ReworkReport | None = None
+    failure: str | None = None  # a stage raised: the frame's error reason (the in-process wording)
+    seconds: float = 0.0  # wall time spent preparing (part of the frame's total)
+
+
+@dataclass(slots=True)
 class FrameInspection:
     """A result plus what the overlay needs (the frame, the ring, the measured geometry)."""
 
@@ -124,6 +146,42 @@ class _Timer:
             yield
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + (time.perf_counter() - start) * 1000.0
+
+
+def prepare_frame(
+    loaded: LoadedFrame,
+    name: str,
+    config: Config,
+    rework: ReworkStage,
+    timings: dict[str, float] | None = None,
+) -> PreparedFrame:
+    """Ring ROI, ring tiles and rework geometry of a decoded frame: the stages that need no model.
+
+    Never raises: a stage that fails leaves ``failure`` set (the frame becomes an ``error`` result).
+    """
+    timings = timings if timings is not None else {}
+    timer = _Timer(timings)
+    start = time.perf_counter()
+    prepared = PreparedFrame(loaded, timings)
+    gray = loaded.image
+    try:
+        with timer.stage("roi"):
+            roi = prepared.roi = find_ring(gray, config.roi)
+        if roi.usable:
+            with timer.stage("tiles"):
+                prepared.tiles, _ = ring_tiles(gray, roi, config)
+            with timer.stage("rework"):
+                try:
+                    prepared.rework = rework.inspect(roi, gray)
+                except OringscanError as exc:  # e.g. a rules file that went bad: the geometry is unmeasured
+                    prepared.rework = ReworkReport(ReworkResult(ReworkVerdict.ERROR, [str(exc)]))
+    except OringscanError as exc:
+        prepared.failure = str(exc)
+    except Exception as exc:  # noqa: BLE001 - one frame's bug must not stop the line
+        log.exception("%s: inspection failed", name)
+        prepared.failure = f"internal error: {type(exc).__name__}: {exc}"
+    prepared.seconds = time.perf_counter() - start
+    return prepared
 
 
 def error_result(
@@ -159,7 +217,7 @@ class Inspector:
         gate: DefectGate | None = None,
     ) -> None:
         self.config = config
-        self.model = oring_type
+        self.oring_type = oring_type
         self.screening = screening
         self.segmenter = segmenter
         self.rework = rework
@@ -208,13 +266,13 @@ class Inspector:
         """
         from oringscan.rework_rules import ReworkChecker
         from oringscan.screening import ScreeningModel
-        from oringscan.segmentation import Segmenter
+        from oringscan.segmentation import stage_from_config
 
         workspace = TypeWorkspace.from_config(config, output_root, oring_type)
         paths = workspace.models_for(version)
         paths.require(oring_type)
         screening = ScreeningModel.from_config(config, workspace, device, version)
-        segmenter = Segmenter.from_config(config, workspace, device, version)
+        segmenter = stage_from_config(config, workspace, device, version)  # [segmentation] stage
         checker = ReworkChecker.from_config(config, workspace, version)
         return cls(
             config,
@@ -263,7 +321,7 @@ class Inspector:
         except FrameError as exc:
             timings["total"] = (time.perf_counter() - start) * 1000.0
             return FrameInspection(
-                error_result(name, exc.problem, timings, oring_type=self.model, sha256=sha256)
+                error_result(name, exc.problem, timings, oring_type=self.oring_type, sha256=sha256)
             )
         return self.inspect_loaded(loaded, name, sha256=sha256, timings=timings, started=start)
 
@@ -276,11 +334,23 @@ class Inspector:
         started: float | None = None,
     ) -> FrameInspection:
         """Inspect a frame :func:`oringscan.frames.read_frame` already decoded."""
-        timings = timings if timings is not None else {}
         start = started if started is not None else time.perf_counter()
+        prepared = prepare_frame(loaded, name, self.config, self.rework, timings)
+        return self.inspect_prepared(prepared, name, sha256=sha256, started=start)
+
+    def inspect_prepared(
+        self, prepared: PreparedFrame, name: str, sha256: str | None = None, started: float | None = None
+    ) -> FrameInspection:
+        """Inspect a frame :func:`prepare_frame` cut into ring tiles, here or in another process:
+        screening, segmentation of the flagged tiles, verdict (``started``: this process's clock)."""
+        loaded, timings = prepared.loaded, prepared.timings
+        start = started if started is not None else time.perf_counter() - prepared.seconds
         self._warn_once()
         try:
-            inspection = self._run_stages(loaded, name, timings)
+            if prepared.failure is not None:
+                inspection = FrameInspection(error_result(name, prepared.failure, timings), loaded.image)
+            else:
+                inspection = self._run_stages(prepared, name, timings)
         except OringscanError as exc:
             inspection = FrameInspection(error_result(name, str(exc), timings), loaded.image)
         except Exception as exc:  # noqa: BLE001 - one frame's bug must not stop the line
@@ -289,7 +359,7 @@ class Inspector:
                 error_result(name, f"internal error: {type(exc).__name__}: {exc}", timings), loaded.image
             )
         result = inspection.result
-        result.oring_type = self.model
+        result.oring_type = self.oring_type
         result.sha256 = sha256
         # How the frame was brought to size matters to a reviewer; a colour-to-gray conversion does not.
         result.reasons.extend(f"note: {n}" for n in loaded.notes if "colour" not in n)
@@ -299,21 +369,25 @@ class Inspector:
         return inspection
 
     # ----------------------------------------------------------------------------- stages
-    def _run_stages(self, loaded: LoadedFrame, name: str, timings: dict[str, float]) -> FrameInspection:
+    def _run_stages(self, prepared: PreparedFrame, name: str, timings: dict[str, float]) -> FrameInspection:
         timer = _Timer(timings)
-        gray = loaded.image
+        gray, roi, tiles = prepared.loaded.image, prepared.roi, prepared.tiles
         policy = self.config.pipeline
-        with timer.stage("roi"):
-            roi = find_ring(gray, self.config.roi)
+        assert roi is not None  # prepare_frame sets it or a failure
         if not roi.usable:
             verdict, reasons = decide_verdict(roi, None, [], None, policy)
             return FrameInspection(InspectionResult(name, verdict, reasons, error=reasons[0]), gray, roi)
-        with timer.stage("tiles"):
-            tiles, _ = ring_tiles(gray, roi, self.config)
         guided = self.segmenter.needs_anomaly_maps
         with timer.stage("screening"):
             # An anomaly-guided segmenter takes the flagged tiles' screening maps as an input channel.
             screening = self.screening.score_tiles(tiles, with_maps=self.with_maps or guided)
+        # The ring-shape screen (screening/shape.py): a measured edge bulge flags the frame and the
+        # tiles at it, so segmentation looks there (a screen without one: None).
+        shape = self.screening.shape_screen
+        if shape is not None and prepared.rework is not None:
+            from oringscan.screening.shape import apply_shape_flag
+
+            screening = apply_shape_flag(screening, shape.judge(prepared.rework.measurement))
         # A segmenter that is not qualified is absent: it neither confirms nor clears anything.
         to_segment = tiles_to_segment(tiles, screening) if self.gate.qualified else []
         raw: list[Instance] = []
@@ -327,11 +401,8 @@ class Inspector:
                     to_segment, batch_size=policy.tile_batch_size, anomaly_maps=maps
                 )
         defects = confident_defects(raw, policy, self.gate)
-        with timer.stage("rework"):
-            try:
-                report = self.rework.inspect(roi, gray)
-            except OringscanError as exc:  # e.g. a rules file that went bad: the geometry is unmeasured
-                report = ReworkReport(ReworkResult(ReworkVerdict.ERROR, [str(exc)]))
+        report = prepared.rework
+        assert report is not None  # prepare_frame measured the usable ring
         verdict, reasons = decide_verdict(roi, screening, defects, report.result, policy, self.gate)
         result = InspectionResult(
             image=name,

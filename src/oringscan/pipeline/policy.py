@@ -137,17 +137,20 @@ def decide_verdict(
 
     reasons: list[str] = []
     verdict = Verdict.GOOD
+    flagged_by = ""
+    if screening is not None and screening.flagged:
+        # Texture score over its threshold, or the ring-shape screen's measured bulge (or both).
+        causes: list[str] = []
+        if screening.score > screening.threshold or not screening.shape_reason:
+            causes.append(f"score {screening.score:.4g} > threshold {screening.threshold:.4g}")
+        if screening.shape_reason:
+            causes.append(screening.shape_reason)
+        flagged_by = f"screening flagged it ({'; '.join(causes)})"
     if screening is not None and screening.flagged and gate is not None and not gate.qualified:
-        reasons.append(
-            f"screening flagged it (score {screening.score:.4g} > threshold {screening.threshold:.4g}); "
-            f"{gate.reason}, so it confirmed nothing: a person looks"
-        )
+        reasons.append(f"{flagged_by}; {gate.reason}, so it confirmed nothing: a person looks")
         verdict = Verdict.SUSPECT
     elif screening is not None and screening.flagged:
-        reasons.append(
-            f"screening flagged it (score {screening.score:.4g} > threshold {screening.threshold:.4g}) "
-            "but segmentation found no defect"
-        )
+        reasons.append(f"{flagged_by} but segmentation found no defect")
         verdict = Verdict(policy.unconfirmed_flag)
     elif screening is not None and screening.marginal:
         reasons.append(

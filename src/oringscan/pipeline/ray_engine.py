@@ -1,16 +1,20 @@
-"""Inspection on Ray: frames read as tasks, the models in actors, the database written by the driver.
+"""Inspection on Ray: frames read and cut into ring tiles as tasks, the models in actors, the database
+written by the driver.
 
 Why Ray and not a home-made scheduler: it already places work on CPU and GPU workers of one or many
 machines, keeps a stateful worker (here: an :class:`Inspector` with its three models loaded once),
 restarts a worker process that died and retries the calls it had not answered.
 
-Flow, per frame: a **read task** hashes and decodes the file (as the in-process reader does) and
-returns a small description plus the decoded frame, which stays in Ray's object store; the **driver**
-applies the skip-already-inspected rule on the description and hands the frame to an **actor**;
-the actor runs the same :meth:`Inspector.inspect_loaded` (ring ROI, tiles, screening, segmentation of
-the flagged tiles, rework geometry, verdict) and the same overlay code as the in-process engine, and
-returns the result; the **driver alone writes the database**, one transaction per frame, in the
-run it opened. So records, JSON and overlays are those of ``oringscan inspect`` without Ray.
+Flow, per frame: a **prepare task** hashes and decodes the file (as the in-process reader does), then
+runs the stages that need no model, :func:`~oringscan.pipeline.inspector.prepare_frame` (ring ROI,
+ring tiles, rework geometry with the ROI), and returns a small description plus the prepared frame,
+which stays in Ray's object store; the **driver** applies the skip-already-inspected rule on the
+description and hands the prepared frame to an **actor**, which holds the models and runs the same
+:meth:`Inspector.inspect_prepared` (screening, segmentation of the flagged tiles, verdict) and the same
+overlay code (:class:`FrameRecorder`) as the in-process engine; the **driver alone writes the
+database**, one transaction per frame, in the run it opened. The in-process engine runs the same two
+halves one after the other (``inspect_loaded``), so records, JSON and overlays are those of
+``oringscan inspect`` without Ray.
 
 One record per frame even when a worker dies: actors are created with ``max_restarts`` and
 ``max_task_retries`` (Ray starts a new process, which loads the models again, and re-sends the
@@ -31,7 +35,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -50,7 +54,7 @@ from oringscan.pipeline.batch import (
     run_folder_name,
     sigterm_as_interrupt,
 )
-from oringscan.pipeline.inspector import Inspector, error_result
+from oringscan.pipeline.inspector import Inspector, PreparedFrame, ReworkStage, error_result, prepare_frame
 from oringscan.types import InspectionResult
 from oringscan.workspace import TypeWorkspace
 
@@ -59,8 +63,11 @@ log = logging.getLogger(__name__)
 RAY_INSTALL_HINT = 'the Ray engine needs Ray, which is not installed: pip install "oringscan[ray]"'
 # Frames each actor holds (one being inspected, one waiting): the actor never idles between frames.
 PER_ACTOR_IN_FLIGHT = 2
-# Ray CPU resource a read task asks for (file reads and decoding wait on the disk half the time).
-READ_TASK_CPUS = 0.5
+# Ray CPU resource a prepare task asks for (read, decode, ROI, tiles, geometry: one thread, some of it
+# waiting on the disk); the actors leave at least this much free, else the tasks would wait forever.
+PREPARE_TASK_CPUS = 0.5
+# Task worker processes started (and the pipeline imported in them) while the actors load their models.
+TASK_WORKERS_WARMED = 2
 # How often the driver wakes up while waiting (heartbeat of the run record, Ctrl-C).
 WAIT_S = 5.0
 
@@ -137,7 +144,7 @@ class EngineModels:
     """
 
     config: Config
-    model: str
+    oring_type: str
     fingerprint: str
     versions: dict[str, Any] = field(default_factory=dict)
     segmentation_notice: str = ""
@@ -159,22 +166,29 @@ def overlay_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-class _NamedOverlayRecorder(FrameRecorder):
-    """The batch's FrameRecorder without a store, whose overlay names the driver decides."""
+@dataclass(slots=True)
+class TiledFrame:
+    """What a prepare task hands an actor: the read frame (path, hash, decoding problem) and, when it
+    decoded, its ring, ring tiles and rework geometry (sharing the decoded frame: shipped once)."""
 
-    def __init__(self, inspector: Inspector, save_overlays: bool | None) -> None:
-        super().__init__(inspector, None, None, save_overlays=save_overlays)
-        self.next_name = "frame.png"
+    item: ReadFrame
+    prepared: PreparedFrame | None
 
-    def _overlay_name(self, item: ReadFrame) -> str:
-        return self.next_name
 
-    def inspect(self, item: ReadFrame, overlay_dir: Path | None, name: str) -> InspectionResult:
-        self.overlay_dir = overlay_dir
-        self.next_name = name
-        result = self.process(item)
-        assert result is not None  # no store: never "recorded elsewhere"
-        return result
+def inspect_tiled(
+    recorder: FrameRecorder, tiled: TiledFrame, overlay_dir: Path | None, name: str
+) -> InspectionResult:
+    """Finish a prepared frame with the recorder's models and save its overlay as ``name`` (no store:
+    the driver records). A frame that did not decode becomes the recorder's ``error`` result."""
+    item = tiled.item
+    inspection = None
+    if tiled.prepared is not None:
+        frame_name = path_text(item.path.absolute())
+        inspection = recorder.inspector.inspect_prepared(tiled.prepared, frame_name, sha256=item.sha256)
+    recorder.overlay_dir = overlay_dir
+    result = recorder.process(item, inspection=inspection, overlay_name=name)
+    assert result is not None  # no store: never "recorded elsewhere"
+    return result
 
 
 def frame_shape(item: ReadFrame) -> tuple[int, int] | None:
@@ -190,7 +204,8 @@ def slim(result: InspectionResult) -> InspectionResult:
 
 
 class InspectWorker:
-    """Ray actor body: one Inspector, its models loaded once; inspects frames and saves overlays."""
+    """Ray actor body: one Inspector, its models loaded once; finishes prepared frames (screening,
+    segmentation, verdict) and saves their overlays."""
 
     def __init__(
         self,
@@ -206,11 +221,11 @@ class InspectWorker:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         set_threads(threads)
         self.problem: str | None = None
-        self.recorder: _NamedOverlayRecorder | None = None
+        self.recorder: FrameRecorder | None = None
         try:
             inspector = Inspector.load(config, output_root, oring_type, device=device)
             set_threads(threads)  # torch is imported now
-            self.recorder = _NamedOverlayRecorder(inspector, save_overlays)
+            self.recorder = FrameRecorder(inspector, save_overlays=save_overlays)
         except OringscanError as exc:  # told to the driver by info(): one line, no traceback
             self.problem = one_line(str(exc))
 
@@ -225,18 +240,50 @@ class InspectWorker:
             "pid": os.getpid(),
         }
 
+    def rework_stage(self) -> ReworkStage:
+        """The rework rules this actor loaded: the prepare tasks measure with exactly these."""
+        assert self.recorder is not None
+        return self.recorder.inspector.rework
+
     def inspect(
-        self, item: ReadFrame, overlay_dir: str | None, name: str
+        self, tiled: TiledFrame, overlay_dir: str | None, name: str
     ) -> tuple[InspectionResult, tuple[int, int] | None, str]:
         assert self.recorder is not None
-        result = self.recorder.inspect(item, None if overlay_dir is None else Path(overlay_dir), name)
-        return slim(result), frame_shape(item), self.recorder.inspector.fingerprint
+        result = inspect_tiled(self.recorder, tiled, None if overlay_dir is None else Path(overlay_dir), name)
+        return slim(result), frame_shape(tiled.item), self.recorder.inspector.fingerprint
 
 
-def read_task(path: str, frame_cfg: Any) -> tuple[dict[str, Any], ReadFrame]:
-    """Ray task: hash and decode one file; a small description for the driver, the frame for an actor."""
-    item = read_one(Path(path), frame_cfg)
-    return {"key": item.key, "sha256": item.sha256, "problem": item.problem}, item
+def prepare_task(path: str, config: Config, rework: ReworkStage) -> tuple[dict[str, Any], TiledFrame]:
+    """Ray task: read, hash and decode one file, then its ring ROI, tiles and rework geometry; a small
+    description for the driver, the prepared frame for an actor."""
+    import cv2
+
+    cv2.setNumThreads(1)  # one task, one core's share
+    item = read_one(Path(path), config.frame)
+    prepared = None
+    if item.frame is not None:
+        name = path_text(item.path.absolute())
+        prepared = for_actor(prepare_frame(item.frame, name, config, rework, {"read": item.read_ms}))
+    return {"key": item.key, "sha256": item.sha256, "problem": item.problem}, TiledFrame(item, prepared)
+
+
+def warm_up() -> int:
+    """Ray task that only gets its worker process to import this module (the pipeline) and OpenCV."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    return os.getpid()
+
+
+def for_actor(prepared: PreparedFrame) -> PreparedFrame:
+    """What an actor needs of the ROI is its status (the verdict) and ring mask (the overlay): the
+    other frame-size masks and level maps the geometry was measured with stay here (they were 5 of
+    the 7 frame-size arrays shipped per frame)."""
+    if prepared.roi is not None:
+        prepared.roi = replace(prepared.roi, raw_mask=None, bore_mask=None, level_maps=None)
+    if prepared.rework is not None:
+        prepared.rework = replace(prepared.rework, roi=None)
+    return prepared
 
 
 class RayEngine:
@@ -255,7 +302,7 @@ class RayEngine:
         self.ray = require_ray()
         self.config = config
         self.output_root = Path(output_root)
-        self.model = oring_type
+        self.oring_type = oring_type
         self.options = options or RayOptions()
         self.device = device
         self.save_overlays = save_overlays
@@ -263,7 +310,8 @@ class RayEngine:
         self.pids: list[int] = []
         self.models: EngineModels | None = None
         self._started_ray = False
-        self._read: Any = None
+        self._prepare: Any = None
+        self._task_args: tuple[Any, Any] | None = None  # object refs: the config, the rework stage
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> EngineModels:
@@ -279,20 +327,26 @@ class RayEngine:
         cpus = int(resources.get("CPU", os.cpu_count() or 1))
         threads = opts.threads or int(os.environ.get("ORINGSCAN_THREADS", "0")) or max(1, cpus // opts.actors)
         # An actor takes a CPU, but never all of them: the read tasks need some (else they wait forever).
-        actor_cpus = max(0.1, min(1.0, (cpus - READ_TASK_CPUS) / opts.actors))
+        actor_cpus = max(0.1, min(1.0, (cpus - PREPARE_TASK_CPUS) / opts.actors))
         actor_cls = ray.remote(InspectWorker).options(
             num_cpus=actor_cpus,
             num_gpus=per_gpu,
             max_restarts=opts.max_restarts,
             max_task_retries=opts.max_restarts,
         )
-        self._read = ray.remote(read_task).options(num_returns=2, num_cpus=READ_TASK_CPUS, max_retries=3)
+        self._prepare = ray.remote(prepare_task).options(
+            num_returns=2, num_cpus=PREPARE_TASK_CPUS, max_retries=3
+        )
         self.actors = [
             actor_cls.remote(
-                self.config, str(self.output_root), self.model, self.device, threads, self.save_overlays
+                self.config, str(self.output_root), self.oring_type, self.device, threads, self.save_overlays
             )
             for _ in range(opts.actors)
         ]
+        # A task worker's first task imports the pipeline (seconds on a loaded machine): do it now,
+        # while the actors load their models, not inside the first frames' time.
+        warm = ray.remote(warm_up).options(num_cpus=PREPARE_TASK_CPUS)
+        warming = [warm.remote() for _ in range(TASK_WORKERS_WARMED)]
         try:
             infos = ray.get([a.info.remote() for a in self.actors])
         except Exception as exc:  # noqa: BLE001 - an actor that could not even start
@@ -307,9 +361,13 @@ class RayEngine:
                 "were model files changed while they started? run again"
             )
         self.pids = [int(i["pid"]) for i in infos]
+        # Put once, shared by every task: the config and the rules the actors loaded (same fingerprint).
+        rework = ray.get(self.actors[0].rework_stage.remote())
+        self._task_args = (ray.put(self.config), ray.put(rework))
+        ray.get(warming)
         first = infos[0]
         self.models = EngineModels(
-            self.config, self.model, first["fingerprint"], first["versions"], first["notice"]
+            self.config, self.oring_type, first["fingerprint"], first["versions"], first["notice"]
         )
         log.info("ray: %d actor(s), %.2f GPU each, %d thread(s) each", len(self.actors), per_gpu, threads)
         return self.models
@@ -348,7 +406,8 @@ class RayEngine:
             raise WorkerError("the Ray engine was not started")
         from ray.exceptions import RayActorError, RayTaskError
 
-        frame_cfg = self.config.frame
+        assert self._task_args is not None
+        config_ref, rework_ref = self._task_args
         out_dir = None if overlay_dir is None else str(overlay_dir)
         n_actors = len(self.actors)
         read_window = PER_ACTOR_IN_FLIGHT * n_actors + 1
@@ -370,14 +429,14 @@ class RayEngine:
         def failed(index: int, meta: dict[str, Any], problem: str) -> None:
             job = jobs[index]
             result = error_result(
-                path_text(job.path.absolute()), problem, oring_type=self.model, sha256=meta.get("sha256")
+                path_text(job.path.absolute()), problem, oring_type=self.oring_type, sha256=meta.get("sha256")
             )
             assert self.models is not None
             finish(Outcome(job, meta.get("key"), result, None, self.models.fingerprint), index)
 
         while next_job < len(jobs) or reads or waiting or inflight:
             while next_job < len(jobs) and len(reads) + len(waiting) < read_window:
-                meta_ref, item_ref = self._read.remote(str(jobs[next_job].path), frame_cfg)
+                meta_ref, item_ref = self._prepare.remote(str(jobs[next_job].path), config_ref, rework_ref)
                 reads[meta_ref] = (next_job, item_ref)
                 next_job += 1
             while waiting:
@@ -401,7 +460,7 @@ class RayEngine:
                     index, item_ref = reads.pop(ref)
                     try:
                         meta = ray.get(ref)
-                    except RayTaskError as exc:  # the reader itself crashed (after Ray's retries)
+                    except RayTaskError as exc:  # the task itself crashed (after Ray's retries)
                         failed(index, {}, f"cannot be read ({one_line(str(exc.cause or exc))})")
                         continue
                     why = admit(jobs[index], meta)
@@ -565,10 +624,14 @@ def run_jobs(
     if store is not None and run_id is not None:
         mark_run(store, run_id, engine_name, selection)
     overlays = models.config.pipeline.save_overlays if save_overlays is None else save_overlays
-    workspace = TypeWorkspace.from_config(models.config, output_root, models.model)
+    workspace = TypeWorkspace.from_config(models.config, output_root, models.oring_type)
     overlay_dir = workspace.overlays_dir(run_folder_name(run_id))
     summary = BatchSummary(
-        run_id, models.model, models.fingerprint, overlay_dir=overlay_dir, missing_inputs=list(missing or [])
+        run_id,
+        models.oring_type,
+        models.fingerprint,
+        overlay_dir=overlay_dir,
+        missing_inputs=list(missing or []),
     )
     summary.kind = kind
     order = {id(job): i for i, job in enumerate(jobs)}
@@ -615,7 +678,7 @@ def run_jobs(
 
     start = time.perf_counter()
     failed = True
-    bar = _progress_bar(len(jobs), f"{kind} {models.model} ({engine_name})", enabled=progress)
+    bar = _progress_bar(len(jobs), f"{kind} {models.oring_type} ({engine_name})", enabled=progress)
     try:
         with bar, sigterm_as_interrupt():
             engine.run(jobs, overlay_dir if overlays else None, admit, on_outcome, beat)
@@ -637,7 +700,7 @@ def _record(
     """One frame, one transaction; None when the database has it already (a retry, another process)."""
     job = outcome.job
     if job.supersedes is None:
-        fake = EngineModels(models.config, models.model, outcome.fingerprint or models.fingerprint)
+        fake = EngineModels(models.config, models.oring_type, outcome.fingerprint or models.fingerprint)
         return record_result(
             store,
             run_id,
@@ -659,7 +722,7 @@ def _record(
             frame_shape=outcome.shape,
             station=job.station,
             captured_at=job.captured_at,
-            mm_per_px=models.config.oring_type(models.model).mm_per_px,
+            mm_per_px=models.config.oring_type(models.oring_type).mm_per_px,
             frame_key=outcome.key,
             supersedes=job.supersedes,
         )
@@ -693,7 +756,7 @@ class LocalEngine:
     ) -> None:
         self.config = config
         self.inspector = inspector or Inspector.load(config, output_root, oring_type, device=device)
-        self.recorder = _NamedOverlayRecorder(self.inspector, save_overlays)
+        self.recorder = FrameRecorder(self.inspector, save_overlays=save_overlays)
         self.models = EngineModels(
             config,
             oring_type,
@@ -725,7 +788,9 @@ class LocalEngine:
             if why is not None:
                 on_outcome(Outcome(job, item.key, skipped=why))
             else:
-                result = self.recorder.inspect(item, overlay_dir, job.overlay_name)
+                self.recorder.overlay_dir = overlay_dir
+                result = self.recorder.process(item, overlay_name=job.overlay_name)
+                assert result is not None  # no store: never "recorded elsewhere"
                 on_outcome(
                     Outcome(job, item.key, slim(result), frame_shape(item), self.inspector.fingerprint)
                 )

@@ -42,7 +42,7 @@ def results_json(results: list[InspectionResult]) -> str:
 def summary_tables(summary: BatchSummary, max_listed: int = 15) -> list[Table]:
     """Counts per verdict with time per stage, then the non-good frames with their first reason."""
     counts = Table(
-        title=f"oringscan {summary.kind}: {summary.model} (run {summary.run_id})", title_justify="left"
+        title=f"oringscan {summary.kind}: {summary.oring_type} (run {summary.run_id})", title_justify="left"
     )
     counts.add_column("verdict")
     counts.add_column("frames", justify="right")

@@ -102,7 +102,7 @@ def watch_folder(
     inspector = recorder.inspector
     summary = summary or BatchSummary(
         recorder.run_id,
-        inspector.model,
+        inspector.oring_type,
         inspector.fingerprint,
         overlay_dir=recorder.overlay_dir,
         kind="watch",

@@ -267,8 +267,36 @@ class _MetricData:
     message: str
     data: np.ndarray  # finite samples
     rows: np.ndarray  # which frames they came from
-    floor: float  # the margin never goes below this
+    floor: float  # the margin never goes below this (in the metric's own units)
     excursion_floor: float | None  # flash/bite upper limit never below this
+    # Range-type metrics (see LOG_SCALE): ``data`` holds log(value - log_offset) and mean, sigma and
+    # k are taken on that scale; None: the metric's own scale.
+    log_offset: float | None = None
+
+    @property
+    def scale_name(self) -> str | None:
+        """How the rules file names the calibration scale (None: the metric's own)."""
+        if self.log_offset is None:
+            return None
+        return "log(x)" if self.log_offset == 0 else f"log(x - {self.log_offset:g})"
+
+    def to_value(self, t: float) -> float:
+        """A point of the calibration scale back in the metric's units."""
+        # exp of a pilot's enormous k (3 frames): the largest finite value, not an overflow
+        return t if self.log_offset is None else self.log_offset + math.exp(min(t, 700.0))
+
+    def floor_at(self, mean: np.ndarray | float) -> np.ndarray | float:
+        """The margin floor on the calibration scale around ``mean`` (that scale's mean)."""
+        if self.log_offset is None:
+            return self.floor
+        return np.log1p(self.floor * np.exp(-np.asarray(mean, dtype=np.float64)))
+
+
+# Range-type metrics: a max - min (>= 0) or a max / min (>= 1) of a profile is skewed to the right
+# with a hard bound, so mean +/- k sigma of the raw values puts the upper limit far too close (on the
+# plant-like benchmark the good parts' wall range has sigma 0.4 px but a tail to 2.5 px in 40 parts).
+# Their limits are mean + k sigma of log(value - bound): a log-normal model of the same two numbers.
+LOG_SCALE: dict[str, float] = {"wall_range": 0.0, "wall_ratio": 1.0}
 
 
 def _metric_data(
@@ -287,6 +315,12 @@ def _metric_data(
         excursion = None
         if base.endswith(("_protrusion_px", "_indentation_px")) and info.side in ("both", "upper"):
             excursion = cfg.min_excursion_limit_px * (mm_per_px if name != base else 1.0)
+        data, offset = raw[rows], LOG_SCALE.get(base)
+        if offset is not None:
+            # A value at the bound (a perfectly even wall) is held a little above it: log 0 is -inf.
+            above = data - offset
+            tiny = max(float(np.median(above)) * 1e-3, 1e-12) if np.any(above > 0) else 1e-12
+            data = np.log(np.maximum(above, tiny))
         out.append(
             _MetricData(
                 base,
@@ -294,16 +328,23 @@ def _metric_data(
                 info.side,
                 info.verdict,
                 info.reason,
-                raw[rows],
+                data,
                 rows,
                 _margin_floor(name, cfg, mm_per_px, mean_radius),
                 excursion,
+                offset,
             )
         )
     return out
 
 
 def _limits(m: _MetricData, mean: float, std: float, k_eff: float) -> tuple[float | None, float | None]:
+    """Limits in the metric's units from the calibration scale's mean and sigma (floors in units)."""
+    if m.log_offset is not None:
+        centre = m.to_value(mean)
+        lower = min(m.to_value(mean - k_eff * std), centre - m.floor) if m.side in ("both", "lower") else None
+        upper = max(m.to_value(mean + k_eff * std), centre + m.floor) if m.side in ("both", "upper") else None
+        return lower, upper
     margin = max(k_eff * std, m.floor)
     lower = mean - margin if m.side in ("both", "lower") else None
     upper = mean + margin if m.side in ("both", "upper") else None
@@ -349,6 +390,7 @@ def _rules_at(metrics: Sequence[_MetricData], cfg: ReworkConfig, k: float | Sequ
             std=rounded(std),
             n=len(m.data),
             k_sigma=rounded(k_rule, 4),
+            scale=m.scale_name,
         )
         rules.append(
             Rule(
@@ -380,15 +422,25 @@ def _complete_rows(metrics: Sequence[_MetricData], n: int) -> tuple[np.ndarray, 
 
 
 def _critical(
-    dev: np.ndarray, std: np.ndarray, values: np.ndarray, metrics: Sequence[_MetricData]
+    dev: np.ndarray,
+    std: np.ndarray,
+    values: np.ndarray,
+    metrics: Sequence[_MetricData],
+    means: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per sample and rule, the effective k below which the rule fires on it (-inf: never fires).
 
     ``dev`` = value - mean of the calibration frames, ``std`` their sigma (broadcastable): a rule
     with margin max(k*std, floor) fires when the deviation passes the margin on a ruled side (and,
-    for flash/bites, the value passes the absolute floor too).
+    for flash/bites, the value passes the absolute floor too). All on the calibration scale
+    (``means``: the calibration means there, for the floors of log-scale metrics).
     """
-    floor = np.array([m.floor for m in metrics])
+    floor = np.array([m.floor for m in metrics], dtype=np.float64)
+    if means is not None and any(m.log_offset is not None for m in metrics):
+        floor = np.broadcast_to(floor, np.broadcast_shapes(floor.shape, np.shape(means))).copy()
+        for j, m in enumerate(metrics):
+            if m.log_offset is not None:
+                floor[..., j] = m.floor_at(np.asarray(means)[..., j])
     has_lower = np.array([m.side in ("both", "lower") for m in metrics])
     has_upper = np.array([m.side in ("both", "upper") for m in metrics])
     exc = np.array([-np.inf if m.excursion_floor is None else m.excursion_floor for m in metrics])
@@ -406,7 +458,7 @@ def _loo_critical(x: np.ndarray, metrics: Sequence[_MetricData]) -> np.ndarray:
     total, total_sq = x.sum(axis=0), (x * x).sum(axis=0)
     means = (total - x) / (n - 1)
     std = np.sqrt(np.clip(((total_sq - x * x) - (n - 1) * means * means) / (n - 2), 0, None))
-    return _critical(x - means, std, x, metrics)
+    return _critical(x - means, std, x, metrics, means)
 
 
 def _clopper_pearson(count: int, n: int, confidence: float) -> tuple[float, float]:
@@ -493,7 +545,7 @@ class _GaussianSet:
         for j, m in enumerate(metrics):
             if not live[j]:
                 continue
-            z_floor = m.floor / std[j]
+            z_floor = float(m.floor_at(float(x[:, j].mean()))) / std[j]
             if m.excursion_floor is not None:
                 z_floor = max(z_floor, (m.excursion_floor - float(x[:, j].mean())) / std[j])
             floors[j] = nominal_k(cfg, n, z_floor)
@@ -957,14 +1009,19 @@ def _span(limits: tuple[float | None, float | None] | None) -> str:
 
 
 def rework_target(config: Config) -> float | None:
-    """The false-rework rate calibration aims at: None when ``rework.k_sigma`` is given explicitly."""
+    """The false-rework rate calibration aims at: None when ``rework.k_sigma`` is given explicitly.
+
+    An explicit ``rework.false_reject_rate`` is the rules' rate as given; otherwise rework's share of
+    the budget less the ring-shape screen's part of it (``screening.shape_share``: the screen measures
+    what the flash rule measures, see ``screening/shape.py``).
+    """
     if config.rework.k_sigma is not None:
         return None
     if config.rework.false_reject_rate is not None:
         return float(config.rework.false_reject_rate)
     from oringscan.budget import split_false_reject_budget  # a moved module must fail loudly, not fall back
 
-    return float(split_false_reject_budget(config).rework)
+    return float(split_false_reject_budget(config).rework) * (1.0 - float(config.screening.shape_share))
 
 
 def calibrate_from_values(
@@ -987,7 +1044,7 @@ def calibrate_from_values(
     previous = load_rules(rules_path) if rules_path is not None and rules_path.is_file() else None
     merged, changes = merge_rules(previous, calibrated)
     meta = RulesMeta(
-        model=oring_type,
+        oring_type=oring_type,
         k_sigma=rounded(rates.k_sigma, 4),
         calibrated_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         source=source or None,

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from oringscan.errors import ModelFileError
 from oringscan.rework_rules.metrics import ALL_METRICS, unit_of
@@ -56,6 +56,9 @@ class CalibrationRecord(BaseModel):
     rate_high: float | None = None
     # This rule's own k (balanced allocation: each rule its own; common: the set's k).
     k_sigma: float | None = None
+    # The scale mean and std are taken on (None: the metric's own): "log(x)" or "log(x - 1)" for the
+    # range-type metrics (wall range, wall max/min), whose limits are mean + k std of that log.
+    scale: str | None = None
 
 
 class Rule(BaseModel):
@@ -113,9 +116,10 @@ def _same(a: float | None, b: float | None) -> bool:
 
 
 class RulesMeta(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    model: str | None = None
+    # The o-ring type; files written before the rename say "model".
+    oring_type: str | None = Field(default=None, validation_alias=AliasChoices("oring_type", "model"))
     k_sigma: float | None = None
     calibrated_at: str | None = None
     source: str | None = None

@@ -458,6 +458,7 @@ def recalibrate(
         )
     budget = split_false_reject_budget(config)
     review = budget.review if (sc.review_rate is not None or sc.marginal_fraction is None) else None
+    # A model with a ring-shape screen keeps it (a measurement of the ring, not of the bank's scores).
     info = calibrate_good_scores(
         s,
         list(names),
@@ -483,7 +484,7 @@ def recalibrate(
     kept = {
         k: v
         for k, v in meta.calibration.items()
-        if k in ("patches_seen", "patches_per_tile", "bank_size", "folds", "ring_size")
+        if k in ("patches_seen", "patches_per_tile", "bank_size", "folds", "ring_size", "shape_screen")
     }
     meta.calibration = {**kept, **info, "recalibrated": True}
     meta.oof_scores = {str(n): round(float(v), 6) for n, v in zip(names, s, strict=True)}

@@ -64,7 +64,9 @@ def train_screening_command(app: AppContext, oring_type: str, threads: int | Non
 
     set_threads(threads)
     torch.set_num_threads(threads or torch.get_num_threads())
-    screen = fit_screening(app.config, app.output_root, oring_type, progress=not no_progress)
+    screen = fit_screening(
+        app.config, app.output_root, oring_type, progress=not no_progress, data_root=app.data_root
+    )
     m = screen.meta
     click.echo(
         f"{oring_type}: backbone {m.backbone} ({'ImageNet weights' if m.pretrained else 'no pretrained weights'}), "
@@ -105,6 +107,9 @@ def _echo_calibration(c: dict[str, Any]) -> None:
             f"warning: good frame {o['frame']} scores {o['score']:.4f}, far above the others: "
             "left out of the threshold fit; check it"
         )
+    shape = c.get("shape_screen")
+    if shape:
+        click.echo(f"{shape['statement']} ({shape['method']})")
     if c.get("frame_recall_at_threshold") is not None:
         best = c.get("best_f1_frame")
         click.echo(

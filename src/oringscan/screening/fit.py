@@ -32,6 +32,7 @@ from .data import (
 )
 from .metrics import best_f1, frame_scores
 from .model import ScreeningMeta, ScreeningModel, _versions, build_patchcore, quantile_higher, resolve_device
+from .shape import fit_shape_screen, flag_rates
 
 log = logging.getLogger(__name__)
 
@@ -296,8 +297,14 @@ def cross_fit(
     return oof, stats
 
 
-def calibrate_thresholds(model: ScreeningModel, oof: dict[str, float], config: Config) -> dict[str, Any]:
-    """Set the model's two thresholds from out-of-fold good frame scores (the line's budget shares)."""
+def calibrate_thresholds(
+    model: ScreeningModel, oof: dict[str, float], config: Config, flag_rate: float | None = None
+) -> dict[str, Any]:
+    """Set the model's two thresholds from out-of-fold good frame scores (the line's budget shares).
+
+    ``flag_rate``: the texture threshold's share when a ring-shape screen takes part of screening's
+    (:func:`oringscan.screening.shape.flag_rates`); None: all of it.
+    """
     sc = config.screening
     budget = split_false_reject_budget(config)
     review = budget.review if (sc.review_rate is not None or sc.marginal_fraction is None) else None
@@ -305,7 +312,7 @@ def calibrate_thresholds(model: ScreeningModel, oof: dict[str, float], config: C
     info = calibrate_good_scores(
         [oof[n] for n in names],
         names,
-        budget.screening,
+        budget.screening if flag_rate is None else flag_rate,
         review,
         marginal_fraction=sc.marginal_fraction,
         tail_fraction=sc.tail_fraction,
@@ -322,11 +329,19 @@ def calibrate_thresholds(model: ScreeningModel, oof: dict[str, float], config: C
 
 
 def fit_screening(
-    config: Config, output_root: Path, oring_type: str, progress: bool = True, directory: Path | None = None
+    config: Config,
+    output_root: Path,
+    oring_type: str,
+    progress: bool = True,
+    directory: Path | None = None,
+    data_root: Path | None = None,
 ) -> ScreeningModel:
     """Fit the bank on the good train tiles, cross-fit thresholds on every good train+val frame, save
     to ``output/<model>/screening/`` (or ``directory``). ``[screening] model`` other than patchcore:
-    :func:`oringscan.screening.alternatives.fit_alternative` (same data, calibration and files)."""
+    :func:`oringscan.screening.alternatives.fit_alternative` (same data, calibration and files).
+
+    With ``data_root`` (where the source frames are) and ``screening.shape_share`` > 0, the same good
+    frames are measured and the ring-shape screen is calibrated too (``screening/shape.py``)."""
     if config.screening.model != "patchcore":
         from .alternatives import fit_alternative
 
@@ -346,7 +361,16 @@ def fit_screening(
     pool = train_good + val_good
     screen = new_model(config, oring_type)
     oof, stats = cross_fit(screen, pool, [True] * len(train_good) + [False] * len(val_good), config, progress)
-    calibration = calibrate_thresholds(screen, oof, config)
+    texture_rate, shape_rate = flag_rates(config)
+    shape = None
+    if shape_rate > 0 and data_root is not None:
+        shape = fit_shape_screen(
+            config, output_root, oring_type, sorted(group_frames(pool)), data_root, progress
+        )
+    calibration = calibrate_thresholds(screen, oof, config, flag_rate=texture_rate)
+    if shape is not None:
+        calibration["shape_screen"] = shape.to_json()
+        log.info("%s: %s", oring_type, shape.info["statement"])
     if val_defect:
         scores = score_records(
             screen, val_defect, config.screening.batch_size, progress, desc=f"val defects {oring_type}"

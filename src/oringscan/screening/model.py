@@ -26,6 +26,7 @@ from oringscan.types import ScreeningResult, Tile, TileScore
 
 if TYPE_CHECKING:
     from oringscan.config import Config
+    from oringscan.screening.shape import ShapeScreen
     from oringscan.workspace import TypeWorkspace
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, RINGTEXTURE, build_extractor
@@ -172,6 +173,14 @@ class ScreeningModel:
     @property
     def threshold(self) -> float:
         return float(self.meta.threshold)
+
+    @property
+    def shape_screen(self) -> ShapeScreen | None:
+        """The ring-shape screen calibrated with this model (``screening/shape.py``), or None: the
+        Inspector flags a frame whose measured edge protrusion passes its threshold."""
+        from oringscan.screening.shape import ShapeScreen
+
+        return ShapeScreen.from_json(self.meta.calibration.get("shape_screen"))
 
     @property
     def memory_bank(self) -> torch.Tensor:

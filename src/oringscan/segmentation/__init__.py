@@ -6,6 +6,8 @@ Public API (what the pipeline calls):
     segmenter.predict_tiles(tiles) -> list[Instance]     # frame coordinates, stitched
     stitch(instances) -> list[Instance]
     evaluate_segmentation(config, output_root, model, data_root) -> dict
+    stage_from_config(config, workspace) -> Segmenter | SemanticSegmenter | TileClassifier
+        # [segmentation] stage: "maskrcnn" (default), "semantic" or "classifier" (segmentation/stages.py)
 """
 
 from typing import TYPE_CHECKING
@@ -13,9 +15,12 @@ from typing import TYPE_CHECKING
 from oringscan._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from oringscan.segmentation.classifier import TileClassifier
     from oringscan.segmentation.engine import TrainingError, train_segmentation
     from oringscan.segmentation.evaluation import evaluate_segmentation
     from oringscan.segmentation.inference import FramePrediction, Segmenter
+    from oringscan.segmentation.semantic import SemanticSegmenter
+    from oringscan.segmentation.stages import load_stage, stage_from_config
     from oringscan.segmentation.stitching import stitch
 
 # Names are imported on first use, so `oringscan --help` does not load torch (see oringscan/_lazy.py).
@@ -28,14 +33,22 @@ __getattr__, __dir__ = lazy_exports(
         "FramePrediction": "inference",
         "Segmenter": "inference",
         "stitch": "stitching",
+        "SemanticSegmenter": "semantic",
+        "TileClassifier": "classifier",
+        "load_stage": "stages",
+        "stage_from_config": "stages",
     },
 )
 
 __all__ = [
     "FramePrediction",
     "Segmenter",
+    "SemanticSegmenter",
+    "TileClassifier",
     "TrainingError",
     "evaluate_segmentation",
+    "load_stage",
+    "stage_from_config",
     "stitch",
     "train_segmentation",
 ]

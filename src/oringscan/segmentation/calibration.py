@@ -310,6 +310,10 @@ def calibrate_segmentation(
     progress: bool = False,
 ) -> SegmentationCalibration:
     """Predict the val split with the checkpoint, calibrate, and write the file next to it."""
+    if config.segmentation.stage != "maskrcnn":  # a second stage (segmentation/stages.py)
+        from oringscan.segmentation.dense_engine import calibrate_dense_stage
+
+        return calibrate_dense_stage(config, output_root, oring_type, checkpoint, device, write, progress)
     from oringscan.segmentation.coco_eval import predict_records
     from oringscan.segmentation.inference import Segmenter
     from oringscan.workspace import TypeWorkspace

@@ -107,9 +107,9 @@ def train_segmentation_cmd(
     summary = train_segmentation(
         app.config, app.output_root, oring_type, resume=resume, echo=click.echo, **options
     )
-    best = summary["best_segm_AP"]
+    best, metric = summary["best_segm_AP"], summary.get("metric", "val segm AP")  # second stages name theirs
     click.echo(
-        f"done ({summary['stopped']}): {summary['epochs_run']} epoch(s), best val segm AP "
+        f"done ({summary['stopped']}): {summary['epochs_run']} epoch(s), best {metric} "
         f"{'n/a' if best is None else f'{best:.3f}'} at epoch {summary['best_epoch'] + 1}; "
         f"checkpoint {summary['checkpoint']}"
     )
@@ -240,9 +240,9 @@ def predict_cmd(
             _echo_metrics(metrics)
         return
 
-    from oringscan.segmentation.inference import Segmenter
+    from oringscan.segmentation.stages import load_stage  # Mask R-CNN or a second stage, as the file holds
 
-    segmenter = Segmenter.load(checkpoint, device=device, expected_type=oring_type, config=app.config)
+    segmenter = load_stage(checkpoint, device=device, expected_type=oring_type, config=app.config)
     out_dir = vis_dir or workspace.inference_results
     if full_image is not None:
         files, force_frame = [full_image], True

@@ -106,6 +106,12 @@ def train_segmentation(
     ``overrides`` replace fields of ``config.training`` (epochs, batch_size, lr, backbone, device,
     max_minutes, num_workers, ...). Returns a summary: epochs run, best epoch and metric, paths.
     """
+    if config.segmentation.stage != "maskrcnn":  # a second stage (segmentation/stages.py)
+        from oringscan.segmentation.dense_engine import train_dense_stage
+
+        return train_dense_stage(
+            config, output_root, oring_type, resume=resume, progress=progress, echo=echo, **overrides
+        )
     config.oring_type(oring_type)
     say = echo or (lambda line: tqdm.write(line))
     workspace = TypeWorkspace.from_config(config, output_root, oring_type)

@@ -103,6 +103,12 @@ def evaluate_segmentation(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Metrics of the best checkpoint on the test split into ``inference_results/metrics.json`` + plots."""
+    if config.segmentation.stage != "maskrcnn":  # a second stage (segmentation/stages.py)
+        from oringscan.segmentation.dense_engine import evaluate_dense_stage
+
+        return evaluate_dense_stage(
+            config, output_root, oring_type, data_root, checkpoint, device, full_frames, progress
+        )
     workspace = TypeWorkspace.from_config(config, output_root, oring_type)
     checkpoint = checkpoint or workspace.best_checkpoint
     segmenter = Segmenter.load(checkpoint, device=device, expected_type=oring_type, config=config)

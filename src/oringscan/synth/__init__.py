@@ -2,7 +2,10 @@
 
 Public API (the pipeline and the tests call exactly these):
 ``render_frame(kind, rng, ...) -> SynthFrame(image, labelme, truth)`` and
-``synthesize_dataset(out_root, config, types, n_good, n_defect, n_rework, seed, color_fraction)``.
+``synthesize_dataset(out_root, config, types, n_good, n_defect, n_rework, seed, color_fraction)``
+for data sets; ``draw_ring(RingSpec, Scene, seed)`` (module ``exact``) for one ring of exact, known
+geometry, the yardstick of the rework measurement. The project's one renderer besides the
+independent ``oringscan.testing.plantlike``.
 """
 
 from typing import TYPE_CHECKING
@@ -11,6 +14,7 @@ from oringscan._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from oringscan.synth.dataset import MANIFEST_NAME, SynthError, rework_folder_for, synthesize_dataset
+    from oringscan.synth.exact import EdgeArc, RingSpec, Scene, draw_ring, random_scene, random_spec
     from oringscan.synth.render import (
         DEFECT_LABELS,
         FULL_SIZE,
@@ -42,20 +46,32 @@ __getattr__, __dir__ = lazy_exports(
         "render_frame": "render",
         "render_with_reference": "render",
         "style_for": "render",
+        "EdgeArc": "exact",
+        "RingSpec": "exact",
+        "Scene": "exact",
+        "draw_ring": "exact",
+        "random_scene": "exact",
+        "random_spec": "exact",
     },
 )
 
 __all__ = [
     "DEFECT_LABELS",
     "FULL_SIZE",
+    "EdgeArc",
+    "RingSpec",
+    "Scene",
     "MANIFEST_NAME",
     "REWORK_KINDS",
     "STYLES",
     "SynthError",
     "SynthFrame",
     "TypeStyle",
+    "draw_ring",
     "labelme_document",
     "render_frame",
+    "random_scene",
+    "random_spec",
     "render_with_reference",
     "rework_folder_for",
     "style_for",

@@ -3,8 +3,9 @@
 Edges are anti-aliased analytically (pixel coverage from the distance to the boundary along the
 radius), so a ring drawn with outer radius 650.3 px really measures 650.3 px; the plant's nuisances
 (mottled rubber, textured belt, lighting gradients, defocus, lint, both polarities, colour frames)
-are added on top. Independent of ``oringscan.synth``: that renders whole data sets, this draws one
-ring whose every number is known, for unit tests and the rework benchmark.
+are added on top. The synth package's second entry point: ``render`` draws whole data sets
+(random geometry, LabelMe polygons), this draws one ring whose every number is known, for the
+measurement tests and the rework benchmark. The independent renderer is ``oringscan.testing.plantlike``.
 """
 
 from __future__ import annotations
