@@ -62,7 +62,7 @@ def test_demo_fills_a_database_and_prints_the_dashboard_command(
 def test_demo_help_teaches_the_options():
     run = CliRunner().invoke(cli, ["demo", "--help"])
     assert run.exit_code == 0
-    assert "--workdir" in run.output and "--minutes" in run.output and "6 minutes" in run.output
+    assert "--workdir" in run.output and "--minutes" in run.output and "5 minutes" in run.output
     assert "fixed schedule" in run.output
 
 

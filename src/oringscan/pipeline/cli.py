@@ -301,7 +301,7 @@ def watch_command(
 )
 @click.option("--seed", type=int, default=42, show_default=True)
 def demo_command(workdir: Path, minutes: float | None, seed: int) -> None:
-    """The whole job end to end on synthetic frames, in about 6 minutes on 2 idle CPU cores.
+    """The whole job end to end on synthetic frames, in about 5 minutes on 2 idle CPU cores.
 
     \b
     Synthesises a small data set, preprocesses it into tiles, fits the screening model, trains the
