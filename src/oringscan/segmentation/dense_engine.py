@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -550,9 +549,7 @@ def evaluate_dense_stage(
 ) -> dict[str, Any]:
     """The test split as ``evaluate_segmentation`` reports it (tile segm/bbox AP, frame defect
     recall), plus per-tile classification (AP, AUROC of the tile's best score); same files."""
-    from oringscan.errors import FrameError
-    from oringscan.frames import read_frame
-    from oringscan.segmentation.evaluation import _plots, match_frame, truth_instances
+    from oringscan.segmentation.evaluation import _plots, frame_metrics
     from oringscan.segmentation.stages import _STAGE_CLASSES
 
     workspace = TypeWorkspace.from_config(config, output_root, oring_type)
@@ -568,71 +565,17 @@ def evaluate_dense_stage(
     truth_tiles = np.asarray([r.is_defect for r in records], dtype=bool)
     classification = tile_classification(tile_scores(stage, records, batch), truth_tiles)
 
-    by_frame: dict[str, list[TileRecord]] = defaultdict(list)
-    for r in records:
-        by_frame[r.source_image or f"tile:{r.path.name}"].append(r)
-    per_frame = []
-    counts = {"defects": 0, "found": 0, "predictions": 0, "false_positives": 0}
-    sources: dict[str, int] = defaultdict(int)
-    for source, tiles in tqdm(sorted(by_frame.items()), desc="frames", disable=not progress, leave=False):
-        truth = truth_instances(tiles, class_names)
-        frame_path = (
-            workspace.source_frame(source, data_root) if full_frames and tiles[0].source_image else None
-        )
-        gray = None
-        if frame_path is not None and frame_path.is_file():
-            try:
-                gray = read_frame(frame_path, config.frame).image
-            except FrameError as exc:
-                log.warning("%s; predicting this frame from its tiles", exc)
-        if gray is not None:
-            predicted = stage.predict_frame(gray, config, batch).instances
-            sources["frames"] += 1
-        else:
-            pieces = [
-                inst
-                for r in tiles
-                for inst in outputs[r.image_id].instances(
-                    class_names, (r.tile_x, r.tile_y), cfg.score_threshold, cfg.min_mask_area
-                )
-            ]
-            predicted = stage.stitch(pieces)
-            sources["tiles"] += 1
-        found, used = match_frame(truth, predicted, cfg.recall_iou)
-        counts["defects"] += len(truth)
-        counts["found"] += sum(found)
-        counts["predictions"] += len(predicted)
-        counts["false_positives"] += used.count(False)
-        per_frame.append(
-            {
-                "frame": source,
-                "defects": len(truth),
-                "found": sum(found),
-                "predicted": len(predicted),
-                "false_positives": used.count(False),
-                "read_from": "frame" if gray is not None else "tiles",
-            }
-        )
-    defect_frames = [f for f in per_frame if f["defects"]]
-    good_frames = [f for f in per_frame if not f["defects"]]
-    caught = sum(1 for f in defect_frames if f["predicted"])
-    frames = {
-        "frames": len(per_frame),
-        "read_from": dict(sources),
-        "defects": counts["defects"],
-        "defects_found": counts["found"],
-        "defect_recall": counts["found"] / counts["defects"] if counts["defects"] else None,
-        "predictions": counts["predictions"],
-        "false_positives": counts["false_positives"],
-        "precision": 1 - counts["false_positives"] / counts["predictions"] if counts["predictions"] else None,
-        "defect_frames": len(defect_frames),
-        "defect_frames_caught": caught,
-        "frame_recall": caught / len(defect_frames) if defect_frames else None,
-        "good_frames": len(good_frames),
-        "good_frames_flagged": sum(1 for f in good_frames if f["predicted"]),
-        "match_iou": cfg.recall_iou,
-        "score_threshold": cfg.score_threshold,
-    }
+    frames, per_frame, _ = frame_metrics(
+        stage,
+        records,
+        outputs,
+        config,
+        workspace,
+        data_root,
+        full_frames=full_frames,
+        batch_size=batch,
+        progress=progress,
+    )
     metrics: dict[str, Any] = {
         "model": oring_type,
         "stage": stage.stage,

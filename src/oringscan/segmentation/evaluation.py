@@ -92,6 +92,101 @@ def match_frame(
     return found, used
 
 
+def frame_metrics(
+    stage: Any,
+    records: list[TileRecord],
+    outputs: dict[Any, Any],
+    config: Config,
+    workspace: TypeWorkspace,
+    data_root: Path | None,
+    *,
+    full_frames: bool,
+    batch_size: int,
+    progress: bool = False,
+    keep_misses: int = 0,
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[np.ndarray]]:
+    """Defect recall per source frame, for any segmentation stage (``predict_frame`` on the full
+    frame when it can be read, else its tiles' predictions stitched): the summary, one row per frame,
+    and up to ``keep_misses`` pictures of missed defects."""
+    class_names, cfg = stage.class_names, stage.training
+    by_frame: dict[str, list[TileRecord]] = defaultdict(list)
+    for r in records:
+        by_frame[r.source_image or f"tile:{r.path.name}"].append(r)
+    per_frame: list[dict[str, Any]] = []
+    misses: list[np.ndarray] = []
+    counts = {"defects": 0, "found": 0, "predictions": 0, "false_positives": 0}
+    sources: dict[str, int] = defaultdict(int)
+    for source, tiles in tqdm(
+        sorted(by_frame.items()), desc="frames", unit="frame", disable=not progress, leave=False
+    ):
+        truth = truth_instances(tiles, class_names)
+        frame_path = (
+            workspace.source_frame(source, data_root) if full_frames and tiles[0].source_image else None
+        )
+        frame_path = frame_path if frame_path is not None and frame_path.is_file() else None
+        gray = None
+        if frame_path is not None:
+            try:
+                gray = read_frame(frame_path, config.frame).image
+            except FrameError as exc:
+                log.warning("%s; predicting this frame from its tiles", exc)
+        if gray is not None:
+            predicted = stage.predict_frame(gray, config, batch_size).instances
+            sources["frames"] += 1
+        else:
+            pieces = [
+                inst
+                for r in tiles
+                for inst in outputs[r.image_id].instances(
+                    class_names, (r.tile_x, r.tile_y), cfg.score_threshold, cfg.min_mask_area
+                )
+            ]
+            predicted = stage.stitch(pieces)
+            sources["tiles"] += 1
+        found, used = match_frame(truth, predicted, cfg.recall_iou)
+        counts["defects"] += len(truth)
+        counts["found"] += sum(found)
+        counts["predictions"] += len(predicted)
+        counts["false_positives"] += used.count(False)
+        per_frame.append(
+            {
+                "frame": source,
+                "defects": len(truth),
+                "found": sum(found),
+                "predicted": len(predicted),
+                "false_positives": used.count(False),
+                "read_from": "frame" if gray is not None else "tiles",
+            }
+        )
+        missed = [t for t, ok in zip(truth, found, strict=True) if not ok]
+        if missed and len(misses) < keep_misses:
+            canvas = gray if gray is not None else _canvas_from_tiles(tiles)
+            for t in missed[: keep_misses - len(misses)]:
+                misses.append(_crop_picture(canvas, t, predicted, class_names))
+
+    defect_frames = [f for f in per_frame if f["defects"]]
+    good_frames = [f for f in per_frame if not f["defects"]]
+    caught = sum(1 for f in defect_frames if f["predicted"])
+    frames = {
+        "frames": len(per_frame),
+        "read_from": dict(sources),
+        "defects": counts["defects"],
+        "defects_found": counts["found"],
+        "defect_recall": counts["found"] / counts["defects"] if counts["defects"] else None,
+        "predictions": counts["predictions"],
+        "false_positives": counts["false_positives"],
+        "precision": 1 - counts["false_positives"] / counts["predictions"] if counts["predictions"] else None,
+        "defect_frames": len(defect_frames),
+        "defect_frames_caught": caught,
+        "frame_recall": caught / len(defect_frames) if defect_frames else None,
+        "good_frames": len(good_frames),
+        "good_frames_flagged": sum(1 for f in good_frames if f["predicted"]),
+        "match_iou": cfg.recall_iou,
+        "score_threshold": cfg.score_threshold,
+    }
+    return frames, per_frame, misses
+
+
 def evaluate_segmentation(
     config: Config,
     output_root: Path,
@@ -131,81 +226,18 @@ def evaluate_segmentation(
     )
     tile_metrics = coco_metrics(records, outputs, class_names, cfg.mask_threshold)
 
-    by_frame: dict[str, list[TileRecord]] = defaultdict(list)
-    for r in records:
-        by_frame[r.source_image or f"tile:{r.path.name}"].append(r)
-    per_frame, misses = [], []
-    counts = {"defects": 0, "found": 0, "predictions": 0, "false_positives": 0}
-    sources: dict[str, int] = defaultdict(int)
-    for source, tiles in tqdm(
-        sorted(by_frame.items()), desc="frames", unit="frame", disable=not progress, leave=False
-    ):
-        truth = truth_instances(tiles, class_names)
-        frame_path = (
-            workspace.source_frame(source, data_root) if full_frames and tiles[0].source_image else None
-        )
-        frame_path = frame_path if frame_path is not None and frame_path.is_file() else None
-        gray = None
-        if frame_path is not None:
-            try:
-                gray = read_frame(frame_path, config.frame).image
-            except FrameError as exc:
-                log.warning("%s; predicting this frame from its tiles", exc)
-        if gray is not None:
-            predicted = segmenter.predict_frame(gray, config, config.pipeline.tile_batch_size).instances
-            sources["frames"] += 1
-        else:
-            pieces = [
-                inst
-                for r in tiles
-                for inst in outputs[r.image_id].instances(
-                    class_names, (r.tile_x, r.tile_y), cfg.score_threshold, cfg.min_mask_area
-                )
-            ]
-            predicted = segmenter.stitch(pieces)
-            sources["tiles"] += 1
-        found, used = match_frame(truth, predicted, cfg.recall_iou)
-        counts["defects"] += len(truth)
-        counts["found"] += sum(found)
-        counts["predictions"] += len(predicted)
-        counts["false_positives"] += used.count(False)
-        per_frame.append(
-            {
-                "frame": source,
-                "defects": len(truth),
-                "found": sum(found),
-                "predicted": len(predicted),
-                "false_positives": used.count(False),
-                "read_from": "frame" if gray is not None else "tiles",
-            }
-        )
-        missed = [t for t, ok in zip(truth, found, strict=True) if not ok]
-        if missed and len(misses) < 12:
-            canvas = gray if gray is not None else _canvas_from_tiles(tiles)
-            for t in missed[: 12 - len(misses)]:
-                misses.append(_crop_picture(canvas, t, predicted, class_names))
-
-    defect_frames = [f for f in per_frame if f["defects"]]
-    good_frames = [f for f in per_frame if not f["defects"]]
-    frames = {
-        "frames": len(per_frame),
-        "read_from": dict(sources),
-        "defects": counts["defects"],
-        "defects_found": counts["found"],
-        "defect_recall": counts["found"] / counts["defects"] if counts["defects"] else None,
-        "predictions": counts["predictions"],
-        "false_positives": counts["false_positives"],
-        "precision": 1 - counts["false_positives"] / counts["predictions"] if counts["predictions"] else None,
-        "defect_frames": len(defect_frames),
-        "defect_frames_caught": sum(1 for f in defect_frames if f["predicted"]),
-        "frame_recall": sum(1 for f in defect_frames if f["predicted"]) / len(defect_frames)
-        if defect_frames
-        else None,
-        "good_frames": len(good_frames),
-        "good_frames_flagged": sum(1 for f in good_frames if f["predicted"]),
-        "match_iou": cfg.recall_iou,
-        "score_threshold": cfg.score_threshold,
-    }
+    frames, per_frame, misses = frame_metrics(
+        segmenter,
+        records,
+        outputs,
+        config,
+        workspace,
+        data_root,
+        full_frames=full_frames,
+        batch_size=config.pipeline.tile_batch_size,
+        progress=progress,
+        keep_misses=12,
+    )
     plots = _plots(out_dir, tile_metrics, misses, class_names)
     metrics = {
         "model": oring_type,

@@ -206,7 +206,63 @@ class FramePrediction:
     skipped_tiles: int = 0
 
 
-class Segmenter:
+class TiledPrediction:
+    """Tiles -> stitched frame defects, and a whole frame through the shared tile grid: the same for
+    every segmentation stage, which brings ``predict_arrays`` (per-tile Instances in frame
+    coordinates) and its ``training`` settings (stitching)."""
+
+    training: TrainingConfig
+
+    def predict_arrays(
+        self,
+        images: Sequence[np.ndarray],
+        offsets: Sequence[tuple[int, int]] | None = None,
+        batch_size: int = 4,
+        progress: bool = False,
+        anomaly_maps: Sequence[np.ndarray] | None = None,
+    ) -> list[list[Instance]]:
+        raise NotImplementedError
+
+    def stitch(self, instances: Sequence[Instance]) -> list[Instance]:
+        return stitch(
+            instances,
+            self.training.stitch_ios,
+            self.training.stitch_window_iou,
+            min_area=self.training.min_mask_area,
+        )
+
+    def predict_tiles(
+        self,
+        tiles: Sequence[Tile],
+        batch_size: int = 4,
+        progress: bool = False,
+        anomaly_maps: Sequence[np.ndarray] | None = None,
+    ) -> list[Instance]:
+        """Frame-coordinate defects of a frame's tiles, duplicates merged and cut parts re-joined.
+
+        ``anomaly_maps``: the tiles' raw screening maps, in tile order (see :meth:`predict_arrays`).
+        """
+        per_tile = self.predict_arrays(
+            [t.image for t in tiles],
+            [(t.box.x, t.box.y) for t in tiles],
+            batch_size=batch_size,
+            progress=progress,
+            anomaly_maps=anomaly_maps,
+        )
+        return self.stitch([inst for group in per_tile for inst in group])
+
+    def predict_frame(
+        self, gray: np.ndarray, config: Config, batch_size: int = 4, progress: bool = False
+    ) -> FramePrediction:
+        """ROI, the shared tile grid, batched prediction and stitching for one full frame."""
+        roi = find_ring(gray, config.roi)
+        if not roi.usable:
+            return FramePrediction([], roi)
+        tiles, skipped = ring_tiles(gray, roi, config)
+        return FramePrediction(self.predict_tiles(tiles, batch_size, progress), roi, tiles, skipped)
+
+
+class Segmenter(TiledPrediction):
     """A trained Mask R-CNN for one o-ring type, ready to predict tiles and frames."""
 
     def __init__(
@@ -408,41 +464,3 @@ class Segmenter:
             for detections, offset in zip(streamed, offsets[start : start + batch_size], strict=True):
                 results.append(detections.instances(self.class_names, offset, *thresholds))
         return results
-
-    def stitch(self, instances: Sequence[Instance]) -> list[Instance]:
-        return stitch(
-            instances,
-            self.training.stitch_ios,
-            self.training.stitch_window_iou,
-            min_area=self.training.min_mask_area,
-        )
-
-    def predict_tiles(
-        self,
-        tiles: Sequence[Tile],
-        batch_size: int = 4,
-        progress: bool = False,
-        anomaly_maps: Sequence[np.ndarray] | None = None,
-    ) -> list[Instance]:
-        """Frame-coordinate defects of a frame's tiles, duplicates merged and cut parts re-joined.
-
-        ``anomaly_maps``: the tiles' raw screening maps, in tile order (see :meth:`predict_arrays`).
-        """
-        per_tile = self.predict_arrays(
-            [t.image for t in tiles],
-            [(t.box.x, t.box.y) for t in tiles],
-            batch_size=batch_size,
-            progress=progress,
-            anomaly_maps=anomaly_maps,
-        )
-        return self.stitch([inst for group in per_tile for inst in group])
-
-    def predict_frame(
-        self, gray: np.ndarray, config: Config, batch_size: int = 4, progress: bool = False
-    ) -> FramePrediction:
-        """ROI, the shared tile grid, batched prediction and stitching for one full frame."""
-        roi = find_ring(gray, config.roi)
-        if not roi.usable:
-            return FramePrediction([], roi)
-        tiles, skipped = ring_tiles(gray, roi, config)
-        return FramePrediction(self.predict_tiles(tiles, batch_size, progress), roi, tiles, skipped)

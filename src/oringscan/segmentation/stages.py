@@ -27,15 +27,15 @@ import torch.nn.functional as F
 from oringscan.config import Config, SegmentationConfig
 from oringscan.errors import ModelFileError
 from oringscan.segmentation.dense_models import DenseSpec, build_dense_model
-from oringscan.segmentation.stitching import stitch
-from oringscan.types import Instance, Tile
+from oringscan.segmentation.inference import TiledPrediction
+from oringscan.types import Instance
 from oringscan.workspace import TypeWorkspace
 
 if TYPE_CHECKING:
     from oringscan.segmentation.calibration import SegmentationCalibration
     from oringscan.segmentation.classifier import TileClassifier
     from oringscan.segmentation.coco_eval import TilePrediction
-    from oringscan.segmentation.inference import FramePrediction, Segmenter
+    from oringscan.segmentation.inference import Segmenter
     from oringscan.segmentation.semantic import SemanticSegmenter
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def instances_to_prediction(
     )
 
 
-class DenseStage:
+class DenseStage(TiledPrediction):
     """A second stage: a network that sees whole tiles, turned into instances per tile."""
 
     stage: ClassVar[str] = ""
@@ -254,45 +254,6 @@ class DenseStage:
                     self.tile_instances(out[i], gray, offsets[start + i], maps[start + i], threshold)
                 )
         return results
-
-    def stitch(self, instances: Sequence[Instance]) -> list[Instance]:
-        return stitch(
-            instances,
-            self.training.stitch_ios,
-            self.training.stitch_window_iou,
-            min_area=self.training.min_mask_area,
-        )
-
-    def predict_tiles(
-        self,
-        tiles: Sequence[Tile],
-        batch_size: int = 4,
-        progress: bool = False,
-        anomaly_maps: Sequence[np.ndarray] | None = None,
-    ) -> list[Instance]:
-        """Frame-coordinate defects of a frame's tiles, stitched as Mask R-CNN's are."""
-        per_tile = self.predict_arrays(
-            [t.image for t in tiles],
-            [(t.box.x, t.box.y) for t in tiles],
-            batch_size=batch_size,
-            progress=progress,
-            anomaly_maps=anomaly_maps,
-        )
-        return self.stitch([inst for group in per_tile for inst in group])
-
-    def predict_frame(
-        self, gray: np.ndarray, config: Config, batch_size: int = 4, progress: bool = False
-    ) -> FramePrediction:
-        """ROI, the shared tile grid, batched prediction and stitching for one full frame."""
-        from oringscan.roi import find_ring
-        from oringscan.segmentation.inference import FramePrediction
-        from oringscan.tiling import ring_tiles
-
-        roi = find_ring(gray, config.roi)
-        if not roi.usable:
-            return FramePrediction([], roi)
-        tiles, skipped = ring_tiles(gray, roi, config)
-        return FramePrediction(self.predict_tiles(tiles, batch_size, progress), roi, tiles, skipped)
 
     def predict_records(
         self, records: Sequence[Any], batch_size: int = 4, progress: bool = False
