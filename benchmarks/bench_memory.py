@@ -6,6 +6,7 @@ cases it holds, so a cut-short run can be continued)::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_memory.py [--backbones lite0_fpn resnet50_fpn]
         [--tiles 100 500 2000] [--cases eval,train,inspect,pipeline] [--train-cpu-minutes 1]
+        [--train-backbones lite0_fpn resnet50_fpn] [--pipeline-backbones lite0_fpn]
         [--distinct-tiles lite0_fpn=40 resnet50_fpn=4] [--workdir /tmp/oringscan-bench-memory]
         [--json-out rows.json] [--resume-from rows.json]
 
@@ -27,15 +28,17 @@ is the child's ``ru_maxrss`` from ``os.wait4``. Cases, per backbone:
   eval      ``evaluate_segmentation`` (what ``predict --evaluate`` / ``evaluate segmentation`` run) on
             a test split of N tiles; the frame-level part re-assembles frames from the tiles' RLEs
             (``full_frames=False``; a whole-frame pass is inspection, measured by ``inspect``).
-  train     ``train_segmentation`` with the CPU recipe (``backbone = "auto"`` on CPU -> lite0_fpn),
-            ``--train-cpu-minutes`` of CPU time (``budget_clock = "cpu"``) on the real train tiles, then
-            its validation on a val split of ``--train-val-tiles`` tiles; ``untrained``: a fresh start,
-            ``resumed``: ``resume=True`` from the first run's checkpoint (a trained model). lite0_fpn only
-            (resnet50_fpn training takes tens of seconds per iteration on one CPU thread; not run).
+  train     ``train_segmentation`` (what ``oringscan train segmentation`` runs): lite0_fpn with the CPU
+            recipe (``backbone = "auto"`` on CPU), resnet50_fpn with its defaults (random init, input
+            800, whole tiles, batch 4); ``--train-cpu-minutes`` of CPU time (``budget_clock = "cpu"``,
+            checked after each iteration) on the real train tiles, then its validation on a val split
+            of ``--train-val-tiles`` tiles; ``untrained``: a fresh start, ``resumed``: ``resume=True``
+            from the first run's checkpoint (a trained model: another budget, another validation).
   inspect   ``inspect_paths`` (what ``oringscan inspect`` runs; SQLite store, overlays written) of
             ``--inspect-frames`` full-size frames.
   pipeline  ``evaluate_pipeline`` (what ``oringscan evaluate pipeline`` runs) on F frames with F x
-            (ring tiles per frame) ~ N tiles.
+            (ring tiles per frame) ~ N tiles; ``--pipeline-backbones`` (default the CPU recipe only:
+            ~4.5 CPU-s per frame after the network, 223 frames for 2,000 tiles).
 
 CPU time: a 640 px tile costs ~1.3 s (lite0_fpn, input 448) and ~9 s (resnet50_fpn, input 800) of
 one core through the network, plus ~0.15 s to paste, threshold and encode its 100 masks. To fit
@@ -45,7 +48,9 @@ replay its detections (boxes, scores and 28x28 mask logits, ~0.4 MB per distinct
 cache keyed by the input's bytes and the weights' version. Everything after the network (pasting
 every mask at tile size, RLE, COCOeval, stitching, overlays) runs for every tile: that is the part
 that grew with N before issue 17; the network's own peak (weights + one batch) is reached on the
-real forwards. ``--distinct-tiles 0`` runs the network on every tile.
+real forwards. ``evaluate pipeline`` cases replay screening likewise: a repeated frame gets fresh
+copies of its tile scores and anomaly maps (~2.5 CPU-s per frame saved). ``--distinct-tiles 0``
+runs the network on every tile (``--distinct-frames BACKBONE=0``: every frame).
 
 Target (issue 17): flat in N apart from the model and one batch, <= 4 GB for the CPU recipe at
 2,000 val tiles.
@@ -239,6 +244,8 @@ class Counter:
     def __init__(self) -> None:
         self.tiles = self.detections = self.forwards = self.replays = 0
         self.cached_bytes = 0
+        self.train_iterations = 0
+        self.screened = self.screen_replays = 0
 
 
 def install_replay(distinct: bool, counter: Counter) -> None:
@@ -279,6 +286,39 @@ def install_replay(distinct: bool, counter: Counter) -> None:
     inference.run_model_streamed = streamed
     coco_eval.run_model_streamed = streamed
 
+    step = torch.optim.SGD.step
+
+    def counted_step(self: torch.optim.SGD, *a: Any, **k: Any) -> Any:
+        counter.train_iterations += 1
+        return step(self, *a, **k)
+
+    torch.optim.SGD.step = counted_step  # type: ignore[method-assign]
+
+
+def install_screening_replay(screening: Any, counter: Counter) -> None:
+    """``evaluate pipeline`` cases: replay the screening scores and anomaly maps of a frame already
+    seen (fresh copies, so whatever the pipeline keeps of them still costs memory per frame)."""
+    import numpy as np
+
+    original = screening.score_images
+    cache: dict[tuple[str, bool], tuple[Any, Any]] = {}
+
+    def score_images(images: list[Any], with_maps: bool = False, batch_size: int = 8) -> Any:
+        digest = hashlib.blake2b(digest_size=16)
+        for image in images:
+            digest.update(repr(image.shape).encode())
+            digest.update(np.ascontiguousarray(image).tobytes())
+        key = (digest.hexdigest(), with_maps)
+        if key not in cache:
+            cache[key] = original(images, with_maps=with_maps, batch_size=batch_size)
+            counter.screened += 1
+        else:
+            counter.screen_replays += 1
+        scores, maps = cache[key]
+        return scores.copy(), None if maps is None else [m.copy() for m in maps]
+
+    screening.score_images = score_images
+
 
 def run_case(args: argparse.Namespace) -> dict[str, Any]:
     import logging
@@ -309,19 +349,22 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
     elif args.case == "train":
         from oringscan.segmentation.engine import train_segmentation
 
-        config = base_config()  # backbone "auto" on CPU: the CPU recipe (lite0_fpn, input 448, ...)
+        # lite0_fpn: backbone "auto" on CPU, the CPU recipe (lite0_fpn, input 448, crops, ...);
+        # others: that backbone with its defaults (resnet50_fpn: input 800, whole tiles, batch 4).
+        config = base_config(None if args.backbone == "lite0_fpn" else args.backbone)
         config.segmentation = config.training.model_copy(
             update={"max_minutes": args.minutes, "budget_clock": "cpu", "epochs": 50, "patience": 50}
         )
         summary = train_segmentation(
             config,
-            work / f"train_lite0_fpn_{args.val_tiles}",
+            work / f"train_{args.backbone}_{args.val_tiles}",
             MODEL,
             resume=args.n == 1,
             progress=False,
             echo=lambda _line: None,
         )
         extra = {k: summary.get(k) for k in ("val_tiles", "epochs_run", "backbone")}
+        extra["iterations"] = counter.train_iterations
     elif args.case in ("inspect", "pipeline"):
         from oringscan.pipeline.inspector import Inspector
 
@@ -348,11 +391,18 @@ def run_case(args: argparse.Namespace) -> dict[str, Any]:
         else:
             from oringscan.pipeline import evaluate_pipeline
 
+            if args.distinct_frames:
+                install_screening_replay(inspector.screening, counter)
+
             truth = [(f, "defect" if "defect" in f.parent.name else "good") for f in frames]
             report = evaluate_pipeline(
                 inspector, work / "dataset", work / "output", out_dir=case_dir, progress=False, frames=truth
             )
-            extra = {"frames": len(report["frames_detail"])}
+            extra = {
+                "frames": len(report["frames_detail"]),
+                "frames_screened": counter.screened,
+                "screening_replays": counter.screen_replays,
+            }
     else:
         raise SystemExit(f"unknown case {args.case}")
     return {
@@ -399,18 +449,24 @@ def plan(args: argparse.Namespace, tiles_per_frame: float) -> list[tuple[str, st
     wanted = args.cases.split(",")
     frames = {n: max(1, math.ceil(n / tiles_per_frame)) for n in args.tiles}
     first, *others = args.backbones
+    train = [b for b in args.backbones if b in args.train_backbones]
+    pipeline = [b for b in args.backbones if b in args.pipeline_backbones]
     steps: list[tuple[str, str, int]] = []
     steps += [("eval", first, n) for n in args.tiles]
-    train = "lite0_fpn" in args.backbones
-    steps += [("train", "lite0_fpn", 0)] if train else []
+    steps += [("train", train[0], 0)] if train else []
     steps += [("inspect", b, args.inspect_frames) for b in args.backbones]
     for other in others:
         steps += [("eval", other, n) for n in args.tiles if n <= 500]
-    steps += [("train", "lite0_fpn", 1)] if train else []
-    steps += [("pipeline", first, frames[n]) for n in args.tiles]
+    steps += [("train", b, 0) for b in train[1:]]
+    steps += [("train", b, 1) for b in train]
+    for backbone in pipeline[:1]:
+        steps += [("pipeline", backbone, frames[n]) for n in args.tiles if n <= 500]
     for other in others:
         steps += [("eval", other, n) for n in args.tiles if n > 500]
-        steps += [("pipeline", other, frames[n]) for n in args.tiles]
+    for backbone in pipeline[:1]:
+        steps += [("pipeline", backbone, frames[n]) for n in args.tiles if n > 500]
+    for backbone in pipeline[1:]:
+        steps += [("pipeline", backbone, frames[n]) for n in args.tiles]
     return [s for s in steps if s[0] in wanted]
 
 
@@ -422,6 +478,13 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, nargs="+", default=[100, 500, 2000])
     parser.add_argument("--cases", default="eval,train,inspect,pipeline")
     parser.add_argument("--train-cpu-minutes", type=float, default=1.0)
+    parser.add_argument("--train-backbones", nargs="+", default=["lite0_fpn", "resnet50_fpn"])
+    parser.add_argument(
+        "--pipeline-backbones",
+        nargs="+",
+        default=["lite0_fpn"],
+        help="evaluate pipeline per backbone (CPU time: ~4.5 CPU-s per frame after the network)",
+    )
     parser.add_argument("--train-val-tiles", type=int, default=100)
     parser.add_argument("--inspect-frames", type=int, default=3)
     parser.add_argument(
@@ -465,13 +528,13 @@ def main() -> None:
             write_tile_split(
                 args.workdir, args.workdir / f"eval_{backbone}_{n}", "test", n, distinct[backbone]
             )
-    if any(case == "train" for case, _, _ in steps):
+    for backbone in sorted({b for case, b, _ in steps if case == "train"}):
         write_tile_split(
             args.workdir,
-            args.workdir / f"train_lite0_fpn_{args.train_val_tiles}",
+            args.workdir / f"train_{backbone}_{args.train_val_tiles}",
             "val",
             args.train_val_tiles,
-            distinct["lite0_fpn"],
+            distinct[backbone],
             train=True,
         )
     print(

@@ -3,10 +3,13 @@
 Screening: a fitted screening folder (``--screening DIR``, PatchCore) is exported (``model.onnx``) and
 both runtimes score the same frames' tiles (the tiles of ``--split`` of ``--output``/``--model``).
 Segmentation: a checkpoint (``--checkpoint``), or with none a lite0_fpn Mask R-CNN with random heads at
-the tile size (its timing only: an untrained model's detections are not the plant's).
+the tile size (its timing only: an untrained model's detections are not the plant's). Second stages:
+each ``--stage-checkpoint`` (a semantic segmenter or tile classifier, e.g. from ``evaluate compare``)
+is exported and both runtimes predict every tile of the same frames (batches of 4, as the pipeline).
 
     python benchmarks/bench_onnx_runtime.py --output output --model model1 \
-        --screening output/model1/screening --frames 8
+        --screening output/model1/screening --frames 8 \
+        [--stage-checkpoint output/model1/compare/semantic/model1/checkpoints/best_model.pth ...]
 """
 
 from __future__ import annotations
@@ -44,6 +47,30 @@ def _time(fn, frames: list[list[np.ndarray]]) -> tuple[float, list]:  # type: ig
     return (time.perf_counter() - t0) / len(frames), out
 
 
+def _second_stage(path: Path, frames: list[list[np.ndarray]]) -> dict:
+    """A semantic segmenter / tile classifier: torch and onnxruntime per frame, and their agreement."""
+    from oringscan.export.dense_onnx import export_dense_onnx, onnx_dense_stage
+    from oringscan.segmentation.stages import load_stage
+
+    stage = load_stage(path, device="cpu")
+    out = Path("/tmp") / "bench_onnx_stage" / f"{stage.stage}.onnx"
+    info = export_dense_onnx(stage, out, check_images=frames[0][:4])  # type: ignore[arg-type]
+    twin = onnx_dense_stage(stage, out)  # type: ignore[arg-type]
+    t_torch, i_torch = _time(lambda t: stage.predict_arrays(t, batch_size=4), frames)
+    t_onnx, i_onnx = _time(lambda t: twin.predict_arrays(t, batch_size=4), frames)
+    return {
+        "stage": stage.stage,
+        "arch": stage.spec.arch,
+        "input_size": stage.spec.input_size,
+        "onnx_bytes": info["bytes"],
+        "torch_s_per_frame": round(t_torch, 3),
+        "onnx_s_per_frame": round(t_onnx, 3),
+        "parity_4_tiles": info["parity"],
+        "instances_torch": sum(len(x) for f in i_torch for x in f),
+        "instances_onnx": sum(len(x) for f in i_onnx for x in f),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", type=Path, required=True)
@@ -53,6 +80,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--tile-size", type=int, default=640)
+    ap.add_argument("--stage-checkpoint", type=Path, action="append", default=[])
+    ap.add_argument("--skip-mask-rcnn", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from oringscan.screening.model import ScreeningModel
@@ -76,6 +105,11 @@ def main() -> None:
             "max_score_diff": diff,
         }
     }
+    for path in args.stage_checkpoint:
+        result[f"second stage {path}"] = _second_stage(path, frames)
+    if args.skip_mask_rcnn:
+        print(json.dumps(result, indent=2))
+        return
     from oringscan.config import Config
     from oringscan.export.segmentation_onnx import OnnxSegmenter, export_segmenter_onnx
     from oringscan.segmentation.inference import Segmenter

@@ -22,9 +22,11 @@ For each fit size N (nested: the first N of one pool of good frames):
   ``calibrate_thresholds``, 5 folds, generalized Pareto tail), default budget (1 % flag, 2 % review);
   plus the ring-shape screen (``screening/shape.py``, default ``shape_share = 0.25`` of rework's 2 %:
   0.5 %; texture keeps its 1 %), its threshold calibrated on the same N frames' rework
-  measurement (highest edge protrusion held over ``flash_min_arc_deg``; floor
-  ``rework.min_excursion_limit_px``, divided by ``--reduce`` as the frames are); a frame is flagged
-  when either flags it. ``--shape-share 0``: the texture screen alone.
+  measurement; a frame is flagged when either flags it. ``--shape-share 0``: the texture screen alone.
+  Two shape screens side by side: "old" (the first version: the flash rule's protrusion, held over
+  ``flash_min_arc_deg``, floor ``rework.min_excursion_limit_px``) and "new" (lint-aware: the profile
+  held over 2 x ``roi.lint_max_width_px`` of arc, floor 1.15 x that width); px limits are divided by
+  ``--reduce`` as the frames are.
 Both are scored on the same unseen good and defect frames: unseen good flagged, recall (defect frames
 flagged), unseen good sent to review (marginal band), and the new calibration's expected rate with
 its interval. Each frame's rework measurement is cached next to its tiles (``shape.json``).
@@ -50,7 +52,13 @@ from oringscan.roi import find_ring  # noqa: E402
 from oringscan.screening.fit import calibrate_thresholds, cross_fit, new_model, score_records  # noqa: E402
 from oringscan.screening.metrics import auroc, frame_scores, recall_at_frr  # noqa: E402
 from oringscan.screening.model import quantile_higher  # noqa: E402
-from oringscan.screening.shape import calibrate_shape_screen, flag_rates, shape_score  # noqa: E402
+from oringscan.screening.shape import (  # noqa: E402
+    bulge_score,
+    calibrate_shape_screen,
+    flag_rates,
+    lint_envelope,
+    shape_score,
+)
 from oringscan.testing.plantlike import random_plant_scene, render_plant_frame  # noqa: E402
 from oringscan.tiling import ring_tiles  # noqa: E402
 from oringscan.workspace import TileAnnotation, TileRecord  # noqa: E402
@@ -143,6 +151,23 @@ def cached_shape(kind: str, seed: int, reduce: int = 3) -> dict[str, float] | No
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def cached_bulge(kind: str, seed: int, arc_px: float, reduce: int = 3) -> float:
+    """The lint-aware shape score (``bulge_score`` over ``arc_px``) of the cached frame, cached (NaN:
+    not measurable)."""
+    from oringscan.rework_rules import ReworkChecker, RulesFile
+
+    folder = cache_dir(reduce) / f"{kind}_{seed:05d}"
+    path = folder / f"bulge_{arc_px:.2f}.json"
+    if not path.is_file():
+        gray = cv2.imread(str(folder / "frame.png"), cv2.IMREAD_GRAYSCALE)
+        config = Config()
+        report = ReworkChecker(RulesFile(), config=config.rework, roi_config=config.roi).inspect(gray)
+        m = report.measurement
+        path.write_text(json.dumps(None if m is None else bulge_score(m, arc_px)[0]), encoding="utf-8")
+    value = json.loads(path.read_text(encoding="utf-8"))
+    return math.nan if value is None else float(value)
+
+
 def defect_sizes(seed: int) -> dict[str, list[float]]:
     """The rendered defects of a defect frame, full-size px: pit diameters, bulge heights."""
     scene = plant_scene("defect", seed)
@@ -196,7 +221,9 @@ def main() -> None:
     unseen_good = [cached_frame_tiles("good", 5000 + i, config, red) for i in range(args.unseen_good)]
     defect = [cached_frame_tiles("defect", 9000 + i, config, red) for i in range(args.defect)]
     print(f"frames ready in {time.perf_counter() - t0:.0f} s ({cache_dir(red)})", flush=True)
-    shape_of: dict[str, float] = {}
+    shape_of: dict[str, float] = {}  # old: the flash rule's protrusion
+    bulge_of: dict[str, float] = {}  # new: held over 2 x lint width
+    lint = lint_envelope(config.roi.lint_max_width_px / red)
     if shape_rate > 0:
         jobs = [("good", 1000 + i) for i in range(max(sizes))] + [
             ("good", 5000 + i) for i in range(args.unseen_good)
@@ -204,6 +231,7 @@ def main() -> None:
         for kind, seed in jobs + [("defect", 9000 + i) for i in range(args.defect)]:
             v = cached_shape(kind, seed, red)
             shape_of[f"{kind}_{seed:05d}"] = math.nan if v is None else shape_score(v)
+            bulge_of[f"{kind}_{seed:05d}"] = cached_bulge(kind, seed, lint.arc_px, red)
         print(f"rework measurements ready in {time.perf_counter() - t0:.0f} s", flush=True)
     if args.render_only:
         return
@@ -224,19 +252,22 @@ def main() -> None:
         oof, stats = cross_fit(screen, records, in_final, config, progress=False)
         new = calibrate_thresholds(screen, oof, config, flag_rate=texture_rate)
         fit_names = sorted({r.source for f in frames for r in f})
-        shape = (
-            calibrate_shape_screen(
-                [shape_of[name] for name in fit_names],
+        sc = config.screening
+        tail = {"tail_fraction": sc.tail_fraction, "min_tail_points": sc.min_tail_points}
+        floor = config.rework.min_excursion_limit_px / red
+        shape = bulge = None
+        if shape_rate > 0:
+            shape = calibrate_shape_screen(
+                [shape_of[name] for name in fit_names], fit_names, shape_rate, floor, **tail
+            )
+            bulge = calibrate_shape_screen(
+                [bulge_of[name] for name in fit_names],
                 fit_names,
                 shape_rate,
-                config.rework.min_excursion_limit_px / red,
-                tail_fraction=config.screening.tail_fraction,
-                min_tail_points=config.screening.min_tail_points,
-                confidence=config.screening.confidence,
+                floor,
+                lint_px=lint.width_px,
+                **tail,
             )
-            if shape_rate > 0
-            else None
-        )
         val_records = [r for f in val for r in f]
         val_scores = frame_level(val_records, score_records(screen, val_records, config.screening.batch_size))
         old_thr = quantile_higher(np.array(list(val_scores.values())), 0.99)
@@ -250,6 +281,11 @@ def main() -> None:
         bad_shape = np.array([shape_of.get(k, math.nan) > shape_thr for k in bad_names])
         both_good = (good > new["threshold"]) | good_shape
         both_bad = (bad > new["threshold"]) | bad_shape
+        bulge_thr = math.inf if bulge is None else bulge.threshold
+        good_bulge = np.array([bulge_of.get(k, math.nan) > bulge_thr for k in good_names])
+        bad_bulge = np.array([bulge_of.get(k, math.nan) > bulge_thr for k in bad_names])
+        lint_good = (good > new["threshold"]) | good_bulge
+        lint_bad = (bad > new["threshold"]) | bad_bulge
         row = {
             "n_good_fit": len(frames),
             "n_val_old": len(val),
@@ -290,6 +326,17 @@ def main() -> None:
             "both_recall": float(both_bad.mean()),
             "both_missed": [k for k, hit in zip(bad_names, both_bad, strict=True) if not hit],
             "both_false": [k for k, hit in zip(good_names, both_good, strict=True) if hit],
+            "bulge_threshold": None if bulge is None else bulge.threshold,
+            "bulge_flagged": float(good_bulge.mean()),
+            "bulge_recall": float(bad_bulge.mean()),
+            "bulge_expected": None if bulge is None else bulge.info["expected_false_reject_rate"],
+            "bulge_interval": None if bulge is None else bulge.info["expected_false_reject_interval"],
+            "bulge_method": None if bulge is None else bulge.info["method"],
+            "bulge_good_max": None if bulge is None else bulge.info["good_frame_score_max"],
+            "lint_flagged": float(lint_good.mean()),
+            "lint_recall": float(lint_bad.mean()),
+            "lint_missed": [k for k, hit in zip(bad_names, lint_bad, strict=True) if not hit],
+            "lint_false": [k for k, hit in zip(good_names, lint_good, strict=True) if hit],
             "statement": new["statement"],
             "seconds": round(time.perf_counter() - t1, 1),
             "fit_seconds": stats["fit_seconds"],
@@ -303,11 +350,30 @@ def main() -> None:
                 "shape_threshold": row["shape_threshold"],
                 "scores": test,
                 "shape_scores": {k: shape_of.get(k) for k in test},
+                "bulge_threshold": row["bulge_threshold"],
+                "bulge_scores": {k: bulge_of.get(k) for k in test},
             }
     print(
+        "\n| good frames fitted | old calibration: flagged / recall | new texture: flagged / recall "
+        "| old shape: threshold px, flagged / recall | new shape (lint-aware): threshold px, flagged / recall "
+        "| texture + old shape: flagged / recall | **texture + new shape: flagged** | **recall** |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["bulge_threshold"] is None:
+            continue
+        print(
+            f"| {r['n_good_fit']} | {r['old_flagged']:.1%} / {r['old_recall']:.3f} "
+            f"| {r['new_flagged']:.1%} / {r['new_recall']:.3f} "
+            f"| {r['shape_threshold']:.2f}, {r['shape_flagged']:.1%} / {r['shape_recall']:.3f} "
+            f"| {r['bulge_threshold']:.2f}, {r['bulge_flagged']:.1%} / {r['bulge_recall']:.3f} "
+            f"| {r['both_flagged']:.1%} / {r['both_recall']:.3f} "
+            f"| **{r['lint_flagged']:.1%}** | **{r['lint_recall']:.3f}** |"
+        )
+    print(
         "\n| good frames fitted | old: unseen good flagged / recall | new texture: flagged / recall "
-        "| new shape: threshold px, flagged / recall | **new texture + shape: unseen good flagged** | recall "
-        "| expected texture + shape (90 % intervals) |"
+        "| old shape (flash-held): threshold px, flagged / recall | **new texture + old shape: unseen good "
+        "flagged** | recall | expected texture + old shape (90 % intervals) |"
     )
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -359,8 +359,15 @@ class SegmentationConfig(TrainingConfig):
     # Precision on val an instance's score must reach to count as a defect (per class where val has
     # min_class_defects labelled defects of it, else one global score).
     defect_precision: float = Field(default=0.9, gt=0, le=1)
-    # A segmenter whose val segm AP50 is below this has not learned: it never calls a defect.
-    min_ap50: float = Field(default=0.3, ge=0, le=1)
+    # A segmenter whose instances, stitched as inspection stitches them, find the labelled val defects
+    # with an average precision below this has not learned: it never calls a defect ("find AP": an
+    # instance on a defect at mask IoU >= training.recall_iou is a find; README "Segmentation").
+    min_find_ap: float = Field(default=0.3, ge=0, le=1)
+    # Optionally also a floor on COCO's val segm AP50 (outlines at mask IoU >= 0.5; 0: reported only).
+    min_ap50: float = Field(default=0.0, ge=0, le=1)
+    # Val tiles the calibration predicts (labelled first, then good). None: all of them; the good
+    # tiles are what shows the false alarms, so cap it only where predicting val takes too long.
+    calibration_max_tiles: int | None = Field(default=None, ge=1)
     min_class_defects: int = Field(default=10, ge=1)
     # Fewest true positives at or above the calibrated score (a precision resting on 1-2 hits is noise).
     min_true_positives: int = Field(default=3, ge=1)
@@ -380,16 +387,24 @@ class SegmentationConfig(TrainingConfig):
 
 
 class CompareVariant(_Section):
-    """One screening variant of `oringscan evaluate compare`: a name and [screening] settings."""
+    """One variant of `oringscan evaluate compare`: a name and [screening] settings, or (a second
+    stage) [segmentation] settings such as ``{ stage = "semantic" }``; each over the configured ones."""
 
     name: str = Field(min_length=1)
     screening: dict[str, Any] = Field(default_factory=dict)
+    segmentation: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_stage(self) -> CompareVariant:
+        if self.segmentation is not None and self.screening:
+            raise ValueError(f"variant {self.name!r}: give screening or segmentation settings, not both")
+        return self
 
 
 class CompareConfig(_Section):
-    """`oringscan evaluate compare`: screening variants fitted and tested on the same split."""
+    """`oringscan evaluate compare`: variants (screening models, segmentation stages) tested on one split."""
 
-    # None: the built-in list (screening/compare.py DEFAULT_VARIANTS).
+    # None: the built-in list (pipeline/variants.py default_variants()).
     variants: list[CompareVariant] | None = None
 
 

@@ -17,7 +17,7 @@ the file and the command that makes it)::
       inference_results/              evaluate segmentation / predict: metrics.json, pictures
       evaluation/pipeline/            evaluate pipeline: report, confusion, overlays
       evaluation/compare-<a>-vs-<b>/  compare: two model versions on the same frames
-      compare/<variant>/              evaluate compare: screening variants on the same split
+      compare/<variant>/              evaluate compare: screening variants and second stages, one split
       measurements/                   measure: geometry pictures
       inspections/run-<id>_<UTC>/     inspect / watch: overlay pictures of one run
       rework_rules.toml               calibrate rework (or [rework] rules_file)
@@ -243,7 +243,7 @@ class TypeWorkspace:
 
     @property
     def variants_dir(self) -> Path:
-        """evaluate compare: screening variants fitted on the same split (production untouched)."""
+        """evaluate compare: screening variants and second stages on the same split (production untouched)."""
         return self.root / "compare"
 
     @property

@@ -194,3 +194,100 @@ def test_export_cli_and_onnx_runtime_inspect_like_torch(tiny_models, tmp_path: P
         assert [(d.label, d.offset, d.area) for d in a.defects] == [
             (d.label, d.offset, d.area) for d in b.defects
         ]
+
+
+# --- the second stages -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["semantic", "classifier"])
+def second_stage(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A semantic segmenter / tile classifier trained one epoch on tiny COCO tiles (as `train segmentation`)."""
+    from support.segmentation import tiny_config, write_tiny_coco
+
+    from oringscan.segmentation import train_segmentation
+
+    root = tmp_path_factory.mktemp(f"{request.param} onnx")
+    write_tiny_coco(root, counts={"train": (3, 2), "val": (2, 1), "test": (2, 2)})
+    config = tiny_config()
+    seg = config.segmentation.model_copy(
+        update={
+            "stage": request.param,
+            "epochs": 1,
+            "semantic_model": "lraspp_mobilenet_v3_large",  # random init, small: the graph, not accuracy
+            "classifier_model": "mobilenet_v3_small",
+        }
+    )
+    config = config.model_copy(update={"segmentation": seg})
+    train_segmentation(config, root, "model1", progress=False, echo=lambda _line: None)
+    return {"stage": request.param, "root": root, "config": config}
+
+
+def test_second_stage_exports_with_parity_and_runs_under_onnx_runtime(
+    second_stage: dict, tmp_path: Path
+) -> None:
+    """`export model` takes whichever stage the checkpoint holds; onnxruntime gives torch's
+    probabilities (1e-4), instances and tile decisions; `runtime = "onnx"` loads the graph."""
+    import os
+
+    from click.testing import CliRunner
+
+    from oringscan.cli.main import cli
+    from oringscan.config import config_to_toml
+    from oringscan.export.dense_onnx import OnnxNet, dense_parity
+    from oringscan.segmentation import stage_from_config
+    from oringscan.segmentation.dataset import read_gray
+    from oringscan.types import Tile, TileBox
+    from oringscan.workspace import TypeWorkspace
+
+    stage_name, root, config = second_stage["stage"], second_stage["root"], second_stage["config"]
+    config_path = tmp_path / "stage.toml"
+    config_path.write_text(config_to_toml(config), encoding="utf-8")
+    args = ["export", "model", "--model", "model1", "--output", str(root), "--config", str(config_path)]
+    result = CliRunner().invoke(cli, [*args, "--stage", "segmentation", "--check-tiles", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout[result.stdout.index("{") :])["segmentation"]
+    assert info["stage"] == stage_name and info["opset"] == 17
+    parity = info["parity"]
+    assert parity["tiles"] == 4 and parity["max_probability_diff"] < 1e-4 and parity["max_score_diff"] < 1e-4
+    assert parity["instances_torch"] == parity["instances_onnx"] == parity["identical"]
+    assert parity["same_tile_decisions"] is True
+
+    workspace = TypeWorkspace.from_config(config, root, "model1")
+    torch_stage = stage_from_config(config, workspace, "cpu")
+    onnx_config = config.model_copy(
+        update={"pipeline": config.pipeline.model_copy(update={"runtime": "onnx"})}
+    )
+    onnx_stage = stage_from_config(onnx_config, workspace, "cpu")
+    assert type(onnx_stage) is type(torch_stage) and isinstance(onnx_stage.model, OnnxNet)
+    assert not isinstance(torch_stage.model, OnnxNet)  # the twin is a copy: the torch stage is untouched
+    grays = [read_gray(r.path) for r in workspace.read_split("test", ["defect"])]
+    low = dense_parity(torch_stage, onnx_stage, grays)
+    assert low["max_probability_diff"] < 1e-4 and low["same_tile_decisions"]
+    every = [
+        torch_stage.predict_arrays(grays, score_threshold=0.0),
+        onnx_stage.predict_arrays(grays, score_threshold=0.0),
+    ]
+    assert sum(map(len, every[0])) > 0  # instances to compare, not an empty match
+    if stage_name == "classifier":
+        assert sum(map(len, every[0])) == len(grays)  # every tile at score 0: the decisions are real
+    assert [[(i.label, i.offset, i.area) for i in t] for t in every[0]] == [
+        [(i.label, i.offset, i.area) for i in t] for t in every[1]
+    ]
+    for a, b in zip(every[0], every[1], strict=True):
+        assert all(abs(p.score - q.score) < 1e-4 for p, q in zip(a, b, strict=True))
+    tiles = [Tile(TileBox(50 + 100 * k, 40, g.shape[1], g.shape[0]), g, 1.0) for k, g in enumerate(grays)]
+    assert [(d.label, d.offset, d.area) for d in torch_stage.predict_tiles(tiles)] == [
+        (d.label, d.offset, d.area) for d in onnx_stage.predict_tiles(tiles)
+    ]
+
+    # A checkpoint retrained after the export: refused, never silently paired with the old graph.
+    ckpt = workspace.best_checkpoint
+    stat = ckpt.stat()
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(ModelFileError, match="another checkpoint"):
+        stage_from_config(onnx_config, workspace, "cpu")
+    summary = ckpt.with_name("best_model.onnx.json")
+    other = "semantic" if stage_name == "classifier" else "classifier"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "stage": other}))
+    with pytest.raises(ModelFileError, match=f"holds the {other} stage"):
+        stage_from_config(onnx_config, workspace, "cpu")

@@ -79,7 +79,10 @@ def test_the_demo_validates_on_enough_defects_with_a_fixed_schedule():
     assert (t.epochs, t.lr_step_size, t.max_minutes) == (plan.epochs, plan.lr_step_size, None)
     assert t.patience >= t.epochs and t.lr_step_size < t.epochs  # no early stop; the low lr at the end
     # The precision target and the qualification floor stay the plant's.
-    assert (config.segmentation.defect_precision, config.segmentation.min_ap50) == (0.9, 0.3)
+    s = config.segmentation
+    assert (s.defect_precision, s.min_find_ap, s.min_ap50, s.min_true_positives) == (0.9, 0.3, 0.0, 3)
+    # Calibration sees every val tile (the good ones show the false alarms), not the per-epoch subset.
+    assert t.val_max_tiles == plan.val_max_tiles and s.calibration_max_tiles is None
 
 
 def test_the_demo_dashboard_shows_a_confirmed_defect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

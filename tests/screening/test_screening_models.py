@@ -176,10 +176,10 @@ def test_compare_runs_every_variant_on_the_same_split(prepared: dict) -> None:
 
 
 def test_unknown_variant_settings_are_config_errors() -> None:
-    from oringscan.screening.compare import variant_configs
+    from oringscan.pipeline.variants import configured_variants
 
     bad = Config.model_validate({"compare": {"variants": [{"name": "x", "screening": {"modle": "padim"}}]}})
     with pytest.raises(ConfigError, match="variant 'x'"):
-        variant_configs(bad)
+        configured_variants(bad)
     with pytest.raises(Exception, match="model"):
         Config.model_validate({"screening": {"model": "dinomaly"}})

@@ -163,7 +163,7 @@ FLASH = ReworkResult(ReworkVerdict.REWORK, ["excess flash on the outer edge: out
 PASS = ReworkResult(ReworkVerdict.PASS, [])
 BULGE = Instance("defect", 0.9, np.ones((4, 4), bool), (700, 900, 4, 4))
 QUALIFIED = DefectGate(True, 0.5)
-ABSENT = DefectGate(False, reason="segmentation model not qualified: val AP50 0.00 below the floor")
+ABSENT = DefectGate(False, reason="segmentation model not qualified: val find AP 0.00 below the floor")
 
 
 @pytest.mark.parametrize(
@@ -246,3 +246,117 @@ def test_the_inspector_sends_a_shape_flagged_frame_on_and_says_why() -> None:
     assert any("ring shape: material" in r and "outer edge" in r for r in shaped.reasons), shaped.reasons
     flagged = [t.box for t in shaped.screening.tiles if t.flagged]
     assert flagged and all(b.x + b.w > 440 for b in flagged)  # the tiles on the right, at the bulge
+
+
+# --- lint along the edge is not a bulge (issue 11 follow-up) ----------------------------------------
+
+
+def _with_lint(
+    image: np.ndarray, angle: float, tilt: float, width: int = 5, length: float = 90.0
+) -> np.ndarray:
+    """The frame with a rubber-grey lint strand from the outer edge at ``angle`` (rad), ``tilt`` (rad)
+    from the tangent: 0 lies along the edge, pi / 2 crosses it radially (as plantlike draws lint)."""
+    import cv2
+
+    out = image.copy()
+    level = float(np.median(out[1024 - 20 : 1024 + 20, 1224 + 500 : 1224 + 540]))  # the ring's grey
+    x0, y0 = 1224 + 648 * math.cos(angle), 1024 + 648 * math.sin(angle)
+    direction = angle + math.pi / 2 - tilt  # the tangent, turned outward by ``tilt``
+    s = np.linspace(0, length, 40)[:, None]
+    pts = np.hstack([x0 + s * math.cos(direction), y0 + s * math.sin(direction)])
+    cv2.polylines(out, [np.round(pts * 16).astype(np.int32)], False, level, width, cv2.LINE_AA, shift=4)
+    return out
+
+
+def test_lint_envelope_is_set_by_the_rois_lint_width() -> None:
+    from oringscan.screening.shape import lint_envelope
+
+    env = lint_envelope(Config().roi.lint_max_width_px)
+    assert env.width_px == 12.0 and env.arc_px == pytest.approx(24.0)
+    assert env.height_px == pytest.approx(12.0 / math.cos(math.radians(30)))
+    assert lint_envelope(0).arc_px == 0.0 and lint_envelope(-1).height_px == 0.0
+
+
+def test_lint_lying_along_or_across_the_edge_is_not_flagged_and_a_bulge_still_is(measured) -> None:  # noqa: ANN001
+    """The first shape screen read a strand lying along the edge as material 5-8 px proud (3 of 160
+    unseen good plantlike frames flagged); the lint-aware score holds it under the lint height, while
+    the 26 px bulge keeps its height."""
+    from oringscan.screening.shape import bulge_score, lint_envelope
+
+    config = Config()
+    checker = ReworkChecker(RulesFile(), config=config.rework, roi_config=config.roi)
+    env = lint_envelope(config.roi.lint_max_width_px)
+    names = [f"good{i}" for i in range(12)]
+    screen = calibrate_shape_screen(
+        _good_scores(12, 5), names, 0.005, config.rework.min_excursion_limit_px, lint_px=env.width_px
+    )
+    assert screen.arc_px == pytest.approx(env.arc_px) and screen.threshold == pytest.approx(env.height_px)
+    assert "lint" in screen.info["method"] and screen.info["lint_floor_px"] == pytest.approx(env.height_px)
+    old = ShapeScreen(threshold=2.5)  # the first version: the flash rule's protrusion at the flash floor
+    image, _ = measured["good"]
+    along = checker.inspect(_with_lint(image, 2.0, 0.0)).measurement  # a strand lying along the edge
+    across = checker.inspect(_with_lint(image, 4.0, math.radians(45))).measurement  # one crossing it
+    assert along is not None and across is not None
+    assert old.judge(along) is not None  # what the first version flagged: "material 3.7 px proud"
+    score, edge, _ = bulge_score(along, env.arc_px)
+    assert edge == "outer" and 2.5 < score < env.height_px
+    assert bulge_score(across, env.arc_px)[0] < 2.5
+    assert screen.judge(along) is None and screen.judge(across) is None
+    _, bulge = measured["bulge"]
+    flag = screen.judge(bulge)
+    assert flag is not None and flag.edge == "outer" and 20 < flag.score < 40
+    x0, y0 = 1224 + 650 * math.cos(BULGE_ANGLE), 1024 + 650 * math.sin(BULGE_ANGLE)
+    assert math.hypot(flag.point[0] - x0, flag.point[1] - y0) < 40
+
+
+def test_a_shape_screen_keeps_the_score_it_was_calibrated_with() -> None:
+    """New entries carry the arc they were scored over; an entry from before it (no ``arc_px``) is
+    judged by the flash rule's protrusion it was calibrated on; a broken arc is one clear error."""
+    from oringscan.errors import OringscanError
+
+    new = calibrate_shape_screen(_good_scores(20, 3), [f"f{i}" for i in range(20)], 0.005, 2.5, lint_px=12.0)
+    again = ShapeScreen.from_json(json_roundtrip(new.to_json()))
+    assert again is not None and again.arc_px == pytest.approx(24.0) and again.threshold == new.threshold
+    legacy = ShapeScreen.from_json({"threshold": 2.5, "method": "floor"})
+    assert legacy is not None and legacy.arc_px is None and "arc_px" not in legacy.to_json()
+    for broken in (-3.0, "24", float("nan"), True):
+        with pytest.raises(OringscanError, match="arc_px"):
+            ShapeScreen.from_json({"threshold": 2.5, "arc_px": broken})
+
+
+def json_roundtrip(data: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(data))
+
+
+def test_too_few_good_frames_for_the_shape_target_are_said_plainly(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:  # noqa: ANN001
+    """12 measured frames cannot support 0.5 %: the statement says what they support; fewer than 10
+    frames found (here: none of the named sources exists) give no shape screen, with a warning, not
+    a threshold that is a guess."""
+    from oringscan.screening.shape import MIN_SHAPE_FRAMES, fit_shape_screen
+
+    few = calibrate_shape_screen(_good_scores(12, 4), [f"f{i}" for i in range(12)], 0.005, 2.5, lint_px=12.0)
+    assert "from 12 good frames; 12 frames support about 7.7%" in few.info["statement"]
+    many = calibrate_shape_screen(_good_scores(200, 4), [f"f{i}" for i in range(200)], 0.005, 2.5, lint_px=12)
+    assert "support about" not in many.info["statement"]
+    sources = [f"images/model1good/missing_{i}.bmp" for i in range(MIN_SHAPE_FRAMES + 2)]
+    with caplog.at_level("WARNING"):
+        assert (
+            fit_shape_screen(Config(), tmp_path / "out", "model1", sources, tmp_path, progress=False) is None
+        )
+    assert f"no ring-shape screen: 0 of {len(sources)} good frames found" in caplog.text
+
+
+def test_an_outlier_above_the_lint_height_is_named_one_below_it_is_lint() -> None:
+    """With the lint envelope a good frame counts as an outlier only when its edge stands prouder than
+    lint can (1.15 x 12 px): a 30 px bulge in the good set is named, lint at 8 px stays in the fit."""
+    names = [f"good_{i:03d}.bmp" for i in range(60)]
+    scores = _good_scores(60, 6)
+    dirty = calibrate_shape_screen(np.append(scores, 30.0), [*names, "bulged.bmp"], 0.005, 2.5, lint_px=12.0)
+    assert [o["frame"] for o in dirty.info["outlier_frames"]] == ["bulged.bmp"]
+    linty = calibrate_shape_screen(np.append(scores, 8.0), [*names, "lint.bmp"], 0.005, 2.5, lint_px=12.0)
+    assert linty.info["outlier_frames"] == [] and linty.info["good_frame_score_max"] == 8.0
+    assert dirty.threshold == linty.threshold == pytest.approx(12 / math.cos(math.radians(30)))

@@ -1,4 +1,4 @@
-"""``oringscan export model`` (ONNX for the line PCs) and ``oringscan evaluate compare`` (screening variants)."""
+"""``oringscan export model`` (ONNX for the line PCs) and ``oringscan evaluate compare`` (all variants)."""
 
 from __future__ import annotations
 
@@ -59,12 +59,14 @@ def export_model_command(
     as_json: bool,
     threads: int | None,
 ) -> None:
-    """A type's screening (PatchCore) and segmentation (Mask R-CNN) models as ONNX.
+    """A type's screening (PatchCore) and segmentation (any [segmentation] stage) models as ONNX.
 
     \b
     Writes next to the torch models:
       <output>/<model>/screening/model.onnx (+ model.onnx.json)      tiles -> scores, anomaly maps
-      <output>/<model>/checkpoints/best_model.onnx (+ .json)         tile -> boxes, labels, scores, masks
+      <output>/<model>/checkpoints/best_model.onnx (+ .json)         Mask R-CNN: tile -> boxes, labels,
+                                                                     scores, masks; semantic: tiles ->
+                                                                     pixel logits; classifier: tiles -> logits
     The screening graph holds the memory bank once, at its real size, and searches it in chunks;
     each file is checked against torch on test tiles (scores, maps, instances) and the result is in
     its .json. Run them with `[pipeline] runtime = "onnx"`.
@@ -95,18 +97,20 @@ def export_model_command(
             line += f", bank {info['bank_rows']} x {info['bank_dims']} = {info['bank_bytes'] / 1e6:.1f} MB"
         line += ")"
         parity = info.get("parity")
-        if parity and "max_map_diff" not in parity:
-            line += f"; vs torch on {parity['tiles']} tiles: scores within {parity['max_score_diff']:.1e}"
-        elif parity and name == "screening":
+        if parity and "instances_torch" in parity:  # a segmentation stage: instances, tile decisions
+            line += (
+                f"; vs torch on {parity['tiles']} tiles: {parity['instances_onnx']} / {parity['instances_torch']} "
+                f"instances, {parity['identical']} identical, scores within {parity['max_score_diff']:.1e}"
+            )
+            if "max_probability_diff" in parity:
+                line += f", probabilities within {parity['max_probability_diff']:.1e}"
+        elif parity and "max_map_diff" in parity:
             line += (
                 f"; vs torch on {parity['tiles']} tiles: scores within {parity['max_score_diff']:.1e}, "
                 f"maps within {parity['max_map_diff']:.1e}"
             )
         elif parity:
-            line += (
-                f"; vs torch on {parity['tiles']} tiles: {parity['instances_onnx']} / {parity['instances_torch']} "
-                f"instances, {parity['identical']} identical, scores within {parity['max_score_diff']:.1e}"
-            )
+            line += f"; vs torch on {parity['tiles']} tiles: scores within {parity['max_score_diff']:.1e}"
         click.echo(line)
     for name, why in report.skipped.items():
         click.echo(f"{name}: not exported: {why}")
@@ -127,32 +131,33 @@ def export_model_command(
 def evaluate_compare_command(
     app: AppContext, oring_type: str, variants: tuple[str, ...], as_json: bool, threads: int | None
 ) -> None:
-    """Every screening variant fitted, calibrated and tested on the same split, in one run.
+    """Every variant (screening models, segmentation stages) on the same test split, in one run.
 
     \b
-    Variants are [screening] settings over the configured ones: [compare] variants in the config, or
-    PatchCore, PaDiM, FastFlow (ringtexture and ImageNet Lite0) and EfficientAD (Lite0-distilled teacher).
-    Each is fitted on the good train tiles, thresholds cross-fitted as `train screening` does, saved to
-    <output>/<model>/compare/<variant>/ (the production model is not touched), loaded back and scored
-    on the test tiles: frame AUROC, recall and false rejects at its threshold, recall by defect size,
-    seconds per frame (this machine, --threads), fit time, model size. Writes compare.json,
-    compare.md (the table) and compare.png there.
+    Variants are [compare] variants in the config ([screening] or [segmentation] settings over the
+    configured ones), or the built-in list: PatchCore, PaDiM, FastFlow (ringtexture and ImageNet
+    Lite0), then the second stages maskrcnn, semantic and classifier. A screening variant is fitted
+    on the good train tiles with thresholds cross-fitted as `train screening` does; a segmentation
+    variant trains and calibrates as `train segmentation` does (its budget: max_minutes). Each goes
+    to <output>/<model>/compare/<variant>/ (the production models are not touched), is loaded back
+    and scores every test tile: frame AUROC, recall and false rejects at its operating point (a
+    second stage: its calibrated defect gate), recall by defect size, seconds per frame (this
+    machine, --threads), fit time, model size. Writes compare.json, compare.md (the table) and
+    compare.png there.
       oringscan evaluate compare --model model1 --threads 1
     """
     import torch
 
-    from oringscan.screening.compare import compare_variants
+    from oringscan.pipeline.variants import compare_variants
 
     set_threads(threads)
     torch.set_num_threads(threads or torch.get_num_threads())
     result = compare_variants(app.config, app.output_root, oring_type, list(variants) or None)
     if as_json:
-        click.echo(json.dumps(result, indent=2, default=float))
+        click.echo(json.dumps(result.to_json(), indent=2, default=float))
         return
-    from pathlib import Path
-
-    click.echo(Path(result["markdown"]).read_text(encoding="utf-8").rstrip())
-    click.echo(f"written: {result['json']}, {result['markdown']}, {result['png']}")
+    click.echo(result.markdown_path.read_text(encoding="utf-8").rstrip())
+    click.echo(f"written: {result.json_path}, {result.markdown_path}, {result.png_path}")
 
 
 def register(root: click.Group) -> None:

@@ -1,5 +1,8 @@
 """``export model``: a type's screening and segmentation models as ONNX, each checked against torch.
 
+Segmentation is whichever stage the checkpoint holds (Mask R-CNN: ``segmentation_onnx``; the
+semantic segmenter or the tile classifier: ``dense_onnx``).
+
 Also the runtime switch the pipeline uses (``[pipeline] runtime = "onnx"``): :func:`load_screening_stage`
 and :func:`onnx_segmenter` give the onnxruntime twins of the torch models, which answer the same calls
 (``score_tiles`` / ``predict_tiles``).
@@ -84,13 +87,19 @@ def export_model(
         else:
             from oringscan.export.segmentation_onnx import ONNX_FILE as SEG_FILE
             from oringscan.export.segmentation_onnx import export_segmenter_onnx
-            from oringscan.segmentation import Segmenter
+            from oringscan.segmentation.stages import DenseStage, load_stage
 
-            seg = Segmenter.load(ckpt, device="cpu", expected_type=oring_type, config=config)
+            # Whichever stage the checkpoint holds: Mask R-CNN, the semantic segmenter or the classifier.
+            seg = load_stage(ckpt, device="cpu", expected_type=oring_type, config=config)
             out = ckpt.with_name(SEG_FILE)
-            info = export_segmenter_onnx(
-                seg, out, score_threshold=_lowest_score(seg, config), check_images=tiles[:4]
-            )
+            if isinstance(seg, DenseStage):
+                from oringscan.export.dense_onnx import export_dense_onnx
+
+                info = export_dense_onnx(seg, out, check_images=tiles[:4])
+            else:
+                info = export_segmenter_onnx(
+                    seg, out, score_threshold=_lowest_score(seg, config), check_images=tiles[:4]
+                )
             report.files["segmentation"] = out
             report.info["segmentation"] = info
             if fmt == "openvino":
@@ -163,8 +172,15 @@ def load_screening_stage(
 
 
 def onnx_segmenter(segmenter: Any) -> Any:
-    """The torch segmenter's exported twin (best_model.onnx next to its checkpoint) under onnxruntime."""
+    """The torch segmenter's exported twin (best_model.onnx next to its checkpoint) under onnxruntime:
+    an :class:`OnnxSegmenter` for Mask R-CNN, the same second stage with an onnxruntime network else."""
     from oringscan.export.segmentation_onnx import ONNX_FILE, OnnxSegmenter
+    from oringscan.segmentation.stages import DenseStage
+
+    if isinstance(segmenter, DenseStage):
+        from oringscan.export.dense_onnx import onnx_dense_stage
+
+        return onnx_dense_stage(segmenter)
 
     path = Path(segmenter.checkpoint)
     onnx_path = (path if path.is_dir() else path.parent) / ONNX_FILE

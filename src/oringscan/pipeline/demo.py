@@ -155,9 +155,10 @@ def build_demo_models(
     if tiles is not None:
         click.echo(f"   {tiles} tiles written to {output_root / DEMO_MODEL}", err=True)
 
-    _step("3/6 fitting the PatchCore screening model on the good tiles")
+    _step("3/6 fitting the PatchCore screening model on the good tiles (and the ring-shape screen)")
     t = time.perf_counter()
-    screen = fit_screening(config, output_root, DEMO_MODEL, progress=progress)
+    # data_root: the same good frames are measured for the ring-shape screen (screening/shape.py).
+    screen = fit_screening(config, output_root, DEMO_MODEL, progress=progress, data_root=data_root)
     mark("screening", t)
     click.echo(
         f"   threshold {screen.threshold:.4g} ({screen.meta.calibration.get('statement', '')})", err=True

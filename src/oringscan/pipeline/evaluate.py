@@ -78,9 +78,10 @@ def metrics_from_confusion(matrix: dict[str, dict[str, int]]) -> dict[str, Any]:
 
 # --- the line's false-reject budget: expected against measured, per stage --------------------------
 
-BUDGET_STAGES = ("screening", "review", "rework", "line")
+BUDGET_STAGES = ("screening", "shape", "review", "rework", "line")
 STAGE_MEANING = {
-    "screening": "screening flag",  # score above the threshold
+    "screening": "screening flag",  # texture score above the threshold
+    "shape": "ring-shape screen",  # edge bulge over the shape threshold (screening/shape.py)
     "review": "review band",  # score in the marginal band below it
     "rework": "rework rules",  # geometry out of the limits
     "line": "line (not passed)",  # any of them: the part is not passed as good
@@ -92,8 +93,10 @@ def _stage_hit(stage: str, result: InspectionResult) -> bool:
     from oringscan.types import ReworkVerdict, Verdict
 
     s = result.screening
-    if stage == "screening":
-        return s is not None and s.flagged
+    if stage == "screening":  # the texture threshold (a shape-flagged frame may pass it too)
+        return s is not None and s.flagged and (s.shape_reason is None or s.score > s.threshold)
+    if stage == "shape":
+        return s is not None and s.shape_reason is not None
     if stage == "review":
         return s is not None and not s.flagged and s.marginal
     if stage == "rework":
@@ -111,28 +114,49 @@ def _expected_rates(inspector: Inspector) -> dict[str, tuple[float | None, list[
     flag = calibration.get("expected_false_reject_rate")
     out["screening"] = (flag, calibration.get("expected_false_reject_interval"))
     out["review"] = (calibration.get("expected_review_rate"), None)
+    shape = _shape_screen(inspector)
+    if shape is not None:
+        info = shape.info
+        out["shape"] = (info.get("expected_false_reject_rate"), info.get("expected_false_reject_interval"))
     meta = getattr(getattr(inspector.rework, "rules", None), "meta", None)
     rework = getattr(meta, "expected_rate", None)
     low, high = getattr(meta, "rate_low", None), getattr(meta, "rate_high", None)
     out["rework"] = (rework, None if low is None or high is None else [low, high])
-    parts = [out[s][0] for s in ("screening", "review", "rework")]
+    parts = [out[s][0] for s in ("screening", "shape", "review", "rework") if s in out]
     known = [float(p) for p in parts if p is not None]
     out["line"] = (sum(known) if len(known) == len(parts) else None, None)  # overlaps only lower it
     return out
+
+
+def _shape_screen(inspector: Inspector) -> Any:
+    """The inspector's ring-shape screen (``screening/shape.py``), None when its model has none."""
+    try:
+        return getattr(inspector.screening, "shape_screen", None)
+    except OringscanError:  # a broken shape_screen entry: reported by inspection, not here
+        return None
 
 
 def false_reject_report(
     inspector: Inspector, results: list[tuple[str, InspectionResult]], confidence: float = 0.9
 ) -> dict[str, Any]:
     """Per stage and for the line: its budget share, what its calibration expects, what the good
-    parts of this evaluation show (count, rate and a Clopper-Pearson interval)."""
+    parts of this evaluation show (count, rate and a Clopper-Pearson interval).
+
+    The ring-shape screen has a row when the model has one: its share (``screening.shape_share``)
+    comes out of rework's, so the rework rules' row then holds the rest (what they were calibrated
+    to, :func:`oringscan.rework_rules.calibrate.rework_target`) and the shares still add up to the line's."""
     from scipy import stats
 
+    has_shape = _shape_screen(inspector) is not None
     try:
         from oringscan.budget import split_false_reject_budget
+        from oringscan.screening.shape import flag_rates
 
         budget = split_false_reject_budget(inspector.config).as_dict()
         budget["line"] = budget.pop("total")
+        if has_shape:
+            budget["shape"] = flag_rates(inspector.config)[1]
+            budget["rework"] -= budget["shape"]
     except (ImportError, OringscanError):
         budget = {}
     good = [r for truth, r in results if truth == "good"]
@@ -141,6 +165,8 @@ def false_reject_report(
     alpha = 1 - confidence
     out: dict[str, Any] = {"good_parts": n, "confidence": confidence, "stages": {}}
     for stage in BUDGET_STAGES:
+        if stage == "shape" and not has_shape:
+            continue
         count = sum(_stage_hit(stage, r) for r in good)
         low = high = None
         if n:

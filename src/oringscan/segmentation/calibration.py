@@ -2,12 +2,20 @@
 
 An instance's score is no probability: an untrained Mask R-CNN scores everything about 0.5 (a
 sigmoid of about zero), so a fixed ``defect_min_score = 0.5`` lets a model that has learned nothing
-call good parts defective. Instead, the validation tiles (never trained on) are predicted once,
-matched to their labels by pycocotools (the same COCOeval matching as the AP metrics, IoU 0.5), and
-the score is set where the detections at or above it reach ``segmentation.defect_precision`` (per
-class where val has ``min_class_defects`` labelled defects of it, else one global score). A model
-whose val segm AP50 is below ``segmentation.min_ap50``, or none of whose scores reaches the
-precision, is *not qualified*: the pipeline treats it as absent (flagged parts go to ``suspect``).
+call good parts defective. Instead, the validation tiles (never trained on) are predicted once and
+judged the way inspection uses them: each tile's detections are stitched as inspection stitches them
+(duplicates of one defect merged), and a reported instance is a *find* when it lies on a labelled
+defect (mask IoU >= ``training.recall_iou``, the frame-level criterion of "a box on the true
+defect"). The score is set where the instances at or above it reach ``segmentation.defect_precision``
+(per class where val has ``min_class_defects`` labelled defects of it, else one global score).
+
+A model is *qualified* when the area under that precision-recall curve (``find_ap``) reaches
+``segmentation.min_find_ap`` and some score reaches the precision with ``min_true_positives``
+distinct defects found. COCO's segm AP50 (mask IoU >= 0.5, every duplicate a false positive) is
+measured and reported beside it, and gates too when ``segmentation.min_ap50`` is set: a verdict
+needs the defect found, not its outline to half-pixel accuracy, and on pits of 20-50 px² an IoU of
+0.5 is mostly box jitter. An unqualified model is treated as absent by the pipeline (flagged parts go
+to ``suspect``).
 
 The result is ``checkpoints/segmentation_calibration.json`` next to the checkpoint, tied to it by
 the checkpoint's sha256 (a file for other weights counts as no calibration). It is written at the
@@ -28,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from oringscan.config import Config, SegmentationConfig
+from oringscan.config import Config, SegmentationConfig, TrainingConfig
 from oringscan.errors import ModelFileError
 from oringscan.timeutil import utc_iso
 
@@ -58,8 +66,10 @@ class SegmentationCalibration:
     threshold: float | None  # global score (None: not qualified)
     per_class: dict[str, float] = field(default_factory=dict)
     precision_target: float = 0.9
-    min_ap50: float = 0.3
-    ap50: float | None = None
+    min_ap50: float = 0.0
+    ap50: float | None = None  # COCO segm AP50 on val
+    min_find_ap: float = 0.3
+    find_ap: float | None = None  # AP of finding the labelled defects, as inspection reports them
     precision: float | None = None  # on val at the global score
     recall: float | None = None
     val_tiles: int = 0
@@ -74,9 +84,11 @@ class SegmentationCalibration:
         if not self.qualified:
             return f"segmentation model not qualified: {self.reason}"
         classes = "".join(f", {k} >= {v:.2f}" for k, v in sorted(self.per_class.items()))
+        found = "" if self.find_ap is None else f"val find AP {self.find_ap:.2f}, "
         return (
-            f"segmentation qualified: val AP50 {self.ap50:.2f}, defect score >= {self.threshold:.2f}{classes} "
-            f"(precision {self.precision:.2f} >= {self.precision_target:.2f}, recall {self.recall:.2f} on val)"
+            f"segmentation qualified: {found}val AP50 {self.ap50:.2f}, defect score >= "
+            f"{self.threshold:.2f}{classes} (precision {self.precision:.2f} >= {self.precision_target:.2f}, "
+            f"recall {self.recall:.2f} on val)"
         )
 
     def min_score(self, label: str) -> float | None:
@@ -153,35 +165,6 @@ def save_calibration(calibration: SegmentationCalibration, checkpoint: Path | st
 # --- from val predictions ------------------------------------------------------------------------
 
 
-def _matched_detections(
-    evaluator: Any, class_names: Sequence[str]
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, int]]:
-    """Per class: detection scores, whether COCOeval matched each at IoU 0.5, and the labelled count."""
-    params = evaluator.params
-    t = int(np.argmin(np.abs(np.asarray(params.iouThrs) - 0.5)))
-    n_area, n_img = len(params.areaRng), len(params.imgIds)
-    scores: dict[str, list[float]] = {}
-    matched: dict[str, list[bool]] = {}
-    n_truth: dict[str, int] = {}
-    for k, cat_id in enumerate(params.catIds):
-        name = class_names[cat_id - 1]
-        s, m, g = [], [], 0
-        for i in range(n_img):
-            e = evaluator.evalImgs[k * n_area * n_img + i]  # area range 0: "all"
-            if e is None:
-                continue
-            keep = ~np.asarray(e["dtIgnore"][t], dtype=bool)
-            s.extend(np.asarray(e["dtScores"], dtype=float)[keep].tolist())
-            m.extend((np.asarray(e["dtMatches"][t]) > 0)[keep].tolist())
-            g += int(np.count_nonzero(~np.asarray(e["gtIgnore"], dtype=bool)))
-        scores[name], matched[name], n_truth[name] = s, m, g
-    return (
-        {k: np.asarray(v, dtype=float) for k, v in scores.items()},
-        {k: np.asarray(v, dtype=bool) for k, v in matched.items()},
-        n_truth,
-    )
-
-
 def score_curve(scores: np.ndarray, matched: np.ndarray, n_truth: int) -> ScoreCurve:
     """Precision and recall of the detections at or above each distinct score (highest first)."""
     order = np.argsort(-scores, kind="stable")
@@ -197,6 +180,15 @@ def score_curve(scores: np.ndarray, matched: np.ndarray, n_truth: int) -> ScoreC
     )
 
 
+def average_precision(curve_precision: Sequence[float], curve_recall: Sequence[float]) -> float:
+    """Area under a precision-recall curve given at descending scores (step-wise, as sklearn)."""
+    ap, last = 0.0, 0.0
+    for p, r in zip(curve_precision, curve_recall, strict=True):
+        ap += (r - last) * p
+        last = r
+    return float(ap)
+
+
 def lowest_score_for_precision(curve: ScoreCurve, target: float, min_true_positives: int) -> int | None:
     """Index into the curve of the lowest score whose detections reach ``target`` precision."""
     best = None
@@ -206,79 +198,166 @@ def lowest_score_for_precision(curve: ScoreCurve, target: float, min_true_positi
     return best
 
 
+@dataclass(slots=True)
+class Finds:
+    """Every instance inspection would report on the val tiles: its score, class, and the labelled
+    defect it lies on (index into the truth, -1 for a false alarm)."""
+
+    scores: np.ndarray  # (N,) float
+    labels: list[str]
+    defect: np.ndarray  # (N,) int, -1: on no labelled defect
+    truth_labels: list[str]  # the labelled defects' classes
+
+    def curve(self, label: str | None = None) -> ScoreCurve:
+        """Precision (instances on a defect) and recall (distinct defects found) at each score."""
+        pick = (
+            np.ones(len(self.labels), bool)
+            if label is None
+            else np.array([x == label for x in self.labels], dtype=bool)
+        )
+        truth_ok = [label is None or t == label for t in self.truth_labels]
+        scores, defect = self.scores[pick], self.defect[pick]
+        order = np.argsort(-scores, kind="stable")
+        scores, defect = scores[order], defect[order]
+        seen: set[int] = set()
+        distinct = np.zeros(len(scores), dtype=np.int64)
+        for i, d in enumerate(defect.tolist()):
+            if d >= 0 and truth_ok[d]:
+                seen.add(d)
+            distinct[i] = len(seen)
+        on_defect = np.cumsum([d >= 0 and truth_ok[d] for d in defect.tolist()])
+        count = np.arange(1, len(scores) + 1)
+        n_truth = max(1, sum(truth_ok))
+        last = np.r_[scores[1:] != scores[:-1], True] if len(scores) else np.zeros(0, bool)
+        return ScoreCurve(
+            scores=scores[last].tolist(),
+            precision=(on_defect / count)[last].tolist() if len(scores) else [],
+            recall=(distinct / n_truth)[last].tolist() if len(scores) else [],
+            true_positives=distinct[last].astype(int).tolist(),
+        )
+
+
+def find_instances(
+    records: Sequence[Any],
+    outputs: dict[int, Any],
+    class_names: Sequence[str],
+    training: TrainingConfig,
+    mask_threshold: float = 0.5,
+) -> Finds:
+    """Per val tile, the instances inspection would report (stitched) matched to the labelled ones."""
+    from oringscan.segmentation.coco_eval import as_prediction
+    from oringscan.segmentation.evaluation import mask_iou, truth_instances
+    from oringscan.segmentation.stitching import stitch
+
+    scores: list[float] = []
+    labels: list[str] = []
+    defect: list[int] = []
+    truth_labels: list[str] = []
+    for record in records:
+        truth = truth_instances([record], list(class_names))
+        pieces = as_prediction(outputs[record.image_id], mask_threshold).instances(
+            class_names, (record.tile_x, record.tile_y), SCORE_FLOOR, training.min_mask_area
+        )
+        reported = stitch(
+            pieces, training.stitch_ios, training.stitch_window_iou, min_area=training.min_mask_area
+        )
+        first = len(truth_labels)
+        truth_labels.extend(t.label for t in truth)
+        for inst in reported:
+            overlaps = [mask_iou(t, inst) for t in truth]
+            best = int(np.argmax(overlaps)) if overlaps else -1
+            on = best >= 0 and overlaps[best] >= training.recall_iou
+            scores.append(inst.score)
+            labels.append(inst.label)
+            defect.append(first + best if on else -1)
+    return Finds(np.asarray(scores, dtype=float), labels, np.asarray(defect, dtype=np.int64), truth_labels)
+
+
+def coco_ap50(
+    records: Sequence[Any], outputs: dict[int, Any], class_names: Sequence[str], mask_threshold: float
+) -> float:
+    """COCO segm AP50 of the raw detections on the val tiles (the training metric, reported)."""
+    from pycocotools.cocoeval import COCOeval
+
+    from oringscan.segmentation.coco_eval import _summary, as_prediction, ground_truth
+
+    gt = ground_truth(records, class_names)
+    results = [
+        d
+        for r in records
+        for d in as_prediction(outputs[r.image_id], mask_threshold).coco_results(r.image_id)
+    ]
+    if not results or not gt.dataset["annotations"]:
+        return 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(gt, gt.loadRes(results), "segm")
+        evaluator.params.imgIds = [r.image_id for r in records]
+        evaluator.evaluate()
+        evaluator.accumulate()
+    return float(_summary(evaluator, class_names)["AP50"] or 0.0)
+
+
 def calibrate_from_outputs(
     records: Sequence[Any],
     outputs: dict[int, Any],
     class_names: Sequence[str],
     settings: SegmentationConfig,
     mask_threshold: float = 0.5,
+    training: TrainingConfig | None = None,
 ) -> SegmentationCalibration:
-    """Calibration from the raw model outputs on val tiles (``coco_eval.predict_records``)."""
-    from pycocotools.cocoeval import COCOeval
+    """Calibration from the raw model outputs on val tiles (``coco_eval.predict_records``).
 
-    from oringscan.segmentation.coco_eval import _summary, as_prediction, ground_truth
-
-    created = utc_iso()
+    ``training`` holds how inspection stitches and what counts as on the defect (``stitch_ios``,
+    ``stitch_window_iou``, ``recall_iou``, ``min_mask_area``); the defaults when None.
+    """
+    training = training if training is not None else TrainingConfig()
     base = {
         "precision_target": settings.defect_precision,
         "min_ap50": settings.min_ap50,
+        "min_find_ap": settings.min_find_ap,
         "val_tiles": len(records),
-        "created": created,
+        "created": utc_iso(),
     }
-    gt = ground_truth(records, class_names)
-    n_defects = len(gt.dataset["annotations"])
+    n_defects = sum(len(r.annotations) for r in records)
     if n_defects == 0:
         return SegmentationCalibration(
-            False,
-            "no labelled defects in the validation split to show it finds them",
-            None,
-            val_defects=0,
-            **base,
+            False, "no labelled defects in the validation split to show it finds them", None, **base
         )  # type: ignore[arg-type]
-    results = [
-        d
-        for r in records
-        for d in as_prediction(outputs[r.image_id], mask_threshold).coco_results(r.image_id)
-    ]
-    if not results:
+    ap50 = round(coco_ap50(records, outputs, class_names, mask_threshold), 4)
+    finds = find_instances(records, outputs, class_names, training, mask_threshold)
+    pooled = finds.curve()
+    find_ap = round(average_precision(pooled.precision, pooled.recall), 4)
+    common = {"ap50": ap50, "find_ap": find_ap, "val_defects": len(finds.truth_labels), **base}
+    if not len(finds.scores):
+        return SegmentationCalibration(
+            False, f"val find AP 0.00 < {settings.min_find_ap:.2f} (no detections on val)", None, **common
+        )  # type: ignore[arg-type]
+    if find_ap < settings.min_find_ap:
         return SegmentationCalibration(
             False,
-            f"val AP50 0.00 < {settings.min_ap50:.2f} (no detections on val)",
+            f"val find AP {find_ap:.2f} < {settings.min_find_ap:.2f}",
             None,
-            ap50=0.0,
-            val_defects=n_defects,
-            **base,
+            **common,
         )  # type: ignore[arg-type]
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluator = COCOeval(gt, gt.loadRes(results), "segm")
-        evaluator.params.imgIds = [r.image_id for r in records]
-        evaluator.evaluate()
-        evaluator.accumulate()
-    ap50 = _summary(evaluator, class_names)["AP50"] or 0.0
-    scores, matched, n_truth = _matched_detections(evaluator, class_names)
-    pooled = score_curve(
-        np.concatenate(list(scores.values())), np.concatenate(list(matched.values())), n_defects
-    )
-    at = lowest_score_for_precision(pooled, settings.defect_precision, settings.min_true_positives)
-    common = {"ap50": round(float(ap50), 4), "val_defects": n_defects, **base}
     if ap50 < settings.min_ap50:
         return SegmentationCalibration(
             False, f"val AP50 {ap50:.2f} < {settings.min_ap50:.2f}", None, **common
         )  # type: ignore[arg-type]
+    at = lowest_score_for_precision(pooled, settings.defect_precision, settings.min_true_positives)
     if at is None:
         best = max(pooled.precision) if pooled.precision else 0.0
         return SegmentationCalibration(
             False,
             f"no score reaches precision {settings.defect_precision:.2f} on val with at least "
-            f"{settings.min_true_positives} true detections (best {best:.2f})",
+            f"{settings.min_true_positives} defects found (best {best:.2f})",
             None,
             **common,
         )  # type: ignore[arg-type]
     per_class: dict[str, float] = {}
     for name in class_names:
-        if n_truth.get(name, 0) < settings.min_class_defects or name not in scores:
+        if finds.truth_labels.count(name) < settings.min_class_defects or name not in finds.labels:
             continue
-        curve = score_curve(scores[name], matched[name], n_truth[name])
+        curve = finds.curve(name)
         i = lowest_score_for_precision(curve, settings.defect_precision, settings.min_true_positives)
         if i is not None:
             per_class[name] = round(float(curve.scores[i]), 4)
@@ -291,13 +370,6 @@ def calibrate_from_outputs(
         recall=round(float(pooled.recall[at]), 4),
         **common,  # type: ignore[arg-type]
     )
-
-
-def _val_records(records: list[Any], limit: int | None) -> list[Any]:
-    """Labelled tiles first, then good ones, up to ``limit`` (as training validates)."""
-    if limit is None or len(records) <= limit:
-        return records
-    return ([r for r in records if r.is_defect] + [r for r in records if not r.is_defect])[:limit]
 
 
 def calibrate_segmentation(
@@ -315,6 +387,7 @@ def calibrate_segmentation(
 
         return calibrate_dense_stage(config, output_root, oring_type, checkpoint, device, write, progress)
     from oringscan.segmentation.coco_eval import predict_records
+    from oringscan.segmentation.engine import _val_subset
     from oringscan.segmentation.inference import Segmenter
     from oringscan.workspace import TypeWorkspace
 
@@ -322,7 +395,8 @@ def calibrate_segmentation(
     checkpoint = Path(checkpoint) if checkpoint is not None else workspace.best_checkpoint
     segmenter = Segmenter.load(checkpoint, device=device, expected_type=oring_type, config=config)
     records = workspace.read_split("val", segmenter.class_names) if workspace.has_split("val") else []
-    records = _val_records(records, config.training.val_max_tiles)
+    # Every val tile by default (good ones show the false alarms), not training's per-epoch subset.
+    records = _val_subset(records, config.segmentation.calibration_max_tiles)
     attach = getattr(segmenter, "attach_anomaly_maps", None)  # models that take the screening map as input
     if attach is not None and records:
         attach(records, "val", progress)
@@ -337,7 +411,12 @@ def calibrate_segmentation(
     )
     if records:
         calibration = calibrate_from_outputs(
-            records, outputs, segmenter.class_names, config.segmentation, segmenter.training.mask_threshold
+            records,
+            outputs,
+            segmenter.class_names,
+            config.segmentation,
+            segmenter.training.mask_threshold,
+            segmenter.training,
         )
     else:
         calibration = SegmentationCalibration(
@@ -346,6 +425,7 @@ def calibrate_segmentation(
             None,
             precision_target=config.segmentation.defect_precision,
             min_ap50=config.segmentation.min_ap50,
+            min_find_ap=config.segmentation.min_find_ap,
             created=utc_iso(),
         )
     calibration.checkpoint_sha256 = file_sha256(

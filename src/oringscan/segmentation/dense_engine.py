@@ -35,6 +35,7 @@ from oringscan.config import Config
 from oringscan.errors import ModelFileError
 from oringscan.segmentation.calibration import (
     SegmentationCalibration,
+    average_precision,
     calibrate_from_outputs,
     file_sha256,
     lowest_score_for_precision,
@@ -111,15 +112,6 @@ def class_weights(records: Sequence[TileRecord], num_classes: int) -> torch.Tens
         if pixels[k] > 0:
             weights[k] = min(MAX_CLASS_WEIGHT, max(1.0, math.sqrt(pixels[0] / pixels[k])))
     return torch.tensor(weights, dtype=torch.float32)
-
-
-def average_precision(curve_precision: Sequence[float], curve_recall: Sequence[float]) -> float:
-    """Area under a precision-recall curve given at descending scores (step-wise, as sklearn)."""
-    ap, last = 0.0, 0.0
-    for p, r in zip(curve_precision, curve_recall, strict=True):
-        ap += (r - last) * p
-        last = r
-    return float(ap)
 
 
 def tile_scores(stage: DenseStage, records: Sequence[TileRecord], batch_size: int = 4) -> np.ndarray:
@@ -447,13 +439,14 @@ def calibrate_tiles(
 ) -> SegmentationCalibration:
     """The classifier's calibration: per val tile, its score against whether it holds a defect.
 
-    Qualified when the tile average precision reaches ``min_ap50`` and some score gives defect tiles
-    ``defect_precision`` with ``min_true_positives`` of them (the fields keep their names: ``ap50``
-    holds the tile AP).
+    Qualified when the tile average precision (its find AP: a tile is what it finds) reaches
+    ``min_find_ap`` and some score gives defect tiles ``defect_precision`` with
+    ``min_true_positives`` of them (``ap50`` holds the same tile AP: it has no outlines).
     """
     base = {
         "precision_target": settings.defect_precision,
         "min_ap50": settings.min_ap50,
+        "min_find_ap": settings.min_find_ap,
         "val_tiles": len(truth),
         "val_defects": int(truth.sum()),
         "created": created,
@@ -465,9 +458,14 @@ def calibrate_tiles(
     curve = score_curve(scores, truth.astype(bool), int(truth.sum()))
     ap = round(average_precision(curve.precision, curve.recall), 4)
     at = lowest_score_for_precision(curve, settings.defect_precision, settings.min_true_positives)
-    if ap < settings.min_ap50:
+    if ap < settings.min_find_ap:
         return SegmentationCalibration(
-            False, f"val tile AP {ap:.2f} < {settings.min_ap50:.2f} (tile classifier)", None, ap50=ap, **base
+            False,
+            f"val tile AP {ap:.2f} < {settings.min_find_ap:.2f} (tile classifier)",
+            None,
+            ap50=ap,
+            find_ap=ap,
+            **base,
         )
     if at is None:
         return SegmentationCalibration(
@@ -476,6 +474,7 @@ def calibrate_tiles(
             f"{settings.min_true_positives} defect tiles (best {max(curve.precision):.2f})",
             None,
             ap50=ap,
+            find_ap=ap,
             **base,
         )
     return SegmentationCalibration(
@@ -484,6 +483,7 @@ def calibrate_tiles(
         round(float(curve.scores[at]), 4),
         {},
         ap50=ap,
+        find_ap=ap,
         precision=round(float(curve.precision[at]), 4),
         recall=round(float(curve.recall[at]), 4),
         **base,
@@ -507,7 +507,7 @@ def calibrate_dense_stage(
     path = path / "best_model.pth" if path.is_dir() else path
     stage = _STAGE_CLASSES()[config.segmentation.stage].load(path, device, oring_type, config)
     records = workspace.read_split("val", stage.class_names) if workspace.has_split("val") else []
-    records = _val_subset(records, config.segmentation.val_max_tiles)
+    records = _val_subset(records, config.segmentation.calibration_max_tiles)
     batch = config.pipeline.tile_batch_size
     if not records:
         calibration = SegmentationCalibration(
@@ -516,6 +516,7 @@ def calibrate_dense_stage(
             None,
             precision_target=config.segmentation.defect_precision,
             min_ap50=config.segmentation.min_ap50,
+            min_find_ap=config.segmentation.min_find_ap,
             created=utc_iso(),
         )
     elif stage.stage == "classifier":
@@ -526,7 +527,12 @@ def calibrate_dense_stage(
     else:
         outputs = stage.predict_records(records, batch, progress)
         calibration = calibrate_from_outputs(
-            records, outputs, stage.class_names, config.segmentation, stage.training.mask_threshold
+            records,
+            outputs,
+            stage.class_names,
+            config.segmentation,
+            stage.training.mask_threshold,
+            stage.training,
         )
     calibration.checkpoint_sha256 = file_sha256(path)
     if write:

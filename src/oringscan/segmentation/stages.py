@@ -320,16 +320,18 @@ class DenseStage(TiledPrediction):
         cls, config: Config, workspace: TypeWorkspace, device: str | None = None, version: str | None = None
     ) -> DenseStage:
         """The type's checkpoint in use (:attr:`TypeWorkspace.models`), settings from ``config``."""
-        if config.pipeline.runtime == "onnx":
-            log.warning(
-                "[pipeline] runtime = 'onnx' exports Mask R-CNN only; the %s stage runs in torch", cls.stage
-            )
-        return cls.load(
+        stage = cls.load(
             workspace.models_for(version).segmentation_checkpoint,
             device=device or config.segmentation.device,
             expected_type=workspace.oring_type,
             config=config,
         )
+        if config.pipeline.runtime == "onnx":
+            # The exported network (oringscan export model); resizing and post-processing stay these.
+            from oringscan.export.dense_onnx import onnx_dense_stage
+
+            return onnx_dense_stage(stage)
+        return stage
 
 
 def _STAGE_CLASSES() -> dict[str, type[DenseStage]]:  # noqa: N802 - a constant, built on first use
