@@ -1,13 +1,13 @@
 """Peak memory (RSS) of training, evaluation and inspection per backbone at plant scale (issue 17).
 
-One command, one table (~25 CPU-minutes of one core, far longer in wall time on a loaded machine;
+One command, one table (~40 CPU-minutes of one core; 58 minutes wall on 2 cores at load 3-9;
 each row is written to ``--json-out`` as its case ends, and ``--resume-from`` that file skips the
 cases it holds, so a cut-short run can be continued)::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_memory.py [--backbones lite0_fpn resnet50_fpn]
         [--tiles 100 500 2000] [--cases eval,train,inspect,pipeline] [--train-cpu-minutes 1]
         [--train-backbones lite0_fpn resnet50_fpn] [--pipeline-backbones lite0_fpn]
-        [--distinct-tiles lite0_fpn=40 resnet50_fpn=4] [--workdir /tmp/oringscan-bench-memory]
+        [--distinct-tiles lite0_fpn=20 resnet50_fpn=4] [--workdir /tmp/oringscan-bench-memory]
         [--json-out rows.json] [--resume-from rows.json]
 
 Data: the project's generator (``oringscan.synth``) renders 14 full-size frames (2448x2048; 6
@@ -73,7 +73,7 @@ from typing import Any
 
 MODEL = "model1"
 INPUT_SIZE = {"lite0_fpn": 448, "resnet50_fpn": 800}
-DEFAULT_DISTINCT = {"lite0_fpn": 40, "resnet50_fpn": 4}
+DEFAULT_DISTINCT = {"lite0_fpn": 20, "resnet50_fpn": 4}
 DEFAULT_DISTINCT_FRAMES = {"lite0_fpn": 2, "resnet50_fpn": 1}
 N_DEFECT, N_GOOD = 6, 8
 

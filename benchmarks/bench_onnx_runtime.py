@@ -89,7 +89,8 @@ def main() -> None:
 
     frames = _frames(args.output, args.model, args.split, args.frames)
     screen = ScreeningModel.load(args.screening)
-    info = export_screening_onnx(screen, args.screening)
+    check = [t for f in frames for t in f][:8]  # parity of scores and maps, as `export model` checks
+    info = export_screening_onnx(screen, args.screening, check_tiles=check)
     onnx_screen = OnnxScreeningModel.load(args.screening)
     t_torch, s_torch = _time(lambda t: screen.score_images(t, with_maps=True)[0], frames)
     t_onnx, s_onnx = _time(lambda t: onnx_screen.score_images(t, with_maps=True)[0], frames)
@@ -98,7 +99,9 @@ def main() -> None:
         "screening": {
             "frames": len(frames),
             "tiles_per_frame": float(np.mean([len(f) for f in frames])),
-            "bank": [info["bank_rows"], info["bank_dims"]],
+            "model": info.get("model", "patchcore"),
+            "bank": [info["bank_rows"], info["bank_dims"]] if "bank_rows" in info else None,
+            "max_map_diff_check": info.get("parity", {}).get("max_map_diff"),
             "onnx_bytes": info["bytes"],
             "torch_s_per_frame": round(t_torch, 3),
             "onnx_s_per_frame": round(t_onnx, 3),

@@ -359,12 +359,12 @@ class SegmentationConfig(TrainingConfig):
     # Precision on val an instance's score must reach to count as a defect (per class where val has
     # min_class_defects labelled defects of it, else one global score).
     defect_precision: float = Field(default=0.9, gt=0, le=1)
-    # A segmenter whose instances, stitched as inspection stitches them, find the labelled val defects
-    # with an average precision below this has not learned: it never calls a defect ("find AP": an
-    # instance on a defect at mask IoU >= training.recall_iou is a find; README "Segmentation").
+    # A segmenter whose val segm AP50 is below this has not learned: it never calls a defect.
+    min_ap50: float = Field(default=0.3, ge=0, le=1)
+    # Nor one whose instances, stitched as inspection stitches them, find the labelled val defects with
+    # an average precision below this ("find AP": an instance on a defect at mask IoU >=
+    # training.recall_iou is a find; duplicates merged; README "Segmentation").
     min_find_ap: float = Field(default=0.3, ge=0, le=1)
-    # Optionally also a floor on COCO's val segm AP50 (outlines at mask IoU >= 0.5; 0: reported only).
-    min_ap50: float = Field(default=0.0, ge=0, le=1)
     # Val tiles the calibration predicts (labelled first, then good). None: all of them; the good
     # tiles are what shows the false alarms, so cap it only where predicting val takes too long.
     calibration_max_tiles: int | None = Field(default=None, ge=1)

@@ -291,3 +291,124 @@ def test_second_stage_exports_with_parity_and_runs_under_onnx_runtime(
     summary.write_text(json.dumps({**json.loads(summary.read_text()), "stage": other}))
     with pytest.raises(ModelFileError, match=f"holds the {other} stage"):
         stage_from_config(onnx_config, workspace, "cpu")
+
+
+# --- the screening alternatives ----------------------------------------------------------------
+
+ALT_CFG = {**CFG, "screening": {"batch_size": 4, "calibration_folds": 2, "train_steps": 2}}
+
+
+def _alt_screen(kind: str, config: Config, good: list[np.ndarray], sources: list[str]):  # type: ignore[no-untyped-def]
+    """PaDiM / FastFlow cross-fitted on the good tiles as `train screening` does (two folds, two flow
+    steps); EfficientAD (256 px PDNs, minutes to fit on one core) random-initialised with its
+    statistics set, so the graph runs the branches of a fitted model: parity, not accuracy."""
+    from oringscan.screening.alternatives import cross_fit_alt, new_alt_model
+
+    torch.manual_seed(0)
+    screen = new_alt_model(config, "model1")
+    if kind != "efficient_ad":
+        cross_fit_alt(screen, good, sources, np.ones(len(good), dtype=bool), config)
+        return screen
+    net = screen.net.net
+    net.mean_std["mean"].data = torch.full_like(net.mean_std["mean"], 0.1)
+    net.mean_std["std"].data = torch.full_like(net.mean_std["std"], 2.0)
+    with torch.no_grad():
+        st, ae = net.get_maps(screen.net.raw(screen.preprocess(good[:2])), normalize=False)
+    for name, t in (("st", st), ("ae", ae)):
+        net.quantiles[f"qa_{name}"].data = torch.quantile(t.flatten(), 0.9)
+        net.quantiles[f"qb_{name}"].data = torch.quantile(t.flatten(), 0.995)
+    del screen.net.teacher_source
+    return screen
+
+
+@pytest.fixture(scope="module", params=["padim", "fastflow", "efficient_ad"])
+def alt_fitted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An alternative screen saved in a type's workspace, as `train screening` leaves it."""
+    from oringscan.workspace import TypeWorkspace
+
+    kind = request.param
+    config = Config.model_validate({**ALT_CFG, "screening": {**ALT_CFG["screening"], "model": kind}})
+    g1, g2 = _tiles(config, "good", 1), _tiles(config, "good", 2)
+    screen = _alt_screen(kind, config, g1 + g2, ["a"] * len(g1) + ["b"] * len(g2))
+    n = 1 if kind == "efficient_ad" else 5
+    check = _tiles(config, "defect", 5)[:n] + g1[:1]
+    # The threshold between the middle scores of the check tiles: flagged and passed tiles to compare.
+    s = np.sort(screen.score_images(check)[0])
+    screen.meta.threshold = float(s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+    root = tmp_path_factory.mktemp(f"alt {kind}")
+    directory = TypeWorkspace.from_config(config, root, "model1").models_for(None).screening_dir
+    screen.save(directory)
+    loaded = ScreeningModel.load(directory, expected_type="model1")
+    return {"kind": kind, "config": config, "root": root, "dir": directory, "screen": loaded, "check": check}
+
+
+def test_alternative_screen_exports_with_parity_and_runs_under_onnx_runtime(alt_fitted: dict) -> None:
+    """PaDiM, FastFlow and EfficientAD export as PatchCore does (same files, inputs and outputs);
+    onnxruntime gives torch's tile scores (1e-4) and maps, and `runtime = "onnx"` loads the graph."""
+    from oringscan.screening.alternatives import AltScreeningModel
+    from oringscan.types import Tile, TileBox
+    from oringscan.workspace import TypeWorkspace
+
+    kind, screen, directory, check = (alt_fitted[k] for k in ("kind", "screen", "dir", "check"))
+    assert isinstance(screen, AltScreeningModel) and screen.kind == kind
+    info = export_screening_onnx(screen, directory, check_tiles=check)
+    summary = json.loads((directory / "model.onnx.json").read_text())
+    assert summary["model"] == kind == info["model"] and summary["opset"] == 17
+    graph = onnx.load(str(directory / ONNX_FILE))
+    assert [o.name for o in graph.graph.output] == ["scores", "anomaly_maps"]
+    p = info["parity"]
+    assert p["tiles"] == len(check) and p["max_score_diff"] < 1e-4
+    if kind == "padim":
+        # The filter bank's sqrt-of-variance channels near zero amplify float32 rounding (different
+        # per runtime) and PaDiM's inverse covariance multiplies it: ~2e-4 on maps that reach ~50.
+        _, maps = screen.score_images(check, with_maps=True)
+        assert maps is not None and maps[0].shape == check[0].shape
+        assert p["max_map_diff"] < 1e-5 * max(float(m.max()) for m in maps)
+    else:
+        assert p["max_map_diff"] < 1e-4
+
+    config = alt_fitted["config"]
+    onnx_config = config.model_copy(
+        update={"pipeline": config.pipeline.model_copy(update={"runtime": "onnx"})}
+    )
+    workspace = TypeWorkspace.from_config(config, alt_fitted["root"], "model1")
+    onnx_screen = ScreeningModel.from_config(onnx_config, workspace)  # what the Inspector loads
+    assert isinstance(onnx_screen, OnnxScreeningModel) and onnx_screen.meta.model == kind
+    tiles = [Tile(TileBox(0, 0, img.shape[1], img.shape[0]), img) for img in check]
+    a, b = screen.score_tiles(tiles), onnx_screen.score_tiles(tiles)
+    assert abs(a.score - b.score) < 1e-4 and a.flagged == b.flagged
+    assert [t.flagged for t in a.tiles] == [t.flagged for t in b.tiles]
+    assert any(t.flagged for t in a.tiles) and not all(t.flagged for t in a.tiles)  # decisions to compare
+
+
+def test_alternative_exports_from_the_cli_and_a_foreign_or_stale_graph_is_refused(
+    alt_fitted: dict, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from oringscan.cli.main import cli
+    from oringscan.config import config_to_toml
+
+    directory, kind = alt_fitted["dir"], alt_fitted["kind"]
+    config_path = tmp_path / "alt.toml"
+    config_path.write_text(config_to_toml(alt_fitted["config"]), encoding="utf-8")
+    args = ["export", "model", "--model", "model1", "--output", str(alt_fitted["root"])]
+    args += ["--config", str(config_path), "--stage", "screening", "--check-tiles", "0"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert (
+        f"screening: {directory / ONNX_FILE}" in result.output and f"{kind} on ringtexture" in result.output
+    )
+    for name in ("metadata.json", "model.onnx", "model.onnx.json", "memory_bank.safetensors"):
+        (tmp_path / name).write_bytes((directory / name).read_bytes())
+    summary = json.loads((tmp_path / "model.onnx.json").read_text())
+    (tmp_path / "model.onnx.json").write_text(json.dumps({**summary, "model": "patchcore"}))
+    with pytest.raises(
+        ModelFileError, match=f"holds a patchcore screen, the fitted model is {alt_fitted['kind']}"
+    ):
+        OnnxScreeningModel.load(tmp_path)
+    (tmp_path / "model.onnx.json").write_text(json.dumps(summary))
+    with open(tmp_path / "memory_bank.safetensors", "ab") as fh:
+        fh.write(b" ")
+    with pytest.raises(ModelFileError, match="older fit"):
+        OnnxScreeningModel.load(tmp_path)

@@ -120,7 +120,7 @@ def qualified() -> SegmentationCalibration:
 
 
 def not_learned() -> SegmentationCalibration:
-    return SegmentationCalibration(False, "val find AP 0.02 < 0.30", None)
+    return SegmentationCalibration(False, "val AP50 0.02 < 0.30", None)
 
 
 def inspector(
@@ -158,7 +158,7 @@ def test_unqualified_segmenter_is_never_asked_and_the_part_goes_to_a_person() ->
     checked = inspector(FakeScreening({1: 5.0}), segmenter)
     result = checked.inspect_array(ring_frame(), "s.bmp")
     assert result.verdict is Verdict.SUSPECT and segmenter.seen == []
-    assert "val find AP 0.02 < 0.30" in " ".join(result.reasons)
+    assert "val AP50 0.02 < 0.30" in " ".join(result.reasons)
     assert checked.segmentation_notice and segmenter.reported_from is None
 
 

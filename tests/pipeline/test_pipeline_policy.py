@@ -162,7 +162,7 @@ class Calibration:
         )
 
 
-NOT_LEARNED = Calibration(False, reason="val find AP 0.02 < 0.30")
+NOT_LEARNED = Calibration(False, reason="val AP50 0.02 < 0.30")
 LEARNED = Calibration(True, 0.7, {"scratch": 0.85})
 
 
@@ -171,7 +171,7 @@ def test_an_unqualified_or_uncalibrated_segmenter_counts_no_defect():
         gate = DefectGate.from_calibration(calibration, PipelineConfig())
         assert not gate.qualified and gate.lowest is None
         assert confident_defects([defect(0.99), defect(0.51)], PipelineConfig(), gate) == []
-    assert "val find AP 0.02 < 0.30" in DefectGate.from_calibration(NOT_LEARNED, PipelineConfig()).reason
+    assert "val AP50 0.02 < 0.30" in DefectGate.from_calibration(NOT_LEARNED, PipelineConfig()).reason
     assert "calibrate segmentation" in DefectGate.from_calibration(None, PipelineConfig()).reason
     assert confident_defects([defect(0.99)], PipelineConfig()) == []  # no gate, no explicit score: none
 
@@ -201,7 +201,7 @@ UNQUALIFIED = DefectGate.from_calibration(NOT_LEARNED, PipelineConfig())
             PASS,
             PipelineConfig(),
             Verdict.SUSPECT,
-            "segmentation model not qualified: val find AP 0.02 < 0.30",
+            "segmentation model not qualified: val AP50 0.02 < 0.30",
         ),
         (2.0, PASS, PipelineConfig(unconfirmed_flag="good"), Verdict.SUSPECT, "not qualified"),
         # marginal and clean parts: screening's call, as configured

@@ -59,15 +59,17 @@ def export_model_command(
     as_json: bool,
     threads: int | None,
 ) -> None:
-    """A type's screening (PatchCore) and segmentation (any [segmentation] stage) models as ONNX.
+    """A type's screening (any [screening] model) and segmentation (any stage) models as ONNX.
 
     \b
     Writes next to the torch models:
       <output>/<model>/screening/model.onnx (+ model.onnx.json)      tiles -> scores, anomaly maps
+                                                                     (PatchCore, PaDiM, FastFlow,
+                                                                     EfficientAD)
       <output>/<model>/checkpoints/best_model.onnx (+ .json)         Mask R-CNN: tile -> boxes, labels,
                                                                      scores, masks; semantic: tiles ->
                                                                      pixel logits; classifier: tiles -> logits
-    The screening graph holds the memory bank once, at its real size, and searches it in chunks;
+    PatchCore's graph holds the memory bank once, at its real size, and searches it in chunks;
     each file is checked against torch on test tiles (scores, maps, instances) and the result is in
     its .json. Run them with `[pipeline] runtime = "onnx"`.
       oringscan export model --model model1 --format onnx
@@ -93,6 +95,8 @@ def export_model_command(
     for name, path in report.files.items():
         info = report.info[name]
         line = f"{name}: {path} ({info['bytes'] / 1e6:.1f} MB"
+        if info.get("model", "patchcore") != "patchcore":  # PaDiM, FastFlow, EfficientAD
+            line += f", {info['model']} on {info.get('backbone', '?')}"
         if name == "screening" and "bank_rows" in info:
             line += f", bank {info['bank_rows']} x {info['bank_dims']} = {info['bank_bytes'] / 1e6:.1f} MB"
         line += ")"

@@ -66,22 +66,25 @@ def export_model(
         raise OringscanError(f"--stage {stage}: choose one of {', '.join(STAGES)}")
     config.oring_type(oring_type)
     ws = TypeWorkspace.from_config(config, output_root, oring_type)
+    # The models in use (a promoted version's, else the working copy): what the Inspector loads.
+    files = ws.models
     tiles = _check_tiles(config, output_root, oring_type, check_tiles) if check_tiles else []
     report = ExportReport()
     if stage in ("screening", "all"):
         from oringscan.screening.model import ScreeningModel
         from oringscan.screening.onnx_export import ONNX_FILE, export_screening_onnx
 
-        screen = ScreeningModel.load(ws.screening_dir, expected_type=oring_type, device="cpu")
-        info = export_screening_onnx(screen, ws.screening_dir, chunk_rows=chunk_rows, check_tiles=tiles)
-        report.files["screening"] = ws.screening_dir / ONNX_FILE
+        # PatchCore or an alternative (PaDiM, FastFlow, EfficientAD: export/alt_onnx.py).
+        screen = ScreeningModel.load(files.screening_dir, expected_type=oring_type, device="cpu")
+        info = export_screening_onnx(screen, files.screening_dir, chunk_rows=chunk_rows, check_tiles=tiles)
+        report.files["screening"] = files.screening_dir / ONNX_FILE
         report.info["screening"] = info
         if fmt == "openvino":
-            xml, ov_info = to_openvino(ws.screening_dir / ONNX_FILE, screen, tiles)
+            xml, ov_info = to_openvino(files.screening_dir / ONNX_FILE, screen, tiles)
             report.files["screening (openvino)"] = xml
             report.info["screening (openvino)"] = ov_info
     if stage in ("segmentation", "all"):
-        ckpt = ws.best_checkpoint
+        ckpt = files.segmentation_checkpoint
         if not ckpt.is_file() and stage == "all":
             report.skipped["segmentation"] = f"{ckpt} not found (run: oringscan train segmentation)"
         else:

@@ -51,18 +51,18 @@ MODELS = ("patchcore", "padim", "fastflow", "efficient_ad")
 ALT_MODELS = MODELS[1:]
 
 
-def default_input_size(oring_type: str, backbone: str, tile_size: int) -> int:
+def default_input_size(model: str, backbone: str, tile_size: int) -> int:
     """The model's input side: the tile for the filter bank, 256 px for CNNs (EfficientAD's size)."""
-    if backbone == RINGTEXTURE and oring_type != "efficient_ad":
+    if backbone == RINGTEXTURE and model != "efficient_ad":
         return tile_size
     return 256
 
 
-def default_params(oring_type: str, backbone: str, layers: list[str], config: Config) -> dict[str, Any]:
+def default_params(model: str, backbone: str, layers: list[str], config: Config) -> dict[str, Any]:
     sc = config.screening
-    if oring_type == "padim":
+    if model == "padim":
         return {"n_features": sc.n_features, "seed": sc.seed}
-    if oring_type == "fastflow":
+    if model == "fastflow":
         return {
             "flow_steps": 8,
             "hidden_ratio": 1.0,
@@ -71,7 +71,7 @@ def default_params(oring_type: str, backbone: str, layers: list[str], config: Co
             "lr": 1e-3,
             "seed": sc.seed,
         }
-    if oring_type == "efficient_ad":
+    if model == "efficient_ad":
         return {
             "distill_steps": sc.train_steps,
             "train_steps": sc.train_steps,
@@ -79,7 +79,7 @@ def default_params(oring_type: str, backbone: str, layers: list[str], config: Co
             "seed": sc.seed,
             "teacher": f"distilled here from {backbone} features",
         }
-    raise ConfigError(f"screening.model {oring_type!r}: choose one of {', '.join(MODELS)}")
+    raise ConfigError(f"screening.model {model!r}: choose one of {', '.join(MODELS)}")
 
 
 # ----------------------------------------------------------------------------------------- nets
@@ -119,7 +119,7 @@ class EfficientAdNet(nn.Module):
 
 
 def build_net(
-    oring_type: str,
+    model: str,
     backbone: str,
     layers: list[str],
     input_size: int,
@@ -138,7 +138,7 @@ def build_net(
     with torch.no_grad():
         probe = extractor(torch.zeros(1, 3, input_size, input_size))
     shapes = [tuple(probe[k].shape[1:]) for k in layers]
-    if oring_type == "padim":
+    if model == "padim":
         with anomalib_import():
             from anomalib.models.image.padim.torch_model import PadimModel
 
@@ -151,7 +151,7 @@ def build_net(
         gen = torch.Generator().manual_seed(int(params.get("seed", 0)))
         net.idx = torch.randperm(total, generator=gen)[:n]
         return net.eval(), source
-    if oring_type == "fastflow":
+    if model == "fastflow":
         with anomalib_import():
             from anomalib.models.image.fastflow.torch_model import FastflowModel, create_fast_flow_block
 
@@ -172,12 +172,23 @@ def build_net(
             ]
         )
         return net.eval(), source
-    if oring_type == "efficient_ad":
+    if model == "efficient_ad":
         channels = sum(s[0] for s in shapes)
         net = EfficientAdNet(channels)
         net.teacher_source = extractor  # used for distillation only; not part of the saved model
         return net.eval(), source
-    raise ConfigError(f"screening.model {oring_type!r}: choose one of {', '.join(ALT_MODELS)}")
+    raise ConfigError(f"screening.model {model!r}: choose one of {', '.join(ALT_MODELS)}")
+
+
+# ----------------------------------------------------------------------------------------- maps
+def alt_maps(net: nn.Module, kind: str, x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, S, S) anomaly maps (>= 0) of an alternative's module for the preprocessed batch ``x``:
+    the one scoring code of the torch screen and of its ONNX graph (export/alt_onnx.py)."""
+    if kind == "padim":
+        return net(x).anomaly_map
+    if kind == "fastflow":
+        return net(x).anomaly_map + 1.0
+    return net(x)
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -208,12 +219,7 @@ class AltScreeningModel(ScreeningModel):
     @torch.no_grad()
     def maps_from_input(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, S, S) anomaly maps (>= 0) at the model's input size."""
-        net = self.net
-        if self.kind == "padim":
-            return net(x).anomaly_map
-        if self.kind == "fastflow":
-            return net(x).anomaly_map + 1.0
-        return net(x)
+        return alt_maps(self.net, self.kind, x)
 
     @torch.no_grad()
     def maps_from_features(self, feats: list[torch.Tensor]) -> torch.Tensor:

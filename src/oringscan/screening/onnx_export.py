@@ -122,13 +122,24 @@ def export_screening_onnx(
     chunk_rows: int = 2048,
     check_tiles: list[np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Write ``model.onnx`` (+ ``model.onnx.json``) for a fitted PatchCore screen; returns the summary.
+    """Write ``model.onnx`` (+ ``model.onnx.json``) for a fitted screen; returns the summary.
+
+    PatchCore: the graph below; an alternative (PaDiM, FastFlow, EfficientAD): ``export/alt_onnx.py``.
 
     ``directory`` is the screening model folder (its bank file is fingerprinted so a refitted model
     is never paired with an old graph). ``check_tiles``: compare onnxruntime against torch on them.
     """
-    if getattr(screen.meta, "model", "patchcore") != "patchcore" or not hasattr(screen, "patchcore"):
-        raise ModelFileError(directory, "ONNX export of screening supports PatchCore models only")
+    kind = str(getattr(screen.meta, "model", "patchcore"))
+    if kind != "patchcore":
+        # PaDiM / FastFlow / EfficientAD: their own graph, the same files and outputs.
+        from oringscan.export.alt_onnx import export_alt_onnx
+        from oringscan.screening.alternatives import AltScreeningModel
+
+        if not isinstance(screen, AltScreeningModel):
+            raise ModelFileError(directory, f"no ONNX export for screening model {kind!r}")
+        return export_alt_onnx(screen, Path(directory), out=out, check_tiles=check_tiles)
+    if not hasattr(screen, "patchcore"):
+        raise ModelFileError(directory, "not a fitted PatchCore screen (nothing to export)")
     directory = Path(directory)
     out = Path(out) if out is not None else directory / ONNX_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +166,7 @@ def export_screening_onnx(
     info: dict[str, Any] = {
         "format": "onnx",
         "opset": OPSET,
+        "model": "patchcore",
         "file": out.name,
         "bytes": out.stat().st_size,
         "bank_rows": int(bank.shape[0]),
@@ -200,7 +212,8 @@ def _session(path: Path) -> Any:
 
 
 class OnnxScreeningModel(ScreeningModel):
-    """The exported PatchCore run by onnxruntime; thresholds and preprocessing as the torch model's."""
+    """An exported screen (PatchCore, PaDiM, FastFlow or EfficientAD: the graphs share their input and
+    outputs) run by onnxruntime; thresholds and preprocessing as the torch model's."""
 
     def __init__(self, session: Any, meta: Any, path: Path) -> None:  # noqa: D107 - no torch model
         self.session = session
@@ -234,12 +247,18 @@ class OnnxScreeningModel(ScreeningModel):
             )
         info_path = directory / ONNX_META_FILE
         bank_path = directory / BANK_FILE
-        if info_path.is_file() and bank_path.is_file():
+        if info_path.is_file():
             try:
-                sha = json.loads(info_path.read_text(encoding="utf-8")).get("source_bank_sha", "")
+                info = json.loads(info_path.read_text(encoding="utf-8"))
+                sha, kind = str(info.get("source_bank_sha", "")), str(info.get("model", "patchcore"))
             except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-                sha = ""
-            if sha and sha != _file_digest(bank_path):
+                sha, kind = "", meta.model
+            if kind != meta.model:  # a graph of another model (refitted as PaDiM, ...): never paired
+                raise ModelFileError(
+                    onnx_path,
+                    f"holds a {kind} screen, the fitted model is {meta.model} (run: oringscan export model again)",
+                )
+            if sha and bank_path.is_file() and sha != _file_digest(bank_path):
                 raise ModelFileError(
                     onnx_path, "exported from an older fit of this model (run: oringscan export model again)"
                 )

@@ -410,13 +410,12 @@ def calibrate_segmentation_cmd(
     """Calibrate when the segmenter may call a defect, from its val predictions.
 
     \b
-    Predicts every val tile (segmentation.calibration_max_tiles caps it), stitches each tile's
-    instances as inspection does, and counts an instance on a labelled defect (mask IoU >=
-    training.recall_iou) as a find. Sets the defect score where the finds reach
-    segmentation.defect_precision (per class where val has enough defects of it) and qualifies the
-    model: a find AP below segmentation.min_find_ap (0.3), or no score reaching the precision with
-    min_true_positives defects found, means it has not learned and the pipeline never lets it call a
-    defect (flagged parts go to suspect). COCO segm AP50 is reported (a floor when min_ap50 is set).
+    Predicts every val tile (segmentation.calibration_max_tiles caps it), sets the defect score at
+    segmentation.defect_precision (COCO matching, per class where val has enough defects of it) and
+    qualifies the model: val segm AP50 below segmentation.min_ap50, a find AP (its instances as
+    inspection stitches them, on the labelled defects) below segmentation.min_find_ap, or no score
+    reaching the precision means it has not learned and the pipeline never lets it call a defect
+    (flagged parts go to suspect).
     Writes checkpoints/segmentation_calibration.json (training writes it too; this is for
     checkpoints made before, or after changing the targets).
     """

@@ -355,7 +355,9 @@ def train_segmentation(
     if best_path.is_file():  # the score a defect needs on val, and whether this model may call one at all
         from oringscan.segmentation.calibration import calibrate_segmentation
 
-        calibration = calibrate_segmentation(config, output_root, oring_type, best_path, device=str(device))
+        calibration = calibrate_segmentation(
+            config, output_root, oring_type, best_path, device=str(device), progress=progress
+        )
         summary["calibration"] = calibration.to_json()
         say(calibration.summary)
     return summary
