@@ -15,7 +15,6 @@ student and autoencoder PDNs with the normalisation quantiles fitted here.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from pathlib import Path
@@ -28,8 +27,7 @@ from torch import nn
 
 from oringscan.errors import ModelFileError
 from oringscan.screening.alternatives import ALT_MODELS, AltScreeningModel, alt_maps
-from oringscan.screening.model import BANK_FILE
-from oringscan.screening.onnx_export import ONNX_FILE, OPSET, OnnxScreeningModel, _file_digest, parity
+from oringscan.screening.onnx_export import ONNX_FILE, OPSET, finish_export
 
 __all__ = ["AltScreeningGraph", "export_alt_onnx"]
 
@@ -100,11 +98,6 @@ def export_alt_onnx(
         "bytes": out.stat().st_size,
         "float_values": int(params),
         "input": ["batch", 3, size, size],
-        "tile_size": int(screen.meta.tile_size),
-        "source_bank_sha": _file_digest(directory / BANK_FILE) if (directory / BANK_FILE).is_file() else "",
         "export_seconds": round(seconds, 2),
     }
-    if check_tiles:
-        info["parity"] = parity(screen, OnnxScreeningModel.from_files(out, screen.meta), check_tiles)
-    (out.parent / (out.name + ".json")).write_text(json.dumps(info, indent=2), encoding="utf-8")
-    return info
+    return finish_export(screen, out, directory, info, check_tiles)

@@ -174,10 +174,23 @@ def export_screening_onnx(
         "bank_bytes": int(bank.numel() * 4),
         "chunk_rows": int(chunk_rows),
         "input": ["batch", 3, size, size],
-        "tile_size": int(screen.meta.tile_size),
-        "source_bank_sha": _file_digest(directory / BANK_FILE) if (directory / BANK_FILE).is_file() else "",
         "export_seconds": round(seconds, 2),
     }
+    return finish_export(screen, out, directory, info, check_tiles)
+
+
+def finish_export(
+    screen: ScreeningModel,
+    out: Path,
+    directory: Path,
+    info: dict[str, Any],
+    check_tiles: list[np.ndarray] | None,
+) -> dict[str, Any]:
+    """What every screening export records: the tile size, the fit it came from, the parity check
+    against the torch screen (when tiles are given); written next to the graph as ``<file>.json``."""
+    bank = directory / BANK_FILE
+    info["tile_size"] = int(screen.meta.tile_size)
+    info["source_bank_sha"] = _file_digest(bank) if bank.is_file() else ""
     if check_tiles:
         info["parity"] = parity(screen, OnnxScreeningModel.from_files(out, screen.meta), check_tiles)
     (out.parent / (out.name + ".json")).write_text(json.dumps(info, indent=2), encoding="utf-8")

@@ -111,6 +111,26 @@ class SegmentationCalibration:
             raise ModelFileError(path, f"segmentation calibration lacks a field ({exc})") from None
 
 
+def calibration_targets(settings: SegmentationConfig) -> dict[str, float]:
+    """The settings a calibration is judged against (recorded in every calibration file)."""
+    return {
+        "precision_target": settings.defect_precision,
+        "min_ap50": settings.min_ap50,
+        "min_find_ap": settings.min_find_ap,
+    }
+
+
+def no_val_split(settings: SegmentationConfig, annotations: Path) -> SegmentationCalibration:
+    """Not qualified: nothing to show that the model finds defects."""
+    return SegmentationCalibration(
+        False,
+        f"no validation split at {annotations}",
+        None,
+        created=utc_iso(),
+        **calibration_targets(settings),
+    )
+
+
 def calibration_path(checkpoint: Path | str) -> Path:
     """Where a checkpoint's calibration lives: checkpoints/segmentation_calibration.json."""
     checkpoint = Path(checkpoint)
@@ -165,18 +185,32 @@ def save_calibration(calibration: SegmentationCalibration, checkpoint: Path | st
 # --- from val predictions ------------------------------------------------------------------------
 
 
-def score_curve(scores: np.ndarray, matched: np.ndarray, n_truth: int) -> ScoreCurve:
-    """Precision and recall of the detections at or above each distinct score (highest first)."""
+def score_curve(
+    scores: np.ndarray, matched: np.ndarray, n_truth: int, found: np.ndarray | None = None
+) -> ScoreCurve:
+    """Precision and recall of the detections at or above each distinct score (highest first).
+
+    ``found`` (optional): per detection, the index of the labelled defect it finds (-1: none); then
+    recall and true positives count *distinct* defects, so duplicates on one defect count once.
+    """
     order = np.argsort(-scores, kind="stable")
     s, m = scores[order], matched[order]
     tp = np.cumsum(m)
+    if found is not None:  # distinct defects found among the detections so far
+        first = np.zeros(len(s), dtype=bool)
+        ids = found[order]
+        _, at = np.unique(ids, return_index=True)
+        first[at] = True
+        tp_found = np.cumsum(first & (ids >= 0) & m)
+    else:
+        tp_found = tp
     count = np.arange(1, len(s) + 1)
     last = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, bool)  # ties: all of them or none
     return ScoreCurve(
         scores=s[last].tolist(),
         precision=(tp / count)[last].tolist(),
-        recall=(tp / max(n_truth, 1))[last].tolist(),
-        true_positives=tp[last].astype(int).tolist(),
+        recall=(tp_found / max(n_truth, 1))[last].tolist(),
+        true_positives=tp_found[last].astype(int).tolist(),
     )
 
 
@@ -210,31 +244,11 @@ class Finds:
 
     def curve(self, label: str | None = None) -> ScoreCurve:
         """Precision (instances on a defect) and recall (distinct defects found) at each score."""
-        pick = (
-            np.ones(len(self.labels), bool)
-            if label is None
-            else np.array([x == label for x in self.labels], dtype=bool)
-        )
-        truth_ok = [label is None or t == label for t in self.truth_labels]
-        scores, defect = self.scores[pick], self.defect[pick]
-        order = np.argsort(-scores, kind="stable")
-        scores, defect = scores[order], defect[order]
-        seen: set[int] = set()
-        distinct = np.zeros(len(scores), dtype=np.int64)
-        for i, d in enumerate(defect.tolist()):
-            if d >= 0 and truth_ok[d]:
-                seen.add(d)
-            distinct[i] = len(seen)
-        on_defect = np.cumsum([d >= 0 and truth_ok[d] for d in defect.tolist()])
-        count = np.arange(1, len(scores) + 1)
-        n_truth = max(1, sum(truth_ok))
-        last = np.r_[scores[1:] != scores[:-1], True] if len(scores) else np.zeros(0, bool)
-        return ScoreCurve(
-            scores=scores[last].tolist(),
-            precision=(on_defect / count)[last].tolist() if len(scores) else [],
-            recall=(distinct / n_truth)[last].tolist() if len(scores) else [],
-            true_positives=distinct[last].astype(int).tolist(),
-        )
+        pick = np.array([label is None or x == label for x in self.labels], dtype=bool)
+        truth_ok = np.array([label is None or t == label for t in self.truth_labels] + [False])
+        defect = self.defect[pick]
+        on = truth_ok[defect]  # index -1 reads the trailing False: a false alarm
+        return score_curve(self.scores[pick], on, int(truth_ok.sum()), np.where(on, defect, -1))
 
 
 def find_instances(
@@ -342,13 +356,7 @@ def calibrate_from_outputs(
     ``stitch_window_iou``, ``recall_iou``, ``min_mask_area``) for the find AP; the defaults when None.
     """
     training = training if training is not None else TrainingConfig()
-    base = {
-        "precision_target": settings.defect_precision,
-        "min_ap50": settings.min_ap50,
-        "min_find_ap": settings.min_find_ap,
-        "val_tiles": len(records),
-        "created": utc_iso(),
-    }
+    base = {**calibration_targets(settings), "val_tiles": len(records), "created": utc_iso()}
     n_defects = sum(len(r.annotations) for r in records)
     if n_defects == 0:
         return SegmentationCalibration(
@@ -454,15 +462,7 @@ def calibrate_segmentation(
             segmenter.training,
         )
     else:
-        calibration = SegmentationCalibration(
-            False,
-            f"no validation split at {workspace.annotations('val')}",
-            None,
-            precision_target=config.segmentation.defect_precision,
-            min_ap50=config.segmentation.min_ap50,
-            min_find_ap=config.segmentation.min_find_ap,
-            created=utc_iso(),
-        )
+        calibration = no_val_split(config.segmentation, workspace.annotations("val"))
     calibration.checkpoint_sha256 = file_sha256(
         checkpoint if checkpoint.is_file() else checkpoint / "best_model.pth"
     )

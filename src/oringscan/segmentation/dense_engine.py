@@ -37,8 +37,10 @@ from oringscan.segmentation.calibration import (
     SegmentationCalibration,
     average_precision,
     calibrate_from_outputs,
+    calibration_targets,
     file_sha256,
     lowest_score_for_precision,
+    no_val_split,
     save_calibration,
     score_curve,
 )
@@ -444,9 +446,7 @@ def calibrate_tiles(
     ``min_true_positives`` of them (``ap50`` holds the same tile AP: it has no outlines).
     """
     base = {
-        "precision_target": settings.defect_precision,
-        "min_ap50": settings.min_ap50,
-        "min_find_ap": settings.min_find_ap,
+        **calibration_targets(settings),
         "val_tiles": len(truth),
         "val_defects": int(truth.sum()),
         "created": created,
@@ -510,15 +510,7 @@ def calibrate_dense_stage(
     records = _val_subset(records, config.segmentation.calibration_max_tiles)
     batch = config.pipeline.tile_batch_size
     if not records:
-        calibration = SegmentationCalibration(
-            False,
-            f"no validation split at {workspace.annotations('val')}",
-            None,
-            precision_target=config.segmentation.defect_precision,
-            min_ap50=config.segmentation.min_ap50,
-            min_find_ap=config.segmentation.min_find_ap,
-            created=utc_iso(),
-        )
+        calibration = no_val_split(config.segmentation, workspace.annotations("val"))
     elif stage.stage == "classifier":
         truth = np.asarray([r.is_defect for r in records], dtype=bool)
         calibration = calibrate_tiles(
