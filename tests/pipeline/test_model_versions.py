@@ -292,3 +292,24 @@ def test_migration_0005_adds_append_only_promotions_to_an_existing_database(stor
     with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
         conn.execute(text("DELETE FROM model_promotions"))
     assert len(store.promotions()) == 2
+
+
+def test_export_writes_the_promoted_versions_graph_and_onnx_inspection_uses_it(
+    tiny_models: TinyModels, workspace: TypeWorkspace
+):
+    """`export model` exports what decides parts: the promoted version, not the working copy."""
+    from oringscan.export.models import export_model
+    from oringscan.screening.onnx_export import ONNX_FILE
+
+    config = tiny_models.config.model_copy(deep=True)
+    config.rework.rules_file = None
+    workspace.versions.snapshot("first")
+    workspace.versions.promote("v0001")
+    report = export_model(config, workspace.output_root, "model1", check_tiles=2)
+    graph = report.files["screening"]
+    assert graph == workspace.models.screening_dir / ONNX_FILE and "versions/v0001" in str(graph)
+    assert graph.is_file() and not (workspace.working_models.screening_dir / ONNX_FILE).exists()
+    assert "versions/v0001" in str(report.files["segmentation"]) and report.files["segmentation"].is_file()
+    config.pipeline.runtime = "onnx"
+    inspector = Inspector.load(config, workspace.output_root, "model1")  # the version is not "damaged"
+    assert inspector.model_versions()["version"] == "v0001"

@@ -361,3 +361,12 @@ def test_an_outlier_above_the_lint_height_is_named_one_below_it_is_lint() -> Non
     linty = calibrate_shape_screen(np.append(scores, 8.0), [*names, "lint.bmp"], 0.005, 2.5, lint_px=12.0)
     assert linty.info["outlier_frames"] == [] and linty.info["good_frame_score_max"] == 8.0
     assert dirty.threshold == linty.threshold == pytest.approx(12 / math.cos(math.radians(30)))
+
+
+def test_a_small_shape_fit_warns_in_the_shape_screens_name(caplog: pytest.LogCaptureFixture) -> None:
+    """Too few frames for a tail fit: the warning names the ring-shape screen, not texture screening."""
+    scores = np.linspace(0.2, 0.6, 11)
+    with caplog.at_level("WARNING", logger="oringscan"):
+        calibrate_shape_screen(scores, [f"g{i}.bmp" for i in range(11)], 0.005, floor_px=3.0)
+    assert "ring-shape screen calibration: too few frames for a tail fit (11 < 16)" in caplog.text
+    assert "screening calibration:" not in caplog.text

@@ -146,14 +146,18 @@ def test_training_with_paste_and_crop_runs_and_restores_the_model_input_size(tin
     assert net.transform.min_size == (448,) and net.transform.max_size == 448
 
 
-def test_the_cpu_recipe_pastes_and_crops_unless_the_config_says_otherwise() -> None:
+def test_the_cpu_recipe_trains_whole_tiles_and_the_demo_pins_the_fast_variant() -> None:
     from oringscan.config import TrainingConfig
-    from oringscan.segmentation.models import cpu_recipe_overrides
+    from oringscan.pipeline.demo import DemoPlan, demo_config
+    from oringscan.segmentation.models import FAST_CPU_RECIPE, cpu_recipe_overrides
 
+    # auto on CPU: Lite0 with its last 3 stages training (the seed's default), whole tiles, lr 0.01.
     recipe = cpu_recipe_overrides(TrainingConfig(backbone="auto"), "cpu")
-    assert (
-        recipe["paste_prob"] > 0 and recipe["train_crop"] == 448 and recipe["trainable_backbone_layers"] == 0
-    )
-    mine = cpu_recipe_overrides(TrainingConfig(backbone="auto", paste_prob=0.2, train_crop=320), "cpu")
-    assert "paste_prob" not in mine and "train_crop" not in mine
+    assert recipe == {"input_size": 448, "batch_size": 2, "warmup_iters": 10, "lr": 0.01}
+    mine = cpu_recipe_overrides(TrainingConfig(backbone="auto", lr=0.003, batch_size=8), "cpu")
+    assert "lr" not in mine and "batch_size" not in mine  # what the config set stays
+    # The demo's fixed short schedule trains the fast variant: frozen backbone, copy-paste, crops.
+    demo = demo_config(DemoPlan()).training
+    assert all(getattr(demo, key) == value for key, value in FAST_CPU_RECIPE.items())
+    assert demo.trainable_backbone_layers == 0 and demo.paste_prob > 0 and demo.train_crop == 448
     assert cpu_recipe_overrides(TrainingConfig(backbone="lite0_fpn"), "cpu") == {}

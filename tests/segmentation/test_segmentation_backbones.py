@@ -157,13 +157,7 @@ def test_auto_on_cpu_trains_the_cpu_recipe_with_the_anomaly_channel_and_predicts
     )
     assert summary["backbone"] == "lite0_fpn" and summary["backbone_requested"] == "auto"
     # Seed defaults that do not fit a CPU are replaced; what the config set stays.
-    assert summary["cpu_recipe"] == {
-        "warmup_iters": 10,
-        "lr": 0.02,
-        "trainable_backbone_layers": 0,
-        "paste_prob": 0.5,
-        "train_crop": 448,
-    }
+    assert summary["cpu_recipe"] == {"warmup_iters": 10, "lr": 0.01}
     assert summary["anomaly_channel"] is True and summary["pretrained"].startswith("imagenet:")
     maps = sorted((type_dir / "anomaly_maps" / "train").glob("*.png"))
     assert maps and len(maps) == len(list((type_dir / "images" / "train").glob("*")))

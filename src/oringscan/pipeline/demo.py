@@ -70,9 +70,17 @@ def demo_config(plan: DemoPlan) -> Config:
     config.screening.coreset_ratio = 0.05
     t = config.training
     t.backbone = plan.backbone  # type: ignore[assignment]
-    t.input_size = plan.input_size
-    # On CPU ``auto`` brings the CPU recipe (models.CPU_RECIPE): frozen ImageNet Lite0 (FPN and heads
-    # train, lr 0.02), labelled defects copy-pasted (onto half the train tiles), crops around defects.
+    if _trains_on_cpu(t.backbone, t.device):
+        # Not ``auto``'s CPU recipe but its fast variant (models.FAST_CPU_RECIPE): frozen ImageNet
+        # Lite0 (FPN and heads train, lr 0.02), labelled defects copy-pasted onto half the train
+        # tiles, crops around defects; 1.5x the iterations per second, and on this fixed 7-epoch
+        # schedule val AP50 0.18-0.22 against 0.06 for the CPU recipe (README "Segmentation").
+        from oringscan.segmentation.models import FAST_CPU_RECIPE
+
+        for key, value in FAST_CPU_RECIPE.items():
+            setattr(t, key, value)
+    if plan.input_size is not None:
+        t.input_size = plan.input_size
     t.epochs = plan.epochs
     t.lr_step_size = plan.lr_step_size
     t.batch_size = 2
@@ -279,6 +287,14 @@ def run_demo(
     }
 
 
+def _trains_on_cpu(backbone: str, device: str) -> bool:
+    """Whether ``backbone`` (``auto`` included) trains the CPU backbone on this machine."""
+    from oringscan.segmentation.inference import resolve_device
+    from oringscan.segmentation.models import CPU_BACKBONE, resolve_backbone
+
+    return resolve_backbone(backbone, resolve_device(device)) == CPU_BACKBONE
+
+
 def _recipe(config: Config) -> str:
     """What ``backbone = "auto"`` becomes on this machine, in words."""
     from oringscan.segmentation.inference import resolve_device
@@ -287,7 +303,12 @@ def _recipe(config: Config) -> str:
     t = config.training
     backbone = resolve_backbone(t.backbone, resolve_device(t.device))
     guided = resolve_anomaly_channel(t.anomaly_channel, backbone, t.backbone)
-    return backbone + (" guided by the screening anomaly map" if guided else "")
+    fast = (
+        ", frozen backbone, copy-paste, 448 px crops (the fast CPU recipe)"
+        if backbone == "lite0_fpn" and t.trainable_backbone_layers == 0 and t.train_crop
+        else ""
+    )
+    return backbone + (" guided by the screening anomaly map" if guided else "") + fast
 
 
 def _quote(path: Path) -> str:

@@ -143,8 +143,12 @@ def tail_threshold(
     confidence: float = 0.9,
     bootstrap: int = BOOTSTRAP_ROUNDS,
     seed: int = 0,
+    source: str = "screening calibration",
 ) -> TailThreshold:
-    """The score an unseen good frame exceeds with probability ``rate`` (see the module docstring)."""
+    """The score an unseen good frame exceeds with probability ``rate`` (see the module docstring).
+
+    ``source`` starts the warning when the tail cannot be fitted (which screen is calibrating).
+    """
     s = np.asarray(scores, dtype=np.float64)
     s = s[np.isfinite(s)]
     n = s.size
@@ -171,8 +175,9 @@ def tail_threshold(
     expected, interval = order_statistic_rate(s, t, confidence)
     if fit is None:
         log.warning(
-            "screening calibration: %s; using the empirical quantile of %d good frames "
+            "%s: %s; using the empirical quantile of %d good frames "
             "(expected false-reject rate %.1f%%, asked %.1f%%)",
+            source,
             note,
             n,
             100 * expected,

@@ -260,6 +260,7 @@ def calibrate_shape_screen(
         min_tail_points=min_tail_points,
         confidence=confidence,
         seed=seed,
+        source="ring-shape screen calibration",
     )
     out: dict[str, Any] = {
         "score": f"highest edge excess held over {lint.arc_px:.3g} px of arc (2 x lint width)",

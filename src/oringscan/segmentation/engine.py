@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,30 @@ class TrainingError(OringscanError):
 def budget_clock(kind: str) -> Callable[[], float]:
     """What ``max_minutes`` counts: wall time, or this process's CPU time (fair budgets on a shared machine)."""
     return time.process_time if kind == "cpu" else time.monotonic
+
+
+@dataclass(slots=True)
+class BudgetSchedule:
+    """The learning rate x ``gamma`` at fixed fractions of a time budget (``lr_schedule = "budget"``).
+
+    StepLR counts epochs, which a time budget does not know in advance: a 5-minute run would end
+    at the high rate, whose weights swing from epoch to epoch. Checked after every iteration.
+    """
+
+    clock: Callable[[], float]
+    start: float
+    seconds: float
+    fractions: list[float]
+    gamma: float
+    applied: int = 0
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        used = self.clock() - self.start
+        due = sum(1 for f in self.fractions if used >= f * self.seconds)
+        while self.applied < due:
+            for group in optimizer.param_groups:
+                group["lr"] *= self.gamma
+            self.applied += 1
 
 
 def seed_everything(seed: int) -> None:
@@ -238,6 +263,11 @@ def train_segmentation(
     )
     clock = budget_clock(cfg.budget_clock)
     deadline = None if cfg.max_minutes is None else clock() + 60.0 * cfg.max_minutes
+    schedule = (
+        BudgetSchedule(clock, clock(), 60.0 * cfg.max_minutes, list(cfg.lr_budget_steps), cfg.lr_gamma)
+        if cfg.lr_schedule == "budget" and cfg.max_minutes is not None
+        else None
+    )
     stopped = "epochs"
     epoch = start_epoch - 1
     try:
@@ -260,10 +290,22 @@ def train_segmentation(
             started = time.monotonic()
             with _train_input_size(net, cfg.train_crop, tile_size):
                 losses, cut_short = _train_one_epoch(
-                    net, optimizer, loader, device, epoch, cfg, scaler, use_amp, writer, deadline, progress
+                    net,
+                    optimizer,
+                    loader,
+                    device,
+                    epoch,
+                    cfg,
+                    scaler,
+                    use_amp,
+                    writer,
+                    deadline,
+                    progress,
+                    schedule,
                 )
             lr_now = optimizer.param_groups[0]["lr"]
-            lr_scheduler.step()
+            if schedule is None:
+                lr_scheduler.step()
             # Compact per-tile predictions (RLE masks, <= 100 per tile), encoded batch by batch.
             val_outputs = (
                 predict_records(net, val_eval, device, cfg.batch_size, mask_threshold=cfg.mask_threshold)
@@ -408,6 +450,7 @@ def _train_one_epoch(
     writer: Any,
     deadline: float | None,
     progress: bool,
+    schedule: BudgetSchedule | None = None,
 ) -> tuple[dict[str, float], bool]:
     """One pass over the loader; returns mean losses and whether the time budget cut it short."""
     net.train()
@@ -457,6 +500,8 @@ def _train_one_epoch(
             optimizer.step()
         if warmup is not None and step < warmup.total_iters:
             warmup.step()
+        if schedule is not None:
+            schedule.step(optimizer)
         count += 1
         for k, v in loss_dict.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
