@@ -40,8 +40,8 @@ class DemoPlan:
     # Train / val / test share of the frames (split by frame, seeded). The demo evaluates nothing on
     # test, so val gets a larger share than a plant's 0.15: it is what calibrates the segmenter.
     split: tuple[float, float, float] = (0.6, 0.3, 0.1)
-    # "auto": on CPU the ImageNet EfficientNet-Lite0 recipe (learns in minutes), on CUDA the seed's
-    # ResNet50-FPN.
+    # "auto": on CPU ImageNet EfficientNet-Lite0 in the fast variant of the CPU recipe (see
+    # demo_config), on CUDA the seed's ResNet50-FPN.
     backbone: str = "auto"
     input_size: int | None = None  # None: the recipe's (448 px on CPU)
     # A fixed schedule, not a time budget: the same seed gives the same model on any machine. About
