@@ -117,7 +117,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=JSON",
-        help="a [training] setting over every route, e.g. --set ema_decay=0.99 (needs --tag)",
+        help="a [training] setting over every route, e.g. --set lr_schedule=budget (needs --tag)",
     )
     parser.add_argument("--tag", default="", help="rows and folders become <route>+<tag> (with --set)")
     args = parser.parse_args()
@@ -309,7 +309,7 @@ def _route_settings(route: str) -> dict[str, Any]:
 
 
 def _parse_settings(items: list[str]) -> dict[str, Any]:
-    """``KEY=JSON`` pairs (a bare word is a string): ``ema_decay=0.99``, ``lr_schedule=budget``."""
+    """``KEY=JSON`` pairs (a bare word is a string): ``lr=0.02``, ``lr_schedule=budget``."""
     settings: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
