@@ -35,7 +35,6 @@ its interval. Each frame's rework measurement is cached next to its tiles (``sha
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import time
@@ -59,7 +58,8 @@ from oringscan.screening.shape import (  # noqa: E402
     lint_envelope,
     shape_score,
 )
-from oringscan.testing.plantlike import random_plant_scene, render_plant_frame  # noqa: E402
+from oringscan.testing.plantlike import line_scene as plant_scene  # noqa: E402
+from oringscan.testing.plantlike import render_plant_frame  # noqa: E402
 from oringscan.tiling import ring_tiles  # noqa: E402
 from oringscan.workspace import TileAnnotation, TileRecord  # noqa: E402
 
@@ -69,39 +69,6 @@ CACHE_ROOT = Path("/tmp/oringscan_bench_op")
 def cache_dir(reduce: int) -> Path:
     """Rendered tiles per reduction factor (the 3x cache keeps its old place)."""
     return CACHE_ROOT if reduce == 3 else CACHE_ROOT.with_name(f"{CACHE_ROOT.name}_r{reduce}")
-
-
-def plant_scene(kind: str, seed: int):  # noqa: ANN201 - plantlike's PlantScene
-    """One o-ring type as plantlike renders it; defect frames get labelled pits and bulges."""
-    rng = np.random.default_rng(seed)
-    scene = random_plant_scene(rng, "light")
-    scene = dataclasses.replace(
-        scene,
-        r_out=float(650 + rng.uniform(-8, 8)),
-        r_in=float(390 + rng.uniform(-5, 5)),
-        cx=float(1224 + rng.uniform(-150, 150)),
-        cy=float(1024 + rng.uniform(-150, 150)),
-        n_pits=0,
-        n_scratches=0,
-        lint_across_bore=0,
-    )
-    if kind == "defect":
-        pits = [
-            (float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0.1, 0.9)), float(rng.uniform(15, 45)))
-            for _ in range(int(rng.integers(0, 3)))
-        ]
-        bulges = [
-            (
-                float(rng.uniform(0, 2 * math.pi)),
-                float(rng.uniform(20, 40)),
-                float(rng.uniform(20, 50)),
-                str(rng.choice(["outer", "inner"])),
-                float(rng.uniform(0.8, 1.0)),
-            )
-            for _ in range(int(rng.integers(0 if pits else 1, 3)))
-        ]
-        scene = dataclasses.replace(scene, labelled_pits=pits, labelled_bulges=bulges)
-    return scene
 
 
 def cached_frame_tiles(kind: str, seed: int, config: Config, reduce: int = 3) -> list[TileRecord]:

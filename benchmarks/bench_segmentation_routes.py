@@ -28,6 +28,12 @@ One training for two cells on a machine too loaded to run both.
 
 ``--reeval`` recomputes the metrics of rows already in the JSON from their checkpoints (no training).
 
+``--renderer plantlike`` renders every frame (train/val/test and the unseen line) with the second
+renderer, ``oringscan.testing.plantlike`` (labelled pits 15-45 px across and edge bulges, LabelMe files
+written as a labelling tool would), instead of ``oringscan.synth``: the recipe judged on frames it was
+not developed on. ``--screen-input N`` sets ``screening.input_size`` for the workdir's one screening
+fit (plant-like full-size frames need about a third of the tile, README "Screening input size").
+
 ``--set KEY=VALUE --tag NAME`` trains a variant of the routes: a ``[training]`` setting over each
 (``--set lr_schedule=budget --tag budget``), in rows and folders named ``<route>+<tag>``. Runs
 that go on at the same time need their own ``--results`` file (each rewrites its whole JSON).
@@ -120,6 +126,18 @@ def main() -> None:
         help="a [training] setting over every route, e.g. --set lr_schedule=budget (needs --tag)",
     )
     parser.add_argument("--tag", default="", help="rows and folders become <route>+<tag> (with --set)")
+    parser.add_argument(
+        "--renderer",
+        choices=["synth", "plantlike"],
+        default="synth",
+        help="frames from oringscan.synth, or from the second renderer (oringscan.testing.plantlike)",
+    )
+    parser.add_argument(
+        "--screen-input",
+        type=int,
+        default=None,
+        help="screening.input_size (default: the tile size); the screening fit is shared by the workdir",
+    )
     args = parser.parse_args()
     args.settings = _parse_settings(args.settings)
     if args.settings and not args.tag:
@@ -131,6 +149,7 @@ def main() -> None:
     logging.getLogger("oringscan").setLevel(logging.ERROR)
     config = _config(args.input_size)
     config.training.budget_clock = args.clock
+    config.screening.input_size = args.screen_input
     data, shared = _prepare(args, config)
     results_path = args.results or args.workdir / "routes.json"
     results: list[dict[str, Any]] = json.loads(results_path.read_text()) if results_path.is_file() else []
@@ -195,15 +214,12 @@ def _prepare(args: argparse.Namespace, config: Any) -> tuple[Path, Path]:
     from oringscan.preprocess import preprocess_type
     from oringscan.rework_rules import calibrate_rules
     from oringscan.screening import fit_screening
-    from oringscan.synth import synthesize_dataset
 
     data, shared = args.workdir / "dataset", args.workdir / "shared"
     type_dir = shared / "model1"
     t0 = time.monotonic()
     if not (type_dir / "annotations" / "test.json").is_file():
-        synthesize_dataset(
-            data, config, ("model1",), args.good, args.defect, 0, args.seed, progress=False, workers=1
-        )
+        _render(args, config, data, args.good, args.defect, args.seed)
         preprocess_type(config, data, shared, "model1", progress=False, workers=1)
     if not (type_dir / "screening" / "metadata.json").is_file():
         fit_screening(config, shared, "model1", progress=False)
@@ -212,20 +228,23 @@ def _prepare(args: argparse.Namespace, config: Any) -> tuple[Path, Path]:
         calibrate_rules(config, data, shared, "model1", frames=good, progress=False)
     line = args.workdir / "line"
     if not (line / "images").is_dir():
-        synthesize_dataset(
-            line,
-            config,
-            ("model1",),
-            args.line_good,
-            args.line_defect,
-            0,
-            args.seed + 1000,
-            progress=False,
-            workers=1,
-        )
+        _render(args, config, line, args.line_good, args.line_defect, args.seed + 1000)
     (type_dir / "anomaly_maps").mkdir(exist_ok=True)
     print(f"data ready in {time.monotonic() - t0:.0f}s: {data}", flush=True)
     return data, shared
+
+
+def _render(args: argparse.Namespace, config: Any, root: Path, good: int, defect: int, seed: int) -> None:
+    """model1 frames with LabelMe labels from the chosen renderer (``--renderer``)."""
+    if args.renderer == "plantlike":
+        from oringscan.testing.plantlike import write_line_dataset
+
+        kind = config.oring_type("model1")
+        write_line_dataset(root, kind.good_folder, kind.defect_folder, good, defect, seed)
+        return
+    from oringscan.synth import synthesize_dataset
+
+    synthesize_dataset(root, config, ("model1",), good, defect, 0, seed, progress=False, workers=1)
 
 
 def _run_route(

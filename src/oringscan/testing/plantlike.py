@@ -17,8 +17,10 @@ benchmarks (bench_roi, bench_rework, bench_label_coverage, bench_operating_point
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import cv2
@@ -459,6 +461,59 @@ def random_plant_scene(rng: np.random.Generator, variant: str = "any") -> PlantS
         jpeg_quality=int(rng.integers(60, 92)),
         noise=float(rng.uniform(1.0, 3.0)),
     )
+
+
+def line_scene(kind: str, seed: int) -> PlantScene:
+    """One ring as a line camera sees it (one size, centre within +/-150 px, light variant, no
+    unlabelled pits or scratches); ``kind="defect"`` adds 0-2 labelled pits (15-45 px across) and
+    edge bulges (20-40 px proud), at least one defect per frame."""
+    rng = np.random.default_rng(seed)
+    scene = random_plant_scene(rng, "light")
+    scene.r_out = float(650 + rng.uniform(-8, 8))
+    scene.r_in = float(390 + rng.uniform(-5, 5))
+    scene.cx = float(1224 + rng.uniform(-150, 150))
+    scene.cy = float(1024 + rng.uniform(-150, 150))
+    scene.n_pits, scene.n_scratches, scene.lint_across_bore = 0, 0, 0
+    if kind == "defect":
+        scene.labelled_pits = [
+            (float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0.1, 0.9)), float(rng.uniform(15, 45)))
+            for _ in range(int(rng.integers(0, 3)))
+        ]
+        scene.labelled_bulges = [
+            (
+                float(rng.uniform(0, 2 * math.pi)),
+                float(rng.uniform(20, 40)),
+                float(rng.uniform(20, 50)),
+                str(rng.choice(["outer", "inner"])),
+                float(rng.uniform(0.8, 1.0)),
+            )
+            for _ in range(int(rng.integers(0 if scene.labelled_pits else 1, 3)))
+        ]
+    return scene
+
+
+def write_line_dataset(
+    root: Path, good_folder: str, defect_folder: str, n_good: int, n_defect: int, seed: int
+) -> None:
+    """``root/images/<folder>/*.bmp`` and LabelMe files in ``root/labels/<folder>/`` for defect
+    frames, as the plant's data lives (frame k of a kind is rendered from seed ``seed + k``)."""
+    for kind, folder, count, offset in (
+        ("good", good_folder, n_good, 0),
+        ("defect", defect_folder, n_defect, 50_000),
+    ):
+        images = root / "images" / folder
+        images.mkdir(parents=True, exist_ok=True)
+        for k in range(count):
+            frame_seed = seed + offset + k
+            frame = render_plant_frame(line_scene(kind, frame_seed), seed=frame_seed)
+            name = f"plant_{kind}_{k:04d}"
+            if not cv2.imwrite(str(images / f"{name}.bmp"), frame.image):
+                raise OSError(f"{images / name}.bmp: could not be written")
+            if kind == "defect":
+                labels = root / "labels" / folder
+                labels.mkdir(parents=True, exist_ok=True)
+                doc = labelme_json(frame, f"../../images/{folder}/{name}.bmp")
+                (labels / f"{name}.json").write_text(json.dumps(doc), encoding="utf-8")
 
 
 def _random(variant: str, seed: int, **overrides: object) -> PlantScene:
