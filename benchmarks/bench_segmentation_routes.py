@@ -142,6 +142,8 @@ def main() -> None:
     args.settings = _parse_settings(args.settings)
     if args.settings and not args.tag:
         parser.error("--set changes the routes: name the variant with --tag")
+    if args.screen_input is not None and args.screen_input < 32:
+        parser.error(f"--screen-input {args.screen_input}: screening.input_size must be >= 32 px")
 
     import torch
 
