@@ -67,14 +67,9 @@ ROUTES: dict[str, dict[str, Any]] = {
 }
 
 
-def _recipe_route() -> dict[str, Any]:
-    """``auto`` on CPU exactly as ``train segmentation --device cpu`` gets it (models.CPU_RECIPE)."""
-    from oringscan.segmentation.models import CPU_RECIPE
-
-    return {"backbone": "auto", **CPU_RECIPE}
-
-
-ROUTES["cpu_recipe"] = {}  # filled by _recipe_route() at run time (keeps the import lazy)
+# ``auto`` on CPU exactly as ``train segmentation --device cpu`` gets it (models.CPU_RECIPE); filled
+# by _route_settings() at run time (keeps the import lazy).
+ROUTES["cpu_recipe"] = {}
 # models.FAST_CPU_RECIPE (the CPU default until 2026-11-30, the demo's): frozen Lite0, lr 0.02,
 # copy-paste, 448 px crops; filled at run time like cpu_recipe.
 ROUTES["frozen_paste_crop"] = {}
@@ -223,8 +218,16 @@ def _prepare(args: argparse.Namespace, config: Any) -> tuple[Path, Path]:
     if not (type_dir / "annotations" / "test.json").is_file():
         _render(args, config, data, args.good, args.defect, args.seed)
         preprocess_type(config, data, shared, "model1", progress=False, workers=1)
-    if not (type_dir / "screening" / "metadata.json").is_file():
+    screen_meta = type_dir / "screening" / "metadata.json"
+    if not screen_meta.is_file():
         fit_screening(config, shared, "model1", progress=False)
+    elif (fitted := json.loads(screen_meta.read_text()).get("input_size")) != (
+        wanted := config.screening.input_size_for_backbone(config.tiling.tile_size)
+    ):
+        raise SystemExit(
+            f"{screen_meta}: screening was fitted at input {fitted} px, --screen-input asks {wanted}; "
+            "use another --workdir"
+        )
     if not (type_dir / "rework_rules.toml").is_file():
         good = sorted((data / "images" / config.oring_type("model1").good_folder).glob("*.bmp"))
         calibrate_rules(config, data, shared, "model1", frames=good, progress=False)
@@ -320,10 +323,11 @@ def _run_route(
 
 
 def _route_settings(route: str) -> dict[str, Any]:
-    from oringscan.segmentation.models import FAST_CPU_RECIPE
+    """The ``[training]`` overrides of a route (the two recipe routes read segmentation.models)."""
+    from oringscan.segmentation.models import CPU_RECIPE, FAST_CPU_RECIPE
 
     if route == "cpu_recipe":
-        return _recipe_route()
+        return {"backbone": "auto", **CPU_RECIPE}
     if route == "frozen_paste_crop":
         return {"backbone": "lite0_fpn", "anomaly_channel": False, **FAST_CPU_RECIPE}
     return ROUTES[route]

@@ -298,14 +298,19 @@ def _trains_on_cpu(backbone: str, device: str) -> bool:
 def _recipe(config: Config) -> str:
     """What ``backbone = "auto"`` becomes on this machine, in words."""
     from oringscan.segmentation.inference import resolve_device
-    from oringscan.segmentation.models import resolve_anomaly_channel, resolve_backbone
+    from oringscan.segmentation.models import (
+        CPU_BACKBONE,
+        FAST_CPU_RECIPE,
+        resolve_anomaly_channel,
+        resolve_backbone,
+    )
 
     t = config.training
     backbone = resolve_backbone(t.backbone, resolve_device(t.device))
     guided = resolve_anomaly_channel(t.anomaly_channel, backbone, t.backbone)
     fast = (
         ", frozen backbone, copy-paste, 448 px crops (the fast CPU recipe)"
-        if backbone == "lite0_fpn" and t.trainable_backbone_layers == 0 and t.train_crop
+        if backbone == CPU_BACKBONE and all(getattr(t, k) == v for k, v in FAST_CPU_RECIPE.items())
         else ""
     )
     return backbone + (" guided by the screening anomaly map" if guided else "") + fast
