@@ -32,7 +32,8 @@ One training for two cells on a machine too loaded to run both.
 renderer, ``oringscan.testing.plantlike`` (labelled pits 15-45 px across and edge bulges, LabelMe files
 written as a labelling tool would), instead of ``oringscan.synth``: the recipe judged on frames it was
 not developed on. ``--screen-input N`` sets ``screening.input_size`` for the workdir's one screening
-fit (plant-like full-size frames need about a third of the tile, README "Screening input size").
+fit (plant-like full-size frames need about a third of the tile, README "Screening input size"); a
+workdir whose screening was fitted at another input size is refused (use one workdir per size).
 
 ``--set KEY=VALUE --tag NAME`` trains a variant of the routes: a ``[training]`` setting over each
 (``--set lr_schedule=budget --tag budget``), in rows and folders named ``<route>+<tag>``. Runs
