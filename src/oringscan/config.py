@@ -235,6 +235,11 @@ class TrainingConfig(_Section):
     # model before training and at inspection). None: the recipe's choice (off: not better at short budgets).
     anomaly_channel: bool | None = None
     weights: Path | None = None
+    # Start a fresh run from these weights (not its optimizer): "synthetic" (the starting model
+    # shipped with oringscan, learnt from synthetic frames; segmentation/pretrain.py), an init file
+    # of `oringscan pretrain segmentation`, or another run's best_model.pth; "none": ImageNet only.
+    # None: the recipe's choice ("synthetic" for `auto` on CPU, none otherwise).
+    init_from: str | None = None
     batch_size: int = Field(default=4, ge=1)
     epochs: int = Field(default=50, ge=1)
     lr: float = Field(default=0.005, gt=0)

@@ -153,11 +153,24 @@ def test_the_cpu_recipe_trains_whole_tiles_and_the_demo_pins_the_fast_variant() 
 
     # auto on CPU: Lite0 with its last 3 stages training (the seed's default), whole tiles, lr 0.01.
     recipe = cpu_recipe_overrides(TrainingConfig(backbone="auto"), "cpu")
-    assert recipe == {"input_size": 448, "batch_size": 2, "warmup_iters": 10, "lr": 0.01}
-    mine = cpu_recipe_overrides(TrainingConfig(backbone="auto", lr=0.003, batch_size=8), "cpu")
+    # It starts from the synthetic starting model shipped with oringscan.
+    assert recipe == {
+        "input_size": 448,
+        "batch_size": 2,
+        "warmup_iters": 10,
+        "lr": 0.01,
+        "init_from": "synthetic",
+    }
+    mine = cpu_recipe_overrides(
+        TrainingConfig(backbone="auto", lr=0.003, batch_size=8, init_from="none"), "cpu"
+    )
     assert "lr" not in mine and "batch_size" not in mine  # what the config set stays
-    # The demo's fixed short schedule trains the fast variant: frozen backbone, copy-paste, crops.
-    demo = demo_config(DemoPlan()).training
-    assert all(getattr(demo, key) == value for key, value in FAST_CPU_RECIPE.items())
+    assert "init_from" not in mine  # "none": ImageNet alone
+    # The demo's fixed short schedule fine-tunes the shipped synthetic start in the fast variant:
+    # frozen backbone, copy-paste, crops, at a fine-tuning lr.
+    plan = DemoPlan()
+    demo = demo_config(plan).training
+    assert all(getattr(demo, key) == value for key, value in FAST_CPU_RECIPE.items() if key != "lr")
+    assert demo.lr == plan.lr < FAST_CPU_RECIPE["lr"] and demo.init_from == "synthetic"
     assert demo.trainable_backbone_layers == 0 and demo.paste_prob > 0 and demo.train_crop == 448
     assert cpu_recipe_overrides(TrainingConfig(backbone="lite0_fpn"), "cpu") == {}

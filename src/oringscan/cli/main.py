@@ -31,6 +31,7 @@ COMMAND_PARTS = {
     "preprocess": "oringscan.preprocess.cli",
     "screen": "oringscan.screening.cli",
     "predict": "oringscan.segmentation.cli",
+    "pretrain": "oringscan.segmentation.cli",
     "measure": "oringscan.rework_rules.cli",
     "db": "oringscan.db.cli",
     "users": "oringscan.db.cli",

@@ -305,9 +305,10 @@ def demo_command(workdir: Path, minutes: float | None, seed: int) -> None:
 
     \b
     Synthesises a small data set, preprocesses it into tiles, fits the screening model, trains the
-    segmentation model (a fixed schedule of the CPU recipe), calibrates it and the rework rules,
-    inspects a fresh batch of "line" frames (80% good) into a database, prints the summary and the
-    dashboard command.
+    segmentation model (a fixed schedule that fine-tunes the synthetic starting model shipped with
+    oringscan, as `train segmentation --init-from synthetic` does), calibrates it and the rework
+    rules, inspects a fresh batch of "line" frames (80% good) into a database, prints the summary
+    and the dashboard command.
     """
     from oringscan.pipeline.demo import run_demo
 

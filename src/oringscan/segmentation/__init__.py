@@ -6,6 +6,7 @@ Public API (what the pipeline calls):
     segmenter.predict_tiles(tiles) -> list[Instance]     # frame coordinates, stitched
     stitch(instances) -> list[Instance]
     evaluate_segmentation(config, output_root, model, data_root) -> dict
+    pretrain_synthetic(workdir, out_file, minutes=30) -> dict   # a starting model (init_from)
     stage_from_config(config, workspace) -> Segmenter | SemanticSegmenter | TileClassifier
         # [segmentation] stage: "maskrcnn" (default), "semantic" or "classifier" (segmentation/stages.py)
 """
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from oringscan.segmentation.engine import TrainingError, train_segmentation
     from oringscan.segmentation.evaluation import evaluate_segmentation
     from oringscan.segmentation.inference import FramePrediction, Segmenter
+    from oringscan.segmentation.pretrain import pretrain_synthetic
     from oringscan.segmentation.semantic import SemanticSegmenter
     from oringscan.segmentation.stages import load_stage, stage_from_config
     from oringscan.segmentation.stitching import stitch
@@ -32,6 +34,7 @@ __getattr__, __dir__ = lazy_exports(
         "evaluate_segmentation": "evaluation",
         "FramePrediction": "inference",
         "Segmenter": "inference",
+        "pretrain_synthetic": "pretrain",
         "stitch": "stitching",
         "SemanticSegmenter": "semantic",
         "TileClassifier": "classifier",
@@ -48,6 +51,7 @@ __all__ = [
     "TrainingError",
     "evaluate_segmentation",
     "load_stage",
+    "pretrain_synthetic",
     "stage_from_config",
     "stitch",
     "train_segmentation",

@@ -16,6 +16,7 @@ from oringscan.cli.common import (
     AppContext,
     InputErrorLine,
     InputErrorStop,
+    OneLineErrors,
     common_options,
     exit_for_input_errors,
     model_option,
@@ -81,6 +82,15 @@ TILE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
     help="DataLoader worker processes (default 2).",
 )
 @click.option(
+    "--init-from",
+    "init_from",
+    default=None,
+    metavar="synthetic|FILE",
+    help="Start from these weights, not ImageNet alone: 'synthetic' (the starting model shipped with "
+    "oringscan, learnt from synthetic frames), a file of `oringscan pretrain segmentation`, or another "
+    "run's best_model.pth. Only the weights: the schedule starts fresh.",
+)
+@click.option(
     "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: all cores)."
 )
 def train_segmentation_cmd(
@@ -98,6 +108,7 @@ def train_segmentation_cmd(
       oringscan train segmentation --model model1 --epochs 80 --batch-size 2 --lr 0.003
       oringscan train segmentation --model model1 --backbone resnet18_fpn --device cpu --max-minutes 20
       oringscan train segmentation --model model1 --resume
+      oringscan train segmentation --model model1 --device cpu --max-minutes 10 --init-from synthetic
     """
     import torch  # noqa: F401 - imported first so set_threads pins its thread count
 
@@ -434,7 +445,109 @@ def calibrate_segmentation_cmd(
     click.echo(f"wrote {calibration_path(ckpt)}")
 
 
+@click.group("pretrain", cls=OneLineErrors)
+def pretrain_group() -> None:
+    """Learn a starting model from synthetic frames (no labelling), for `train --init-from`."""
+
+
+@pretrain_group.command("segmentation")
+@common_options
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The init file to write (for `train segmentation --init-from FILE`).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("oringscan-pretrain"),
+    show_default=True,
+    help="Where the synthetic frames, tiles and the training run go.",
+)
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Training budget.",
+)
+@click.option(
+    "--clock",
+    type=click.Choice(["wall", "cpu"]),
+    default="wall",
+    show_default=True,
+    help="What --minutes counts: wall time, or the process's CPU time (the same model on a busy machine).",
+)
+@click.option(
+    "--defect",
+    "n_defect",
+    type=click.IntRange(min=3),
+    default=60,
+    show_default=True,
+    help="Defect frames to render.",
+)
+@click.option(
+    "--good",
+    "n_good",
+    type=click.IntRange(min=3),
+    default=20,
+    show_default=True,
+    help="Good frames (negatives).",
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: all cores)."
+)
+def pretrain_segmentation_cmd(
+    app: AppContext,
+    out_file: Path,
+    workdir: Path,
+    minutes: float,
+    clock: str,
+    n_defect: int,
+    n_good: int,
+    seed: int,
+    threads: int | None,
+) -> None:
+    """Train the segmenter on synthetic frames and write it as a starting model.
+
+    \b
+    Renders --defect/--good frames with `oringscan synth` (every defect kind, pits of a few px to half
+    a tile), cuts them into tiles, trains the configured recipe (`auto`: the CPU recipe on a CPU) for
+    --minutes and writes the weights that training changed (float16, with how they were made) to
+    --out. A plant's own run then fine-tunes it on its labelled frames:
+      oringscan pretrain segmentation --out start.pt --minutes 60
+      oringscan train segmentation --model model1 --init-from start.pt --max-minutes 10
+    oringscan ships one such file ('--init-from synthetic'; README "Segmentation").
+    """
+    import torch  # noqa: F401 - imported first so set_threads pins its thread count
+
+    from oringscan.segmentation.pretrain import pretrain_synthetic
+
+    set_threads(threads)
+    result = pretrain_synthetic(
+        workdir,
+        out_file,
+        minutes=minutes,
+        clock=clock,
+        n_defect=n_defect,
+        n_good=n_good,
+        seed=seed,
+        echo=click.echo,
+        config=app.config,
+    )
+    made = result["made_by"]
+    cal = made["calibration"]
+    click.echo(
+        f"done: {made['epochs_run']} epoch(s); on its synthetic val: qualified {cal['qualified']}, "
+        f"AP50 {cal['ap50']}, find AP {cal['find_ap']}; {result['file']} ({result['megabytes']} MB)"
+    )
+
+
 def register(root: click.Group) -> None:
+    root.add_command(pretrain_group, "pretrain")
     root.commands["train"].add_command(train_segmentation_cmd, "segmentation")
     root.commands["evaluate"].add_command(evaluate_segmentation_cmd, "segmentation")
     root.commands["calibrate"].add_command(calibrate_segmentation_cmd, "segmentation")  # type: ignore[attr-defined]
