@@ -152,3 +152,64 @@ def test_pretrain_writes_a_start_that_a_training_run_takes(tmp_path: Path, tiny_
     )  # fmt: skip
     assert result.exit_code != 0
     assert "lite0_fpn" in result.output and pretrain.SHIPPED_FILE in result.output
+
+
+def test_pretrain_refuses_an_out_it_could_not_write_before_any_work(tmp_path: Path) -> None:
+    """An --out under a file is one line naming it, before any frame is rendered; so is a folder."""
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x", encoding="utf-8")
+    out, work = blocker / "start.pt", tmp_path / "work"
+    result = CliRunner().invoke(
+        cli, ["pretrain", "segmentation", "--out", str(out), "--workdir", str(work), "--minutes", "0.05"]
+    )
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and str(out) in lines[0], result.output
+    assert "cannot be written" in lines[0] and not work.exists()  # nothing rendered
+    with pytest.raises(ModelFileError) as exc:
+        pretrain.check_writable(tmp_path)
+    _one_line(exc, tmp_path, "is a folder")
+
+
+def test_pretrain_learns_from_the_plants_own_good_frames_with_synthetic_defects_pasted(
+    tmp_path: Path,
+) -> None:
+    """--plant-good: a seeded choice of the plant's good frames joins the training tiles (linked,
+    not copied), pasting is on, and the file records it; a missing folder is one clear line."""
+    from oringscan.errors import ConfigError
+    from oringscan.synth import synthesize_dataset
+
+    config = tiny_config()
+    plant = tmp_path / "plant"  # the plant's data root: 4 good frames of another seed
+    synthesize_dataset(plant, config, ("model1",), 4, 0, 0, seed=99, progress=False, size=config_size(config))
+    good_folder = config.oring_type("model1").good_folder
+    result = pretrain.pretrain_synthetic(
+        tmp_path / "work", tmp_path / "start.pt", minutes=0.05, n_defect=3, n_good=2, workers=1,
+        progress=False, config=config, oring_type="model1", plant_data=plant, plant_good=3,
+    )  # fmt: skip
+    made = result["made_by"]
+    assert (
+        made["plant_good"] == 3 and made["paste_prob"] == 0.5 and made["plant_folder"].endswith(good_folder)
+    )
+    linked = sorted((tmp_path / "work" / "dataset" / "images" / good_folder).glob("plant_*"))
+    assert len(linked) == 3 and all(p.is_symlink() for p in linked)
+    annotations = tmp_path / "work" / "output" / "model1" / "annotations"
+    names = [
+        i["file_name"]
+        for s in ("train", "val", "test")
+        for i in json.loads((annotations / f"{s}.json").read_text())["images"]
+    ]
+    assert any("__plant_model1_good_" in n for n in names)  # cut into tiles like any good frame
+    chosen = pretrain.choose_plant_good(config, plant, "model1", 3, seed=7)
+    assert [p.name for p in chosen] == [p.name.removeprefix("plant_") for p in linked]
+
+    with pytest.raises(ConfigError) as exc:
+        pretrain.pretrain_synthetic(
+            tmp_path / "w2", tmp_path / "s2.pt", config=config, plant_data=tmp_path / "nowhere", plant_good=2
+        )
+    assert "\n" not in str(exc.value) and str(tmp_path / "nowhere") in str(exc.value)
+    assert not (tmp_path / "w2").exists()
+
+
+def config_size(config) -> tuple[int, int]:
+    return config.frame.width, config.frame.height

@@ -95,6 +95,24 @@ def test_auto_picks_resnet50_on_cuda_and_the_cpu_recipe_otherwise() -> None:
         seg_models.resolve_anomaly_channel(True, "resnet18_fpn", "resnet18_fpn")
 
 
+def test_a_config_show_dump_trains_as_no_file_does_under_auto_on_cpu(tmp_path: Path) -> None:
+    """`oringscan config show > plant.toml` lists every seed default: ``auto`` on CPU must still
+    replace them with the CPU recipe (a key counts as unset while it holds the seed default)."""
+    from oringscan.config import Config, config_to_toml, load_config
+
+    path = tmp_path / "plant.toml"
+    path.write_text(config_to_toml(Config()), encoding="utf-8")
+    dumped = seg_models.cpu_recipe_overrides(load_config(path).training, "cpu")
+    assert (
+        dumped == seg_models.cpu_recipe_overrides(load_config(None).training, "cpu") == seg_models.CPU_RECIPE
+    )
+    # A value other than the default is the user's; naming the backbone turns the recipe off.
+    path.write_text("[segmentation]\nlr = 0.004\n", encoding="utf-8")
+    assert "lr" not in seg_models.cpu_recipe_overrides(load_config(path).training, "cpu")
+    path.write_text('[segmentation]\nbackbone = "lite0_fpn"\n', encoding="utf-8")
+    assert seg_models.cpu_recipe_overrides(load_config(path).training, "cpu") == {}
+
+
 def test_anomaly_channel_model_builds_and_runs_four_channels(imagenet) -> None:
     training = seg_models.TrainingConfig(backbone="lite0_fpn", anomaly_channel=True, input_size=64)
     model, spec, source = seg_models.create_model(training, 2, 64, anomaly_scale=3.0)

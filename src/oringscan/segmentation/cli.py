@@ -452,6 +452,11 @@ def pretrain_group() -> None:
 
 @pretrain_group.command("segmentation")
 @common_options
+@model_option(
+    required=False,
+    help_text="O-ring type whose style is rendered and whose good frames --plant-good takes "
+    "(default: the first configured type).",
+)
 @click.option(
     "--out",
     "out_file",
@@ -496,12 +501,24 @@ def pretrain_group() -> None:
     show_default=True,
     help="Good frames (negatives).",
 )
+@click.option(
+    "--plant-good",
+    "plant_good",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also learn from this many of your own good frames of --model (under --data; a seeded "
+    "choice), with synthetic defects pasted onto half the tiles: a start that knows your rubber and "
+    "light. 0: synthetic frames only.",
+)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option(
     "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: all cores)."
 )
 def pretrain_segmentation_cmd(
     app: AppContext,
+    oring_type: str | None,
+    plant_good: int,
     out_file: Path,
     workdir: Path,
     minutes: float,
@@ -520,6 +537,9 @@ def pretrain_segmentation_cmd(
     --out. A plant's own run then fine-tunes it on its labelled frames:
       oringscan pretrain segmentation --out start.pt --minutes 60
       oringscan train segmentation --model model1 --init-from start.pt --max-minutes 10
+    With --plant-good N it also takes N of your good frames (--data, --model) and pastes synthetic
+    defects onto them, no labelling needed:
+      oringscan pretrain segmentation --model model2 --data dataset --plant-good 40 --out start2.pt
     oringscan ships one such file ('--init-from synthetic'; README "Segmentation").
     """
     import torch  # noqa: F401 - imported first so set_threads pins its thread count
@@ -537,6 +557,9 @@ def pretrain_segmentation_cmd(
         seed=seed,
         echo=click.echo,
         config=app.config,
+        oring_type=oring_type,
+        plant_data=app.data_root if plant_good else None,
+        plant_good=plant_good,
     )
     made = result["made_by"]
     cal = made["calibration"]

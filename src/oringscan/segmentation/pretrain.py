@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from oringscan.config import Config
-from oringscan.errors import ModelFileError
+from oringscan.errors import ConfigError, ModelFileError
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +177,17 @@ def pretrain_synthetic(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     config: Config | None = None,
+    oring_type: str | None = None,
+    plant_data: Path | str | None = None,
+    plant_good: int = 0,
 ) -> dict[str, Any]:
     """Render synthetic frames, train the CPU recipe on them for ``minutes``, write the init file.
+
+    ``oring_type`` (default: the first configured) decides the rendering style. With ``plant_good``
+    > 0, that many of the plant's own good frames of the type (``plant_data/images/<good folder>``,
+    a seeded choice) join the good frames, and half the training tiles get synthetic defects pasted
+    in (``training.paste_prob`` 0.5 unless configured): the start then also learns what the plant's
+    defect-free rubber, light and background look like, without a labelled frame.
 
     Everything is seeded (frames, split, training); ``clock="cpu"`` counts the training process's
     CPU time instead of wall time (a shared machine then gives the same model as an idle one).
@@ -189,13 +198,23 @@ def pretrain_synthetic(
     from oringscan.synth import synthesize_dataset
 
     say = echo or (lambda line: log.info(line))
+    out_file = Path(out_file)
+    check_writable(out_file)  # before the minutes of training, not after
     workdir = Path(workdir)
     data_root, output_root = workdir / "dataset", workdir / "output"
     config = config.model_copy(deep=True) if config is not None else Config()
     size = size or (config.frame.width, config.frame.height)  # the configured frame (the plant's 2448x2048)
     config.frame.width, config.frame.height = size
     config.preprocess.workers = workers
-    oring_type = next(iter(config.types))
+    oring_type = oring_type or next(iter(config.types))
+    config.oring_type(oring_type)  # an unknown type: one clear line before any work
+    plant_frames = (
+        choose_plant_good(config, Path(plant_data), oring_type, plant_good, seed)
+        if plant_good > 0 and plant_data is not None
+        else []
+    )
+    if plant_good > 0 and plant_data is None:
+        raise ConfigError("pretrain: plant_good needs plant_data (the data root of the plant's frames)")
     started = time.perf_counter()
     say(f"rendering {n_defect} defect + {n_good} good synthetic frames of {oring_type} (seed {seed})")
     synthesize_dataset(
@@ -210,8 +229,13 @@ def pretrain_synthetic(
         workers=workers,
         size=size,
     )
+    if plant_frames:
+        say(f"adding {len(plant_frames)} of the plant's own good frames from {plant_frames[0].parent}")
+        link_frames(plant_frames, data_root / "images" / config.oring_type(oring_type).good_folder)
     preprocess_type(config, data_root, output_root, oring_type, progress=progress, workers=workers)
     t = config.training
+    if plant_frames and t.paste_prob == 0.0:  # off (the default): paste synthetic defects onto them
+        t.paste_prob = 0.5
     t.budget_clock = clock  # type: ignore[assignment]
     t.init_from = NO_INIT  # from ImageNet, not from a starting model (the CPU recipe's default)
     # Validation picks the best epoch; 30 tiles keep it a small share of the budget (the calibration
@@ -234,6 +258,9 @@ def pretrain_synthetic(
         "seed": seed,
         "size": list(size),
         "oring_type": oring_type,
+        "plant_good": len(plant_frames),
+        "plant_folder": str(plant_frames[0].parent) if plant_frames else None,
+        "paste_prob": t.paste_prob,
         "epochs_run": summary.get("epochs_run"),
         "best_epoch": summary.get("best_epoch"),
         "best_segm_AP": summary.get("best_segm_AP"),
@@ -251,6 +278,53 @@ def pretrain_synthetic(
         f"{result['megabytes']} MB, sha256 {result['sha256'][:12]}"
     )
     return result
+
+
+def choose_plant_good(config: Config, data_root: Path, oring_type: str, count: int, seed: int) -> list[Path]:
+    """``count`` good frames of ``oring_type`` under ``data_root`` (all when fewer), a seeded choice."""
+    import numpy as np
+
+    folder = data_root / "images" / config.oring_type(oring_type).good_folder
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: folder of the plant's good {oring_type} frames not found")
+    extensions = {e.lower() for e in config.frame.extensions}
+    frames = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+    if not frames:
+        raise ConfigError(
+            f"{folder}: no good frames ({', '.join(sorted(extensions))}) to learn the plant's look from"
+        )
+    if len(frames) <= count:
+        return frames
+    picked = np.random.default_rng(seed).choice(len(frames), size=count, replace=False)
+    return [frames[i] for i in sorted(picked)]
+
+
+def link_frames(frames: list[Path], folder: Path) -> None:
+    """Symlink (copy where links are refused) ``frames`` into ``folder`` as ``plant_<name>``."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("plant_*"):  # an earlier run's choice (another --plant-good)
+        stale.unlink()
+    for frame in frames:
+        target = folder / f"plant_{frame.name}"
+        try:
+            target.symlink_to(frame.resolve())
+        except OSError:
+            shutil.copy2(frame, target)
+
+
+def check_writable(out_file: Path) -> None:
+    """Refuse an init file that could not be written, before any work: one line naming it."""
+    if out_file.is_dir():
+        raise ModelFileError(out_file, "is a folder: --out names the init file to write")
+    try:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        probe = out_file.parent / f".{out_file.name}.writable"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ModelFileError(out_file, f"cannot be written ({exc.strerror or exc})") from None
 
 
 def fresh_baseline(spec: Any) -> dict[str, torch.Tensor]:
