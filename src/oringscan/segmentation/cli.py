@@ -447,7 +447,7 @@ def calibrate_segmentation_cmd(
 
 @click.group("pretrain", cls=OneLineErrors)
 def pretrain_group() -> None:
-    """Learn a starting model from synthetic frames (no labelling), for `train --init-from`."""
+    """Learn a starting model from synthetic frames and your good frames (no labelling), for `train --init-from`."""
 
 
 @pretrain_group.command("segmentation")

@@ -6,7 +6,8 @@ as an *init file*: the tensors that training changed (the ImageNet ones stay in 
 float16, with the model spec and how the file was made. ``training.init_from`` (``--init-from``)
 starts a run from such a file, from any segmentation checkpoint, or from ``"synthetic"``: the file
 shipped in this package (``pretrained/lite0_fpn_synthetic.pt``, made by ``oringscan pretrain
-segmentation`` with the settings in its ``made_by`` field).
+segmentation`` with the settings in its ``made_by`` field). ``plant_good`` adds the plant's own good
+frames, with synthetic defects pasted onto them (the issue's "pasted onto the plant's own good tiles").
 
 Only weights cross over: the optimizer, schedule and early stopping start fresh, and the run's own
 classes decide the class-specific layers (loaded when their count matches, else left fresh).
