@@ -209,13 +209,13 @@ def pretrain_synthetic(
     config.preprocess.workers = workers
     oring_type = oring_type or next(iter(config.types))
     config.oring_type(oring_type)  # an unknown type: one clear line before any work
+    if plant_good > 0 and plant_data is None:
+        raise ConfigError("pretrain: plant_good needs plant_data (the data root of the plant's frames)")
     plant_frames = (
         choose_plant_good(config, Path(plant_data), oring_type, plant_good, seed)
         if plant_good > 0 and plant_data is not None
         else []
     )
-    if plant_good > 0 and plant_data is None:
-        raise ConfigError("pretrain: plant_good needs plant_data (the data root of the plant's frames)")
     started = time.perf_counter()
     say(f"rendering {n_defect} defect + {n_good} good synthetic frames of {oring_type} (seed {seed})")
     synthesize_dataset(
@@ -282,18 +282,20 @@ def pretrain_synthetic(
 
 
 def choose_plant_good(config: Config, data_root: Path, oring_type: str, count: int, seed: int) -> list[Path]:
-    """``count`` good frames of ``oring_type`` under ``data_root`` (all when fewer), a seeded choice."""
+    """``count`` good frames of ``oring_type`` under ``data_root`` (all when fewer), a seeded choice
+    among the frames preprocess would take (``discover_frames``: same file types, same skips)."""
     import numpy as np
+
+    from oringscan.preprocess.runner import discover_frames
 
     folder = data_root / "images" / config.oring_type(oring_type).good_folder
     if not folder.is_dir():
         raise ConfigError(f"{folder}: folder of the plant's good {oring_type} frames not found")
-    extensions = {e.lower() for e in config.frame.extensions}
-    frames = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+    jobs, _, _ = discover_frames(config, data_root, oring_type)
+    frames = [job.image_path for job in jobs if job.kind == "good"]
     if not frames:
-        raise ConfigError(
-            f"{folder}: no good frames ({', '.join(sorted(extensions))}) to learn the plant's look from"
-        )
+        extensions = ", ".join(sorted({e.lower() for e in config.frame.extensions}))
+        raise ConfigError(f"{folder}: no good frames ({extensions}) to learn the plant's look from")
     if len(frames) <= count:
         return frames
     picked = np.random.default_rng(seed).choice(len(frames), size=count, replace=False)
