@@ -213,3 +213,22 @@ def test_pretrain_learns_from_the_plants_own_good_frames_with_synthetic_defects_
 
 def config_size(config) -> tuple[int, int]:
     return config.frame.width, config.frame.height
+
+
+def test_a_broken_plant_frame_is_recorded_and_the_pretraining_goes_on(tmp_path: Path) -> None:
+    """A garbage .bmp among the plant's good frames: preprocess records it, the others are used."""
+    from oringscan.synth import synthesize_dataset
+
+    config = tiny_config()
+    plant = tmp_path / "plant"
+    synthesize_dataset(plant, config, ("model1",), 2, 0, 0, seed=98, progress=False, size=config_size(config))
+    good = plant / "images" / config.oring_type("model1").good_folder
+    (good / "zz_broken.bmp").write_bytes(b"not a bitmap")
+    result = pretrain.pretrain_synthetic(
+        tmp_path / "work", tmp_path / "start.pt", minutes=0.05, n_defect=3, n_good=2, workers=1,
+        progress=False, config=config, plant_data=plant, plant_good=3,
+    )  # fmt: skip
+    assert result["made_by"]["plant_good"] == 3 and (tmp_path / "start.pt").is_file()
+    summary = json.loads((tmp_path / "work" / "output" / "model1" / "dataset_summary.json").read_text())
+    (skipped,) = [s for s in summary["skipped"] if s["file"].endswith("plant_zz_broken.bmp")]
+    assert "not a BMP" in skipped["reason"]
